@@ -1,0 +1,514 @@
+"""One trial = one frozen, typed config.
+
+Configs are plain frozen dataclasses grouped by concern. They cross process boundaries (Ray,
+files, the command line) as nested dicts and are rebuilt with :func:`from_dict`, which checks
+every key and value and raises one :class:`ConfigError` listing *every* problem, with a
+"did you mean" hint for misspelt keys. Training code only ever sees a validated
+:class:`TrialConfig`, never a raw dict.
+
+The docstring under each field is the documentation: ``python -m harness run --help`` prints it.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem (or several). The message lists every problem found, one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            f"{len(problems)} config problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Which causal LM to fine-tune, and how (LoRA or all weights)."""
+
+    name: str = "tiny"
+    """A preset ('tiny', 'world', 'llama-3.1-8b'), a Hugging Face model id, or a local directory
+    saved with save_pretrained. 'tiny' is a randomly initialised 2-layer Llama with a byte-level
+    tokenizer, built offline (for tests); 'world' is the project's pretrained base for the
+    generated world (built on first use)."""
+    tuning: Literal["full", "lora"] = "full"
+    """'full' trains every weight; 'lora' trains only PEFT LoRA adapters."""
+    lora_r: int = 8
+    """LoRA rank (tuning='lora' only)."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator; the update is scaled by lora_alpha / lora_r."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA branch input."""
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """Module names that receive adapters (Llama attention projections by default)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Weight dtype. bfloat16 is for GPUs; CPU runs stay in float32."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (saves memory on long sequences)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where the benchmark comes from and how much of it a trial uses."""
+
+    root: str | None = None
+    """Data directory (holding long_sequence/, general/, mmlu/). Unset: $GERE_DATA_DIR, else
+    ../shared/data next to the repository when it exists."""
+    tasks: str = "order6"
+    """The task sequence: a standard order by name (order4, order5, order6, or
+    long-sequence-yelp-first etc.) or a comma-separated list of task names, trained in order."""
+    restrict_to_available: bool = False
+    """Run a named order restricted to the tasks present in the data directory (the dropped
+    tasks are logged and recorded). Off: a missing task is an error."""
+    label_policy: Literal["strict", "drop_unknown", "from_outputs"] = "strict"
+    """What to do when an instance's label is not in labels.json: 'strict' fails naming the task,
+    file and labels; 'drop_unknown' drops such instances; 'from_outputs' takes the label set from
+    the train outputs when labels.json matches none of them (qqp), then drops test instances
+    outside it (mnli's '-')."""
+    max_train_per_task: int | None = 1000
+    """Cap on training instances per task (seeded sample); None = all."""
+    max_test_per_task: int | None = 200
+    """Cap on test instances per task (seeded sample); None = all."""
+    max_seq_len: int = 256
+    """Token budget for a task example (prompt + label); longer prompts are cut from the left
+    so the label is always kept."""
+    cache_dir: str | None = None
+    """Token cache directory. Unset: $GERE_CACHE_DIR/tokens or ~/.cache/gere-harness/tokens."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayConfig:
+    """The anti-forgetting method: which replay loss, on which general texts."""
+
+    method: Literal["none", "ce", "kl", "l1", "l2", "tm"] = "tm"
+    """'none' = sequential fine-tuning; 'ce' = replay with next-token CE; 'kl' = CE + KL to the
+    frozen model's logits; 'l1'/'l2' = CE + L1/L2 distance to the frozen last hidden state;
+    'tm' = CE + GeRe's threshold-margin loss."""
+    corpus: str = "general/train.jsonl"
+    """General corpus: a jsonl path (absolute or relative to data.root) or 'hf:<dataset>'."""
+    size: int = 1000
+    """Number of replay texts (GeRe: 1,000). Ignored when method='none'."""
+    max_tokens: int = 563
+    """Each replay text is truncated to this many tokens (GeRe: 563)."""
+    weight: float | Literal["dynamic"] | None = None
+    """Weight w of the replay-loss term in L = CE + w*term: a number, 'dynamic'
+    (w = CE/term, both detached), or unset = the method's default (tm: 100, others: 1)."""
+    tm_k: float = 1.0
+    """TM thresholds are mean +- k*std per hidden dimension."""
+    kl_temperature: float = 2.0
+    """Softmax temperature of the KL replay loss (scaled by T^2)."""
+    per_batch: int | None = None
+    """Batch interpolation: put exactly this many replay samples in every effective batch.
+    Unset: the replay texts are shuffled into each task's training set."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Optimisation settings, applied to every task in the stream (fresh optimiser per task)."""
+
+    lr: float = 1e-5
+    """Base learning rate; the trial's rate is lr * lr_multiplier."""
+    lr_multiplier: float = 1.0
+    """Scales lr; the LR-robustness study sweeps 1-10x."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay after warm-up, per task."""
+    warmup_steps: int = 10
+    """Linear warm-up optimiser steps at the start of every task."""
+    epochs: float = 1.0
+    """Passes over each task's training set (fractions allowed)."""
+    max_steps_per_task: int | None = None
+    """Hard cap on optimiser steps per task (smoke runs)."""
+    batch_size: int = 8
+    """Examples per micro-batch (per device)."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step; effective batch = batch_size * grad_accum * workers."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float | None = 1.0
+    """Gradient clipping norm; None disables clipping."""
+    log_every: int = 10
+    """Record a training-curve row every this many optimiser steps (and at each task's end)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """How tasks and general ability are scored before training and after every task."""
+
+    scoring: Literal["loglik", "generate"] = "loglik"
+    """Task answers: 'loglik' picks the label whose tokens have the highest summed
+    log-likelihood after the prompt (restricted to labels.json); 'generate' decodes greedily
+    and counts an exact match (after stripping whitespace) with the gold label."""
+    batch_size: int = 16
+    """Sequences per evaluation forward pass."""
+    probe: str | None = "mmlu"
+    """General-ability multiple choice: a directory of MMLU-format CSVs (relative to data.root
+    or absolute), 'hf:cais/mmlu', or None to skip."""
+    probe_format: Literal["letter", "continuation"] = "letter"
+    """'letter': list the choices and score ' A', ' B', ... (standard MMLU); 'continuation':
+    prompt is the question alone and each choice text is scored as its continuation (cloze)."""
+    probe_shots: int = 0
+    """Few-shot examples from the probe's dev split (letter format only)."""
+    probe_max_questions: int | None = 500
+    """Cap on probe questions (seeded sample, fixed across checkpoints)."""
+    heldout: str | None = "general/heldout.jsonl"
+    """Held-out general text for perplexity (jsonl path or 'hf:...'), or None to skip."""
+    heldout_max_texts: int | None = 200
+    """Cap on held-out texts."""
+    heldout_max_tokens: int = 512
+    """Each held-out text is truncated to this many tokens."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialConfig:
+    """Everything that defines one continual-learning trial."""
+
+    study: str = "adhoc"
+    """Study name; results land under <out>/study=<study>/."""
+    trial_id: str | None = None
+    """Stable id of this trial (file names, resume). Unset: derived from the config's content."""
+    seed: int = 0
+    """Seeds model init (presets), data sampling, shuffling and dropout."""
+    out: str = "runs"
+    """Output directory for Parquet results."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @property
+    def id(self) -> str:
+        """The trial id: explicit, or a short content hash of the config (deterministic)."""
+        if self.trial_id:
+            return self.trial_id
+        import hashlib
+
+        body = json.dumps({**self.to_dict(), "trial_id": None, "out": None}, sort_keys=True)
+        return f"{self.replay.method}-{hashlib.sha256(body.encode()).hexdigest()[:10]}"
+
+
+# --------------------------------------------------------------------------------------------
+# Building and validating from plain dicts
+# --------------------------------------------------------------------------------------------
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples become lists), the form configs travel in."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[f.name] = v
+    return out
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_value(path: str, value: Any, tp: Any, problems: list[str]) -> Any:
+    """Coerce ``value`` to type ``tp`` or record a problem; returns the coerced value."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errs: list[str] = []
+        for a in args:
+            if a is type(None):
+                continue
+            sub: list[str] = []
+            v = _check_value(path, value, a, sub)
+            if not sub:
+                return v
+            errs.extend(sub)
+        allowed = " or ".join(_type_name(a) for a in args)
+        problems.append(f"{path}: {value!r} is not {allowed}")
+        return value
+    if origin is Literal:
+        if value in args:
+            return value
+        hint = _did_you_mean(str(value), [str(a) for a in args])
+        problems.append(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}{hint}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [s.strip() for s in value.split(",") if s.strip()]
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{path}: expected a list, got {value!r}")
+            return value
+        return tuple(
+            _check_value(f"{path}[{i}]", v, args[0], problems) for i, v in enumerate(value)
+        )
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        problems.append(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool):
+            problems.append(f"{path}: expected an integer, got {value!r}")
+            return value
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        problems.append(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        problems.append(f"{path}: expected a number, got {value!r}")
+        return value
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        problems.append(f"{path}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
+    if isinstance(data, cls):
+        data = to_dict(data)
+    if not isinstance(data, dict):
+        problems.append(f"{path or 'config'}: expected a mapping, got {data!r}")
+        return cls()
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else key
+        if key not in names:
+            problems.append(
+                f"unknown key {where!r}{_did_you_mean(key, names)}; "
+                f"valid keys{' in ' + path if path else ''}: {', '.join(names)}"
+            )
+            continue
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, where, problems)
+            continue
+        before = len(problems)
+        checked = _check_value(where, value, tp, problems)
+        if len(problems) == before:  # a bad value keeps the default, so range rules still run
+            kwargs[key] = checked
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return cls()
+
+
+def _rules(cfg: TrialConfig) -> list[str]:
+    """Cross-field and range rules: each message names the value, the rule and the fix."""
+    p: list[str] = []
+    m, d, r, t, e = cfg.model, cfg.data, cfg.replay, cfg.train, cfg.eval
+
+    def positive(path: str, v: float | int | None, allow_none: bool = True) -> None:
+        if v is None and allow_none:
+            return
+        if v is None or v <= 0:
+            p.append(f"{path}: {v!r} must be > 0")
+
+    positive("model.lora_r", m.lora_r)
+    positive("model.lora_alpha", m.lora_alpha)
+    if not 0.0 <= m.lora_dropout < 1.0:
+        p.append(f"model.lora_dropout: {m.lora_dropout!r} must be in [0, 1)")
+    if m.tuning == "lora" and not m.lora_target_modules:
+        p.append("model.lora_target_modules: empty; LoRA needs at least one module name")
+    if not d.tasks.strip():
+        p.append("data.tasks: empty; give an order name (e.g. order6) or task names a,b,c")
+    positive("data.max_train_per_task", d.max_train_per_task)
+    positive("data.max_test_per_task", d.max_test_per_task)
+    if d.max_seq_len < 16:
+        p.append(f"data.max_seq_len: {d.max_seq_len} must be >= 16")
+    if r.method != "none":
+        positive("replay.size", r.size, allow_none=False)
+    elif r.per_batch:
+        p.append("replay.per_batch: set but replay.method is 'none'; unset it or pick a method")
+    positive("replay.max_tokens", r.max_tokens, allow_none=False)
+    if isinstance(r.weight, float) and r.weight < 0:
+        p.append(f"replay.weight: {r.weight} must be >= 0 (or 'dynamic')")
+    positive("replay.tm_k", r.tm_k, allow_none=False)
+    positive("replay.kl_temperature", r.kl_temperature, allow_none=False)
+    eff = t.batch_size * t.grad_accum
+    if r.per_batch is not None:
+        if r.per_batch <= 0:
+            p.append(f"replay.per_batch: {r.per_batch} must be > 0 (or unset)")
+        elif r.per_batch >= eff:
+            p.append(
+                f"replay.per_batch: {r.per_batch} replay samples leave no room for task samples "
+                f"in an effective batch of {eff} (train.batch_size * train.grad_accum); "
+                "lower per_batch or raise the batch"
+            )
+    positive("train.lr", t.lr, allow_none=False)
+    positive("train.lr_multiplier", t.lr_multiplier, allow_none=False)
+    positive("train.epochs", t.epochs, allow_none=False)
+    positive("train.max_steps_per_task", t.max_steps_per_task)
+    positive("train.batch_size", t.batch_size, allow_none=False)
+    positive("train.grad_accum", t.grad_accum, allow_none=False)
+    positive("train.max_grad_norm", t.max_grad_norm)
+    positive("train.log_every", t.log_every, allow_none=False)
+    if t.warmup_steps < 0:
+        p.append(f"train.warmup_steps: {t.warmup_steps} must be >= 0")
+    if t.weight_decay < 0:
+        p.append(f"train.weight_decay: {t.weight_decay} must be >= 0")
+    positive("eval.batch_size", e.batch_size, allow_none=False)
+    positive("eval.probe_max_questions", e.probe_max_questions)
+    positive("eval.heldout_max_texts", e.heldout_max_texts)
+    positive("eval.heldout_max_tokens", e.heldout_max_tokens, allow_none=False)
+    if e.probe_shots < 0:
+        p.append(f"eval.probe_shots: {e.probe_shots} must be >= 0")
+    if e.probe_shots and e.probe_format != "letter":
+        p.append("eval.probe_shots: few-shot prompts need eval.probe_format='letter'")
+    if m.dtype == "bfloat16" and m.name == "tiny":
+        p.append("model.dtype: bfloat16 with the 'tiny' CPU preset; use float32")
+    for ch in "/\\":
+        if cfg.trial_id and ch in cfg.trial_id:
+            p.append(f"trial_id: {cfg.trial_id!r} must not contain {ch!r}")
+    return p
+
+
+def from_dict(data: dict[str, Any] | None = None) -> TrialConfig:
+    """Build and validate a TrialConfig; raises ConfigError listing every problem."""
+    problems: list[str] = []
+    cfg = _build(TrialConfig, data or {}, "", problems)
+    problems.extend(_rules(cfg))
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` into a copy of ``base``; dotted keys ('train.lr') are expanded."""
+    out = json.loads(json.dumps(base))
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]] = merge(node[parts[-1]], value)
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict (not yet validated)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([f"config file {str(p)!r} does not exist"])
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"config file {str(p)!r} is not valid YAML/JSON: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError([f"config file {str(p)!r}: top level must be a mapping"])
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'train.lr=1e-4' -> ('train.lr', 1e-4); values are parsed as YAML scalars."""
+    if "=" not in item:
+        raise ConfigError([f"override {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4"])
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+# --------------------------------------------------------------------------------------------
+# Field documentation (attribute docstrings), for --help and the docs
+# --------------------------------------------------------------------------------------------
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a config dataclass."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for prev, node in zip(body, body[1:], strict=False):
+        if (
+            isinstance(prev, ast.AnnAssign)
+            and isinstance(prev.target, ast.Name)
+            and isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            docs[prev.target.id] = " ".join(node.value.value.split())
+    return docs
+
+
+def iter_fields(cls: type = TrialConfig, prefix: str = ""):
+    """Yield (dotted name, type, default, doc) for every leaf field."""
+    hints = _hints(cls)
+    docs = field_docs(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            yield from iter_fields(tp, name + ".")
+        else:
+            yield name, tp, getattr(defaults, f.name), docs.get(f.name, "")
+
+
+def type_label(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_label(a) for a in args)
+    if origin is Literal:
+        return "{" + ",".join(str(a) for a in args) + "}"
+    if origin is tuple:
+        return f"list[{type_label(args[0])}]"
+    if tp is type(None):
+        return "None"
+    return getattr(tp, "__name__", str(tp))
