@@ -1,0 +1,50 @@
+"""Data for the harness: Long-Sequence tasks, general text, the MMLU probe, tokenisation.
+
+Data is read from a data root (``$GERE_DATA_DIR``, ``--data.root`` or ``../shared/data``);
+every problem raises :class:`DataError` with a message naming the file, the rule and the fix.
+"""
+
+from harness.data.benchmark import (
+    LABEL_POLICIES,
+    LONG_SEQUENCE_TASKS,
+    ORDERS,
+    PROMPT_TEMPLATE,
+    Example,
+    Task,
+    format_prompt,
+    load_task,
+    resolve_tasks,
+    target_text,
+    task_dir,
+)
+from harness.data.general import load_texts, sample_texts
+from harness.data.mmlu import LETTERS, MCQuestion, format_mc_prompt, load_mc
+from harness.data.paths import ENV_VAR, DataError, default_data_root, resolve_data_root
+from harness.data.tokenize import default_cache_dir, tokenize_cached, tokenizer_fingerprint
+
+__all__ = [
+    "ENV_VAR",
+    "LABEL_POLICIES",
+    "LETTERS",
+    "LONG_SEQUENCE_TASKS",
+    "ORDERS",
+    "PROMPT_TEMPLATE",
+    "DataError",
+    "Example",
+    "MCQuestion",
+    "Task",
+    "default_cache_dir",
+    "default_data_root",
+    "format_mc_prompt",
+    "format_prompt",
+    "load_mc",
+    "load_task",
+    "load_texts",
+    "resolve_data_root",
+    "resolve_tasks",
+    "sample_texts",
+    "target_text",
+    "task_dir",
+    "tokenize_cached",
+    "tokenizer_fingerprint",
+]

@@ -1,0 +1,85 @@
+"""Where the data lives, and the one exception type every data problem raises.
+
+Benchmark data is never part of the repository: it is read through a path setting
+(``$GERE_DATA_DIR`` or an explicit ``--data.root``) with ``<repo>/../shared/data`` as the
+development fallback, so the same code runs on a laptop, in CI and on a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "GERE_DATA_DIR"
+"""Environment variable naming the data root (holds long_sequence/, general/, mmlu/)."""
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+"""The directory that contains ``harness/``."""
+
+
+class DataError(ValueError):
+    """A data file, directory or setting is missing or malformed.
+
+    Messages name the file or value, the rule it breaks, and how to fix it, because these
+    errors usually surface on a cluster long after the command was typed.
+    """
+
+
+def default_data_root() -> Path | None:
+    """The data root implied by the environment, or None if there is none.
+
+    ``$GERE_DATA_DIR`` wins when set (and must exist: a typo there should fail loudly, not
+    fall back to other data); otherwise ``<repo root>/../shared/data`` if it exists.
+    """
+    value = os.environ.get(ENV_VAR)
+    if value:
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            raise DataError(
+                f"${ENV_VAR}={value!r} is not a directory; point it at the data root "
+                f"(the directory holding long_sequence/, general/, mmlu/) or unset it"
+            )
+        return path
+    fallback = REPO_ROOT.parent / "shared" / "data"
+    return fallback if fallback.is_dir() else None
+
+
+def resolve_data_root(explicit: str | Path | None) -> Path:
+    """The data root to use: ``explicit`` if given (it must exist), else the default."""
+    if explicit is not None and str(explicit) != "":
+        path = Path(explicit).expanduser()
+        if not path.is_dir():
+            raise DataError(
+                f"data root {str(explicit)!r} is not a directory; pass an existing directory "
+                f"as --data.root or set ${ENV_VAR}"
+            )
+        return path
+    path = default_data_root()
+    if path is None:
+        raise DataError(
+            f"no data root: --data.root was not given, ${ENV_VAR} is unset and "
+            f"{REPO_ROOT.parent / 'shared' / 'data'} does not exist; set ${ENV_VAR} or "
+            f"pass --data.root"
+        )
+    return path
+
+
+def resolve_source_path(source: str | Path, root: Path | None, *, what: str) -> Path:
+    """Resolve a data file or directory given as an absolute path or relative to ``root``.
+
+    A relative path with no root is taken relative to the working directory, which is what
+    a user typing a path on the command line expects.
+    """
+    path = Path(source).expanduser()
+    if not path.is_absolute() and root is not None:
+        path = Path(root) / path
+    if not path.exists():
+        hint = f" (relative to data root {root})" if root is not None else ""
+        raise DataError(
+            f"{what} {str(source)!r} not found: tried {path}{hint}; give an absolute path "
+            f"or a path relative to the data root (${ENV_VAR} / --data.root)"
+        )
+    return path

@@ -1,0 +1,143 @@
+"""Tokenisation with a content-addressed on-disk cache.
+
+Every trial of a grid tokenises the same replay and evaluation texts with the same
+tokenizer; caching by content (tokenizer state + settings + texts) makes that work happen
+once per machine, and can never serve ids from a different tokenizer or text set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.data.paths import DataError
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV_VAR = "GERE_CACHE_DIR"
+_CACHE_FORMAT = "gere-tokens-v1"  # bump when the cached layout or semantics change
+_BATCH = 1024  # texts per tokenizer call: bounds memory on large corpora
+
+
+def default_cache_dir() -> Path:
+    """``$GERE_CACHE_DIR/tokens`` if set, else ``~/.cache/gere-harness/tokens``."""
+    base = os.environ.get(CACHE_ENV_VAR)
+    if base:
+        return Path(base).expanduser() / "tokens"
+    return Path.home() / ".cache" / "gere-harness" / "tokens"
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of everything that decides the ids: the backend pipeline and special tokens.
+
+    Built only from serialised state (never ``hash()`` or object ids), so it is the same in
+    every process and on every machine with the same tokenizer files.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = backend.to_str()
+    else:  # a pure-Python tokenizer: the vocabulary is the best available summary
+        state = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    specials = {
+        "class": type(tokenizer).__name__,
+        "special_tokens": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
+        "added": sorted(tokenizer.get_added_vocab().items()),
+        "ids": [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id],
+    }
+    digest = hashlib.sha256(state.encode("utf-8"))
+    digest.update(json.dumps(specials, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def tokenize_cached(
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    add_bos: bool = True,
+    add_eos: bool = False,
+    cache_dir: Path | None = None,
+) -> list[list[int]]:
+    """Token ids per text: [bos] + ids + [eos], truncated to max_length.
+
+    Special tokens are added here rather than by the tokenizer so that every model family
+    gets the same layout. Truncation happens after eos is appended, so a cut-off text has
+    no eos: the document did not end there. Results are cached in
+    ``<cache_dir>/<key>.npz`` and a repeat call does not touch the tokenizer.
+    """
+    if max_length < 1:
+        raise DataError(f"max_length={max_length}; use a positive number of tokens")
+    if not texts:
+        return []
+    bos = tokenizer.bos_token_id if add_bos else None
+    eos = tokenizer.eos_token_id if add_eos else None
+    if add_eos and eos is None:
+        raise DataError("add_eos=True but the tokenizer has no eos_token; set one or pass False")
+    key = _cache_key(tokenizer_fingerprint(tokenizer), texts, max_length, bos, eos)
+    path = (cache_dir if cache_dir is not None else default_cache_dir()) / f"{key}.npz"
+    cached = _read_cache(path, len(texts))
+    if cached is not None:
+        return cached
+    sequences = []
+    for start in range(0, len(texts), _BATCH):
+        batch = list(texts[start : start + _BATCH])
+        encoded = tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]
+        for ids in encoded:
+            full = (
+                ([bos] if bos is not None else []) + list(ids) + ([eos] if eos is not None else [])
+            )
+            sequences.append(full[:max_length])
+    _write_cache(path, sequences)
+    return sequences
+
+
+def _cache_key(
+    fingerprint: str, texts: Sequence[str], max_length: int, bos: int | None, eos: int | None
+) -> str:
+    digest = hashlib.sha256(f"{_CACHE_FORMAT}|{fingerprint}|{max_length}|{bos}|{eos}".encode())
+    for text in texts:  # length-prefixed, so ["ab", "c"] and ["a", "bc"] differ
+        data = text.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _read_cache(path: Path, n_texts: int) -> list[list[int]] | None:
+    """The cached ids, or None if absent or unreadable (a broken file is recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as data:
+            ids, offsets = data["ids"], data["offsets"]
+        if len(offsets) != n_texts + 1 or offsets[-1] != len(ids):
+            raise ValueError(f"{len(offsets) - 1} sequences cached, {n_texts} expected")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        logger.warning("ignoring unreadable token cache %s (%s); recomputing", path, e)
+        return None
+    logger.debug("token cache hit: %s", path)
+    return [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(n_texts)]
+
+
+def _write_cache(path: Path, sequences: list[list[int]]) -> None:
+    """Write atomically (temp file + os.replace) so concurrent trials never read half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = np.fromiter((t for s in sequences for t in s), dtype=np.int32, count=int(offsets[-1]))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, ids=ids, offsets=offsets)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
