@@ -1,0 +1,443 @@
+"""THE results contract: one versioned Parquet schema per record kind, every column documented.
+
+Everything a study writes goes through ``to_table`` and everything analysis reads goes through
+``validate_table`` (``results.io`` does both), so a column renamed or retyped here changes the
+contract in one place — bump ``SCHEMA_VERSION`` when it does, and readers refuse old files
+with a message instead of mis-reading them.
+
+Conventions: floats are never null — NaN means "not available" (one missing marker, not two);
+the columns marked nullable below use null for "does not apply". ``docs/results-schema.md`` is
+``schema_markdown()`` verbatim; regenerate it with ``python -m results.schema --write``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from harness.metrics import METRICS
+
+__all__ = [
+    "DOCS_PATH",
+    "KINDS",
+    "SCHEMA_VERSION",
+    "schema_for",
+    "schema_markdown",
+    "to_table",
+    "validate_table",
+]
+
+SCHEMA_VERSION = 1
+"""Bump on any change to a column's name, type, meaning or allowed values."""
+
+DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "results-schema.md"
+"""The committed copy of ``schema_markdown()``; a test keeps it up to date."""
+
+FILLED = ("schema_version", "study", "trial_id")
+"""Columns ``to_table`` fills itself; callers' rows need not (but may, if equal) carry them."""
+
+
+def _f(
+    name: str,
+    type_: pa.DataType,
+    doc: str,
+    *,
+    nullable: bool = False,
+    allowed: Sequence[str] = (),
+) -> pa.Field:
+    """A field with its documentation (and allowed values, if any) kept in its metadata."""
+    meta = {"doc": doc}
+    if allowed:
+        meta["allowed"] = ",".join(allowed)
+    return pa.field(name, type_, nullable=nullable, metadata=meta)
+
+
+def _common() -> list[pa.Field]:
+    return [
+        _f("schema_version", pa.int32(), f"Version of this schema ({SCHEMA_VERSION})."),
+        _f("study", pa.string(), "Study name (the grid this trial belongs to)."),
+        _f(
+            "trial_id",
+            pa.string(),
+            "Deterministic trial id, unsanitised (file names may differ; this column does not).",
+        ),
+    ]
+
+
+def _stage_fields() -> list[pa.Field]:
+    return [
+        _f(
+            "stage",
+            pa.int32(),
+            "Checkpoint: 0 = starting model, i = after training task i (1-based).",
+        ),
+        _f("after_task", pa.string(), "Name of the task trained last; '<start>' at stage 0."),
+    ]
+
+
+_ACCURACY = pa.schema(
+    [
+        *_common(),
+        *_stage_fields(),
+        _f("task", pa.string(), "Evaluated task's name."),
+        _f(
+            "task_position",
+            pa.int32(),
+            "1-based position of the evaluated task in the trial's sequence (its column in A).",
+        ),
+        _f("accuracy", pa.float64(), "n_correct / n_total; NaN if n_total is 0."),
+        _f("n_correct", pa.int64(), "Examples scored correct."),
+        _f("n_total", pa.int64(), "Examples scored."),
+        _f(
+            "scoring",
+            pa.string(),
+            "How answers were scored: log-likelihood of the choices, or generation + match.",
+            allowed=("loglik", "generate"),
+        ),
+    ]
+)
+
+_GENERAL = pa.schema(
+    [
+        *_common(),
+        *_stage_fields(),
+        _f(
+            "probe",
+            pa.string(),
+            "General-ability probe, e.g. 'mmlu' (multiple choice) or a held-out text set (ppl).",
+        ),
+        _f("accuracy", pa.float64(), "Multiple-choice accuracy; NaN for perplexity-only probes."),
+        _f(
+            "n_correct",
+            pa.int64(),
+            "Questions correct; null if not multiple choice.",
+            nullable=True,
+        ),
+        _f("n_total", pa.int64(), "Questions scored; null if not multiple choice.", nullable=True),
+        _f("ppl", pa.float64(), "exp(nll_sum / ppl_tokens); NaN if no perplexity text."),
+        _f("nll_sum", pa.float64(), "Summed token negative log-likelihood (nats)."),
+        _f(
+            "ppl_tokens",
+            pa.int64(),
+            "Tokens in nll_sum; null if no perplexity text. Sum nll_sum and ppl_tokens to pool.",
+            nullable=True,
+        ),
+    ]
+)
+
+_CURVE = pa.schema(
+    [
+        *_common(),
+        _f("stage", pa.int32(), "Task index being trained (1-based)."),
+        _f("task", pa.string(), "Name of the task being trained."),
+        _f("step", pa.int64(), "Global optimizer step across the whole sequence."),
+        _f("task_step", pa.int64(), "Optimizer step within this task."),
+        _f("loss", pa.float64(), "Total loss that was back-propagated (mean over the window)."),
+        _f("task_ce", pa.float64(), "Cross-entropy on task rows in the window."),
+        _f(
+            "replay_ce",
+            pa.float64(),
+            "Cross-entropy on replay rows; NaN when no replay rows were in the window.",
+        ),
+        _f(
+            "replay_term",
+            pa.float64(),
+            "Raw replay-loss term (TM, KL, L1 or L2) before weighting; NaN if none.",
+        ),
+        _f(
+            "replay_weight",
+            pa.float64(),
+            "Weight applied to replay_term (the value used, also when 'dynamic').",
+        ),
+        _f("lr", pa.float64(), "Learning rate at this step."),
+        _f("grad_norm", pa.float64(), "Gradient norm before clipping; NaN if not measured."),
+        _f("tokens", pa.int64(), "Training tokens (non-padding) in the logged window."),
+    ]
+)
+
+
+def _metric_doc(name: str) -> str:
+    doc = (METRICS[name].__doc__ or "").strip().splitlines()
+    return f"harness.metrics.{METRICS[name].__name__}: {doc[0] if doc else name}"
+
+
+_SUMMARY = pa.schema(
+    [
+        *_common(),
+        _f(
+            "status",
+            pa.string(),
+            "How the trial ended.",
+            allowed=("completed", "diverged", "failed"),
+        ),
+        _f(
+            "error", pa.string(), "Error message when failed or diverged; else null.", nullable=True
+        ),
+        _f(
+            "diverged_stage",
+            pa.int32(),
+            "Task index at which the loss diverged; null if it did not.",
+            nullable=True,
+        ),
+        _f(
+            "diverged_step",
+            pa.int64(),
+            "Global step at which the loss diverged; null if it did not.",
+            nullable=True,
+        ),
+        _f("wall_time_s", pa.float64(), "Trial wall-clock time in seconds."),
+        _f("n_tasks", pa.int32(), "Number of tasks in the sequence (T)."),
+        _f("tasks", pa.string(), "Task names in sequence order, comma-joined."),
+        _f("model", pa.string(), "Model name or path."),
+        _f("tuning", pa.string(), "Which parameters were trained.", allowed=("lora", "full")),
+        _f("method", pa.string(), "Replay method (none, ce, kl, l1, l2, tm)."),
+        _f("replay_size", pa.int64(), "Number of general replay samples (0 for none)."),
+        _f("replay_weight", pa.string(), "Configured replay weight: a number or 'dynamic'."),
+        _f("lr", pa.float64(), "Base learning rate."),
+        _f("lr_multiplier", pa.float64(), "Multiplier on lr; the trial trained at lr * this."),
+        _f("seed", pa.int64(), "Random seed."),
+        *[_f(name, pa.float64(), _metric_doc(name)) for name in METRICS],
+        _f("general_acc_start", pa.float64(), "General probe accuracy of the starting model."),
+        _f("general_acc_final", pa.float64(), "General probe accuracy after the last task."),
+        _f("general_ppl_start", pa.float64(), "General-text perplexity of the starting model."),
+        _f("general_ppl_final", pa.float64(), "General-text perplexity after the last task."),
+        _f("config_json", pa.string(), "The full trial config as JSON (reproduces the trial)."),
+        _f("harness_version", pa.string(), "Harness version (package version and git revision)."),
+    ]
+)
+
+_KIND_DOCS = {
+    "accuracy": "The CL accuracy matrix in long form: one row per (stage, evaluated task).",
+    "general": "General ability per checkpoint: one row per (stage, probe).",
+    "curve": "Training curves: one row per logged optimizer step.",
+    "summary": "One row per trial: outcome, settings and every CL metric.",
+}
+
+KINDS: dict[str, pa.Schema] = {
+    kind: schema.with_metadata({"kind": kind, "schema_version": str(SCHEMA_VERSION)})
+    for kind, schema in {
+        "accuracy": _ACCURACY,
+        "general": _GENERAL,
+        "curve": _CURVE,
+        "summary": _SUMMARY,
+    }.items()
+}
+"""Record kind -> its Arrow schema. Each kind is stored in its own directory."""
+
+
+def _did_you_mean(name: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def schema_for(kind: str) -> pa.Schema:
+    """The schema of one record kind; an unknown kind fails with a suggestion."""
+    if kind not in KINDS:
+        raise ValueError(
+            f"Unknown record kind {kind!r}{_did_you_mean(kind, KINDS)}. Available: {list(KINDS)}"
+        )
+    return KINDS[kind]
+
+
+def _allowed(field: pa.Field) -> list[str]:
+    raw = (field.metadata or {}).get(b"allowed")
+    return raw.decode().split(",") if raw else []
+
+
+def _column_array(field: pa.Field, values: Any) -> pa.Array:
+    """Convert one column to the field's type; failures name the column.
+
+    Floats go through numpy so None and pandas NA become NaN (floats are never null);
+    integers and strings go through Arrow's pandas conversion so NaN/None become null, which
+    the nullability check then accepts or rejects.
+    """
+    try:
+        if pa.types.is_floating(field.type):
+            if isinstance(values, pd.Series):
+                arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
+            else:
+                arr = np.asarray(values, dtype=np.float64)
+            return pa.array(arr, type=field.type)
+        return pa.array(values, type=field.type, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
+        raise ValueError(f"column {field.name!r}: cannot convert to {field.type}: {e}") from e
+
+
+def _check_values(kind: str, schema: pa.Schema, table: pa.Table) -> None:
+    """Nulls only where nullable; enumerated columns only take their allowed values."""
+    for field in schema:
+        col = table.column(field.name)
+        if not field.nullable and col.null_count:
+            raise ValueError(
+                f"{kind}: column {field.name!r} has {col.null_count} null value(s) but is not "
+                f"nullable ({(field.metadata or {}).get(b'doc', b'').decode()})"
+            )
+        allowed = _allowed(field)
+        if allowed and len(col):
+            bad = pc.unique(pc.filter(col, pc.invert(pc.is_in(col, pa.array(allowed)))))
+            bad = [v for v in bad.to_pylist() if v is not None]
+            if bad:
+                raise ValueError(
+                    f"{kind}: column {field.name!r} has value(s) {bad}; allowed: {allowed}"
+                )
+
+
+def to_table(
+    kind: str,
+    rows: Sequence[Mapping[str, Any]] | pd.DataFrame,
+    *,
+    study: str,
+    trial_id: str,
+) -> pa.Table:
+    """Build a schema-exact table from records, filling ``schema_version``/``study``/``trial_id``.
+
+    ``rows`` is a list of dicts or a DataFrame with exactly the kind's other columns (order is
+    free). Missing or extra columns fail with their names, so a typo in a writer is caught at
+    the first trial rather than in analysis weeks later. An empty list gives a zero-row table
+    (writing it replaces an earlier attempt's rows). If the rows already carry a filled column
+    (e.g. a DataFrame read back), its values must equal the ones given.
+    """
+    schema = schema_for(kind)
+    if not study or not trial_id:
+        raise ValueError(
+            f"{kind}: study and trial_id must be non-empty (got {study!r}, {trial_id!r})"
+        )
+    if isinstance(rows, pd.DataFrame):
+        n = len(rows)
+        columns: dict[str, Any] = {str(c): rows[c] for c in rows.columns}
+    else:
+        rows = list(rows)
+        n = len(rows)
+        names = dict.fromkeys(k for r in rows for k in r)  # first-seen order, no duplicates
+        columns = {k: [r.get(k) for r in rows] for k in names}
+    given = list(columns)
+
+    fill = {"schema_version": SCHEMA_VERSION, "study": study, "trial_id": trial_id}
+    expected = [f.name for f in schema if f.name not in FILLED]
+    if n or given:
+        missing = [c for c in expected if c not in given]
+        extra = [c for c in given if c not in expected and c not in FILLED]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing column(s) {missing}")
+            if extra:
+                hints = "".join(_did_you_mean(c, missing) for c in extra)
+                parts.append(f"unexpected column(s) {extra}{hints}")
+            raise ValueError(f"{kind} records: {'; '.join(parts)}. Columns: {expected}")
+        for name, want in fill.items():
+            if name in given:
+                got = set(pd.Series(columns[name]).dropna().tolist())
+                if got - {want}:
+                    raise ValueError(
+                        f"{kind} records: column {name!r} holds {sorted(map(str, got))} but "
+                        f"{want!r} was given; drop the column or pass the matching value"
+                    )
+
+    if n == 0:
+        return schema.empty_table()
+    arrays = []
+    for field in schema:
+        values = [fill[field.name]] * n if field.name in FILLED else columns[field.name]
+        arrays.append(_column_array(field, values))
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    _check_values(kind, schema, table)
+    return table
+
+
+def validate_table(kind: str, table: pa.Table) -> None:
+    """Raise ValueError naming the first problem if ``table`` does not match the kind's schema.
+
+    Checks column names (missing/extra), types, null counts in non-nullable columns, allowed
+    values and that every row's ``schema_version`` is ``SCHEMA_VERSION``. Column order and
+    the Arrow nullability flag are not compared: both are lost by harmless round trips
+    (pandas), and the null counts are what matter.
+    """
+    schema = schema_for(kind)
+    names = table.schema.names
+    missing = [n for n in schema.names if n not in names]
+    extra = [n for n in names if n not in schema.names]
+    if missing or extra:
+        raise ValueError(f"{kind} table: missing column(s) {missing}, unexpected column(s) {extra}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{kind} table: duplicate column names in {names}")
+    for field in schema:
+        got = table.schema.field(field.name).type
+        if got != field.type:
+            raise ValueError(
+                f"{kind} table: column {field.name!r} has type {got}, expected {field.type}"
+            )
+    versions = pc.unique(table.column("schema_version")).to_pylist()
+    if any(v != SCHEMA_VERSION for v in versions):
+        raise ValueError(
+            f"{kind} table: schema_version {sorted(v for v in versions if v is not None)} "
+            f"but this code reads version {SCHEMA_VERSION}"
+        )
+    _check_values(kind, schema, table.select(schema.names))
+
+
+def schema_markdown() -> str:
+    """Column-by-column documentation of every kind; docs/results-schema.md is exactly this."""
+    out = [
+        "# Results schema",
+        "",
+        "<!-- Generated by `python -m results.schema --write` from results/schema.py; "
+        "do not edit by hand. -->",
+        "",
+        f"Schema version: **{SCHEMA_VERSION}**. Layout: "
+        "`<out>/study=<study>/<kind>/<trial_id>.parquet`, one file per trial and record kind "
+        "(a re-run replaces its file). Trial ids are sanitised for file names; the "
+        "`trial_id` column keeps the real id.",
+        "",
+        "Floats are never null: NaN means not available. Columns marked nullable use null for "
+        "'does not apply'.",
+        "",
+    ]
+    for kind, schema in KINDS.items():
+        out += [f"## `{kind}`", "", _KIND_DOCS[kind], ""]
+        out += ["| column | type | nullable | description |", "|---|---|---|---|"]
+        for field in schema:
+            doc = (field.metadata or {}).get(b"doc", b"").decode()
+            allowed = _allowed(field)
+            if allowed:
+                doc += " One of: " + ", ".join(f"`{a}`" for a in allowed) + "."
+            doc = doc.replace("|", "\\|")
+            null = "yes" if field.nullable else "no"
+            out.append(f"| `{field.name}` | {field.type} | {null} | {doc} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the schema documentation, write it to docs/, or check the committed copy."""
+    parser = argparse.ArgumentParser(prog="python -m results.schema", description=main.__doc__)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--write", action="store_true", help=f"write {DOCS_PATH}")
+    group.add_argument("--check", action="store_true", help="exit 1 if the docs are stale")
+    args = parser.parse_args(argv)
+    text = schema_markdown()
+    if args.write:
+        DOCS_PATH.parent.mkdir(parents=True, exist_ok=True)
+        DOCS_PATH.write_text(text, encoding="utf-8")
+        return 0
+    if args.check:
+        current = DOCS_PATH.read_text(encoding="utf-8") if DOCS_PATH.exists() else None
+        if current != text:
+            print(f"{DOCS_PATH} is stale; run: python -m results.schema --write", file=sys.stderr)
+            return 1
+        return 0
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
