@@ -1,0 +1,175 @@
+"""The replay-method interface, its registry and the loss combination rule.
+
+Every replay method (one file each: none, ce, kl, l1, l2, tm) is a small :class:`ReplayMethod`
+subclass registered by name with ``@register``. The training loop only ever talks to this
+interface: it asks the class flags what the forward pass must produce (replay rows at all,
+hidden states, a frozen-model forward), calls :meth:`ReplayMethod.prepare` once per trial and
+:meth:`ReplayMethod.term` on every step, then adds the term with :func:`combine`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from harness.replay.buffer import ReplayBuffer
+
+HiddenForward = Callable[[Tensor, Tensor], Tensor]
+"""``forward(input_ids, attention_mask) -> last hidden state [B, L, D]`` of the frozen model."""
+
+
+@dataclass
+class ReplayView:
+    """The replay rows of one training forward pass."""
+
+    logits: Tensor
+    """[R, L, V] logits of the current model."""
+    hidden: Tensor | None
+    """[R, L, D] current last hidden state (after the final norm, HF ``hidden_states[-1]``);
+    present when the method's ``needs_hidden`` is set."""
+    mask: Tensor
+    """[R, L] bool, True at non-padding tokens."""
+    index: Tensor
+    """[R] long, buffer indices of these rows."""
+    reference: Callable[[], tuple[Tensor, Tensor]]
+    """Lazily returns (ref_logits [R, L, V], ref_hidden [R, L, D]) of the FROZEN starting model
+    on the same rows under no_grad; only called by methods with ``needs_reference``. Lazy so
+    methods that do not need it cost no extra forward."""
+
+
+class ReplayMethod:
+    """Base class: one subclass per replay loss, registered by name."""
+
+    name: ClassVar[str]
+    """Registry name, used in configs and results."""
+    uses_replay: ClassVar[bool] = True
+    """False only for ``none``: the trial puts no replay rows in any batch."""
+    needs_hidden: ClassVar[bool] = False
+    """The forward pass must return the replay rows' last hidden state (l1, l2, tm)."""
+    needs_reference: ClassVar[bool] = False
+    """Each replay batch also needs a frozen-model forward (kl, l1, l2)."""
+    default_weight: ClassVar[float] = 1.0
+    """Weight w in ``CE + w * term`` when the config does not set one (tm: 100)."""
+
+    def __init__(self) -> None:
+        """Subclasses take their settings as keyword arguments with defaults (see get_method)."""
+
+    def prepare(
+        self,
+        forward: HiddenForward,
+        buffer: ReplayBuffer,
+        *,
+        batch_size: int,
+        cache_dir: Path | None = None,
+    ) -> None:
+        """Precompute what the term needs, once per trial, with the frozen starting model.
+
+        Default: nothing. ``forward`` runs the frozen model without gradients.
+        """
+
+    def term(self, view: ReplayView) -> Tensor | None:
+        """The replay-loss term (a scalar whose gradient reaches ``view.logits``/``view.hidden``),
+        or None when the method adds nothing beyond the replay rows' CE."""
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, object]:
+        """The method's settings as passed to get_method (for logging and results)."""
+        return {key: getattr(self, key) for key in _setting_names(type(self))}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"
+
+
+REGISTRY: dict[str, type[ReplayMethod]] = {}
+"""Replay methods by name; filled by the ``@register`` lines of the method modules."""
+
+M = TypeVar("M", bound=type[ReplayMethod])
+
+
+def register(cls: M) -> M:
+    """Class decorator adding a method to :data:`REGISTRY` under ``cls.name``."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__qualname__} needs a class attribute `name: ClassVar[str]`.")
+    if name in REGISTRY and REGISTRY[name] is not cls:
+        raise ValueError(
+            f"Replay method name {name!r} is taken by {REGISTRY[name].__qualname__}; "
+            f"pick another name for {cls.__qualname__}."
+        )
+    REGISTRY[name] = cls
+    return cls
+
+
+def _setting_names(cls: type[ReplayMethod]) -> list[str]:
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.name != "self" and p.kind is p.KEYWORD_ONLY]
+
+
+def _closest(word: str, options: list[str]) -> str | None:
+    """Closest option by edit similarity, else one that the word abbreviates ('temp')."""
+    close = difflib.get_close_matches(word, options, n=1)
+    if close:
+        return close[0]
+    prefixed = [o for o in options if word and o.startswith(word)]
+    return prefixed[0] if len(prefixed) == 1 else None
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = _closest(word, options)
+    return f" Did you mean: {close!r}?" if close else ""
+
+
+def get_method(name: str, **settings: object) -> ReplayMethod:
+    """Build a registered replay method; unknown names or settings fail with a suggestion."""
+    if name not in REGISTRY:
+        available = sorted(REGISTRY)
+        raise ValueError(
+            f"Unknown replay method {name!r}.{_did_you_mean(name, available)} "
+            f"Available: {', '.join(available)}"
+        )
+    cls = REGISTRY[name]
+    known = _setting_names(cls)
+    unknown = [key for key in settings if key not in known]
+    if unknown:
+        problems = []
+        for key in unknown:
+            close = _closest(key, known)
+            problems.append(f"{key!r}" + (f" (did you mean {close!r}?)" if close else ""))
+        raise ValueError(
+            f"Unknown setting {', '.join(problems)} for replay method {name!r}. "
+            f"Settings of {name!r}: {', '.join(known) or '(none)'}."
+        )
+    return cls(**settings)
+
+
+def combine(ce: Tensor, term: Tensor | None, weight: float | str) -> tuple[Tensor, Tensor]:
+    """Total loss ``ce + w * term`` and the weight used, as a tensor (for logging).
+
+    ``weight="dynamic"`` is GeRe's adaptive weight ``w = ce.detach() / term.detach()``: the
+    term's contribution is rescaled to the CE's current size while its gradient direction is
+    kept; when the term is 0 (e.g. TM at step 0) w is 0 rather than inf/nan. ``term=None``
+    (methods none and ce) gives ``(ce, 0)``.
+    """
+    if isinstance(weight, str):
+        if weight != "dynamic":
+            raise ValueError(f"Replay weight {weight!r} is not a number or 'dynamic'.")
+    elif not weight >= 0:
+        raise ValueError(f"Replay weight {weight!r} must be >= 0 (or 'dynamic').")
+    if term is None:
+        return ce, torch.zeros((), dtype=ce.dtype, device=ce.device)
+    if weight == "dynamic":
+        denominator = term.detach()
+        safe = torch.where(denominator == 0, torch.ones_like(denominator), denominator)
+        w = torch.where(denominator == 0, torch.zeros_like(denominator), ce.detach() / safe)
+    else:
+        w = torch.tensor(float(weight), dtype=term.dtype, device=term.device)
+    return ce + w * term, w

@@ -1,0 +1,60 @@
+"""``tm``: GeRe's threshold-margin loss on the replay rows (arXiv 2508.04676).
+
+``prepare`` runs the frozen starting model over the buffer once, computing per-dim thresholds
+mu +/- k*sigma (population std) and each replay token's 2-bit activation state
+(:mod:`harness.replay.states`); ``term`` penalises the current last hidden state only where it
+leaves the interval its state allows, so no frozen-model forward is needed during training.
+The reference default weight is 100.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from torch import Tensor
+
+from harness.replay.base import HiddenForward, ReplayMethod, ReplayView, register
+from harness.replay.buffer import ReplayBuffer
+from harness.replay.states import TMStates, build_or_load, tm_loss
+
+
+@register
+class TMReplay(ReplayMethod):
+    """CE on replay rows + w * TM(h; states and thresholds of the frozen model)."""
+
+    name: ClassVar[str] = "tm"
+    needs_hidden: ClassVar[bool] = True
+    default_weight: ClassVar[float] = 100.0
+
+    def __init__(self, *, k: float = 1.0) -> None:
+        if not k >= 0:
+            raise ValueError(f"tm k must be >= 0, got {k!r} (GeRe: 1.0).")
+        self.k = float(k)
+        self.states: TMStates | None = None
+
+    def prepare(
+        self,
+        forward: HiddenForward,
+        buffer: ReplayBuffer,
+        *,
+        batch_size: int,
+        cache_dir: Path | None = None,
+    ) -> None:
+        """Build (or reuse from ``cache_dir``, which must belong to this starting model) the states."""
+        if cache_dir is None:
+            self.states = TMStates.build(forward, buffer, k=self.k, batch_size=batch_size)
+        else:
+            self.states = build_or_load(
+                forward, buffer, k=self.k, batch_size=batch_size, cache_dir=cache_dir
+            )
+
+    def term(self, view: ReplayView) -> Tensor | None:
+        if self.states is None:
+            raise RuntimeError("tm: call prepare() with the frozen starting model before term().")
+        if view.hidden is None:
+            raise ValueError(
+                "tm needs view.hidden (needs_hidden=True); the training loop passed None."
+            )
+        codes = self.states.gather(view.index, view.hidden.shape[1], device=view.hidden.device)
+        return tm_loss(view.hidden, codes, self.states.pos, self.states.neg, view.mask)
