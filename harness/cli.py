@@ -1,0 +1,187 @@
+"""Command line: ``python -m harness run ...`` runs one trial in this process, without Ray.
+
+Every config field is an option (``--train.lr 1e-4``), documented by the docstring under the
+field in harness/config.py. Precedence: defaults < ``--config FILE`` < ``--set K=V`` < options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from harness.config import (
+    ConfigError,
+    from_dict,
+    iter_fields,
+    load_file,
+    merge,
+    parse_override,
+    type_label,
+)
+
+log = logging.getLogger("harness")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON trial config (nested keys).")
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="Override one dotted key, e.g. --set train.lr=1e-4 (repeatable).",
+    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, tp, default, doc in iter_fields():
+        section = name.split(".")[0] if "." in name else "trial"
+        if section not in groups:
+            groups[section] = parser.add_argument_group(f"{section} settings")
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        groups[section].add_argument(
+            f"--{name}",
+            dest=f"cfg:{name}",
+            metavar=type_label(tp).replace(" ", ""),
+            default=argparse.SUPPRESS,
+            help=f"{doc} [default: {shown}]".replace("%", "%%"),
+        )
+
+
+def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None):
+    """Build the validated TrialConfig from --config, --set and the per-field options."""
+    data: dict[str, Any] = dict(base or {})
+    if args.config:
+        data = merge(data, load_file(args.config))
+    overrides: dict[str, Any] = {}
+    problems: list[str] = []
+    for item in args.set:
+        try:
+            key, value = parse_override(item)
+            overrides[key] = value
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    for key, raw in vars(args).items():
+        if key.startswith("cfg:"):
+            overrides[key[4:]] = parse_override(f"x={raw}")[1]
+    if problems:
+        raise ConfigError(problems)
+    return from_dict(merge(data, overrides))
+
+
+def summary_table(result) -> str:
+    """The final human-readable summary of a trial: accuracy matrix, general ability, metrics."""
+    import pandas as pd
+
+    from results.io import read_records
+
+    study = result.files["summary"].parent.parent
+    acc = read_records(study, "accuracy")
+    acc = acc[acc.trial_id == result.trial_id]
+    gen = read_records(study, "general")
+    gen = gen[gen.trial_id == result.trial_id]
+    lines = []
+    if len(acc):
+        mat = acc.pivot_table(
+            index=["stage", "after_task"], columns="task", values="accuracy", sort=False
+        )
+        mat = mat[acc.sort_values("task_position").task.unique()]
+        g = gen.set_index(["stage", "after_task"])[["accuracy", "ppl"]].rename(
+            columns={"accuracy": "general_acc", "ppl": "general_ppl"}
+        )
+        lines.append(
+            "Accuracy after each stage (rows) on each task (columns), with general ability:"
+        )
+        lines.append(mat.join(g).to_string(float_format=lambda x: f"{x:.3f}"))
+    s = result.summary
+    metrics = {k: s[k] for k in ("ap", "aia", "bwt", "fwt", "forgetting") if k in s}
+    lines.append("")
+    lines.append(
+        f"status={s['status']}  method={s['method']}  tuning={s['tuning']}  "
+        + "  ".join(f"{k}={v:.3f}" for k, v in metrics.items())
+        + f"  wall={s['wall_time_s']:.1f}s"
+    )
+    if result.train_seconds:
+        lines.append(
+            f"training: {result.train_tokens} tokens in {result.train_seconds:.1f}s "
+            f"({result.train_tokens / result.train_seconds:.0f} tokens/s)"
+        )
+    lines.append(f"results: {study}")
+    del pd
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.data import DataError
+    from harness.trial import run_trial
+
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    log.info("trial %s: %s", cfg.id, json.dumps(cfg.to_dict(), sort_keys=True))
+    t0 = time.perf_counter()
+    try:
+        result = run_trial(cfg, progress=not args.no_progress)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary_table(result))
+    log.info("done in %.1fs", time.perf_counter() - t0)
+    return 0 if result.status == "completed" else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness",
+        description="Continual-learning trials: how much does fine-tuning make a causal LM forget, "
+        "and which replay methods prevent it?",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run",
+        help="Run one trial in this process (no Ray): evaluate, then train on each task and "
+        "re-evaluate; write Parquet results.",
+        description="Run one continual-learning trial in this process, without Ray. Before the "
+        "first task and after every task it scores every task and general ability, and writes "
+        "Parquet records under <out>/study=<study>/ (see docs/results-schema.md). "
+        "Precedence: defaults < --config < --set < the per-field options below.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_config_options(run)
+    run.add_argument(
+        "--print-config", action="store_true", help="Print the validated config and exit."
+    )
+    run.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        import difflib
+
+        known = [
+            o
+            for a in parser._subparsers._group_actions[0].choices[args.command]._actions
+            for o in a.option_strings
+        ]
+        msgs = []
+        for u in (x.split("=")[0] for x in unknown if x.startswith("--")):
+            close = difflib.get_close_matches(u, known, n=1, cutoff=0.6)
+            msgs.append(
+                f"unknown option {u!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
+        parser.error(
+            "; ".join(msgs or [f"unexpected arguments: {' '.join(unknown)}"]) + "; see --help"
+        )
+    return args.func(args)

@@ -1,0 +1,162 @@
+"""Score tasks and general ability. Pure functions of (model, tokenised inputs); no I/O.
+
+How an answer is scored (``eval.scoring``):
+
+* ``loglik`` (default): for every candidate label c, the summed log-probability of c's tokens
+  after the prompt; the prediction is the arg-max over the task's labels (labels.json). The model
+  can only ever "answer" a valid label, so this measures what it prefers, not whether it has
+  learnt the output format.
+* ``generate``: greedy decoding of up to (longest label + 2) tokens; correct when the decoded
+  text, stripped of whitespace and cut at the first newline, equals the gold label exactly.
+
+The multiple-choice probe always uses ``loglik`` over its choices (letters or choice texts,
+``eval.probe_format``). Perplexity is exp(total NLL / total predicted tokens) over held-out texts,
+with the NLL sum and token count kept so any aggregation can be redone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+Request = tuple[Sequence[int], Sequence[Sequence[int]]]
+"""(prompt token ids, [candidate token ids, ...]) — one multiple-choice decision."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    n_correct: int
+    n_total: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.n_correct / self.n_total if self.n_total else float("nan")
+
+
+def _pad(seqs: Sequence[Sequence[int]], pad_id: int, left: bool = False):
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        sl = slice(width - len(s), width) if left else slice(0, len(s))
+        ids[i, sl] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, sl] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def candidate_logliks(
+    model: torch.nn.Module, requests: Sequence[Request], *, pad_id: int, batch_size: int
+) -> list[list[float]]:
+    """Summed log-likelihood of every candidate continuation of every prompt.
+
+    Each (prompt, candidate) pair is one right-padded row; rows are sorted by length so
+    batches waste little padding.
+    """
+    pairs = [(r, c) for r, (_, cands) in enumerate(requests) for c in range(len(cands))]
+    seqs = [list(requests[r][0]) + list(requests[r][1][c]) for r, c in pairs]
+    order = sorted(range(len(pairs)), key=lambda i: len(seqs[i]))
+    out = [[0.0] * len(cands) for _, cands in requests]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ids, mask = _pad([seqs[i] for i in chunk], pad_id)
+        ids, mask = ids.to(device), mask.to(device)
+        logp = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+        for row, i in enumerate(chunk):
+            r, c = pairs[i]
+            n_prompt, n = len(requests[r][0]), len(seqs[i])
+            targets = ids[row, n_prompt:n]
+            out[r][c] = float(logp[row, n_prompt - 1 : n - 1].gather(1, targets[:, None]).sum())
+    model.train(was_training)
+    return out
+
+
+def multiple_choice(
+    model: torch.nn.Module,
+    requests: Sequence[Request],
+    answers: Sequence[int],
+    *,
+    pad_id: int,
+    batch_size: int,
+) -> Scores:
+    """Accuracy of arg-max log-likelihood over each request's candidates."""
+    ll = candidate_logliks(model, requests, pad_id=pad_id, batch_size=batch_size)
+    correct = sum(
+        int(max(range(len(s)), key=s.__getitem__) == a) for s, a in zip(ll, answers, strict=True)
+    )
+    return Scores(correct, len(answers))
+
+
+@torch.no_grad()
+def generate_exact_match(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    golds: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+) -> Scores:
+    """Greedy decoding; exact match of the stripped first line with the gold label."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        ids, mask = _pad(chunk, tokenizer.pad_token_id, left=True)
+        gen = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        texts = tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
+        for text, gold in zip(texts, golds[start : start + batch_size], strict=True):
+            correct += int(text.strip().split("\n")[0].strip() == gold)
+    model.train(was_training)
+    return Scores(correct, len(prompts))
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    nll_sum: float
+    tokens: int
+
+    @property
+    def ppl(self) -> float:
+        return math.exp(self.nll_sum / self.tokens) if self.tokens else float("nan")
+
+
+@torch.no_grad()
+def perplexity(
+    model: torch.nn.Module, texts: Sequence[Sequence[int]], *, pad_id: int, batch_size: int
+) -> Perplexity:
+    """Token-level NLL of every text (each token predicted from its prefix)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    nll, count = 0.0, 0
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = [texts[i] for i in order[start : start + batch_size] if len(texts[i]) > 1]
+        if not chunk:
+            continue
+        ids, mask = _pad(chunk, pad_id)
+        ids, mask = ids.to(device), mask.to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        tok_nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+        valid = mask[:, 1:].bool()
+        nll += float(tok_nll[valid].sum())
+        count += int(valid.sum())
+    model.train(was_training)
+    return Perplexity(nll, count)

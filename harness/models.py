@@ -1,0 +1,186 @@
+"""Build a causal LM and its tokenizer from a preset, a Hugging Face id or a local directory.
+
+Presets are built from a config, never downloaded, so tests and laptop runs work offline:
+``tiny`` is a randomly initialised 2-layer Llama with a byte-level tokenizer (every string
+round-trips, no training needed). ``llama-3.1-8b`` names the real model on the Hub (cluster
+runs); :func:`llama_8b_config` gives its shape for memory checks without a download.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from harness.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+HUB_PRESETS = {"llama-3.1-8b": "meta-llama/Llama-3.1-8B"}
+"""Preset name -> Hub id for real models (need network and, for Llama, an accepted licence)."""
+
+TINY_SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+)
+
+
+def byte_level_tokenizer():
+    """A byte-level tokenizer with no merges: 256 byte tokens + <s>, </s>, <pad>, <unk>.
+
+    Built in memory with the ``tokenizers`` library, so it needs no files and no network, and
+    any text (any language) encodes losslessly.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    specials = ["<s>", "</s>", "<pad>", "<unk>"]
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(alphabet))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
+
+
+def tiny_llama(vocab_size: int, seed: int = 0, **shape: int) -> nn.Module:
+    """A randomly initialised Llama of ``TINY_SHAPE`` (overridable), seeded."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=vocab_size, **{**TINY_SHAPE, **shape})
+    cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = 0, 1, 2
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(cfg)
+
+
+def llama_8b_config():
+    """Llama-3.1-8B's architecture as a LlamaConfig (for shape/memory checks; no weights)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=131072,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+        bos_token_id=128000,
+        eos_token_id=128001,
+    )
+
+
+@dataclass
+class Built:
+    """A model ready to train, its tokenizer, and how to reach the frozen starting model."""
+
+    model: nn.Module
+    tokenizer: object
+    reference: nn.Module | None
+    """A frozen copy of the starting model (full tuning, when a replay loss needs it); None
+    for LoRA, where the starting model is the base with adapters disabled."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    @contextlib.contextmanager
+    def starting_model(self) -> Iterator[nn.Module]:
+        """Yields the frozen starting model, in eval mode, for no-grad forwards."""
+        if self.reference is not None:
+            yield self.reference
+            return
+        if hasattr(self.model, "disable_adapter"):
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with self.model.disable_adapter():
+                    yield self.model
+            finally:
+                self.model.train(was_training)
+            return
+        raise RuntimeError(
+            "no frozen starting model: build with keep_reference=True for full fine-tuning"
+        )
+
+
+def load_tokenizer_and_model(name: str, *, dtype: torch.dtype, seed: int):
+    """Resolve a preset / Hub id / local directory to (tokenizer, model)."""
+    if name == "tiny":
+        tok = byte_level_tokenizer()
+        return tok, tiny_llama(len(tok), seed=seed)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = HUB_PRESETS.get(name, name)
+    local = Path(source).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise FileNotFoundError(
+                f"model.name={name!r} is a directory without config.json; expected a model "
+                "saved with save_pretrained (model + tokenizer), a preset (tiny, "
+                f"{', '.join(HUB_PRESETS)}) or a Hugging Face id"
+            )
+        source = str(local)
+    tok = AutoTokenizer.from_pretrained(source)
+    if tok.pad_token_id is None:
+        # Llama ships no pad token; padding is always masked, so EOS is a safe stand-in.
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    return tok, model
+
+
+def build(cfg: ModelConfig, *, seed: int, keep_reference: bool) -> Built:
+    """Build the model to train. ``keep_reference``: keep a frozen copy of the starting model
+    (needed by replay losses that compare against it during training; LoRA needs no copy)."""
+    dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+    tok, model = load_tokenizer_and_model(cfg.name, dtype=dtype, seed=seed)
+    model.config.use_cache = False
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    reference = None
+    if cfg.tuning == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_target_modules),
+            task_type="CAUSAL_LM",
+        )
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = get_peft_model(model, lora)
+    elif keep_reference:
+        reference = copy.deepcopy(model).eval()
+        reference.requires_grad_(False)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+    log.info("model %s (%s): %d / %d parameters trainable", cfg.name, cfg.tuning, n_train, n_all)
+    return Built(model=model, tokenizer=tok, reference=reference)
+
+
+def last_hidden_and_logits(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [B,L,V], last hidden state after the final norm [B,L,D])."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    return out.logits, out.hidden_states[-1]

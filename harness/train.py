@@ -1,0 +1,312 @@
+"""Train one task of the stream: plain PyTorch, no Ray, no printing.
+
+Each optimiser step sees one *effective batch* of task examples and (unless the method is
+``none``) replay texts, split into ``grad_accum`` micro-batches. Per micro-batch, one forward
+pass over task and replay rows together gives
+
+    CE   = mean(CE_task, CE_replay)   (each a token mean; only the parts present)
+    loss = CE + w * term              (term = the replay method's loss on the replay rows)
+
+as in GeRe. A non-finite loss or gradient stops the task *before* the optimiser step and is
+reported as divergence, so the weights stay finite and the trial can end cleanly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from harness.config import TrainConfig
+from harness.models import Built, last_hidden_and_logits
+from harness.replay import ReplayBuffer, ReplayMethod, ReplayView, combine
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    """A training sequence; ``n_prompt`` leading tokens carry no loss."""
+
+    ids: tuple[int, ...]
+    n_prompt: int
+
+
+Item = tuple[bool, int]
+"""(is_replay, index): a task example index, or a replay-buffer index."""
+
+
+def plan_steps(
+    *,
+    n_task: int,
+    n_replay: int,
+    effective_batch: int,
+    per_batch: int | None,
+    epochs: float,
+    max_steps: int | None,
+    rng: np.random.Generator,
+) -> list[list[Item]]:
+    """Assign examples to optimiser steps.
+
+    Without batch interpolation the replay texts are shuffled into the task's training set
+    (each epoch is a fresh permutation of task + replay items). With ``per_batch = n``, every
+    step holds exactly n replay items (cycling through a permutation of the buffer) and
+    ``effective_batch - n`` task items.
+    """
+    steps: list[list[Item]] = []
+    if per_batch and n_replay:
+        n_task_per_step = effective_batch - per_batch
+        n_steps = math.ceil(epochs * n_task / n_task_per_step)
+        task_stream = _stream(n_task, n_steps * n_task_per_step, rng)
+        replay_stream = _stream(n_replay, n_steps * per_batch, rng)
+        for s in range(n_steps):
+            step = [
+                (False, i) for i in task_stream[s * n_task_per_step : (s + 1) * n_task_per_step]
+            ]
+            step += [(True, j) for j in replay_stream[s * per_batch : (s + 1) * per_batch]]
+            rng.shuffle(step)  # spread replay rows over the micro-batches
+            steps.append(step)
+    else:
+        items = [(False, i) for i in range(n_task)] + [(True, j) for j in range(n_replay)]
+        total = math.ceil(epochs * len(items))
+        order = _stream(len(items), total, rng)
+        steps = [
+            [items[k] for k in order[s : s + effective_batch]]
+            for s in range(0, total, effective_batch)
+        ]
+    return steps[:max_steps] if max_steps else steps
+
+
+def _stream(n: int, length: int, rng: np.random.Generator) -> list[int]:
+    """``length`` indices from back-to-back fresh permutations of range(n)."""
+    out: list[int] = []
+    while len(out) < length:
+        out.extend(rng.permutation(n).tolist())
+    return out[:length]
+
+
+def collate(
+    rows: Sequence[TokenizedExample], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask, labels); labels are -100 on prompt and pad."""
+    width = max(len(r.ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r.ids)
+        ids[i, :n] = torch.tensor(r.ids)
+        mask[i, :n] = 1
+        labels[i, r.n_prompt : n] = ids[i, r.n_prompt : n]
+    return ids, mask, labels
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-position next-token NLL [B, L-1] (0 where the label is ignored)."""
+    return F.cross_entropy(
+        logits[:, :-1].transpose(1, 2).float(), labels[:, 1:], ignore_index=IGNORE, reduction="none"
+    )
+
+
+@dataclass
+class TaskOutcome:
+    """What training one task produced."""
+
+    curve: list[dict] = field(default_factory=list)
+    steps: int = 0
+    diverged_step: int | None = None
+    """Global step at which the loss or gradient became non-finite (training stopped)."""
+    tokens: int = 0
+
+
+class _Window:
+    """Running means of the logged quantities between two curve rows."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.tokens = 0
+
+    def add(self, key: str, value: float | None) -> None:
+        if value is None:
+            return
+        self.sums[key] = self.sums.get(key, 0.0) + value
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def mean(self, key: str) -> float:
+        return self.sums[key] / self.counts[key] if self.counts.get(key) else float("nan")
+
+
+def train_task(
+    built: Built,
+    *,
+    task_examples: Sequence[TokenizedExample],
+    buffer: ReplayBuffer | None,
+    method: ReplayMethod,
+    weight: float | str,
+    cfg: TrainConfig,
+    per_batch: int | None,
+    stage: int,
+    task: str,
+    global_step: int,
+    seed: int,
+    progress: bool = False,
+) -> TaskOutcome:
+    """Fine-tune ``built.model`` on one task (fresh AdamW and schedule), mixing in replay."""
+    from transformers import get_scheduler
+
+    model = built.model
+    pad_id = built.tokenizer.pad_token_id
+    replay_rows: list[TokenizedExample] = []
+    if method.uses_replay and buffer is not None:
+        replay_rows = [TokenizedExample(ids=tuple(t), n_prompt=0) for t in buffer.token_ids]
+    eff = cfg.batch_size * cfg.grad_accum
+    rng = np.random.default_rng([seed, stage])
+    steps = plan_steps(
+        n_task=len(task_examples),
+        n_replay=len(replay_rows),
+        effective_batch=eff,
+        per_batch=per_batch,
+        epochs=cfg.epochs,
+        max_steps=cfg.max_steps_per_task,
+        rng=rng,
+    )
+    params = built.trainable_parameters()
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.lr * cfg.lr_multiplier, weight_decay=cfg.weight_decay
+    )
+    scheduler_name = "constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule
+    scheduler = get_scheduler(
+        scheduler_name,
+        optimizer,
+        num_warmup_steps=min(cfg.warmup_steps, len(steps)),
+        num_training_steps=len(steps),
+    )
+    model.train()
+    out = TaskOutcome()
+    window = _Window()
+    bar = tqdm(steps, desc=f"task {stage} {task}", disable=not progress, leave=False, unit="step")
+    for k, step_items in enumerate(bar, start=1):
+        optimizer.zero_grad(set_to_none=True)
+        micro = [step_items[i :: cfg.grad_accum] for i in range(cfg.grad_accum)]
+        micro = [m for m in micro if m]
+        finite = True
+        for items in micro:
+            rows = [replay_rows[i] if rep else task_examples[i] for rep, i in items]
+            is_replay = torch.tensor([rep for rep, _ in items])
+            index = torch.tensor([i for rep, i in items if rep], dtype=torch.long)
+            stats = _micro_step(built, rows, is_replay, index, method, weight, pad_id, len(micro))
+            if stats is None:
+                finite = False
+                break
+            for key, v in stats.items():
+                if key == "tokens":
+                    window.tokens += int(v)
+                else:
+                    window.add(key, v)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            params, cfg.max_grad_norm if cfg.max_grad_norm else float("inf")
+        )
+        if not finite or not torch.isfinite(grad_norm):
+            out.diverged_step = global_step + k
+            break
+        lr_now = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        window.add("grad_norm", float(grad_norm))
+        out.steps = k
+        if k % cfg.log_every == 0 or k == len(steps):
+            out.curve.append(_curve_row(window, stage, task, global_step + k, k, lr_now))
+            out.tokens += window.tokens
+            bar.set_postfix(loss=f"{window.mean('loss'):.3f}")
+            window = _Window()
+    bar.close()
+    out.tokens += window.tokens
+    return out
+
+
+def _micro_step(
+    built: Built,
+    rows: Sequence[TokenizedExample],
+    is_replay: torch.Tensor,
+    index: torch.Tensor,
+    method: ReplayMethod,
+    weight: float | str,
+    pad_id: int,
+    n_micro: int,
+) -> dict[str, float] | None:
+    """Forward + backward of one micro-batch; None if the loss is not finite."""
+    input_ids, attention_mask, labels = collate(rows, pad_id)
+    input_ids = input_ids.to(_device(built.model))
+    attention_mask = attention_mask.to(input_ids.device)
+    labels = labels.to(input_ids.device)
+    if method.needs_hidden:
+        logits, hidden = last_hidden_and_logits(built.model, input_ids, attention_mask)
+    else:
+        logits = built.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        hidden = None
+    nll = token_nll(logits, labels)
+    counted = (labels[:, 1:] != IGNORE).float()
+    ces: dict[str, torch.Tensor] = {}
+    for name, rows_mask in (("task_ce", ~is_replay), ("replay_ce", is_replay)):
+        n_tok = counted[rows_mask.to(counted.device)].sum()
+        if n_tok > 0:
+            ces[name] = nll[rows_mask.to(nll.device)].sum() / n_tok
+    ce = torch.stack(list(ces.values())).mean()
+    term = None
+    if is_replay.any():
+        r = is_replay.to(logits.device)
+        r_ids, r_mask = input_ids[r], attention_mask[r]
+
+        def reference() -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.no_grad(), built.starting_model() as ref:
+                return last_hidden_and_logits(ref, r_ids, r_mask)
+
+        view = ReplayView(
+            logits=logits[r],
+            hidden=hidden[r] if hidden is not None else None,
+            mask=r_mask.bool(),
+            index=index,
+            reference=reference,
+        )
+        term = method.term(view)
+    loss, w = combine(ce, term, weight)
+    if not torch.isfinite(loss):
+        return None
+    (loss / n_micro).backward()
+    return {
+        "loss": float(loss.detach()),
+        "task_ce": float(ces["task_ce"].detach()) if "task_ce" in ces else None,
+        "replay_ce": float(ces["replay_ce"].detach()) if "replay_ce" in ces else None,
+        "replay_term": float(term.detach()) if term is not None else None,
+        "replay_weight": float(w),
+        "tokens": int(attention_mask.sum()),
+    }
+
+
+def _curve_row(
+    window: _Window, stage: int, task: str, step: int, task_step: int, lr: float
+) -> dict:
+    return {
+        "stage": stage,
+        "task": task,
+        "step": step,
+        "task_step": task_step,
+        "loss": window.mean("loss"),
+        "task_ce": window.mean("task_ce"),
+        "replay_ce": window.mean("replay_ce"),
+        "replay_term": window.mean("replay_term"),
+        "replay_weight": window.mean("replay_weight"),
+        "lr": lr,
+        "grad_norm": window.mean("grad_norm"),
+        "tokens": window.tokens,
+    }
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device

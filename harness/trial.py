@@ -1,0 +1,429 @@
+"""One continual-learning trial, end to end, in one process.
+
+    load + validate all data  ->  build model  ->  tokenise (cached)  ->  replay prepare (TM)
+    -> evaluate (stage 0) -> for each task: train, evaluate (stage i) -> metrics -> summary
+
+Everything that can fail on bad input (unknown task, malformed file, a replay buffer larger than
+the corpus) fails in :func:`load_data`, before any model is built. Results are written after
+every stage (each trial's file replaced atomically), so a crash keeps what was measured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from harness import __version__
+from harness.config import TrialConfig
+from harness.data import (
+    MCQuestion,
+    Task,
+    format_mc_prompt,
+    format_prompt,
+    load_mc,
+    load_task,
+    load_texts,
+    resolve_data_root,
+    resolve_tasks,
+    sample_texts,
+    target_text,
+    tokenize_cached,
+)
+from harness.data.mmlu import LETTERS
+from harness.evaluate import candidate_logliks, generate_exact_match, perplexity
+from harness.metrics import all_metrics, matrix_from_long
+from harness.models import Built, build, last_hidden_and_logits
+from harness.replay import ReplayBuffer, get_method
+from harness.train import TokenizedExample, train_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialData:
+    """Every input of a trial, loaded and validated (text, not yet tokenised)."""
+
+    root: Path | None
+    tasks: list[Task]
+    dropped_tasks: tuple[str, ...]
+    probe: list[MCQuestion]
+    shots: dict[str, list[MCQuestion]]
+    heldout: list[str]
+    replay: list[str]
+
+
+def load_data(cfg: TrialConfig) -> TrialData:
+    """Load and check every input the trial needs; raises DataError before expensive work."""
+    root = resolve_data_root(cfg.data.root)
+    names, dropped = resolve_tasks(
+        cfg.data.tasks, root, restrict_to_available=cfg.data.restrict_to_available
+    )
+    if dropped:
+        log.warning("tasks not in %s, dropped from the order: %s", root, ", ".join(dropped))
+    tasks = [
+        load_task(
+            root,
+            name,
+            label_policy=cfg.data.label_policy,
+            max_train=cfg.data.max_train_per_task,
+            max_test=cfg.data.max_test_per_task,
+            seed=cfg.seed,
+        )
+        for name in names
+    ]
+    for t in tasks:
+        for note in t.notes:
+            log.warning("%s: %s", t.name, note)
+    probe: list[MCQuestion] = []
+    shots: dict[str, list[MCQuestion]] = {}
+    if cfg.eval.probe:
+        probe = load_mc(
+            cfg.eval.probe, root, max_questions=cfg.eval.probe_max_questions, seed=cfg.seed
+        )
+        if cfg.eval.probe_shots:
+            for q in load_mc(cfg.eval.probe, root, split="dev"):
+                shots.setdefault(q.subject, []).append(q)
+    heldout: list[str] = []
+    if cfg.eval.heldout:
+        heldout = load_texts(
+            cfg.eval.heldout, root, max_texts=cfg.eval.heldout_max_texts, seed=cfg.seed
+        )
+    replay: list[str] = []
+    if cfg.replay.method != "none":
+        # A Hub corpus is streamed, so only a few times the buffer size is read before sampling.
+        cap = 4 * cfg.replay.size if cfg.replay.corpus.startswith("hf:") else None
+        texts = load_texts(cfg.replay.corpus, root, max_texts=cap, seed=cfg.seed)
+        replay = sample_texts(texts, cfg.replay.size, cfg.seed)
+    return TrialData(root, tasks, dropped, probe, shots, heldout, replay)
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenisation: text -> ids, cached by content (harness.data.tokenize)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskTokens:
+    train: list[TokenizedExample]
+    prompts: list[list[int]]
+    candidates: list[list[int]]
+    answers: list[int]
+    golds: list[str]
+
+
+def _tokenize_task(task: Task, tok, cfg: TrialConfig, cache: Path | None) -> TaskTokens:
+    """Prompt + ' label' (+ EOS when training). Prompts that are too long lose their left end
+    (after BOS), so the label and the text nearest to it survive."""
+    max_len = cfg.data.max_seq_len
+    label_ids = tokenize_cached(
+        tok,
+        [target_text(lb) for lb in task.labels],
+        max_length=max_len,
+        add_bos=False,
+        cache_dir=cache,
+    )
+    label_of = dict(zip(task.labels, label_ids, strict=True))
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    longest = max(len(x) for x in label_ids) + len(eos)
+
+    def prompts(examples) -> list[list[int]]:
+        ids = tokenize_cached(
+            tok,
+            [format_prompt(task, ex.input) for ex in examples],
+            max_length=10**9,
+            cache_dir=cache,
+        )
+        budget = max_len - longest
+        has_bos = tok.bos_token_id is not None
+        return [
+            p if len(p) <= budget else p[: int(has_bos)] + p[len(p) - budget + int(has_bos) :]
+            for p in ids
+        ]
+
+    train = [
+        TokenizedExample(ids=tuple(p + list(label_of[ex.output]) + eos), n_prompt=len(p))
+        for p, ex in zip(prompts(task.train), task.train, strict=True)
+    ]
+    return TaskTokens(
+        train=train,
+        prompts=prompts(task.test),
+        candidates=[list(x) for x in label_ids],
+        answers=[task.labels.index(ex.output) for ex in task.test],
+        golds=[ex.output for ex in task.test],
+    )
+
+
+def _probe_requests(cfg: TrialConfig, data: TrialData, tok, cache: Path | None):
+    if cfg.eval.probe_format == "letter":
+        texts = [
+            format_mc_prompt(q, data.shots.get(q.subject, [])[: cfg.eval.probe_shots])
+            for q in data.probe
+        ]
+        cands = [[f" {LETTERS[i]}" for i in range(len(q.choices))] for q in data.probe]
+    else:
+        texts = [q.question for q in data.probe]
+        cands = [[f" {c}" for c in q.choices] for q in data.probe]
+    prompts = tokenize_cached(tok, texts, max_length=10**9, cache_dir=cache)
+    flat = sorted({c for cs in cands for c in cs})
+    ids = dict(
+        zip(
+            flat,
+            tokenize_cached(tok, flat, max_length=10**9, add_bos=False, cache_dir=cache),
+            strict=True,
+        )
+    )
+    requests = [(p, [ids[c] for c in cs]) for p, cs in zip(prompts, cands, strict=True)]
+    return requests, [q.answer for q in data.probe]
+
+
+# --------------------------------------------------------------------------------------------
+# The trial
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrialResult:
+    trial_id: str
+    status: str
+    summary: dict
+    files: dict[str, Path] = field(default_factory=dict)
+    train_tokens: int = 0
+    train_seconds: float = 0.0
+
+
+def _argmax(xs: list[float]) -> int:
+    return max(range(len(xs)), key=xs.__getitem__)
+
+
+class _Evaluator:
+    """Scores every task and general ability for one checkpoint of the model."""
+
+    def __init__(
+        self,
+        cfg: TrialConfig,
+        built: Built,
+        tasks: list[Task],
+        tok_tasks: list[TaskTokens],
+        probe,
+        heldout: list[list[int]],
+    ):
+        self.cfg, self.built, self.tasks, self.tok_tasks = cfg, built, tasks, tok_tasks
+        self.probe, self.heldout = probe, heldout
+
+    def __call__(self, stage: int, after_task: str) -> tuple[list[dict], list[dict]]:
+        model, tok, bs = self.built.model, self.built.tokenizer, self.cfg.eval.batch_size
+        acc_rows = []
+        for pos, (task, tt) in enumerate(zip(self.tasks, self.tok_tasks, strict=True), start=1):
+            if self.cfg.eval.scoring == "loglik":
+                ll = candidate_logliks(
+                    model,
+                    [(p, tt.candidates) for p in tt.prompts],
+                    pad_id=tok.pad_token_id,
+                    batch_size=bs,
+                )
+                n_correct = sum(int(_argmax(s) == a) for s, a in zip(ll, tt.answers, strict=True))
+            else:
+                n_correct = generate_exact_match(
+                    model,
+                    tok,
+                    tt.prompts,
+                    tt.golds,
+                    max_new_tokens=max(len(c) for c in tt.candidates) + 2,
+                    batch_size=bs,
+                ).n_correct
+            n = len(tt.answers)
+            acc_rows.append(
+                dict(
+                    stage=stage,
+                    after_task=after_task,
+                    task=task.name,
+                    task_position=pos,
+                    accuracy=n_correct / n,
+                    n_correct=n_correct,
+                    n_total=n,
+                    scoring=self.cfg.eval.scoring,
+                )
+            )
+        general = dict(
+            stage=stage,
+            after_task=after_task,
+            probe=self.cfg.eval.probe or "",
+            accuracy=float("nan"),
+            n_correct=0,
+            n_total=0,
+            ppl=float("nan"),
+            nll_sum=float("nan"),
+            ppl_tokens=0,
+        )
+        if self.probe is not None:
+            requests, answers = self.probe
+            ll = candidate_logliks(model, requests, pad_id=tok.pad_token_id, batch_size=bs)
+            c = sum(int(_argmax(s) == a) for s, a in zip(ll, answers, strict=True))
+            general.update(accuracy=c / len(answers), n_correct=c, n_total=len(answers))
+        if self.heldout:
+            p = perplexity(model, self.heldout, pad_id=tok.pad_token_id, batch_size=bs)
+            general.update(ppl=p.ppl, nll_sum=p.nll_sum, ppl_tokens=p.tokens)
+        return acc_rows, [general]
+
+
+def run_trial(cfg: TrialConfig, *, progress: bool = False) -> TrialResult:
+    """Run one trial; writes accuracy/general/curve after every stage and the summary last."""
+    from results.io import write_records
+
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    trial_id = cfg.id
+    data = load_data(cfg)
+    method = get_method(
+        cfg.replay.method,
+        **({"k": cfg.replay.tm_k} if cfg.replay.method == "tm" else {}),
+        **({"temperature": cfg.replay.kl_temperature} if cfg.replay.method == "kl" else {}),
+    )
+    weight = cfg.replay.weight if cfg.replay.weight is not None else method.default_weight
+    built = build(
+        cfg.model,
+        seed=cfg.seed,
+        keep_reference=method.needs_reference and cfg.model.tuning == "full",
+    )
+    tok = built.tokenizer
+    cache = Path(cfg.data.cache_dir) / "tokens" if cfg.data.cache_dir else None
+    tok_tasks = [_tokenize_task(t, tok, cfg, cache) for t in data.tasks]
+    probe = _probe_requests(cfg, data, tok, cache) if data.probe else None
+    heldout = (
+        tokenize_cached(tok, data.heldout, max_length=cfg.eval.heldout_max_tokens, cache_dir=cache)
+        if data.heldout
+        else []
+    )
+    buffer = None
+    if data.replay:
+        ids = tokenize_cached(tok, data.replay, max_length=cfg.replay.max_tokens, cache_dir=cache)
+        buffer = ReplayBuffer(token_ids=tuple(tuple(x) for x in ids), pad_id=tok.pad_token_id)
+        # Before the first step the model being trained *is* the starting model.
+        with _as_is(built.model) as m:
+            method.prepare(
+                lambda i, a, m=m: last_hidden_and_logits(m, i, a)[1],
+                buffer,
+                batch_size=cfg.eval.batch_size,
+            )
+    evaluate = _Evaluator(cfg, built, data.tasks, tok_tasks, probe, heldout)
+    acc, general, curve = [], [], []
+    files: dict[str, Path] = {}
+
+    def flush() -> None:
+        for kind, rows in (("accuracy", acc), ("general", general), ("curve", curve)):
+            files[kind] = write_records(cfg.out, kind, rows, study=cfg.study, trial_id=trial_id)
+
+    status, error, diverged = "completed", None, (None, None)
+    tokens, train_seconds, global_step = 0, 0.0, 0
+    try:
+        a, g = evaluate(0, "<start>")
+        acc += a
+        general += g
+        flush()
+        for stage, (task, tt) in enumerate(zip(data.tasks, tok_tasks, strict=True), start=1):
+            t0 = time.perf_counter()
+            outcome = train_task(
+                built,
+                task_examples=tt.train,
+                buffer=buffer,
+                method=method,
+                weight=weight,
+                cfg=cfg.train,
+                per_batch=cfg.replay.per_batch,
+                stage=stage,
+                task=task.name,
+                global_step=global_step,
+                seed=cfg.seed,
+                progress=progress,
+            )
+            train_seconds += time.perf_counter() - t0
+            tokens += outcome.tokens
+            global_step += outcome.steps
+            curve += outcome.curve
+            if outcome.diverged_step is not None:
+                status, diverged = "diverged", (stage, outcome.diverged_step)
+                log.warning(
+                    "trial %s diverged at task %d (%s), step %d",
+                    trial_id,
+                    stage,
+                    task.name,
+                    outcome.diverged_step,
+                )
+                break
+            a, g = evaluate(stage, task.name)
+            acc += a
+            general += g
+            flush()
+    except Exception as exc:  # record the failure, keep partial results, then re-raise
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        flush()
+        files["summary"] = write_records(
+            cfg.out,
+            "summary",
+            [_summary(cfg, data, acc, general, status, error, diverged, start)],
+            study=cfg.study,
+            trial_id=trial_id,
+        )
+        raise
+    flush()
+    summary = _summary(cfg, data, acc, general, status, error, diverged, start)
+    files["summary"] = write_records(
+        cfg.out, "summary", [summary], study=cfg.study, trial_id=trial_id
+    )
+    return TrialResult(trial_id, status, summary, files, tokens, train_seconds)
+
+
+class _as_is:
+    """Yields the model itself in eval mode (restoring its mode afterwards)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was = self.model.training
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.train(self.was)
+
+
+def _summary(cfg, data: TrialData, acc, general, status, error, diverged, start) -> dict:
+    import pandas as pd
+
+    from harness.metrics import METRICS
+
+    metrics = dict.fromkeys(METRICS, float("nan"))
+    n = len(data.tasks)
+    if acc and len({r["stage"] for r in acc}) == n + 1:
+        A, _ = matrix_from_long(pd.DataFrame(acc))
+        metrics = all_metrics(A)
+    return dict(
+        status=status,
+        error=error,
+        diverged_stage=diverged[0],
+        diverged_step=diverged[1],
+        wall_time_s=time.perf_counter() - start,
+        n_tasks=n,
+        tasks=",".join(t.name for t in data.tasks),
+        model=cfg.model.name,
+        tuning=cfg.model.tuning,
+        method=cfg.replay.method,
+        replay_size=len(data.replay),
+        replay_weight=str(cfg.replay.weight if cfg.replay.weight is not None else "default"),
+        lr=cfg.train.lr,
+        lr_multiplier=cfg.train.lr_multiplier,
+        seed=cfg.seed,
+        **metrics,
+        general_acc_start=general[0]["accuracy"] if general else float("nan"),
+        general_acc_final=general[-1]["accuracy"] if general else float("nan"),
+        general_ppl_start=general[0]["ppl"] if general else float("nan"),
+        general_ppl_final=general[-1]["ppl"] if general else float("nan"),
+        config_json=json.dumps(cfg.to_dict(), sort_keys=True),
+        harness_version=__version__,
+    )
