@@ -172,6 +172,31 @@ class EvalConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScaleConfig:
+    """How one trial is parallelised: Ray Train workers, each a DeepSpeed (or PyTorch) rank."""
+
+    workers: int = 1
+    """Ray Train workers (data-parallel ranks) per trial. More than 1 needs backend='deepspeed'."""
+    backend: Literal["torch", "deepspeed"] = "torch"
+    """'torch': plain PyTorch AdamW in one process. 'deepspeed': DeepSpeed ZeRO (gloo on CPU,
+    NCCL on GPU); also works with one worker."""
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage 0-3: 1 shards optimizer states, 2 also gradients, 3 also weights."""
+    offload_optimizer: bool = False
+    """DeepSpeed: keep optimizer states (and the update step) on the CPU."""
+    offload_params: bool = False
+    """DeepSpeed ZeRO-3: keep weights on the CPU between uses."""
+    use_gpu: bool = False
+    """Give each worker GPUs (NCCL) instead of running on CPUs (gloo)."""
+    cpus_per_worker: float = 1.0
+    """Ray CPU resources reserved per worker (fractions allowed; logical, for scheduling)."""
+    gpus_per_worker: float = 1.0
+    """Ray GPU resources per worker when use_gpu."""
+    max_failures: int = 2
+    """Times Ray Train restarts a failed trial run from its last end-of-task checkpoint."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrialConfig:
     """Everything that defines one continual-learning trial."""
 
@@ -188,6 +213,7 @@ class TrialConfig:
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -403,6 +429,24 @@ def _rules(cfg: TrialConfig) -> list[str]:
         p.append(f"eval.probe_shots: {e.probe_shots} must be >= 0")
     if e.probe_shots and e.probe_format != "letter":
         p.append("eval.probe_shots: few-shot prompts need eval.probe_format='letter'")
+    sc = cfg.scale
+    positive("scale.workers", sc.workers, allow_none=False)
+    if sc.workers > 1 and sc.backend != "deepspeed":
+        p.append(
+            f"scale.workers: {sc.workers} workers need scale.backend='deepspeed' "
+            "(the 'torch' backend runs one process)"
+        )
+    if sc.zero_stage not in (0, 1, 2, 3):
+        p.append(f"scale.zero_stage: {sc.zero_stage} must be 0, 1, 2 or 3")
+    if sc.offload_params and sc.zero_stage != 3:
+        p.append("scale.offload_params: parameter offload needs scale.zero_stage=3")
+    if (sc.offload_optimizer or sc.offload_params) and sc.backend != "deepspeed":
+        p.append("scale.offload_*: offloading needs scale.backend='deepspeed'")
+    positive("scale.cpus_per_worker", sc.cpus_per_worker, allow_none=False)
+    if sc.use_gpu:
+        positive("scale.gpus_per_worker", sc.gpus_per_worker, allow_none=False)
+    if sc.max_failures < -1:
+        p.append(f"scale.max_failures: {sc.max_failures} must be >= -1 (-1 = retry forever)")
     if m.dtype == "bfloat16" and m.name == "tiny":
         p.append("model.dtype: bfloat16 with the 'tiny' CPU preset; use float32")
     for ch in "/\\":

@@ -98,6 +98,8 @@ class Built:
     reference: nn.Module | None
     """A frozen copy of the starting model (full tuning, when a replay loss needs it); None
     for LoRA, where the starting model is the base with adapters disabled."""
+    keepalive: object = None
+    """Objects that must outlive the model (transformers' HfDeepSpeedConfig for ZeRO-3)."""
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -147,11 +149,31 @@ def load_tokenizer_and_model(name: str, *, dtype: torch.dtype, seed: int):
     return tok, model
 
 
-def build(cfg: ModelConfig, *, seed: int, keep_reference: bool) -> Built:
-    """Build the model to train. ``keep_reference``: keep a frozen copy of the starting model
-    (needed by replay losses that compare against it during training; LoRA needs no copy)."""
+def build(
+    cfg: ModelConfig,
+    *,
+    seed: int,
+    keep_reference: bool,
+    weights: Path | None = None,
+    zero3_config: dict | None = None,
+) -> Built:
+    """Build the model to train.
+
+    keep_reference: keep a frozen copy of the starting model (replay losses that compare
+    against it during training; LoRA needs none). weights: resume from a checkpoint directory
+    written by the backend (full weights, or the LoRA adapter). zero3_config: the DeepSpeed
+    ZeRO-3 config, so Hub/local models are partitioned across ranks while they load.
+    """
+    keepalive = None
+    if zero3_config is not None and cfg.name != "tiny":
+        from transformers.integrations import HfDeepSpeedConfig
+
+        keepalive = HfDeepSpeedConfig(zero3_config)  # must stay alive while models load
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-    tok, model = load_tokenizer_and_model(cfg.name, dtype=dtype, seed=seed)
+    full_from_ckpt = weights is not None and cfg.tuning == "full"
+    tok, model = load_tokenizer_and_model(
+        str(weights) if full_from_ckpt else cfg.name, dtype=dtype, seed=seed
+    )
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -169,13 +191,25 @@ def build(cfg: ModelConfig, *, seed: int, keep_reference: bool) -> Built:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = get_peft_model(model, lora)
+        if weights is not None:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(
+                model, load_file(str(Path(weights) / "adapter_model.safetensors"))
+            )
     elif keep_reference:
-        reference = copy.deepcopy(model).eval()
-        reference.requires_grad_(False)
+        if cfg.name == "tiny" and not full_from_ckpt:
+            reference = copy.deepcopy(model)
+        else:
+            # Load the starting weights again (a resumed model is no longer the start, and a
+            # ZeRO-3 partitioned model cannot be deep-copied).
+            reference = load_tokenizer_and_model(cfg.name, dtype=dtype, seed=seed)[1]
+        reference.eval().requires_grad_(False)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     log.info("model %s (%s): %d / %d parameters trainable", cfg.name, cfg.tuning, n_train, n_all)
-    return Built(model=model, tokenizer=tok, reference=reference)
+    return Built(model=model, tokenizer=tok, reference=reference, keepalive=keepalive)
 
 
 def last_hidden_and_logits(

@@ -8,7 +8,8 @@ pass over task and replay rows together gives
     loss = CE + w * term              (term = the replay method's loss on the replay rows)
 
 as in GeRe. A non-finite loss or gradient stops the task *before* the optimiser step and is
-reported as divergence, so the weights stay finite and the trial can end cleanly.
+reported as divergence, so the weights stay finite and the trial can end cleanly. The
+optimiser itself lives in a backend (harness.backend: plain PyTorch or DeepSpeed ZeRO).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from harness.backend import lr_at
 from harness.config import TrainConfig
 from harness.models import Built, last_hidden_and_logits
 from harness.replay import ReplayBuffer, ReplayMethod, ReplayView, combine
@@ -144,6 +146,7 @@ class _Window:
 
 def train_task(
     built: Built,
+    backend,
     *,
     task_examples: Sequence[TokenizedExample],
     buffer: ReplayBuffer | None,
@@ -157,16 +160,17 @@ def train_task(
     seed: int,
     progress: bool = False,
 ) -> TaskOutcome:
-    """Fine-tune ``built.model`` on one task (fresh AdamW and schedule), mixing in replay."""
-    from transformers import get_scheduler
+    """Fine-tune on one task (fresh optimiser state and LR schedule), mixing in replay.
 
-    model = built.model
-    pad_id = built.tokenizer.pad_token_id
+    With several data-parallel ranks every rank plans the same steps (same seed) and takes
+    every world_size-th item of each effective batch; a final step too small to give each
+    rank ``grad_accum`` items is dropped, so all ranks run the same number of micro-steps.
+    """
     replay_rows: list[TokenizedExample] = []
     if method.uses_replay and buffer is not None:
         replay_rows = [TokenizedExample(ids=tuple(t), n_prompt=0) for t in buffer.token_ids]
-    eff = cfg.batch_size * cfg.grad_accum
-    rng = np.random.default_rng([seed, stage])
+    world, rank = backend.world_size, backend.rank
+    eff = cfg.batch_size * cfg.grad_accum * world
     steps = plan_steps(
         n_task=len(task_examples),
         n_replay=len(replay_rows),
@@ -174,51 +178,56 @@ def train_task(
         per_batch=per_batch,
         epochs=cfg.epochs,
         max_steps=cfg.max_steps_per_task,
-        rng=rng,
+        rng=np.random.default_rng([seed, stage]),
     )
-    params = built.trainable_parameters()
-    optimizer = torch.optim.AdamW(
-        params, lr=cfg.lr * cfg.lr_multiplier, weight_decay=cfg.weight_decay
-    )
-    scheduler_name = "constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule
-    scheduler = get_scheduler(
-        scheduler_name,
-        optimizer,
-        num_warmup_steps=min(cfg.warmup_steps, len(steps)),
-        num_training_steps=len(steps),
-    )
-    model.train()
+    if backend.is_deepspeed:
+        steps = [s for s in steps if len(s) >= world * cfg.grad_accum]
+    backend.start_task()
     out = TaskOutcome()
     window = _Window()
-    bar = tqdm(steps, desc=f"task {stage} {task}", disable=not progress, leave=False, unit="step")
+    peak = cfg.lr * cfg.lr_multiplier
+    bar = tqdm(
+        steps,
+        desc=f"task {stage} {task}",
+        disable=not progress or rank != 0,
+        leave=False,
+        unit="step",
+    )
     for k, step_items in enumerate(bar, start=1):
-        optimizer.zero_grad(set_to_none=True)
-        micro = [step_items[i :: cfg.grad_accum] for i in range(cfg.grad_accum)]
+        share = step_items[rank::world]
+        micro = [share[i :: cfg.grad_accum] for i in range(cfg.grad_accum)]
         micro = [m for m in micro if m]
         finite = True
         for items in micro:
             rows = [replay_rows[i] if rep else task_examples[i] for rep, i in items]
             is_replay = torch.tensor([rep for rep, _ in items])
             index = torch.tensor([i for rep, i in items if rep], dtype=torch.long)
-            stats = _micro_step(built, rows, is_replay, index, method, weight, pad_id, len(micro))
-            if stats is None:
+            loss, stats = _micro_loss(
+                built,
+                backend.train_module,
+                rows,
+                is_replay,
+                index,
+                method,
+                weight,
+                sync_reference=world > 1,
+            )
+            # Every rank must agree before anyone calls backward (collectives under ZeRO).
+            if not backend.all_true(bool(torch.isfinite(loss))):
                 finite = False
                 break
+            backend.backward(loss, len(micro))
             for key, v in stats.items():
                 if key == "tokens":
                     window.tokens += int(v)
                 else:
                     window.add(key, v)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            params, cfg.max_grad_norm if cfg.max_grad_norm else float("inf")
-        )
-        if not finite or not torch.isfinite(grad_norm):
+        lr_now = lr_at(k - 1, len(steps), peak=peak, warmup=cfg.warmup_steps, schedule=cfg.schedule)
+        grad_norm = backend.step(lr_now) if finite else float("nan")
+        if not finite or not backend.all_true(math.isfinite(grad_norm)):
             out.diverged_step = global_step + k
             break
-        lr_now = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        window.add("grad_norm", float(grad_norm))
+        window.add("grad_norm", grad_norm)
         out.steps = k
         if k % cfg.log_every == 0 or k == len(steps):
             out.curve.append(_curve_row(window, stage, task, global_step + k, k, lr_now))
@@ -230,37 +239,47 @@ def train_task(
     return out
 
 
-def _micro_step(
+def _micro_loss(
     built: Built,
+    module: torch.nn.Module,
     rows: Sequence[TokenizedExample],
     is_replay: torch.Tensor,
     index: torch.Tensor,
     method: ReplayMethod,
     weight: float | str,
-    pad_id: int,
-    n_micro: int,
-) -> dict[str, float] | None:
-    """Forward + backward of one micro-batch; None if the loss is not finite."""
-    input_ids, attention_mask, labels = collate(rows, pad_id)
-    input_ids = input_ids.to(_device(built.model))
-    attention_mask = attention_mask.to(input_ids.device)
-    labels = labels.to(input_ids.device)
+    *,
+    sync_reference: bool = False,
+) -> tuple[torch.Tensor, dict[str, float | None]]:
+    """Loss of one micro-batch (task and replay rows in one forward pass) and its parts.
+
+    sync_reference: with several ranks, a rank whose micro-batch holds no replay rows still
+    runs one (discarded) frozen-model forward when the method uses the frozen model, so every
+    rank makes the same forward calls (ZeRO-3 gathers weights collectively in each one).
+    """
+    input_ids, attention_mask, labels = collate(rows, built.tokenizer.pad_token_id)
+    device = _device(module)
+    input_ids, attention_mask, labels = (
+        input_ids.to(device),
+        attention_mask.to(device),
+        labels.to(device),
+    )
     if method.needs_hidden:
-        logits, hidden = last_hidden_and_logits(built.model, input_ids, attention_mask)
+        logits, hidden = last_hidden_and_logits(module, input_ids, attention_mask)
     else:
-        logits = built.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        logits = module(input_ids=input_ids, attention_mask=attention_mask).logits
         hidden = None
     nll = token_nll(logits, labels)
     counted = (labels[:, 1:] != IGNORE).float()
     ces: dict[str, torch.Tensor] = {}
     for name, rows_mask in (("task_ce", ~is_replay), ("replay_ce", is_replay)):
-        n_tok = counted[rows_mask.to(counted.device)].sum()
+        rows_mask = rows_mask.to(device)
+        n_tok = counted[rows_mask].sum()
         if n_tok > 0:
-            ces[name] = nll[rows_mask.to(nll.device)].sum() / n_tok
+            ces[name] = nll[rows_mask].sum() / n_tok
     ce = torch.stack(list(ces.values())).mean()
     term = None
     if is_replay.any():
-        r = is_replay.to(logits.device)
+        r = is_replay.to(device)
         r_ids, r_mask = input_ids[r], attention_mask[r]
 
         def reference() -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,11 +294,11 @@ def _micro_step(
             reference=reference,
         )
         term = method.term(view)
+    elif sync_reference and method.needs_reference:
+        with torch.no_grad(), built.starting_model() as ref:
+            ref(input_ids=input_ids[:1, :1], attention_mask=attention_mask[:1, :1])
     loss, w = combine(ce, term, weight)
-    if not torch.isfinite(loss):
-        return None
-    (loss / n_micro).backward()
-    return {
+    return loss, {
         "loss": float(loss.detach()),
         "task_ce": float(ces["task_ce"].detach()) if "task_ce" in ces else None,
         "replay_ce": float(ces["replay_ce"].detach()) if "replay_ce" in ces else None,

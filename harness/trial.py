@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,6 +197,18 @@ class TrialResult:
     train_seconds: float = 0.0
 
 
+@dataclass
+class StageEnd:
+    """Handed to ``on_stage_end`` after every task (on every rank)."""
+
+    stage: int
+    task: str
+    metrics: dict
+    save: Callable[[Path], None]
+    """Write a resumable checkpoint into a directory; every rank must call it (ZeRO-3
+    gathers shards), rank 0 writes the files."""
+
+
 def _argmax(xs: list[float]) -> int:
     return max(range(len(xs)), key=xs.__getitem__)
 
@@ -271,25 +284,53 @@ class _Evaluator:
         return acc_rows, [general]
 
 
-def run_trial(cfg: TrialConfig, *, progress: bool = False) -> TrialResult:
-    """Run one trial; writes accuracy/general/curve after every stage and the summary last."""
+CHECKPOINT_STATE = "state.json"
+
+
+def run_trial(
+    cfg: TrialConfig,
+    *,
+    progress: bool = False,
+    resume_from: Path | None = None,
+    on_stage_end: Callable[[StageEnd], None] | None = None,
+) -> TrialResult:
+    """Run one trial (or resume it from an end-of-task checkpoint written by ``StageEnd.save``).
+
+    Rank 0 writes accuracy/general/curve after every stage and the summary last. A resumed
+    trial starts from the checkpoint's rows, so re-written files hold each row once.
+    """
+    from harness.backend import deepspeed_config, make_backend
     from results.io import write_records
 
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     trial_id = cfg.id
     data = load_data(cfg)
+    state = json.loads((resume_from / CHECKPOINT_STATE).read_text()) if resume_from else None
+    if state and state["trial_id"] != trial_id:
+        raise ValueError(
+            f"checkpoint {resume_from} belongs to trial {state['trial_id']!r}, not {trial_id!r}"
+        )
     method = get_method(
         cfg.replay.method,
         **({"k": cfg.replay.tm_k} if cfg.replay.method == "tm" else {}),
         **({"temperature": cfg.replay.kl_temperature} if cfg.replay.method == "kl" else {}),
     )
     weight = cfg.replay.weight if cfg.replay.weight is not None else method.default_weight
+    zero3 = (
+        deepspeed_config(cfg)
+        if cfg.scale.backend == "deepspeed" and cfg.scale.zero_stage == 3
+        else None
+    )
     built = build(
         cfg.model,
         seed=cfg.seed,
         keep_reference=method.needs_reference and cfg.model.tuning == "full",
+        weights=resume_from / "model" if resume_from else None,
+        zero3_config=zero3,
     )
+    backend = make_backend(built, cfg)
+    rank0 = backend.rank == 0
     tok = built.tokenizer
     cache = Path(cfg.data.cache_dir) / "tokens" if cfg.data.cache_dir else None
     tok_tasks = [_tokenize_task(t, tok, cfg, cache) for t in data.tasks]
@@ -303,32 +344,74 @@ def run_trial(cfg: TrialConfig, *, progress: bool = False) -> TrialResult:
     if data.replay:
         ids = tokenize_cached(tok, data.replay, max_length=cfg.replay.max_tokens, cache_dir=cache)
         buffer = ReplayBuffer(token_ids=tuple(tuple(x) for x in ids), pad_id=tok.pad_token_id)
-        # Before the first step the model being trained *is* the starting model.
-        with _as_is(built.model) as m:
-            method.prepare(
-                lambda i, a, m=m: last_hidden_and_logits(m, i, a)[1],
-                buffer,
-                batch_size=cfg.eval.batch_size,
-            )
+        if resume_from and (resume_from / "replay").exists():
+            method.load_state(resume_from / "replay")
+        else:
+            # Before the first step the model being trained *is* the starting model.
+            with _as_is(backend.module) as m:
+                method.prepare(
+                    lambda i, a, m=m: last_hidden_and_logits(m, i, a)[1],
+                    buffer,
+                    batch_size=cfg.eval.batch_size,
+                )
     evaluate = _Evaluator(cfg, built, data.tasks, tok_tasks, probe, heldout)
-    acc, general, curve = [], [], []
+    rows = state["rows"] if state else {"accuracy": [], "general": [], "curve": []}
+    acc, general, curve = rows["accuracy"], rows["general"], rows["curve"]
+    progress_state = {
+        "global_step": state["global_step"] if state else 0,
+        "tokens": state["train_tokens"] if state else 0,
+        "train_seconds": state["train_seconds"] if state else 0.0,
+    }
+    first_stage = state["finished_stage"] + 1 if state else 1
+    if state and "torch_rng" in state:
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
     files: dict[str, Path] = {}
 
     def flush() -> None:
-        for kind, rows in (("accuracy", acc), ("general", general), ("curve", curve)):
-            files[kind] = write_records(cfg.out, kind, rows, study=cfg.study, trial_id=trial_id)
+        if rank0:
+            for kind, kind_rows in (("accuracy", acc), ("general", general), ("curve", curve)):
+                files[kind] = write_records(
+                    cfg.out, kind, kind_rows, study=cfg.study, trial_id=trial_id
+                )
+
+    def write_summary(status, error, diverged) -> dict:
+        summary = _summary(cfg, data, acc, general, status, error, diverged, start)
+        if rank0:
+            files["summary"] = write_records(
+                cfg.out, "summary", [summary], study=cfg.study, trial_id=trial_id
+            )
+        return summary
+
+    def save_checkpoint(stage: int, path: Path) -> None:
+        backend.save_model(path / "model")
+        if rank0:
+            method.save_state(path / "replay")
+            body = {
+                "trial_id": trial_id,
+                "finished_stage": stage,
+                "rows": {"accuracy": acc, "general": general, "curve": curve},
+                "global_step": progress_state["global_step"],
+                "train_tokens": progress_state["tokens"],
+                "train_seconds": progress_state["train_seconds"],
+                "torch_rng": torch.get_rng_state().tolist(),
+            }
+            (path / CHECKPOINT_STATE).write_text(json.dumps(body))
+        backend.barrier()
 
     status, error, diverged = "completed", None, (None, None)
-    tokens, train_seconds, global_step = 0, 0.0, 0
     try:
-        a, g = evaluate(0, "<start>")
-        acc += a
-        general += g
-        flush()
+        if not state:
+            a, g = evaluate(0, "<start>")
+            acc += a
+            general += g
+            flush()
         for stage, (task, tt) in enumerate(zip(data.tasks, tok_tasks, strict=True), start=1):
+            if stage < first_stage:
+                continue
             t0 = time.perf_counter()
             outcome = train_task(
                 built,
+                backend,
                 task_examples=tt.train,
                 buffer=buffer,
                 method=method,
@@ -337,13 +420,13 @@ def run_trial(cfg: TrialConfig, *, progress: bool = False) -> TrialResult:
                 per_batch=cfg.replay.per_batch,
                 stage=stage,
                 task=task.name,
-                global_step=global_step,
+                global_step=progress_state["global_step"],
                 seed=cfg.seed,
                 progress=progress,
             )
-            train_seconds += time.perf_counter() - t0
-            tokens += outcome.tokens
-            global_step += outcome.steps
+            progress_state["train_seconds"] += time.perf_counter() - t0
+            progress_state["tokens"] += outcome.tokens
+            progress_state["global_step"] += outcome.steps
             curve += outcome.curve
             if outcome.diverged_step is not None:
                 status, diverged = "diverged", (stage, outcome.diverged_step)
@@ -359,23 +442,28 @@ def run_trial(cfg: TrialConfig, *, progress: bool = False) -> TrialResult:
             acc += a
             general += g
             flush()
+            if on_stage_end is not None:
+                metrics = {
+                    "stage": stage,
+                    "task": task.name,
+                    "task_accuracy": a[stage - 1]["accuracy"],
+                    "mean_accuracy": sum(r["accuracy"] for r in a[:stage]) / stage,
+                    "general_accuracy": g[0]["accuracy"],
+                    "general_ppl": g[0]["ppl"],
+                }
+                on_stage_end(
+                    StageEnd(stage, task.name, metrics, lambda p, s=stage: save_checkpoint(s, p))
+                )
     except Exception as exc:  # record the failure, keep partial results, then re-raise
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         flush()
-        files["summary"] = write_records(
-            cfg.out,
-            "summary",
-            [_summary(cfg, data, acc, general, status, error, diverged, start)],
-            study=cfg.study,
-            trial_id=trial_id,
-        )
+        write_summary(status, error, diverged)
         raise
     flush()
-    summary = _summary(cfg, data, acc, general, status, error, diverged, start)
-    files["summary"] = write_records(
-        cfg.out, "summary", [summary], study=cfg.study, trial_id=trial_id
+    summary = write_summary(status, error, diverged)
+    return TrialResult(
+        trial_id, status, summary, files, progress_state["tokens"], progress_state["train_seconds"]
     )
-    return TrialResult(trial_id, status, summary, files, tokens, train_seconds)
 
 
 class _as_is:
@@ -427,3 +515,37 @@ def _summary(cfg, data: TrialData, acc, general, status, error, diverged, start)
         config_json=json.dumps(cfg.to_dict(), sort_keys=True),
         harness_version=__version__,
     )
+
+
+def preflight(configs: list[TrialConfig]) -> None:
+    """Load every distinct data setting of a grid on the driver before anything is scheduled,
+    so a missing task, a malformed file or a replay buffer larger than its corpus fails in
+    seconds, naming the grid point. Hub sources (hf:...) are left to the trials."""
+    from harness.data import DataError
+
+    seen: dict[str, str] = {}
+    problems: dict[str, list[str]] = {}  # message -> grid points
+    for cfg in configs:
+        d = cfg.to_dict()
+        key = json.dumps(
+            [
+                d["data"],
+                d["replay"]["method"],
+                d["replay"]["corpus"],
+                d["replay"]["size"],
+                d["eval"],
+                d["seed"],
+            ],
+            sort_keys=True,
+        )
+        if key in seen or "hf:" in key:
+            continue
+        seen[key] = cfg.id
+        try:
+            load_data(cfg)
+        except DataError as exc:
+            problems.setdefault(str(exc), []).append(cfg.id)
+    if problems:
+        raise DataError(
+            "\n".join(f"grid point(s) {', '.join(ids)}: {msg}" for msg, ids in problems.items())
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from harness import train as train_mod
-from harness.config import ModelConfig, TrainConfig, from_dict
+from harness.backend import TorchBackend
+from harness.config import ModelConfig, TrainConfig, TrialConfig, from_dict
 from harness.data import DataError
 from harness.evaluate import candidate_logliks, perplexity
 from harness.models import build
@@ -71,8 +73,10 @@ def _train(
         epochs=steps,
         schedule=schedule,
     )
+    backend = TorchBackend(built, TrialConfig(train=cfg))
     return train_task(
         built,
+        backend,
         task_examples=_examples(tok, n_examples),
         buffer=buffer,
         method=method,
@@ -284,3 +288,87 @@ def test_trial_on_real_long_sequence_tasks(shared_data, tmp_path):
     assert acc.n_total.eq(16).all()
     assert isinstance(tables["summary"], pd.DataFrame) and tables["summary"].n_tasks.iloc[0] == 3
     assert tables["general"].n_total.eq(16).all()
+
+
+def _curve_and_acc(out, trial_id):
+    study = out / "study=engine"
+    c = read_records(study, "curve")
+    a = read_records(study, "accuracy")
+    c, a = c[c.trial_id == trial_id], a[a.trial_id == trial_id]
+    return c.loss.tolist(), a.sort_values(["stage", "task_position"]).accuracy.tolist()
+
+
+@pytest.mark.parametrize("tuning", ["full", "lora"])
+def test_a_trial_resumed_from_an_end_of_task_checkpoint_equals_an_uninterrupted_one(
+    mini_root, tmp_path, tuning
+):
+    cfg = _mini_config(
+        mini_root, tmp_path / "full_run", **{"model.tuning": tuning, "model.lora_r": 4}
+    )
+    run_trial(cfg)
+    expected = _curve_and_acc(tmp_path / "full_run", cfg.id)
+
+    crashed = _mini_config(
+        mini_root, tmp_path / "crashed", **{"model.tuning": tuning, "model.lora_r": 4}
+    )
+    ckpt = tmp_path / "ckpt"
+
+    class Crash(Exception):
+        pass
+
+    def save_then_crash(end):
+        if end.stage == 1:
+            end.save(ckpt)
+        else:
+            raise Crash("worker lost")
+
+    with pytest.raises(Crash):
+        run_trial(crashed, on_stage_end=save_then_crash)
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["finished_stage"] == 1
+    assert (ckpt / "replay").is_dir()  # the TM states travel with the checkpoint
+    assert (
+        ckpt / "model" / ("adapter_model.safetensors" if tuning == "lora" else "model.safetensors")
+    ).is_file()
+    result = run_trial(crashed, resume_from=ckpt)
+    assert result.status == "completed"
+    assert _curve_and_acc(tmp_path / "crashed", crashed.id) == expected
+    assert (
+        len(read_records(tmp_path / "crashed" / "study=engine", "accuracy")) == 12
+    )  # no duplicates
+
+
+def test_resume_refuses_another_trials_checkpoint(mini_root, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    cfg = _mini_config(mini_root, tmp_path / "out", **{"replay.method": "none"})
+    run_trial(cfg, on_stage_end=lambda end: end.save(ckpt) if end.stage == 1 else None)
+    other = _mini_config(mini_root, tmp_path / "out", **{"replay.method": "none", "train.lr": 5e-4})
+    with pytest.raises(ValueError, match="belongs to trial"):
+        run_trial(other, resume_from=ckpt)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_matches_the_plain_backend(mini_root, tmp_path, stage):
+    """One-rank DeepSpeed ZeRO (gloo, CPU) gives the plain PyTorch losses and accuracies."""
+    plain = _mini_config(
+        mini_root, tmp_path / "out", **{"data.tasks": "colour,animal", "train.log_every": 1}
+    )
+    ds = _mini_config(
+        mini_root,
+        tmp_path / "out",
+        **{
+            "data.tasks": "colour,animal",
+            "train.log_every": 1,
+            "scale.backend": "deepspeed",
+            "scale.zero_stage": stage,
+        },
+    )
+    run_trial(plain)
+    assert run_trial(ds).status == "completed"
+    (loss_a, acc_a), (loss_b, acc_b) = (
+        _curve_and_acc(tmp_path / "out", plain.id),
+        _curve_and_acc(tmp_path / "out", ds.id),
+    )
+    assert loss_b == pytest.approx(loss_a, rel=1e-4)
+    assert acc_b == acc_a

@@ -80,6 +80,15 @@ class ReplayMethod:
         or None when the method adds nothing beyond the replay rows' CE."""
         raise NotImplementedError
 
+    def save_state(self, path: Path) -> bool:
+        """Write what ``prepare`` computed into ``path`` (a trial checkpoint), so a resumed
+        trial need not recompute it from a starting model it no longer has. Returns whether
+        there was anything to save. Default: nothing."""
+        return False
+
+    def load_state(self, path: Path) -> None:
+        """Restore what :meth:`save_state` wrote (instead of calling ``prepare``)."""
+
     def settings(self) -> dict[str, object]:
         """The method's settings as passed to get_method (for logging and results)."""
         return {key: getattr(self, key) for key in _setting_names(type(self))}

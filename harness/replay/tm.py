@@ -49,6 +49,15 @@ class TMReplay(ReplayMethod):
                 forward, buffer, k=self.k, batch_size=batch_size, cache_dir=cache_dir
             )
 
+    def save_state(self, path: Path) -> bool:
+        if self.states is None:
+            return False
+        self.states.save(path)
+        return True
+
+    def load_state(self, path: Path) -> None:
+        self.states = TMStates.load(path)
+
     def term(self, view: ReplayView) -> Tensor | None:
         if self.states is None:
             raise RuntimeError("tm: call prepare() with the frozen starting model before term().")
