@@ -215,11 +215,136 @@ _SUMMARY = pa.schema(
     ]
 )
 
+_LANDSCAPE = pa.schema(
+    [
+        *_common(),
+        _f(
+            "stage",
+            pa.int32(),
+            "Checkpoint the slice is around (0 = starting model, i = after task i); for an "
+            "interpolation, its later endpoint (= to_stage).",
+        ),
+        _f(
+            "slice",
+            pa.string(),
+            "Stable slice name, e.g. 'interp:0->1', 'random1d:seed=0', 'random2d:seed=0'.",
+        ),
+        _f(
+            "slice_kind",
+            pa.string(),
+            "Kind of slice (harness.landscape).",
+            allowed=("interpolation", "random_1d", "random_2d"),
+        ),
+        _f(
+            "from_stage",
+            pa.int32(),
+            "Interpolation start checkpoint (alpha = 0); = stage for random slices.",
+        ),
+        _f(
+            "to_stage",
+            pa.int32(),
+            "Interpolation end checkpoint (alpha = 1); = stage for random slices.",
+        ),
+        _f(
+            "alpha",
+            pa.float64(),
+            "Coordinate along the first direction (interpolation: weight of the end checkpoint).",
+        ),
+        _f("beta", pa.float64(), "Coordinate along the second direction; NaN for 1-D slices."),
+        _f(
+            "dataset",
+            pa.string(),
+            "Evaluation data of this point: a task name or 'general' (general text).",
+        ),
+        _f("loss_sum", pa.float64(), "Summed next-token NLL (nats) over the evaluation tokens."),
+        _f(
+            "tokens",
+            pa.int64(),
+            "Tokens in loss_sum. Sum loss_sum and tokens over rows to pool (e.g. shards).",
+        ),
+        _f("loss", pa.float64(), "loss_sum / tokens (mean NLL per token); NaN if tokens is 0."),
+        _f(
+            "direction_seed",
+            pa.int64(),
+            "Seed that regenerates the random direction(s); null for interpolations.",
+            nullable=True,
+        ),
+        _f(
+            "space",
+            pa.string(),
+            "Weight space: all weights, or LoRA-adapted weights with the adapter merged "
+            "(W0 + B@A*scale; directions and interpolation act on the merged delta).",
+            allowed=("full", "lora_merged"),
+        ),
+        _f(
+            "normalisation",
+            pa.string(),
+            "Direction scaling: per row of each weight matrix ('filter', Li et al. 2018), per "
+            "tensor ('layer'), or none (also every interpolation).",
+            allowed=("filter", "layer", "none"),
+        ),
+    ]
+)
+
+_PLASTICITY = pa.schema(
+    [
+        *_common(),
+        *_stage_fields(),
+        _f(
+            "layer",
+            pa.int32(),
+            "Decoder layer index (0-based); -1 for whole-model aggregates.",
+        ),
+        _f(
+            "metric",
+            pa.string(),
+            "Diagnostic (harness.plasticity): dormant_fraction = share of MLP units with score "
+            "E|h_i| / mean_k E|h_k| <= tau; gate_dormant_fraction = share of units whose gate "
+            "pre-activation is > 0 on fewer than tau of the tokens; effective_rank = "
+            "exp(entropy of normalised singular values); srank = smallest k whose top-k singular "
+            "values hold >= 99% of their sum; weight_norm = Frobenius norm; weight_distance = "
+            "||theta - theta_0||; mean_abs_weight = mean |theta|.",
+            allowed=(
+                "dormant_fraction",
+                "gate_dormant_fraction",
+                "effective_rank",
+                "srank",
+                "weight_norm",
+                "weight_distance",
+                "mean_abs_weight",
+            ),
+        ),
+        _f(
+            "tau",
+            pa.float64(),
+            "Threshold: the dormant score threshold (dormant_fraction) or the token share "
+            "(gate_dormant_fraction); NaN for the other metrics.",
+        ),
+        _f("value", pa.float64(), "The metric's value."),
+        _f(
+            "n_units",
+            pa.int64(),
+            "MLP units measured (activation metrics; per layer: intermediate size) or "
+            "parameters covered (weight metrics).",
+        ),
+        _f(
+            "n_tokens",
+            pa.int64(),
+            "Non-padding probe tokens behind activation metrics (rank metrics need >= n_units "
+            "per layer to be full-resolution); 0 for weight metrics.",
+        ),
+    ]
+)
+
 _KIND_DOCS = {
     "accuracy": "The CL accuracy matrix in long form: one row per (stage, evaluated task).",
     "general": "General ability per checkpoint: one row per (stage, probe).",
     "curve": "Training curves: one row per logged optimizer step.",
     "summary": "One row per trial: outcome, settings and every CL metric.",
+    "landscape": "Loss-landscape slices: one row per (point, dataset) of a random slice or an "
+    "interpolation between checkpoints (harness.landscape).",
+    "plasticity": "Plasticity diagnostics per checkpoint: one row per (stage, layer, metric, "
+    "tau) (harness.plasticity).",
 }
 
 KINDS: dict[str, pa.Schema] = {
@@ -229,6 +354,8 @@ KINDS: dict[str, pa.Schema] = {
         "general": _GENERAL,
         "curve": _CURVE,
         "summary": _SUMMARY,
+        "landscape": _LANDSCAPE,
+        "plasticity": _PLASTICITY,
     }.items()
 }
 """Record kind -> its Arrow schema. Each kind is stored in its own directory."""

@@ -253,12 +253,7 @@ def test_read_study_and_other_entry_points(tmp_path: Path) -> None:
     _write(tmp_path, "summary", sample_rows("summary", 1), trial_id="t2")
     sdir = io.study_dir(tmp_path, STUDY)
     frames = io.read_study(sdir)
-    assert {k: len(v) for k, v in frames.items()} == {
-        "accuracy": 2,
-        "general": 2,
-        "curve": 2,
-        "summary": 3,
-    }
+    assert {k: len(v) for k, v in frames.items()} == {**{k: 2 for k in KINDS}, "summary": 3}
     assert len(io.read_records(sdir / "summary", "summary")) == 3  # the kind dir
     assert len(io.read_records(sdir / "summary" / "t2.parquet", "summary")) == 1  # one file
     io.write_records(tmp_path, "summary", sample_rows("summary", 1), study="other", trial_id="t")
