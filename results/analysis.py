@@ -1,0 +1,623 @@
+"""Analysis tables: pure pandas functions from the record kinds of ``results.schema`` to tables.
+
+Nothing here plots, trains or imports torch/Ray; ``results.plots`` and ``results.report`` build on
+these functions. Conventions shared by every function:
+
+* **Trials are settings + outcomes.** A trial's settings (method, tuning, lr_multiplier,
+  replay_size, seed, ...) live only in the ``summary`` kind; other kinds are joined to it on
+  ``trial_id`` (and ``study`` when both carry it) by ``with_settings``.
+* **Only completed trials are averaged.** Diverged and failed trials are *counted* per group
+  (``n_diverged``, ``n_failed``) next to ``n`` (completed trials averaged), never averaged in and
+  never silently dropped; a group whose trials all diverged still gets a row, with NaN means.
+* **Spread is the sample standard deviation** (``ddof=1``, pandas' default) over the completed
+  trials of a group, usually seeds; NaN when ``n < 2``.
+* **NaN is not skipped.** If a metric is NaN in any completed trial of a group, the group's mean
+  is NaN: averaging over fewer trials than ``n`` says would make groups incomparable (the same
+  rule as ``harness.metrics``).
+* **Units are the records' units:** accuracies are fractions in [0, 1]; ``format_mean_std``
+  turns accuracy-scale metrics into percentages (points) for display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from harness.metrics import METRICS, matrix_from_long
+
+__all__ = [
+    "METHOD_ORDER",
+    "PAPER_METRICS",
+    "PERCENT_METRICS",
+    "SETTINGS",
+    "accuracy_matrix",
+    "format_mean_std",
+    "forgetting_prevented",
+    "general_drop",
+    "group_stats",
+    "interpolation_summary",
+    "lora_vs_full_table",
+    "loss_type_table",
+    "lr_robustness_table",
+    "paper_table",
+    "plasticity_over_tasks",
+    "pooled_loss",
+    "replay_size_curve",
+    "representative_trials",
+    "sort_groups",
+    "status_counts",
+    "varying_settings",
+    "with_settings",
+]
+
+METHOD_ORDER = ("none", "ce", "kl", "l1", "l2", "tm")
+"""Display order of replay methods (baseline first, GeRe last); unknown methods follow."""
+
+SETTINGS = (
+    "method",
+    "tuning",
+    "lr_multiplier",
+    "replay_size",
+    "replay_weight",
+    "lr",
+    "model",
+    "n_tasks",
+    "tasks",
+    "seed",
+)
+"""Summary columns that describe how a trial was run (as opposed to how it ended)."""
+
+PAPER_METRICS = ("general_acc_start", "general_acc_final", "ap", "bwt", "fwt", "forgetting")
+"""The columns of the GeRe paper's main table, in its order."""
+
+PERCENT_METRICS = frozenset(METRICS) | {"general_acc_start", "general_acc_final"}
+"""Summary metrics on the accuracy scale (fractions); shown x100 as % / percentage points."""
+
+_STATUSES = ("completed", "diverged", "failed")
+
+
+def _need(df: pd.DataFrame, columns: Iterable[str], where: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{where}: missing column(s) {missing}; have {list(df.columns)}")
+
+
+def _join_keys(left: pd.DataFrame, right: pd.DataFrame) -> list[str]:
+    """``trial_id``, plus ``study`` when both frames carry it (ids are unique per study)."""
+    return ["study", "trial_id"] if "study" in left and "study" in right else ["trial_id"]
+
+
+def _method_rank(values: pd.Series) -> pd.Series:
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return values.map(lambda m: (order.get(m, len(order)), str(m)))
+
+
+def sort_groups(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Sort rows by ``keys`` (columns), with methods in ``METHOD_ORDER`` rather than A-Z."""
+    keys = [k for k in keys if k in df.columns]
+    if not keys:
+        return df
+    return df.sort_values(
+        keys, key=lambda s: _method_rank(s) if s.name == "method" else s, kind="stable"
+    )
+
+
+def with_settings(
+    df: pd.DataFrame,
+    summary: pd.DataFrame,
+    columns: Sequence[str] | None = None,
+    *,
+    how: Literal["left", "inner"] = "left",
+) -> pd.DataFrame:
+    """``df`` with the trial's settings (and ``status``) from ``summary`` joined on trial_id.
+
+    ``columns`` defaults to the ``SETTINGS`` the summary has; columns named explicitly must
+    exist. Columns ``df`` already has are not joined again.
+
+    With ``how="left"`` rows whose trial has no summary row get NaN settings (a trial still
+    running, or one that crashed before writing its summary) rather than disappearing; with
+    ``how="inner"`` they are dropped (to restrict records to the trials of a filtered summary).
+    """
+    keys = _join_keys(df, summary)
+    if columns is None:
+        columns = [c for c in SETTINGS if c in summary.columns]
+    _need(summary, [*keys, *columns], "with_settings(summary)")
+    extra = [c for c in (*columns, "status") if c in summary.columns and c not in df.columns]
+    right = summary[[*keys, *extra]].drop_duplicates(keys, keep="last")
+    return df.merge(right, on=keys, how=how)
+
+
+def varying_settings(summary: pd.DataFrame, *, include_seed: bool = False) -> list[str]:
+    """The settings in ``SETTINGS`` that take more than one value across the summary rows."""
+    out = []
+    for col in SETTINGS:
+        if col not in summary.columns or (col == "seed" and not include_seed):
+            continue
+        if summary[col].nunique(dropna=False) > 1:
+            out.append(col)
+    return out
+
+
+def status_counts(summary: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Trials per group by how they ended: columns ``n_completed, n_diverged, n_failed, n_total``.
+
+    With ``by=()`` a single row for the whole study. Unknown statuses count only in n_total.
+    """
+    _need(summary, ["status", *by], "status_counts")
+    status = summary["status"].reset_index(drop=True)
+    flags = pd.DataFrame({f"n_{s}": status.eq(s).astype("int64") for s in _STATUSES})
+    flags["n_total"] = np.ones(len(flags), dtype="int64")
+    if not by:
+        return flags.sum().to_frame().T
+    flags = pd.concat([summary[list(by)].reset_index(drop=True), flags], axis=1)
+    out = flags.groupby(list(by), dropna=False, sort=False).sum().reset_index()
+    return sort_groups(out, by).reset_index(drop=True)
+
+
+def group_stats(summary: pd.DataFrame, by: Sequence[str], metric: str) -> pd.DataFrame:
+    """One metric per group: ``[*by, mean, std, n, n_diverged, n_failed]`` (long form).
+
+    ``mean``/``std`` are over the group's completed trials (std with ddof=1; NaN when n < 2, and
+    NaN when any completed trial's value is NaN); ``n`` counts them. Groups with no completed
+    trial keep their row (n = 0, NaN mean) so their diverged/failed counts stay visible.
+    """
+    by = list(by)
+    _need(summary, ["status", metric, *by], "group_stats")
+    counts = status_counts(summary, by)
+    done = summary[summary["status"] == "completed"]
+    if by:
+        grouped = done.groupby(by, dropna=False, sort=False)[metric]
+        stats = grouped.agg(
+            mean=lambda s: s.mean(skipna=False), std=lambda s: s.std(ddof=1, skipna=False)
+        ).reset_index()
+        out = counts.merge(stats, on=by, how="left")
+    else:
+        values = done[metric]
+        out = counts.assign(
+            mean=values.mean(skipna=False) if len(values) else np.nan,
+            std=values.std(ddof=1, skipna=False) if len(values) else np.nan,
+        )
+    out = out.rename(columns={"n_completed": "n"})
+    return out[[*by, "mean", "std", "n", "n_diverged", "n_failed"]]
+
+
+def paper_table(
+    summary: pd.DataFrame,
+    *,
+    by: Sequence[str] = ("method",),
+    metrics: Sequence[str] = PAPER_METRICS,
+) -> pd.DataFrame:
+    """The paper-style table: one row per group, mean and std of each metric over seeds.
+
+    Layout (flat columns, chosen over a MultiIndex so the table survives CSV/Parquet): index =
+    the ``by`` columns; then ``n`` (completed trials averaged), ``n_diverged``, ``n_failed``;
+    then ``<metric>_mean`` and ``<metric>_std`` for each metric in order. Statistics follow
+    ``group_stats`` (completed trials only, sample std ddof=1). Values keep the records' units
+    (fractions); ``format_mean_std`` renders "60.7 ± 1.2" strings in percent.
+    """
+    by = list(by)
+    if not metrics:
+        raise ValueError("paper_table: metrics is empty")
+    out = status_counts(summary, by).rename(columns={"n_completed": "n"})
+    out = out[[*by, "n", "n_diverged", "n_failed"]]
+    for m in metrics:
+        stats = group_stats(summary, by, m)[[*by, "mean", "std"]]
+        stats = stats.rename(columns={"mean": f"{m}_mean", "std": f"{m}_std"})
+        out = out.merge(stats, on=by, how="left") if by else out.join(stats)
+    return sort_groups(out, by).set_index(by) if by else out
+
+
+def _fmt(x: float, digits: int) -> str:
+    return "–" if pd.isna(x) else f"{x:.{digits}f}"
+
+
+def format_mean_std(
+    df: pd.DataFrame, *, digits: int = 1, percent: bool = True, sep: str = " ± "
+) -> pd.DataFrame:
+    """Collapse every ``<m>_mean``/``<m>_std`` column pair into one string column ``<m>``.
+
+    "60.7 ± 1.2"; just "60.7" when the std is NaN (a single trial); "–" when the mean is NaN.
+    With ``percent=True`` metrics in ``PERCENT_METRICS`` are multiplied by 100 (accuracies in
+    %, BWT/FWT/forgetting in percentage points); others (perplexity) are shown as they are.
+    Other columns (n, n_diverged, ...) and the index pass through unchanged.
+    """
+    out = pd.DataFrame(index=df.index)
+    for col in df.columns:
+        if col.endswith("_std") and f"{col[:-4]}_mean" in df.columns:
+            continue
+        if col.endswith("_mean") and f"{col[:-5]}_std" in df.columns:
+            name = col[:-5]
+            scale = 100.0 if percent and name in PERCENT_METRICS else 1.0
+            mean, std = df[col] * scale, df[f"{name}_std"] * scale
+            out[name] = [
+                _fmt(m, digits)
+                if pd.isna(s) or pd.isna(m)
+                else f"{m:.{digits}f}{sep}{s:.{digits}f}"
+                for m, s in zip(mean, std, strict=True)
+            ]
+        else:
+            out[col] = df[col]
+    return out
+
+
+def lr_robustness_table(
+    summary: pd.DataFrame,
+    metric: str = "general_acc_final",
+    *,
+    by: str = "method",
+    stat: Literal["mean", "std", "n", "n_diverged", "n_failed"] = "mean",
+) -> pd.DataFrame:
+    """``by`` (rows) x ``lr_multiplier`` (columns, ascending) of one statistic of ``metric``.
+
+    Default: the mean over completed seeds. Pass ``stat="n_diverged"`` for the matching table
+    of diverged-trial counts — a cell whose trials all diverged is NaN in the mean table.
+    """
+    stats = group_stats(summary, [by, "lr_multiplier"], metric)
+    if stat not in stats.columns:
+        raise ValueError(f"lr_robustness_table: unknown stat {stat!r}; use one of {list(stats)}")
+    table = stats.pivot(index=by, columns="lr_multiplier", values=stat)
+    table = table.reindex(sorted(table.columns), axis=1)
+    rows = sort_groups(table.index.to_frame(index=False), [by])[by]
+    return table.loc[rows.to_list()]
+
+
+def replay_size_curve(
+    summary: pd.DataFrame, metric: str = "general_acc_final", *, by: Sequence[str] = ("method",)
+) -> pd.DataFrame:
+    """Metric against replay-buffer size: ``[*by, replay_size, mean, std, n, n_diverged,
+    n_failed]``, sorted by group then size (``group_stats`` statistics)."""
+    keys = [*by, "replay_size"]
+    return sort_groups(group_stats(summary, keys, metric), keys).reset_index(drop=True)
+
+
+def loss_type_table(
+    summary: pd.DataFrame,
+    *,
+    metrics: Sequence[str] = (*PAPER_METRICS, "general_ppl_final"),
+    by: Sequence[str] = ("method",),
+) -> pd.DataFrame:
+    """The replay-loss comparison (none, CE, KL, L1, L2, TM): ``paper_table`` per method, with
+    the final general perplexity added."""
+    return paper_table(summary, by=by, metrics=metrics)
+
+
+def lora_vs_full_table(
+    summary: pd.DataFrame,
+    *,
+    metrics: Sequence[str] = PAPER_METRICS,
+    by: Sequence[str] = ("tuning", "method"),
+) -> pd.DataFrame:
+    """``paper_table`` with rows (tuning, method): LoRA vs full fine-tuning per method."""
+    return paper_table(summary, by=by, metrics=metrics)
+
+
+def general_drop(general: pd.DataFrame) -> pd.DataFrame:
+    """General ability at every stage relative to the same trial's stage 0 (the starting model).
+
+    One row per (trial, probe, stage) with the record's ``accuracy`` and ``ppl``, their stage-0
+    values ``accuracy_start``/``ppl_start``, and:
+
+    * ``accuracy_drop = accuracy_start - accuracy`` (positive = lost ability; fraction);
+    * ``accuracy_ratio = accuracy / accuracy_start``;
+    * ``ppl_ratio = ppl / ppl_start`` and ``nll_increase = ln(ppl_ratio)`` (nats per token;
+      positive = general text became less likely).
+
+    A trial without a stage-0 row gets NaN relative values rather than being dropped.
+    """
+    _need(general, ["trial_id", "stage", "probe", "accuracy", "ppl"], "general_drop")
+    keys = [k for k in ("study", "trial_id", "probe") if k in general.columns]
+    start = general[general["stage"] == 0]
+    dup = start.duplicated(keys)
+    if dup.any():
+        raise ValueError(
+            f"general_drop: several stage-0 rows for {start.loc[dup, keys].iloc[0].to_dict()}"
+        )
+    start = start[[*keys, "accuracy", "ppl"]].rename(
+        columns={"accuracy": "accuracy_start", "ppl": "ppl_start"}
+    )
+    cols = [*keys, "stage", *(["after_task"] if "after_task" in general else []), "accuracy", "ppl"]
+    out = general[cols].merge(start, on=keys, how="left")
+    out["accuracy_drop"] = out["accuracy_start"] - out["accuracy"]
+    out["accuracy_ratio"] = out["accuracy"] / out["accuracy_start"]
+    out["ppl_ratio"] = out["ppl"] / out["ppl_start"]
+    out["nll_increase"] = np.log(out["ppl_ratio"])
+    return out.sort_values([*keys, "stage"]).reset_index(drop=True)
+
+
+_CONTEXT = ("model", "tuning", "lr", "lr_multiplier", "n_tasks", "tasks")
+"""Settings a method trial and its baseline trial must share (besides the seed)."""
+
+
+def forgetting_prevented(
+    summary: pd.DataFrame,
+    general: pd.DataFrame | None = None,
+    *,
+    baseline: str = "none",
+    measure: Literal["accuracy", "ppl"] = "accuracy",
+    probe: str | None = None,
+    per_trial: bool = False,
+) -> pd.DataFrame:
+    """Fraction of the baseline's general-ability drop that each method prevents.
+
+    Definition. A trial's *drop* is ``acc_start - acc_final`` (``measure="accuracy"``, from the
+    summary's ``general_acc_*``) or ``ln(ppl_final / ppl_start)`` (``measure="ppl"``, nats per
+    token). For a method trial m with drop d_m, its *baseline drop* d_b is the drop of the
+    completed ``baseline`` trial with the same context (model, tuning, lr, lr_multiplier,
+    n_tasks, tasks, study) **and the same seed** — mean over such trials if several; when no
+    seed-matched baseline exists, the mean drop of the baseline's completed trials in that
+    context (``matched="context"``). Then ``prevented = 1 - d_m / d_b``: 1 = lost nothing,
+    0 = lost as much as the baseline, < 0 = lost more, > 1 = improved on the start. It is NaN
+    when d_b <= 0 (the baseline lost nothing, so there was nothing to prevent) or no baseline
+    exists in the context. Only completed trials enter.
+
+    With ``general`` records the drops are taken at every stage >= 1 (``general_drop``), so the
+    result has one row per stage; otherwise one row per group at the final stage (n_tasks).
+
+    Returns one row per (method, varying context columns, replay_size/replay_weight when a method
+    ran at several, stage): ``n`` (trials), ``n_seed_matched``,
+    ``drop_mean``, ``baseline_drop_mean``, ``prevented_mean`` and ``prevented_std`` (mean/sample
+    std over trials of the per-trial ratio) and ``prevented_pooled = 1 - drop_mean /
+    baseline_drop_mean`` (ratio of means; steadier when a baseline seed barely dropped).
+    Context columns that take one value are left out. ``per_trial=True`` returns the per-trial
+    rows instead (drop, baseline_drop, matched, prevented).
+    """
+    if measure not in ("accuracy", "ppl"):
+        raise ValueError(
+            f"forgetting_prevented: measure must be 'accuracy' or 'ppl', got {measure!r}"
+        )
+    _need(summary, ["trial_id", "status", "method", "seed"], "forgetting_prevented(summary)")
+    done = summary[summary["status"] == "completed"]
+    context = [c for c in ("study", *_CONTEXT) if c in done.columns]
+    if general is None:
+        if measure == "accuracy":
+            _need(done, ["general_acc_start", "general_acc_final"], "forgetting_prevented")
+            drop = done["general_acc_start"] - done["general_acc_final"]
+        else:
+            _need(done, ["general_ppl_start", "general_ppl_final"], "forgetting_prevented")
+            drop = np.log(done["general_ppl_final"] / done["general_ppl_start"])
+        stage = done["n_tasks"] if "n_tasks" in done.columns else np.nan
+        replay_cols = [c for c in ("replay_size", "replay_weight") if c in done.columns]
+        trials = done[["trial_id", "method", "seed", *context, *replay_cols]].assign(
+            stage=stage, drop=drop
+        )
+    else:
+        rel = general_drop(general)
+        if probe is not None:
+            rel = rel[rel["probe"] == probe]
+        elif rel["probe"].nunique() > 1:
+            raise ValueError(
+                f"forgetting_prevented: several probes {sorted(rel['probe'].unique())}; pass probe="
+            )
+        rel = rel[rel["stage"] >= 1]
+        col = "accuracy_drop" if measure == "accuracy" else "nll_increase"
+        rel = rel.assign(drop=rel[col])[[*_join_keys(rel, done), "stage", "drop"]]
+        keys = _join_keys(rel, done)
+        extra = [
+            c for c in (*context, "replay_size", "replay_weight") if c in done and c not in keys
+        ]
+        settings = done[[*keys, "method", "seed", *extra]]
+        trials = rel.merge(settings, on=keys, how="inner")
+
+    base = trials[trials["method"] == baseline]
+    if base.empty:
+        have = sorted(trials["method"].unique()) if len(trials) else []
+        raise ValueError(
+            f"forgetting_prevented: no completed trials of baseline {baseline!r}; methods with "
+            f"completed trials: {have}"
+        )
+    by_seed = base.groupby([*context, "seed", "stage"], dropna=False)["drop"].mean()
+    by_ctx = base.groupby([*context, "stage"], dropna=False)["drop"].mean()
+    trials = trials.merge(
+        by_seed.rename("_b_seed").reset_index(), on=[*context, "seed", "stage"], how="left"
+    ).merge(by_ctx.rename("_b_ctx").reset_index(), on=[*context, "stage"], how="left")
+    seed_ok = trials["_b_seed"].notna()
+    trials["baseline_drop"] = trials["_b_seed"].where(seed_ok, trials["_b_ctx"])
+    trials["matched"] = np.where(
+        seed_ok, "seed", np.where(trials["_b_ctx"].notna(), "context", "none")
+    )
+    b = trials["baseline_drop"]
+    trials["prevented"] = (1.0 - trials["drop"] / b).where(b > 0)
+    trials = trials.drop(columns=["_b_seed", "_b_ctx"])
+    if per_trial:
+        return sort_groups(trials, ["method", *context, "stage", "seed"]).reset_index(drop=True)
+
+    varying = [c for c in context if trials[c].nunique(dropna=False) > 1]
+    # Replay settings are not matched (the baseline has none) but do split the groups when a
+    # method ran at several of them.
+    replay = [
+        c
+        for c in ("replay_size", "replay_weight")
+        if c in trials and trials.groupby("method")[c].nunique().max() > 1
+    ]
+    keys = ["method", *varying, *replay, "stage"]
+    g = trials.assign(_seed=trials["matched"].eq("seed")).groupby(keys, dropna=False, sort=False)
+    out = g.agg(
+        n=("drop", "size"),
+        n_seed_matched=("_seed", "sum"),
+        drop_mean=("drop", "mean"),
+        baseline_drop_mean=("baseline_drop", "mean"),
+        prevented_mean=("prevented", lambda s: s.mean(skipna=False)),
+        prevented_std=("prevented", lambda s: s.std(ddof=1, skipna=False)),
+    ).reset_index()
+    pooled = 1.0 - out["drop_mean"] / out["baseline_drop_mean"]
+    out["prevented_pooled"] = pooled.where(out["baseline_drop_mean"] > 0)
+    return sort_groups(out, keys).reset_index(drop=True)
+
+
+def accuracy_matrix(
+    accuracy: pd.DataFrame, trial_id: str, *, value: str = "accuracy", scoring: str | None = None
+) -> pd.DataFrame:
+    """One trial's accuracy matrix as a DataFrame: rows = stage 0..T (0 = starting model, i =
+    after training task i), columns = task names in sequence (position) order.
+
+    Built by ``harness.metrics.matrix_from_long`` (the same pivot the summary metrics use), with
+    stages a trial never reached (diverged/failed) as NaN rows. ``scoring`` selects one scoring
+    mode when a trial recorded several.
+    """
+    _need(accuracy, ["trial_id"], "accuracy_matrix")
+    rows = accuracy[accuracy["trial_id"] == trial_id]
+    if scoring is not None:
+        rows = rows[rows["scoring"] == scoring]
+    if rows.empty:
+        raise ValueError(f"accuracy_matrix: no accuracy rows for trial {trial_id!r}")
+    A, names = matrix_from_long(rows, value=value, allow_missing_stages=True)
+    return pd.DataFrame(
+        A,
+        index=pd.RangeIndex(A.shape[0], name="stage"),
+        columns=pd.Index(names, name="task"),
+    )
+
+
+def pooled_loss(points: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Mean loss per point, pooling rows (e.g. shards) as sum(loss_sum) / sum(tokens)."""
+    g = points.groupby(list(keys), dropna=False, sort=True)[["loss_sum", "tokens"]].sum()
+    g["loss"] = g["loss_sum"] / g["tokens"]
+    return g.reset_index()
+
+
+def interpolation_summary(
+    landscape: pd.DataFrame, *, summary: pd.DataFrame | None = None, atol: float = 1e-9
+) -> pd.DataFrame:
+    """Loss barrier of every linear interpolation, per (trial, slice, dataset).
+
+    ``L(alpha) = sum(loss_sum) / sum(tokens)`` over the rows at that alpha (pooled, so sharded
+    points average by token). The barrier is ``max_{0 <= alpha <= 1} [L(alpha) - ((1 - alpha)
+    L(0) + alpha L(1))]``: the largest excess over the straight line between the end points
+    (>= 0, since the excess is 0 at both ends; Goodfellow et al. 2015). Points outside [0, 1]
+    (extrapolation) are ignored. NaN when alpha 0 or 1 was not evaluated.
+
+    Columns: [study,] trial_id, slice, dataset, from_stage, to_stage, loss_start (L(0)),
+    loss_end (L(1)), barrier, alpha_at_barrier, n_points (alphas in [0, 1]); with ``summary``
+    the trial's settings are joined on.
+    """
+    _need(
+        landscape,
+        ["trial_id", "slice", "slice_kind", "dataset", "alpha", "loss_sum", "tokens"],
+        "interpolation_summary",
+    )
+    rows = landscape[landscape["slice_kind"] == "interpolation"]
+    keys = [k for k in ("study", "trial_id", "slice", "dataset") if k in rows.columns]
+    stages = [c for c in ("from_stage", "to_stage") if c in rows.columns]
+    out = []
+    for key, grp in rows.groupby(keys, dropna=False, sort=True):
+        pts = pooled_loss(grp, ["alpha"])
+        a, loss = pts["alpha"].to_numpy(float), pts["loss"].to_numpy(float)
+        at0, at1 = np.isclose(a, 0.0, atol=atol), np.isclose(a, 1.0, atol=atol)
+        inside = (a >= -atol) & (a <= 1 + atol)
+        rec = dict(zip(keys, key, strict=True))
+        rec.update({c: grp[c].iloc[0] for c in stages})
+        if at0.any() and at1.any():
+            l0, l1 = float(loss[at0][0]), float(loss[at1][0])
+            excess = loss[inside] - ((1 - a[inside]) * l0 + a[inside] * l1)
+            i = int(np.nanargmax(excess)) if np.isfinite(excess).any() else 0
+            rec.update(
+                loss_start=l0,
+                loss_end=l1,
+                barrier=float(excess[i]),
+                alpha_at_barrier=float(a[inside][i]),
+            )
+        else:
+            rec.update(loss_start=np.nan, loss_end=np.nan, barrier=np.nan, alpha_at_barrier=np.nan)
+        rec["n_points"] = int(inside.sum())
+        out.append(rec)
+    cols = [*keys, *stages, "loss_start", "loss_end", "barrier", "alpha_at_barrier", "n_points"]
+    table = pd.DataFrame(out, columns=cols)
+    if summary is not None:
+        table = with_settings(table, summary)
+    return table
+
+
+def plasticity_over_tasks(
+    plasticity: pd.DataFrame,
+    metric: str,
+    tau: float | None = None,
+    *,
+    summary: pd.DataFrame | None = None,
+    layers: Literal["auto", "whole", "mean", "each"] = "auto",
+    by: Sequence[str] = ("method",),
+) -> pd.DataFrame:
+    """A plasticity diagnostic across the task sequence, per method.
+
+    Rows of ``metric`` (and ``tau``, which must be given when the metric was recorded at several
+    thresholds) are reduced per (trial, stage) by ``layers``: ``"whole"`` = the whole-model rows
+    (layer -1); ``"mean"`` = the unweighted mean over per-layer rows (layer >= 0); ``"each"`` =
+    keep every layer (adds a ``layer`` column: stage x layer); ``"auto"`` = whole if recorded,
+    else mean. Then trials are averaged per ``by`` group from ``summary`` (joined on trial_id):
+    columns ``[*by, stage, (layer), mean, std, n]`` (sample std over trials, ddof=1). Only
+    trials present in ``summary`` count, so a filtered summary selects trials. Without a
+    summary, each trial is its own group (``by`` = trial_id, std NaN, n = 1).
+    """
+    _need(plasticity, ["trial_id", "stage", "layer", "metric", "tau", "value"], "plasticity")
+    rows = plasticity[plasticity["metric"] == metric]
+    if rows.empty:
+        have = sorted(plasticity["metric"].unique())
+        raise ValueError(f"plasticity_over_tasks: no rows for metric {metric!r}; recorded: {have}")
+    taus = sorted(rows["tau"].dropna().unique())
+    if tau is not None:
+        rows = rows[np.isclose(rows["tau"], tau)]
+        if rows.empty:
+            raise ValueError(f"plasticity_over_tasks: {metric} has no tau={tau}; recorded: {taus}")
+    elif len(taus) > 1:
+        raise ValueError(
+            f"plasticity_over_tasks: {metric} was recorded at several tau {taus}; pass tau="
+        )
+    if layers == "auto":
+        layers = "whole" if (rows["layer"] == -1).any() else "mean"
+    keys = [k for k in ("study", "trial_id") if k in rows.columns]
+    if layers == "whole":
+        per = rows[rows["layer"] == -1]
+        per = per.groupby([*keys, "stage"], as_index=False)["value"].mean()
+        layer_cols: list[str] = []
+    elif layers == "mean":
+        per = rows[rows["layer"] >= 0]
+        per = per.groupby([*keys, "stage"], as_index=False)["value"].mean()
+        layer_cols = []
+    elif layers == "each":
+        per = rows.groupby([*keys, "stage", "layer"], as_index=False)["value"].mean()
+        layer_cols = ["layer"]
+    else:
+        raise ValueError(
+            f"plasticity_over_tasks: layers must be auto/whole/mean/each, got {layers!r}"
+        )
+    if per.empty:
+        raise ValueError(
+            f"plasticity_over_tasks: no {layers!r} rows for {metric}; try layers='each'"
+        )
+
+    if summary is None:
+        by = ["trial_id"]
+    else:
+        by = list(by)
+        per = with_settings(per, summary, columns=by, how="inner")
+    g = per.groupby([*by, "stage", *layer_cols], dropna=False, sort=False)["value"]
+    out = g.agg(mean="mean", std=lambda s: s.std(ddof=1), n="size").reset_index()
+    return sort_groups(out, [*by, "stage", *layer_cols]).reset_index(drop=True)
+
+
+def representative_trials(summary: pd.DataFrame, *, by: str = "method") -> pd.DataFrame:
+    """One trial per ``by`` value to show as an example (e.g. its accuracy heatmap).
+
+    Among the group's completed trials at its smallest lr_multiplier (the base setting), the one
+    whose AP is closest to the median AP (ties: lowest seed, then trial_id); a group with no
+    completed trial falls back to its first trial. Returns the chosen summary rows.
+    """
+    _need(summary, ["trial_id", "status", by], "representative_trials")
+    picks = []
+    for _, grp in summary.groupby(by, dropna=False, sort=False):
+        pool = grp[grp["status"] == "completed"]
+        if pool.empty:
+            picks.append(grp.sort_values("trial_id").iloc[0])
+            continue
+        if "lr_multiplier" in pool:
+            pool = pool[pool["lr_multiplier"] == pool["lr_multiplier"].min()]
+        ap = pool["ap"] if "ap" in pool else pd.Series(0.0, index=pool.index)
+        dist = (ap - ap.median()).abs().round(12).fillna(np.inf)  # round: float ties
+        order = pool.assign(_d=dist).sort_values(
+            ["_d", *(["seed"] if "seed" in pool else []), "trial_id"]
+        )
+        picks.append(order.drop(columns="_d").iloc[0])
+    out = pd.DataFrame(picks)
+    return sort_groups(out, [by]).reset_index(drop=True)

@@ -1,0 +1,637 @@
+"""Write a study's report: ``python -m results.report <study dir> [--out DIR]``.
+
+Reads every record kind through ``results.io.read_study`` and writes ``<out>/report.md`` with
+PNG figures beside it (default ``<out>`` = ``<study dir>/report``). The report is meant for
+someone who did not run the study: it says what was varied, how many trials finished, shows
+the paper-style table and every table and figure that applies to the data present, each with a
+line on how to read it. Sections whose records are absent are left out; a figure that cannot be
+drawn from the data is replaced by a note saying why, never by a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from results import analysis as an
+from results import plots
+from results.io import read_study, safe_name
+from results.schema import SCHEMA_VERSION
+
+__all__ = ["build_report", "main"]
+
+log = logging.getLogger(__name__)
+
+HEADERS = {
+    "ap": "AP (%)",
+    "aia": "AIA (%)",
+    "bwt": "BWT (pp)",
+    "fwt": "FWT (pp)",
+    "forgetting": "forgetting (pp)",
+    "general_acc_start": "general acc. start (%)",
+    "general_acc_final": "general acc. final (%)",
+    "general_ppl_start": "general ppl start",
+    "general_ppl_final": "general ppl final",
+    "n": "n",
+    "n_diverged": "diverged",
+    "n_failed": "failed",
+    "lr_multiplier": "LR ×",
+    "replay_size": "replay size",
+}
+
+METRICS_HELP = (
+    "Accuracies in %, BWT/FWT/forgetting in percentage points (pp); mean ± sample std "
+    "(ddof=1) over the completed trials (seeds) of each row; `n` = completed trials averaged, "
+    "`diverged`/`failed` = trials of that row left out of the means. "
+    "**general acc.**: the general-ability probe (multiple choice) of the starting model and "
+    "after the last task; **AP** = mean accuracy over all tasks after the last one; "
+    "**BWT** = mean change on earlier tasks from just after learning them to the end "
+    "(< 0 means forgetting); **FWT** = zero-shot gain on a task from training on the earlier "
+    "ones; **forgetting** = mean drop from a task's best score to its final score "
+    "(> 0 means forgetting)."
+)
+
+GLOSSARY = [
+    "**Stage**: checkpoint index; 0 = starting model, i = after training task i of T.",
+    "**Accuracy matrix** a[i][j]: score on task j after training through task i.",
+    "**AP** (average performance, GEM's ACC) = mean_j a[T][j]: accuracy over all tasks at the end.",
+    "**BWT** = 1/(T-1) sum_{j<T} (a[T][j] - a[j][j]); negative = forgetting of learned tasks.",
+    "**FWT** = 1/(T-1) sum_{j>=2} (a[j-1][j] - a[0][j]); zero-shot transfer from earlier tasks.",
+    "**forgetting** (Chaudhry) = mean over j<T of max_{j<=l<T} a[l][j] - a[T][j]; >= 0 is loss.",
+    "**general acc.**: multiple-choice general-knowledge probe (e.g. MMLU); "
+    "**general ppl**: perplexity on held-out general text (lower is better).",
+    "**forgetting prevented** = 1 - drop_method / drop_baseline with the baseline trial of the "
+    "same seed and settings: 1 = no general-ability loss, 0 = as much loss as no replay.",
+    "**diverged**: training loss became non-finite or exploded; such trials are counted, not "
+    "averaged. **failed**: the trial raised an error.",
+]
+
+_MAX_ROWS = 40
+
+
+def _cell(v: object) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "–"
+    if isinstance(v, float | np.floating):
+        return f"{v:.4g}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(df: pd.DataFrame, *, index: bool = True) -> str:
+    """A GitHub-flavoured markdown table (no tabulate dependency); the index becomes columns."""
+    if index and (df.index.name is not None or any(n is not None for n in df.index.names)):
+        df = df.reset_index()
+    cols = [HEADERS.get(str(c), str(c)) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _fmt_value(col: str, v: object) -> str:
+    if col == "lr_multiplier" and isinstance(v, float | int | np.number):
+        return f"{v:g}×"
+    if isinstance(v, float | np.floating):
+        return f"{v:g}"
+    return str(v)
+
+
+class _Writer:
+    """Accumulates markdown and saves figures beside it."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.lines: list[str] = []
+        self.figures: list[Path] = []
+
+    def add(self, *text: str) -> None:
+        self.lines.extend(text)
+        self.lines.append("")
+
+    def read(self, text: str) -> None:
+        self.add(f"*How to read this:* {text}")
+
+    def table(
+        self, df: pd.DataFrame, how: str, *, index: bool = True, max_rows: int | None = _MAX_ROWS
+    ) -> None:
+        cut = max_rows is not None and len(df) > max_rows
+        self.add(markdown_table(df.iloc[:max_rows] if cut else df, index=index))
+        if cut:
+            self.add(f"(first {max_rows} of {len(df)} rows shown)")
+        self.read(how)
+
+    def figure(self, name: str, alt: str, how: str, draw: Callable[[], Figure]) -> None:
+        try:
+            fig = draw()
+        except ValueError as e:  # data that cannot be drawn: say so, keep the report going
+            log.warning("figure %s skipped: %s", name, e)
+            self.add(f"*(figure “{alt}” not drawn: {e})*")
+            return
+        path = self.out / f"{safe_name(name)}.png"
+        fig.savefig(path, dpi=100)
+        self.figures.append(path)
+        self.add(f"![{alt}]({path.name})")
+        self.read(how)
+
+
+def _pct(df: pd.DataFrame) -> pd.DataFrame:
+    return an.format_mean_std(df, digits=1, percent=True)
+
+
+def _reference_subset(summary: pd.DataFrame, keep: Sequence[str]) -> tuple[pd.DataFrame, str]:
+    """Trials at one reference value of every varying setting not in ``keep`` (nor seed).
+
+    The base lr_multiplier (smallest), full fine-tuning if present, per method the largest
+    replay size, otherwise the most common value. Returns the rows and a phrase naming the
+    restriction ("" if none), so a table comparing methods does not average over settings.
+    """
+    rows, notes = summary, []
+    for col in an.varying_settings(summary):
+        if col in keep or col in ("method", "seed"):
+            continue
+        if col == "replay_size":
+            if rows.groupby("method")["replay_size"].nunique().max() > 1:
+                largest = rows.groupby("method")["replay_size"].transform("max")
+                rows = rows[rows["replay_size"] == largest]
+                notes.append("the largest replay size of each method")
+            continue
+        values = rows[col]
+        if col == "lr_multiplier":
+            ref = values.min()
+        elif col == "tuning" and (values == "full").any():
+            ref = "full"
+        else:
+            ref = values.mode().iloc[0]
+        rows = rows[values == ref]
+        notes.append(f"{col} = {_fmt_value(col, ref)}")
+    return rows, ", ".join(notes)
+
+
+def _mean_std_cells(summary: pd.DataFrame, index: str, columns: str, metric: str) -> pd.DataFrame:
+    """index x columns table of "mean ± std" strings (percent), with "(k div.)" notes."""
+    stats = an.group_stats(summary, [index, columns], metric)
+    s = 100.0 if metric in an.PERCENT_METRICS else 1.0
+
+    def cell(r: pd.Series) -> str:
+        text = "–" if pd.isna(r["mean"]) else f"{r['mean'] * s:.1f}"
+        if pd.notna(r["mean"]) and pd.notna(r["std"]):
+            text += f" ± {r['std'] * s:.1f}"
+        bad = int(r["n_diverged"] + r["n_failed"])
+        return text + (f" ({bad} div./failed)" if bad else "")
+
+    stats["cell"] = stats.apply(cell, axis=1)
+    table = stats.pivot(index=index, columns=columns, values="cell")
+    table = table.reindex(sorted(table.columns), axis=1)
+    table.columns = [_fmt_value(columns, c) for c in table.columns]
+    order = an.sort_groups(table.index.to_frame(index=False), [index])[index].to_list()
+    return table.loc[order].reset_index().rename(columns={index: HEADERS.get(index, index)})
+
+
+def _spread(values: Sequence, k: int = 4) -> list:
+    """At most k values spread over a sorted list (first, last and evenly between)."""
+    values = sorted(values)
+    if len(values) <= k:
+        return values
+    idx = np.unique(np.linspace(0, len(values) - 1, k).round().astype(int))
+    return [values[i] for i in idx]
+
+
+def _tied_to_method(summary: pd.DataFrame, col: str) -> bool:
+    """True if every method ran at one value of ``col`` (e.g. replay size 0 for 'none')."""
+    return "method" in summary and bool(summary.groupby("method")[col].nunique().max() <= 1)
+
+
+def _grouping(summary: pd.DataFrame, varying: list[str]) -> list[str]:
+    """Rows of the main tables: every varying setting except the seed and settings that merely
+    follow the method (one replay size or weight per method is not a separate axis)."""
+    return [
+        c
+        for c in varying
+        if c != "seed"
+        and not (c in ("replay_size", "replay_weight") and _tied_to_method(summary, c))
+    ]
+
+
+def _section_setup(w: _Writer, summary: pd.DataFrame) -> list[str]:
+    varying = an.varying_settings(summary)
+    w.add("## What the study varied")
+    lines = []
+    for col in varying:
+        vals = an.sort_groups(summary[[col]].drop_duplicates(), [col])[col]
+        tied = col != "method" and _tied_to_method(summary, col)
+        lines.append(
+            f"- **{col}**: "
+            + ", ".join(_fmt_value(col, v) for v in vals)
+            + (" (one value per method)" if tied else "")
+        )
+    if "seed" in summary:
+        seeds = sorted(summary["seed"].unique())
+        lines.append(f"- **seed**: {', '.join(map(str, seeds))} ({len(seeds)} seed(s))")
+    w.add(*(lines or ["- nothing: every trial used the same settings"]))
+    fixed = [c for c in an.SETTINGS if c in summary and c not in varying and c != "seed"]
+    if fixed:
+        w.add(
+            "Held fixed: "
+            + "; ".join(f"{c} = {_fmt_value(c, summary[c].iloc[0])}" for c in fixed)
+            + "."
+        )
+    return varying
+
+
+def _section_trials(w: _Writer, summary: pd.DataFrame, group: list[str]) -> None:
+    c = an.status_counts(summary).iloc[0]
+    w.add(
+        "## Trials",
+        f"{int(c['n_total'])} trials: {int(c['n_completed'])} completed, "
+        f"{int(c['n_diverged'])} diverged, {int(c['n_failed'])} failed.",
+    )
+    bad = summary[summary["status"] != "completed"]
+    if group:
+        counts = an.status_counts(summary, group)
+        how = (
+            "trials per setting by how they ended; only completed trials enter the means "
+            "below, diverged and failed ones are counted in every table instead."
+        )
+        if len(counts) > _MAX_ROWS:  # long grids: only the settings where something went wrong
+            counts = counts[counts["n_completed"] < counts["n_total"]]
+            how += " Settings where every trial completed are not listed."
+        for col in group:
+            counts[col] = [_fmt_value(col, v) for v in counts[col]]
+        if len(counts):
+            names = {"n_completed": "completed", "n_diverged": "diverged", "n_failed": "failed"}
+            w.table(counts.rename(columns={**names, "n_total": "total"}), how, index=False)
+    if len(bad):
+        cols = [c for c in ("trial_id", "status", "diverged_stage", "error") if c in bad]
+        listing = bad[cols].copy()
+        if "error" in listing:
+            listing["error"] = listing["error"].fillna("").astype(str).str.slice(0, 100)
+        w.table(
+            listing,
+            "trials left out of the means, with the task index at which the loss "
+            "diverged and the (truncated) error message.",
+            index=False,
+        )
+
+
+def _section_main(w: _Writer, summary: pd.DataFrame, group: list[str]) -> None:
+    by = group or ["method"]
+    table = an.paper_table(summary, by=by)
+    shown = _pct(table).reset_index()
+    for col in by:
+        shown[col] = [_fmt_value(col, v) for v in shown[col]]
+    w.add("## Main results (paper-style table)")
+    w.table(shown, METRICS_HELP, index=False, max_rows=None)
+
+
+def _section_lr(w: _Writer, summary: pd.DataFrame) -> None:
+    w.add("## Learning-rate robustness")
+    summary, note = _reference_subset(summary, keep=("lr_multiplier",))
+    if note:
+        w.add(f"Trials at {note}.")
+    for metric in ("general_acc_final", "ap"):
+        if summary[metric].notna().any():
+            w.add(f"**{HEADERS[metric]}** by method (rows) and LR multiplier (columns):")
+            w.table(
+                _mean_std_cells(summary, "method", "lr_multiplier", metric),
+                "each cell is mean ± std over completed seeds at lr = base lr × multiplier; a "
+                "method is robust if its row stays flat as the multiplier grows; "
+                "'div./failed' counts trials that did not finish (not in the mean).",
+                index=False,
+            )
+    w.figure(
+        "lr_robustness",
+        "learning-rate robustness",
+        "x = learning-rate multiplier (log scale), y = accuracy in %; error bars = std over "
+        "seeds; the dashed line is the starting model's general accuracy; black x marks count "
+        "diverged/failed trials.",
+        lambda: plots.plot_lr_robustness(summary),
+    )
+
+
+def _section_replay_size(w: _Writer, summary: pd.DataFrame) -> None:
+    w.add("## Replay-buffer size")
+    summary, note = _reference_subset(summary, keep=("replay_size",))
+    if note:
+        w.add(f"Trials at {note}.")
+    for metric in ("general_acc_final", "ap"):
+        if not summary[metric].notna().any():
+            continue
+        curve = an.replay_size_curve(summary, metric)
+        curve = _pct(curve.rename(columns={"mean": f"{metric}_mean", "std": f"{metric}_std"}))
+        w.add(f"**{HEADERS[metric]}** by replay-buffer size:")
+        w.table(
+            curve,
+            "replay size = number of general samples mixed into training; mean ± std over "
+            "completed seeds.",
+            index=False,
+        )
+    w.figure(
+        "replay_size",
+        "replay-buffer size",
+        "x = replay-buffer size (symlog), y = accuracy in %; a method run at one size only "
+        "(e.g. no replay) is a dashed horizontal reference line.",
+        lambda: plots.plot_replay_size(summary),
+    )
+
+
+def _section_methods(w: _Writer, summary: pd.DataFrame) -> None:
+    rows, note = _reference_subset(summary, keep=())
+    w.add("## Replay losses compared")
+    if note:
+        w.add(f"Trials at {note} (so that the methods are compared at one setting).")
+    metrics = [m for m in (*an.PAPER_METRICS, "general_ppl_final") if m in rows]
+    w.table(
+        _pct(an.loss_type_table(rows, metrics=metrics)),
+        "one row per replay loss: none = plain sequential fine-tuning, ce = replayed general "
+        "text with cross-entropy only, kl = + logit imitation of the starting model, l1/l2 = + "
+        "hidden-state imitation, tm = + GeRe's threshold-margin loss. Higher general acc. and "
+        "AP, BWT closer to 0 and lower general ppl are better. " + METRICS_HELP,
+    )
+
+
+def _section_lora(w: _Writer, summary: pd.DataFrame) -> None:
+    rows, note = _reference_subset(summary, keep=("tuning",))
+    w.add("## LoRA vs full fine-tuning")
+    if note:
+        w.add(f"Trials at {note}.")
+    w.table(
+        _pct(an.lora_vs_full_table(rows)),
+        "rows pair each method with the parameters trained (lora = low-rank adapters only, "
+        "full = all weights); compare the same method across the two tunings. " + METRICS_HELP,
+    )
+
+
+def _section_prevented(w: _Writer, summary: pd.DataFrame) -> None:
+    done = summary[summary["status"] == "completed"]
+    if not (done["method"] == "none").any() or done["method"].nunique() < 2:
+        return
+    parts = []
+    for measure, col in (("accuracy", "general_acc_final"), ("ppl", "general_ppl_final")):
+        if not done[col].notna().any():
+            continue
+        t = an.forgetting_prevented(summary, measure=measure)
+        t = t[t["method"] != "none"].drop(columns=["stage"])
+        scale = 100.0 if measure == "accuracy" else 1.0
+        unit = "pp" if measure == "accuracy" else "nats/token"
+        shown = t[[c for c in t.columns if c == "method" or c in an.SETTINGS]].copy()
+        for c in shown.columns:
+            shown[c] = [_fmt_value(c, v) for v in shown[c]]
+        shown[f"drop ({unit})"] = [f"{v * scale:.2f}" for v in t["drop_mean"]]
+        shown[f"baseline drop ({unit})"] = [f"{v * scale:.2f}" for v in t["baseline_drop_mean"]]
+        shown["prevented"] = [
+            _cell(m) if pd.isna(sd) else f"{m:.2f} ± {sd:.2f}"
+            for m, sd in zip(t["prevented_mean"], t["prevented_std"], strict=True)
+        ]
+        shown["prevented (pooled)"] = [_cell(v) for v in t["prevented_pooled"]]
+        shown["n"] = t["n"].to_numpy()
+        shown["n_seed_matched"] = t["n_seed_matched"].to_numpy()
+        parts.append((measure, shown))
+    if not parts:
+        return
+    w.add("## Forgetting prevented (relative to no replay)")
+    for measure, t in parts:
+        what = "general probe accuracy" if measure == "accuracy" else "log general perplexity"
+        w.add(f"**On {what}:**")
+        w.table(
+            t,
+            "drop = start - final general accuracy (or ln of the final/start perplexity ratio); "
+            "prevented = 1 - drop/baseline drop, per trial against the no-replay trial of the "
+            "same seed and settings, mean ± std over trials (1 = nothing lost, 0 = as much lost "
+            "as without replay, < 0 = worse); pooled = 1 - mean drop / mean baseline drop; "
+            "n_seed_matched = trials that had a same-seed baseline.",
+            index=False,
+        )
+
+
+def _panel_for(summary: pd.DataFrame, varying: list[str]) -> tuple[str | None, pd.DataFrame]:
+    """Which setting to draw as separate panels (so it is not averaged over), and the rows."""
+    for col in ("lr_multiplier", "tuning"):
+        if col in varying:
+            keep = _spread(summary[col].unique())
+            return col, summary[summary[col].isin(keep)]
+    return None, summary
+
+
+def _section_general(
+    w: _Writer, general: pd.DataFrame, summary: pd.DataFrame, varying: list[str]
+) -> None:
+    panel, rows = _panel_for(summary, varying)
+    rows, note = _reference_subset(rows, keep=(panel,) if panel else ())
+    w.add("## General ability over tasks")
+    if note:
+        w.add(f"Trials at {note}.")
+    w.figure(
+        "general_over_tasks",
+        "general ability over tasks",
+        "x = stage (0 = starting model, i = after task i); top: general probe accuracy in % "
+        "(higher is better), bottom: held-out perplexity (lower is better); dotted line = "
+        "starting model; lines = mean ± std over completed trials of each method"
+        + (f"; one column per {panel}" if panel else "")
+        + ". A line falling away from the dotted one is general ability being eroded.",
+        lambda: plots.plot_general_over_tasks(general, rows, panel=panel),
+    )
+
+
+def _section_heatmaps(w: _Writer, accuracy: pd.DataFrame, reps: pd.DataFrame) -> None:
+    w.add("## Accuracy matrices (one representative trial per method)")
+    w.add(
+        "Representative = the completed trial at the base setting whose AP is closest to its "
+        "method's median."
+    )
+    for _, rep in reps.iterrows():
+        tid = rep["trial_id"]
+        if not (accuracy["trial_id"] == tid).any():
+            continue
+        w.add(f"### {plots.method_label(rep['method'])}: `{tid}`")
+        w.figure(
+            f"accuracy_{rep['method']}",
+            f"accuracy matrix {rep['method']}",
+            "row = checkpoint (start, then after each task), column = evaluated task; cells "
+            "below the outlined diagonal are earlier tasks after later training (fading = "
+            "forgetting), cells above it are tasks not yet trained (zero-shot).",
+            lambda tid=tid: plots.plot_accuracy_heatmap(accuracy, tid, summary=reps),
+        )
+
+
+def _section_landscape(w: _Writer, land: pd.DataFrame, summary: pd.DataFrame, reps) -> None:
+    kinds = set(land["slice_kind"].unique())
+    w.add("## Loss landscape")
+    base, note = _reference_subset(summary, keep=())
+    if note:
+        w.add(f"Trials at {note}.")
+    if "interpolation" in kinds:
+        barriers = an.interpolation_summary(land, summary=base)
+        barriers = barriers[barriers["trial_id"].isin(base["trial_id"])]
+        keys = ["method", "from_stage", "to_stage", "dataset"]
+        over = "trials"
+        if barriers.groupby(keys).ngroups > _MAX_ROWS:  # long streams: pool the transitions
+            barriers = barriers.assign(
+                dataset=np.where(barriers["dataset"] == "general", "general", "task data")
+            )
+            keys, over = ["method", "dataset"], "transitions and trials"
+        agg = (
+            barriers.groupby(keys, dropna=False, sort=False)["barrier"]
+            .agg(barrier_mean="mean", barrier_std="std", n="size")
+            .reset_index()
+        )
+        agg = an.sort_groups(agg, keys)
+        w.add("**Interpolation barriers** (nats/token):")
+        w.table(
+            an.format_mean_std(agg, digits=3, percent=False),
+            "barrier = the largest excess of the loss on the straight line between two "
+            "consecutive checkpoints over the linear mix of its end values; ~0 means the two "
+            "solutions sit in one linearly connected basin, large means a ridge between them. "
+            f"Mean ± std over {over}; n = slices averaged.",
+            index=False,
+        )
+    for _, rep in reps.iterrows():
+        tid, method = rep["trial_id"], rep["method"]
+        mine = land[land["trial_id"] == tid]
+        if mine.empty:
+            continue
+        have = set(mine["slice_kind"])
+        if "interpolation" in have:
+            w.figure(
+                f"interpolation_{method}",
+                f"interpolation {method}",
+                f"{plots.method_label(method)}, trial `{tid}`: loss (nats/token) along the line "
+                "from one checkpoint (α = 0) to the next (α = 1), on each evaluation set; "
+                "dashed lines mark the two checkpoints.",
+                lambda tid=tid: plots.plot_interpolation(land, tid),
+            )
+        if "random_1d" in have:
+            w.figure(
+                f"random1d_{method}",
+                f"random 1-D slices {method}",
+                f"{plots.method_label(method)}: loss along filter-normalised random directions "
+                "through the trained weights (α = 0); a wide flat curve is a flat minimum.",
+                lambda tid=tid: plots.plot_interpolation(land, tid, slice_kind="random_1d"),
+            )
+        if "random_2d" in have:
+            first = sorted(mine.loc[mine["slice_kind"] == "random_2d", "slice"].unique())[0]
+            w.figure(
+                f"landscape2d_{method}",
+                f"2-D landscape {method}",
+                f"{plots.method_label(method)}, slice `{first}`: loss contours over two random "
+                "filter-normalised directions; the star is the trained model; wider low "
+                "regions mean flatter minima.",
+                lambda tid=tid, first=first: plots.plot_landscape_2d(land, tid, first),
+            )
+
+
+_PLASTICITY_HELP = {
+    "dormant_fraction": "share of MLP units whose mean |activation| is at most τ times the "
+    "layer's average (units that stopped contributing; rising = lost plasticity)",
+    "gate_dormant_fraction": "share of MLP units whose gate pre-activation is positive on "
+    "fewer than τ of the tokens (units that almost never fire)",
+    "effective_rank": "exp(entropy) of the normalised singular values of the MLP "
+    "representation (how many directions it uses; falling = collapse)",
+    "srank": "number of singular values needed for 99% of their sum",
+    "weight_norm": "Frobenius norm of the weights (growing norms make later learning harder)",
+    "weight_distance": "Frobenius distance from the starting weights",
+    "mean_abs_weight": "mean absolute weight value",
+}
+
+
+def _section_plasticity(w: _Writer, plast: pd.DataFrame, summary: pd.DataFrame) -> None:
+    w.add("## Plasticity diagnostics")
+    summary, note = _reference_subset(summary, keep=())
+    if note:
+        w.add(f"Trials at {note}.")
+    known = list(_PLASTICITY_HELP)
+    metrics = sorted(
+        plast["metric"].unique(), key=lambda m: (known.index(m) if m in known else len(known), m)
+    )
+    for metric in metrics:
+        taus = sorted(plast.loc[plast["metric"] == metric, "tau"].dropna().unique())
+        for tau in _spread(taus, 3) or [None]:
+            suffix = f"_tau{tau:g}" if tau is not None else ""
+            w.figure(
+                f"plasticity_{metric}{suffix}",
+                f"plasticity {metric}{suffix}",
+                f"{_PLASTICITY_HELP.get(metric, metric)}; x = stage, one line per method, "
+                "mean ± std over trials.",
+                lambda metric=metric, tau=tau: plots.plot_plasticity(plast, summary, metric, tau),
+            )
+
+
+def build_report(study: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``<out>/report.md`` and its figures for the study at ``study``; return the path."""
+    study = Path(study)
+    out = Path(out) if out is not None else study / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    data = read_study(study)
+    summary = data["summary"]
+    w = _Writer(out)
+
+    names = sorted(summary["study"].unique()) if len(summary) else [study.name]
+    w.add(
+        f"# Study report: {', '.join(map(str, names))}",
+        f"Source: `{study}` (results schema v{SCHEMA_VERSION}). Generated by "
+        "`python -m results.report`; tables are computed by `results.analysis`, so they can be "
+        "reproduced in a notebook from the same Parquet files.",
+    )
+    if summary.empty:
+        w.add(
+            "No summary records found: no trial has finished yet, so there is nothing to tabulate."
+        )
+    else:
+        varying = _section_setup(w, summary)
+        group = _grouping(summary, varying)
+        _section_trials(w, summary, group)
+        _section_main(w, summary, group)
+        if "lr_multiplier" in varying:
+            _section_lr(w, summary)
+        if "replay_size" in group:
+            _section_replay_size(w, summary)
+        if "method" in varying:
+            _section_methods(w, summary)
+        if "tuning" in varying:
+            _section_lora(w, summary)
+        _section_prevented(w, summary)
+
+        base, _ = _reference_subset(summary, keep=())
+        reps = an.representative_trials(base)
+        if len(data["general"]):
+            _section_general(w, data["general"], summary, varying)
+        if len(data["accuracy"]):
+            _section_heatmaps(w, data["accuracy"], reps)
+        land = data.get("landscape")
+        if land is not None and len(land):
+            _section_landscape(w, land, summary, reps)
+        plast = data.get("plasticity")
+        if plast is not None and len(plast):
+            _section_plasticity(w, plast, summary)
+
+    w.add("## Glossary", *(f"- {g}" for g in GLOSSARY))
+    path = out / "report.md"
+    path.write_text("\n".join(w.lines).rstrip() + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: build the report and print its path."""
+    parser = argparse.ArgumentParser(
+        prog="python -m results.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("study", type=Path, help="study directory (<out>/study=<name>)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output directory (default: <study>/report)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    path = build_report(args.study, args.out)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,451 @@
+"""results.analysis on small tables whose expected values are worked out by hand below.
+
+Standard deviations are *sample* standard deviations (ddof=1, pandas' default): for values
+x_1..x_n, sqrt(sum (x_i - mean)^2 / (n - 1)). Every test writes the arithmetic out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from results import analysis as an
+
+
+def trial(tid: str, method: str, seed: int, status: str = "completed", **values) -> dict:
+    """One summary row with the settings analysis groups by; metrics default to 0."""
+    row = dict(
+        study="s",
+        trial_id=tid,
+        status=status,
+        method=method,
+        seed=seed,
+        tuning="full",
+        lr_multiplier=1.0,
+        replay_size=0 if method == "none" else 100,
+        model="tiny",
+        n_tasks=2,
+        tasks="a,b",
+        lr=1e-4,
+        **dict.fromkeys(an.PAPER_METRICS, 0.0),
+        general_ppl_start=10.0,
+        general_ppl_final=10.0,
+    )
+    row.update(values)
+    return row
+
+
+@pytest.fixture
+def summary() -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            trial("tm0", "tm", 0, ap=0.5),
+            trial("tm1", "tm", 1, ap=0.6),
+            trial("tm2", "tm", 2, ap=0.7),
+            trial("n0", "none", 0, ap=0.2),
+            trial("n1", "none", 1, ap=0.4),
+            trial("n2", "none", 2, "diverged", ap=0.99),  # must be counted, not averaged
+            trial("n3", "none", 3, "failed", ap=0.99),
+        ]
+    )
+
+
+# --- paper_table / format_mean_std ------------------------------------------------------
+
+
+def test_paper_table_mean_sample_std_and_counts(summary: pd.DataFrame) -> None:
+    t = an.paper_table(summary, metrics=("ap",))
+    assert t.index.name == "method"
+    assert list(t.index) == ["none", "tm"]  # baseline first (METHOD_ORDER), not A-Z
+    assert list(t.columns) == ["n", "n_diverged", "n_failed", "ap_mean", "ap_std"]
+    # tm: mean (0.5 + 0.6 + 0.7) / 3 = 0.6; sample std sqrt((0.01 + 0 + 0.01) / 2) = 0.1
+    # (the population std would be sqrt(0.02 / 3) = 0.0816).
+    assert t.loc["tm", "ap_mean"] == pytest.approx(0.6)
+    assert t.loc["tm", "ap_std"] == pytest.approx(0.1)
+    assert (t.loc["tm", ["n", "n_diverged", "n_failed"]] == [3, 0, 0]).all()
+    # none: only the completed 0.2 and 0.4 -> mean 0.3, std sqrt((0.01 + 0.01) / 1) = 0.1414;
+    # the diverged and failed trials (0.99) would give 0.645 if averaged in.
+    assert t.loc["none", "ap_mean"] == pytest.approx(0.3)
+    assert t.loc["none", "ap_std"] == pytest.approx(math.sqrt(0.02))
+    assert (t.loc["none", ["n", "n_diverged", "n_failed"]] == [2, 1, 1]).all()
+
+
+def test_paper_table_keeps_groups_with_no_completed_trial(summary: pd.DataFrame) -> None:
+    s = pd.concat(
+        [
+            summary,
+            pd.DataFrame([trial("k0", "kl", 0, "diverged"), trial("k1", "kl", 1, "diverged")]),
+        ]
+    )
+    t = an.paper_table(s, metrics=("ap", "bwt"))
+    assert list(t.index) == ["none", "kl", "tm"]
+    assert (t.loc["kl", ["n", "n_diverged", "n_failed"]] == [0, 2, 0]).all()
+    assert np.isnan(t.loc["kl", "ap_mean"]) and np.isnan(t.loc["kl", "bwt_std"])
+
+
+def test_paper_table_does_not_skip_nan_and_single_trial_std_is_nan() -> None:
+    s = pd.DataFrame(
+        [trial("a", "tm", 0, fwt=0.1), trial("b", "tm", 1, fwt=np.nan), trial("c", "ce", 0)]
+    )
+    t = an.paper_table(s, metrics=("fwt",))
+    assert np.isnan(t.loc["tm", "fwt_mean"])  # 0.1 alone would pretend 2 trials agree
+    assert t.loc["ce", "fwt_mean"] == 0.0 and np.isnan(t.loc["ce", "fwt_std"])  # n = 1
+
+
+def test_paper_table_groups_by_several_columns(summary: pd.DataFrame) -> None:
+    s = summary.copy()
+    s.loc[s["trial_id"] == "tm2", "lr_multiplier"] = 3.0
+    t = an.paper_table(s, by=("method", "lr_multiplier"), metrics=("ap",))
+    assert list(t.index) == [("none", 1.0), ("tm", 1.0), ("tm", 3.0)]
+    assert t.loc[("tm", 1.0), "ap_mean"] == pytest.approx(0.55)  # (0.5 + 0.6) / 2
+    assert t.loc[("tm", 3.0), "n"] == 1
+
+
+def test_format_mean_std() -> None:
+    df = pd.DataFrame(
+        {
+            "n": [3, 1, 0],
+            "ap_mean": [0.6071, 0.5, np.nan],
+            "ap_std": [0.0123, np.nan, np.nan],
+            "general_ppl_final_mean": [12.34, 9.0, np.nan],
+            "general_ppl_final_std": [0.56, np.nan, np.nan],
+        },
+        index=pd.Index(["tm", "ce", "kl"], name="method"),
+    )
+    out = an.format_mean_std(df)
+    assert list(out.columns) == ["n", "ap", "general_ppl_final"]
+    # AP is on the accuracy scale: x100 -> 60.71 ± 1.23 -> "60.7 ± 1.2"; ppl is not scaled.
+    assert out.loc["tm"].tolist() == [3, "60.7 ± 1.2", "12.3 ± 0.6"]
+    assert out.loc["ce"].tolist() == [1, "50.0", "9.0"]
+    assert out.loc["kl"].tolist() == [0, "–", "–"]
+    assert an.format_mean_std(df, percent=False, digits=3).loc["tm", "ap"] == "0.607 ± 0.012"
+
+
+# --- lr / replay size / loss type / LoRA tables -------------------------------------------
+
+
+def test_lr_robustness_table_pivot() -> None:
+    s = pd.DataFrame(
+        [
+            trial("a", "tm", 0, lr_multiplier=1.0, general_acc_final=0.50),
+            trial("b", "tm", 1, lr_multiplier=1.0, general_acc_final=0.70),
+            trial("c", "tm", 0, lr_multiplier=10.0, general_acc_final=0.40),
+            trial("d", "tm", 1, lr_multiplier=10.0, general_acc_final=0.44),
+            trial("e", "none", 0, lr_multiplier=1.0, general_acc_final=0.30),
+            trial("f", "none", 0, "diverged", lr_multiplier=10.0, general_acc_final=0.01),
+            trial("g", "none", 0, lr_multiplier=3.0, general_acc_final=0.20),
+        ]
+    )
+    t = an.lr_robustness_table(s)
+    assert list(t.index) == ["none", "tm"]
+    assert list(t.columns) == [1.0, 3.0, 10.0]
+    # tm 1x: (0.50 + 0.70) / 2 = 0.60; tm 10x: (0.40 + 0.44) / 2 = 0.42; tm never ran 3x;
+    # none 10x only diverged -> NaN (not 0.01).
+    expected = pd.DataFrame(
+        [[0.30, 0.20, np.nan], [0.60, np.nan, 0.42]],
+        index=pd.Index(["none", "tm"], name="method"),
+        columns=pd.Index([1.0, 3.0, 10.0], name="lr_multiplier"),
+    )
+    pd.testing.assert_frame_equal(t, expected, check_dtype=False)
+    div = an.lr_robustness_table(s, stat="n_diverged")
+    assert div.loc["none", 10.0] == 1 and div.loc["tm", 10.0] == 0
+    # std of tm at 1x: sqrt((0.1^2 + 0.1^2) / 1) = 0.1414
+    assert an.lr_robustness_table(s, stat="std").loc["tm", 1.0] == pytest.approx(math.sqrt(0.02))
+    with pytest.raises(ValueError, match="unknown stat"):
+        an.lr_robustness_table(s, stat="median")
+
+
+def test_replay_size_curve() -> None:
+    s = pd.DataFrame(
+        [
+            trial("a", "tm", 0, replay_size=1000, general_acc_final=0.58),
+            trial("b", "tm", 1, replay_size=1000, general_acc_final=0.62),
+            trial("c", "tm", 0, replay_size=100, general_acc_final=0.50),
+            trial("d", "tm", 1, "failed", replay_size=100, general_acc_final=0.0),
+            trial("e", "none", 0, general_acc_final=0.40),
+        ]
+    )
+    c = an.replay_size_curve(s)
+    assert list(c.columns) == [
+        "method",
+        "replay_size",
+        "mean",
+        "std",
+        "n",
+        "n_diverged",
+        "n_failed",
+    ]
+    assert c[["method", "replay_size"]].values.tolist() == [["none", 0], ["tm", 100], ["tm", 1000]]
+    # tm 1000: (0.58 + 0.62) / 2 = 0.60, std sqrt((0.02^2 * 2) / 1) = 0.02828
+    assert c["mean"].tolist() == pytest.approx([0.40, 0.50, 0.60])
+    assert c.loc[2, "std"] == pytest.approx(0.02 * math.sqrt(2))
+    assert c["n_failed"].tolist() == [0, 1, 0]
+
+
+def test_loss_type_and_lora_tables() -> None:
+    s = pd.DataFrame(
+        [
+            trial("a", "tm", 0, tuning="lora", ap=0.6, general_ppl_final=11.0),
+            trial("b", "tm", 0, tuning="full", ap=0.8, general_ppl_final=12.0),
+            trial("c", "ce", 0, tuning="full", ap=0.7, general_ppl_final=13.0),
+        ]
+    )
+    loss = an.loss_type_table(s)
+    assert list(loss.index) == ["ce", "tm"]
+    assert "general_ppl_final_mean" in loss.columns
+    assert loss.loc["tm", "general_ppl_final_mean"] == pytest.approx(11.5)  # (11 + 12) / 2
+    lora = an.lora_vs_full_table(s)
+    assert lora.index.names == ["tuning", "method"]
+    assert lora.loc[("lora", "tm"), "ap_mean"] == 0.6
+    assert lora.loc[("full", "tm"), "ap_mean"] == 0.8
+
+
+# --- general ability -----------------------------------------------------------------------
+
+
+def general_rows(tid: str, accs: list[float], ppls: list[float]) -> list[dict]:
+    return [
+        dict(study="s", trial_id=tid, stage=i, after_task=f"t{i}", probe="mmlu", accuracy=a, ppl=p)
+        for i, (a, p) in enumerate(zip(accs, ppls, strict=True))
+    ]
+
+
+def test_general_drop() -> None:
+    g = pd.DataFrame(general_rows("x", [0.6, 0.45, 0.3], [10.0, 20.0, 40.0]))
+    d = an.general_drop(g.iloc[::-1])  # input order does not matter
+    assert d["stage"].tolist() == [0, 1, 2]
+    # 0.6 - 0.45 = 0.15, 0.45 / 0.6 = 0.75; ppl 20 / 10 = 2 -> ln 2 nats per token.
+    assert d["accuracy_drop"].tolist() == pytest.approx([0.0, 0.15, 0.30])
+    assert d["accuracy_ratio"].tolist() == pytest.approx([1.0, 0.75, 0.5])
+    assert d["ppl_ratio"].tolist() == pytest.approx([1.0, 2.0, 4.0])
+    assert d["nll_increase"].tolist() == pytest.approx([0.0, math.log(2), math.log(4)])
+    no_start = an.general_drop(g[g["stage"] > 0])
+    assert no_start["accuracy_drop"].isna().all() and len(no_start) == 2
+
+
+def test_forgetting_prevented_seed_matched() -> None:
+    s = pd.DataFrame(
+        [  # drops: none 0.2 (seed 0), 0.1 (seed 1); tm 0.05 in both seeds.
+            trial("n0", "none", 0, general_acc_start=0.6, general_acc_final=0.4),
+            trial("n1", "none", 1, general_acc_start=0.6, general_acc_final=0.5),
+            trial("t0", "tm", 0, general_acc_start=0.6, general_acc_final=0.55),
+            trial("t1", "tm", 1, general_acc_start=0.6, general_acc_final=0.55),
+        ]
+    )
+    out = an.forgetting_prevented(s).set_index("method")
+    # per seed: 1 - 0.05 / 0.2 = 0.75 and 1 - 0.05 / 0.1 = 0.5 -> mean 0.625,
+    # sample std sqrt((0.125^2 + 0.125^2) / 1) = 0.17678; pooled 1 - 0.05 / 0.15 = 0.6667.
+    assert out.loc["tm", "prevented_mean"] == pytest.approx(0.625)
+    assert out.loc["tm", "prevented_std"] == pytest.approx(0.125 * math.sqrt(2))
+    assert out.loc["tm", "prevented_pooled"] == pytest.approx(1 - 0.05 / 0.15)
+    assert out.loc["tm", "baseline_drop_mean"] == pytest.approx(0.15)
+    assert out.loc["tm", ["n", "n_seed_matched", "stage"]].tolist() == [2, 2, 2]
+    assert out.loc["none", "prevented_mean"] == pytest.approx(0.0)  # the baseline vs itself
+    # Perplexity: none 10 -> 20 (ln 2), tm 10 -> 10 * 2^0.25 (0.25 ln 2): 1 - 0.25 = 0.75.
+    s["general_ppl_final"] = [20.0, 20.0, 10 * 2**0.25, 10 * 2**0.25]
+    ppl = an.forgetting_prevented(s, measure="ppl").set_index("method")
+    assert ppl.loc["tm", "prevented_mean"] == pytest.approx(0.75)
+
+
+def test_forgetting_prevented_fallbacks() -> None:
+    s = pd.DataFrame(
+        [
+            trial("n0", "none", 0, general_acc_start=0.6, general_acc_final=0.4),  # drop 0.2
+            trial("n1", "none", 1, "diverged", general_acc_start=0.6, general_acc_final=0.0),
+            trial("t0", "tm", 0, general_acc_start=0.6, general_acc_final=0.5),  # drop 0.1
+            trial("t1", "tm", 1, general_acc_start=0.6, general_acc_final=0.45),  # drop 0.15
+            trial("c0", "ce", 0, lr_multiplier=3.0, general_acc_start=0.6, general_acc_final=0.5),
+        ]
+    )
+    per = an.forgetting_prevented(s, per_trial=True).set_index("trial_id")
+    # t1's seed-1 baseline diverged: it falls back to the context mean (0.2 over seed 0 only).
+    assert per.loc["t0", "matched"] == "seed" and per.loc["t1", "matched"] == "context"
+    assert per.loc["t1", "prevented"] == pytest.approx(1 - 0.15 / 0.2)
+    # ce ran at 3x where no baseline exists: nothing to compare with -> NaN, not 1 or 0.
+    assert per.loc["c0", "matched"] == "none" and np.isnan(per.loc["c0", "prevented"])
+    # A baseline that lost nothing (or gained) leaves nothing to prevent -> NaN, not -inf.
+    for final in (0.6, 0.7):
+        flat = s.assign(
+            general_acc_final=s["general_acc_final"].where(s["method"] != "none", final)
+        )
+        assert an.forgetting_prevented(flat, per_trial=True)["prevented"].isna().all()
+    with pytest.raises(ValueError, match="no completed trials of baseline 'none'"):
+        an.forgetting_prevented(s[s["method"] != "none"])
+
+
+def test_forgetting_prevented_from_general_records_per_stage() -> None:
+    s = pd.DataFrame([trial("n0", "none", 0), trial("t0", "tm", 0)])
+    g = pd.DataFrame(
+        general_rows("n0", [0.6, 0.5, 0.4], [10.0] * 3)
+        + general_rows("t0", [0.6, 0.58, 0.55], [10.0] * 3)
+    )
+    out = an.forgetting_prevented(s, g).query("method == 'tm'").set_index("stage")
+    # stage 1: 1 - 0.02 / 0.1 = 0.8; stage 2: 1 - 0.05 / 0.2 = 0.75.
+    assert out["prevented_mean"].tolist() == pytest.approx([0.8, 0.75])
+
+
+# --- accuracy matrix -----------------------------------------------------------------------
+
+
+def test_accuracy_matrix() -> None:
+    A = [[0.1, 0.2], [0.9, 0.3], [0.7, 0.8]]  # rows: start, after task 1, after task 2
+    names = ["first", "second"]
+    rows = [
+        dict(trial_id="x", stage=i, task=names[j], task_position=j + 1, accuracy=A[i][j])
+        for i in range(3)
+        for j in range(2)
+    ]
+    rows += [dict(trial_id="other", stage=0, task="zzz", task_position=1, accuracy=0.0)]
+    df = pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # row order must not matter
+    M = an.accuracy_matrix(df, "x")
+    assert list(M.columns) == ["first", "second"] and M.index.name == "stage"
+    np.testing.assert_allclose(M.to_numpy(), A)
+    # A trial that stopped after task 1 keeps stage 2 as a NaN row.
+    M = an.accuracy_matrix(df[df["stage"] < 2], "x")
+    assert M.shape == (3, 2) and M.loc[2].isna().all() and M.loc[1, "first"] == 0.9
+    with pytest.raises(ValueError, match="no accuracy rows"):
+        an.accuracy_matrix(df, "missing")
+
+
+# --- landscape -----------------------------------------------------------------------------
+
+
+def point(
+    alpha: float,
+    loss_sum: float,
+    tokens: int,
+    *,
+    slice_="interp:0->1",
+    dataset="gen",
+    kind="interpolation",
+) -> dict:
+    return dict(
+        study="s",
+        trial_id="x",
+        stage=1,
+        slice=slice_,
+        slice_kind=kind,
+        from_stage=0,
+        to_stage=1,
+        alpha=alpha,
+        beta=np.nan,
+        dataset=dataset,
+        loss_sum=loss_sum,
+        tokens=tokens,
+        loss=loss_sum / tokens,
+        direction_seed=None,
+        space="full",
+        normalisation="none",
+    )
+
+
+def test_interpolation_summary_barrier() -> None:
+    rows = [
+        point(-0.5, 10_000.0, 1000),  # extrapolation: ignored however high
+        point(0.0, 2_000.0, 1000),  # L(0) = 2
+        point(0.25, 2_500.0, 1000),  # line 2.25 -> excess 0.25
+        point(0.5, 1_000.0, 400),  # two shards at 0.5: (1000 + 500) / (400 + 100) = 3.0
+        point(0.5, 500.0, 100),  # (averaging their `loss` 2.5 and 5.0 would give 3.75)
+        point(0.75, 2_900.0, 1000),  # line 2.75 -> excess 0.15
+        point(1.0, 3_000.0, 1000),  # L(1) = 3
+        point(1.5, 9_000.0, 1000),
+        point(0.5, 1.0, 1, kind="random_1d", slice_="random1d:seed=0"),  # not an interpolation
+        # A convex path (below the line everywhere) has barrier 0; one without alpha = 1: NaN.
+        point(0.0, 1.0, 1, dataset="task"),
+        point(0.5, 0.5, 1, dataset="task"),
+        point(1.0, 1.0, 1, dataset="task"),
+        point(0.0, 1.0, 1, slice_="interp:1->2"),
+        point(0.5, 3.0, 1, slice_="interp:1->2"),
+    ]
+    out = an.interpolation_summary(pd.DataFrame(rows)).set_index(["slice", "dataset"])
+    assert len(out) == 3
+    # L(0.5) = 3.0, line (1 - 0.5) * 2 + 0.5 * 3 = 2.5 -> barrier 0.5 at alpha 0.5.
+    gen = out.loc[("interp:0->1", "gen")]
+    assert gen["barrier"] == pytest.approx(0.5) and gen["alpha_at_barrier"] == 0.5
+    assert (gen["loss_start"], gen["loss_end"]) == (2.0, 3.0)
+    assert gen["n_points"] == 5  # alphas 0, 0.25, 0.5, 0.75, 1
+    assert out.loc[("interp:0->1", "task"), "barrier"] == 0.0
+    assert np.isnan(out.loc[("interp:1->2", "gen"), "barrier"])
+
+
+# --- plasticity ----------------------------------------------------------------------------
+
+
+def plast(tid: str, stage: int, layer: int, value: float, metric="effective_rank", tau=np.nan):
+    return dict(
+        study="s",
+        trial_id=tid,
+        stage=stage,
+        after_task=f"t{stage}",
+        layer=layer,
+        metric=metric,
+        tau=tau,
+        value=value,
+        n_units=8,
+        n_tokens=64,
+    )
+
+
+def test_plasticity_over_tasks() -> None:
+    rows = []
+    for tid, shift in (("a", 0.0), ("b", 2.0), ("c", 100.0)):
+        for stage in (0, 1):
+            rows += [
+                plast(tid, stage, 0, 10.0 + shift - stage),
+                plast(tid, stage, 1, 20.0 + shift - 3 * stage),
+                plast(tid, stage, -1, 50.0 + shift),
+            ]
+    rows += [
+        plast("a", 0, -1, 0.1, "dormant_fraction", 0.025),
+        plast("a", 0, -1, 0.3, "dormant_fraction", 0.1),
+    ]
+    p = pd.DataFrame(rows)
+    s = pd.DataFrame([trial("a", "tm", 0), trial("b", "tm", 1)])  # trial c is not in the summary
+
+    mean = an.plasticity_over_tasks(p, "effective_rank", summary=s, layers="mean")
+    # trial a: stage 0 (10 + 20) / 2 = 15, stage 1 (9 + 17) / 2 = 13; trial b: +2 -> 17, 15.
+    # Over trials: stage 0 (15 + 17) / 2 = 16, std sqrt((1 + 1) / 1) = 1.414; stage 1: 14.
+    assert mean[["method", "stage"]].values.tolist() == [["tm", 0], ["tm", 1]]
+    assert mean["mean"].tolist() == pytest.approx([16.0, 14.0])
+    assert mean["std"].tolist() == pytest.approx([math.sqrt(2)] * 2)
+    assert mean["n"].tolist() == [2, 2]  # c is left out
+    whole = an.plasticity_over_tasks(p, "effective_rank", summary=s)  # auto -> layer -1
+    assert whole["mean"].tolist() == pytest.approx([51.0, 51.0])  # (50 + 52) / 2
+    each = an.plasticity_over_tasks(p, "effective_rank", summary=s, layers="each")
+    row = each[(each["stage"] == 1) & (each["layer"] == 1)].iloc[0]
+    assert row["mean"] == pytest.approx(18.0)  # (17 + 19) / 2
+    per_trial = an.plasticity_over_tasks(p, "effective_rank", layers="mean")
+    assert set(per_trial["trial_id"]) == {"a", "b", "c"} and per_trial["n"].eq(1).all()
+
+    with pytest.raises(ValueError, match="several tau"):
+        an.plasticity_over_tasks(p, "dormant_fraction")
+    got = an.plasticity_over_tasks(p, "dormant_fraction", 0.1)
+    assert got["mean"].tolist() == [0.3]
+    with pytest.raises(ValueError, match="recorded"):
+        an.plasticity_over_tasks(p, "srank")
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def test_status_counts_varying_settings_and_representatives(summary: pd.DataFrame) -> None:
+    c = an.status_counts(summary).iloc[0]
+    assert c[["n_completed", "n_diverged", "n_failed", "n_total"]].tolist() == [5, 1, 1, 7]
+    assert an.varying_settings(summary) == ["method", "replay_size"]
+    assert an.varying_settings(summary, include_seed=True)[-1] == "seed"
+    reps = an.representative_trials(summary).set_index("method")["trial_id"]
+    # tm: median AP 0.6 -> tm1; none: completed 0.2 and 0.4, median 0.3, tie -> lower seed n0.
+    assert reps.to_dict() == {"none": "n0", "tm": "tm1"}
+
+
+def test_with_settings_joins_on_study_and_trial() -> None:
+    s = pd.DataFrame([trial("a", "tm", 0), trial("a", "none", 0, study="other")])
+    recs = pd.DataFrame(
+        {"study": ["s", "other", "s"], "trial_id": ["a", "a", "zz"], "v": [1, 2, 3]}
+    )
+    out = an.with_settings(recs, s)
+    assert out["method"].tolist()[:2] == ["tm", "none"] and pd.isna(out["method"].iloc[2])
+    assert len(an.with_settings(recs, s, how="inner")) == 2
