@@ -1,0 +1,2 @@
+"""Cluster configs for the GeRe harness (Ray autoscaler YAMLs, KubeRay manifests) and their
+offline validator, :mod:`clusters.validate`."""

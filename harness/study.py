@@ -1,0 +1,148 @@
+"""The command line shared by every study script in studies/.
+
+A study script defines its question (docstring), its GRID and its SMOKE grid, and calls
+:func:`main`. Everything else -- presets, overrides, validation of the whole grid on the
+driver, running it on Ray, the summary table, the report -- lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from harness.config import ConfigError, parse_override
+from harness.presets import PRESETS, base_config
+from harness.trial import preflight
+from harness.tune import Axis, axis, expand_grid, run_study
+
+__all__ = ["axis", "main"]
+
+log = logging.getLogger("harness.study")
+
+
+def build_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python studies/{name}.py",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="Tiny model, 2 tasks, a few steps, the SMOKE grid; 2 DeepSpeed ZeRO-2 workers "
+        "per trial on CPU. Minutes on a laptop.",
+    )
+    p.add_argument(
+        "--preset",
+        default="tiny",
+        choices=PRESETS,
+        help="Model/data/scale preset (default: tiny; llama-3.1-8b needs a GPU cluster).",
+    )
+    p.add_argument(
+        "--out",
+        default="runs",
+        help="Results root; Parquet lands in <out>/study=<name>/ (default: runs).",
+    )
+    p.add_argument(
+        "--storage-path",
+        default=None,
+        help="Ray Tune/Train storage for checkpoints (shared storage such as s3://bucket/gere "
+        "or an NFS path on a multi-node cluster). Default: <out>/ray.",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="Data root (long_sequence/, general/, mmlu/). Default: the preset's "
+        "(the generated world for tiny/world; $GERE_DATA_DIR for llama-3.1-8b).",
+    )
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="Override a base setting for every trial, e.g. --set train.epochs=2.",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        help="Trials at once (default: derived from the cluster's CPUs/GPUs).",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="Validate and list the grid, run nothing."
+    )
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="Write the Markdown report (tables + PNG figures) after the study.",
+    )
+    return p
+
+
+def main(
+    name: str,
+    doc: str | None,
+    grid: Sequence[Axis],
+    smoke: Sequence[Axis],
+    argv: Sequence[str] | None = None,
+) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser(name, doc).parse_args(argv)
+    try:
+        base = base_config(args.preset, data_dir=args.data_dir, smoke=args.smoke_test)
+        overrides = dict(parse_override(item) for item in args.set)
+        from harness.config import merge
+
+        base = merge(base, {**overrides, "out": args.out})
+        configs = expand_grid(name, base, smoke if args.smoke_test else grid)
+        preflight(configs)
+    except (ConfigError, ValueError) as exc:  # DataError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"study {name}: {len(configs)} trials ({args.preset}{', smoke test' if args.smoke_test else ''})"
+    )
+    for c in configs:
+        print(f"  {c.id}")
+    if args.dry_run:
+        return 0
+    from pathlib import Path
+
+    storage = args.storage_path or str(Path(args.out).resolve() / "ray")
+    try:
+        summary = run_study(configs, storage_path=storage, max_concurrent=args.max_concurrent)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    cols = [
+        c
+        for c in (
+            "trial_id",
+            "status",
+            "ap",
+            "bwt",
+            "general_acc_start",
+            "general_acc_final",
+            "general_ppl_final",
+            "wall_time_s",
+        )
+        if c in summary
+    ]
+    print(
+        summary[cols]
+        .sort_values("trial_id")
+        .to_string(index=False, float_format=lambda x: f"{x:.3f}")
+    )
+    from results.io import study_dir
+
+    where = study_dir(args.out, name)
+    print(
+        f"results: {where}  (python -c \"from results.io import read_study; read_study('{where}')\")"
+    )
+    if args.report:
+        from results.report import build_report
+
+        print(f"report: {build_report(where, where / 'report')}")
+    return 0

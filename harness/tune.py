@@ -1,0 +1,303 @@
+"""The Ray layer (the only module of harness that imports Ray).
+
+A study is a grid of trial configs. Ray Tune runs one *function* trial per grid point (the
+Ray 2.60 pattern: ``Tuner(TorchTrainer)`` is gone), and each trial runs a Ray Train
+``TorchTrainer`` whose workers are DeepSpeed ranks executing :func:`harness.trial.run_trial`.
+
+Resume and idempotence, without timestamps or random names anywhere:
+  * every trial has a deterministic id (from its grid point), and its Train run is named
+    ``train-trial_id=<id>`` under the study's storage path, so a restarted trial (Train's
+    FailureConfig, a re-submitted job) resumes from its last end-of-task checkpoint;
+  * a trial whose summary is already in the results with status 'completed' is not run again,
+    so re-running a finished study's command re-runs nothing and duplicates no rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from harness.config import ConfigError, TrialConfig, from_dict, merge
+
+log = logging.getLogger(__name__)
+
+Axis = Sequence[Mapping[str, Any]]
+"""One grid axis: a list of settings (dotted keys -> values). Settings that must change
+together (a replay method and its buffer size) sit in one dict, so no invalid combination
+is ever scheduled."""
+
+TRIAL_CPU = 0.01
+"""CPU reserved by each Tune trial function (it only waits on its TorchTrainer)."""
+
+
+def axis(key: str, values: Iterable[Any]) -> Axis:
+    """A one-key axis: axis('train.lr_multiplier', [1, 2, 3])."""
+    return [{key: v} for v in values]
+
+
+def _slug(value: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-") or "x"
+
+
+def point_id(point: Mapping[str, Any]) -> str:
+    """A readable, deterministic trial id from a grid point: 'method=tm,lr_multiplier=2,seed=0'."""
+    names = [k.split(".")[-1] for k in point]
+    keys = [k.split(".")[-1] if names.count(k.split(".")[-1]) == 1 else k for k in point]
+    return ",".join(f"{k}={_slug(v)}" for k, v in zip(keys, point.values(), strict=True)) or "base"
+
+
+def expand_grid(study: str, base: Mapping[str, Any], grid: Sequence[Axis]) -> list[TrialConfig]:
+    """Every grid point merged into ``base``, validated on the driver before anything runs.
+
+    Raises one ConfigError listing every invalid point and its problems.
+    """
+    configs, problems = [], []
+    for combo in itertools.product(*grid) if grid else [()]:
+        point: dict[str, Any] = {}
+        for setting in combo:
+            point.update(setting)
+        tid = point_id(point)
+        data = merge(dict(base), {**point, "study": study, "trial_id": tid})
+        try:
+            configs.append(from_dict(data))
+        except ConfigError as exc:
+            problems.extend(f"grid point {tid}: {p}" for p in exc.problems)
+    ids = [c.id for c in configs]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        problems.append(f"grid has duplicate points {dupes}; make every axis value distinct")
+    if problems:
+        raise ConfigError(problems)
+    return configs
+
+
+def completed_trials(out: str | Path, study: str) -> dict[str, dict]:
+    """Summaries of the study's trials that already completed, by trial id."""
+    from results.io import read_records, study_dir
+
+    path = study_dir(out, study)
+    if not (path / "summary").is_dir():
+        return {}
+    summary = read_records(path, "summary")
+    done = summary[summary.status == "completed"]
+    return {row["trial_id"]: row for row in done.to_dict("records")}
+
+
+# --------------------------------------------------------------------------------------------
+# Inside Ray: the Train worker loop and the Tune trial function
+# --------------------------------------------------------------------------------------------
+
+
+def _train_worker(config: dict) -> dict | None:
+    """One Ray Train worker = one DeepSpeed rank running the trial; resumes from a checkpoint."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    from harness.trial import run_trial
+
+    cfg = from_dict(config["trial"])
+    rank = ray.train.get_context().get_world_rank()
+
+    def on_stage_end(end) -> None:
+        with tempfile.TemporaryDirectory(prefix="gere-ckpt-") as d:
+            end.save(Path(d))
+            checkpoint = Checkpoint.from_directory(d) if rank == 0 else None
+            ray.train.report(end.metrics, checkpoint=checkpoint)  # a barrier on every rank
+        _maybe_inject_failure(cfg.id, end.stage, rank)
+
+    checkpoint = ray.train.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else nullcontext(None) as ckpt_dir:
+        resumed = (
+            json.loads((Path(ckpt_dir) / "state.json").read_text())["finished_stage"]
+            if ckpt_dir
+            else 0
+        )
+        if ckpt_dir:
+            log.info("trial %s resumes after task %d from %s", cfg.id, resumed, ckpt_dir)
+        _event(cfg.id, rank, "start", resumed_after_stage=resumed)
+        result = run_trial(
+            cfg, resume_from=Path(ckpt_dir) if ckpt_dir else None, on_stage_end=on_stage_end
+        )
+    return _public(result.summary) if rank == 0 else None
+
+
+# Fault injection for the resume tests (inert unless the variables are set):
+# GERE_TEST_EVENTS appends one JSON line per worker start/crash to that file;
+# GERE_TEST_CRASH="<trial id>@<stage>" makes that trial's workers fail once, right after the
+# checkpoint of that stage was reported (as if the node had been lost).
+
+
+def _event(trial_id: str, rank: int, event: str, **fields: Any) -> None:
+    path = os.environ.get("GERE_TEST_EVENTS")
+    if path:
+        with open(path, "a") as f:
+            f.write(
+                json.dumps({"trial_id": trial_id, "rank": rank, "event": event, **fields}) + "\n"
+            )
+
+
+def _maybe_inject_failure(trial_id: str, stage: int, rank: int) -> None:
+    spec, events = os.environ.get("GERE_TEST_CRASH"), os.environ.get("GERE_TEST_EVENTS")
+    if not spec or not events or spec != f"{trial_id}@{stage}":
+        return
+    lines = Path(events).read_text().splitlines() if Path(events).exists() else []
+    if any(
+        json.loads(x)["event"] == "crash" and json.loads(x)["trial_id"] == trial_id for x in lines
+    ):
+        return  # fail once only
+    _event(trial_id, rank, "crash", stage=stage)
+    raise RuntimeError(f"injected failure in trial {trial_id} after task {stage}")
+
+
+def _public(summary: Mapping[str, Any]) -> dict:
+    keep = ("status", "ap", "bwt", "general_acc_start", "general_acc_final", "wall_time_s")
+    return {k: summary[k] for k in keep if k in summary}
+
+
+def _tune_trial(config: dict) -> None:
+    """One Tune trial: skip if already completed, else run its TorchTrainer and report."""
+    import ray.tune
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial = config["trials"][config["trial_id"]]
+    cfg = from_dict(trial)
+    done = completed_trials(cfg.out, cfg.study).get(cfg.id)
+    if done is not None:
+        ray.tune.report({**_public(done), "skipped": True})
+        return
+    sc = cfg.scale
+    resources = {"CPU": sc.cpus_per_worker, **({"GPU": sc.gpus_per_worker} if sc.use_gpu else {})}
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"trial": trial},
+        scaling_config=ScalingConfig(
+            num_workers=sc.workers,
+            use_gpu=sc.use_gpu,
+            resources_per_worker=resources,
+            # GPU ranks of one trial on one node (NVLink, no cross-node ZeRO-3 traffic).
+            placement_strategy="STRICT_PACK" if sc.use_gpu else "PACK",
+        ),
+        torch_config=TorchConfig(backend="nccl" if sc.use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=f"train-trial_id={cfg.id}",
+            storage_path=config["storage_path"],
+            failure_config=FailureConfig(max_failures=sc.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    result = trainer.fit()
+    ray.tune.report({**(result.return_value or {}), "skipped": False})
+
+
+def max_concurrent_trials(configs: Sequence[TrialConfig]) -> int | None:
+    """How many trials fit the cluster at once (Tune does not manage Train's workers).
+
+    None (no cap) on a GPU cluster that has not yet scaled up to one trial's GPUs: every
+    trial's TorchTrainer then asks for its workers and the autoscaler sees the whole demand.
+    """
+    import ray
+
+    res = ray.cluster_resources()
+    sc = configs[0].scale
+    if sc.use_gpu:
+        per_trial = sc.workers * sc.gpus_per_worker
+        if res.get("GPU", 0) < per_trial:
+            log.warning(
+                "the cluster has %s GPUs now, fewer than one trial needs (%s): not capping "
+                "concurrency, so the autoscaler sees every trial's demand (--max-concurrent caps it)",
+                res.get("GPU", 0),
+                per_trial,
+            )
+            return None
+        return int(res["GPU"] // per_trial)
+    per_trial = sc.workers * sc.cpus_per_worker + TRIAL_CPU
+    return max(1, int(res.get("CPU", 0) // per_trial))
+
+
+def run_study(
+    configs: Sequence[TrialConfig],
+    *,
+    storage_path: str | Path,
+    max_concurrent: int | None = None,
+    verbose: int = 1,
+):
+    """Run every trial of a study with Ray Tune; returns the study's summary DataFrame.
+
+    Connects to a running cluster (``ray job submit``) or starts a local Ray in-process.
+    Raises RuntimeError naming the trials that failed after their retries.
+    """
+    import ray
+    from ray import tune
+
+    from results.io import read_records, study_dir
+
+    if not configs:
+        raise ValueError("a study needs at least one trial")
+    study, out = configs[0].study, configs[0].out
+    storage = (
+        str(Path(storage_path).resolve()) if "://" not in str(storage_path) else str(storage_path)
+    )
+    done = completed_trials(out, study)
+    todo = [c for c in configs if c.id not in done]
+    log.info(
+        "study %s: %d trials, %d already completed", study, len(configs), len(configs) - len(todo)
+    )
+    if todo:
+        if not ray.is_initialized():
+            ray.init()  # joins a running cluster, else starts a local one; never pass num_cpus
+        concurrency = max_concurrent or max_concurrent_trials(todo)
+        running = min(concurrency or len(todo), len(todo))
+        log.info("study %s: running %d trials, %d at a time", study, len(todo), running)
+        tuner = tune.Tuner(
+            tune.with_resources(_tune_trial, {"CPU": TRIAL_CPU}),
+            param_space={
+                # Tune's table shows the varying key: the readable trial id.
+                "trial_id": tune.grid_search([c.id for c in todo]),
+                "trials": {c.id: c.to_dict() for c in todo},
+                "storage_path": storage,
+            },
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
+            run_config=tune.RunConfig(
+                name=f"tune-study={study}",
+                storage_path=storage,
+                verbose=verbose,
+                failure_config=tune.FailureConfig(max_failures=1),
+            ),
+        )
+        t0 = time.perf_counter()
+        grid = tuner.fit()
+        wall = time.perf_counter() - t0
+        busy = sum(
+            r.metrics.get("time_total_s", 0.0)
+            for r in grid
+            if r.metrics and not r.metrics.get("skipped")
+        )
+        log.info(
+            "study %s: %.0f s wall; trials busy %.0f s in total; parallel efficiency %.2f "
+            "(sum of trial times / (wall x %d concurrent))",
+            study,
+            wall,
+            busy,
+            busy / (wall * running),
+            running,
+        )
+        if grid.errors:
+            raise RuntimeError(
+                f"{len(grid.errors)} trial(s) of study {study!r} failed: "
+                + "; ".join(f"{type(e).__name__}: {e}"[:300] for e in grid.errors)
+            )
+    summary = read_records(study_dir(out, study), "summary")
+    ids = {c.id for c in configs}
+    return summary[summary.trial_id.isin(ids)].reset_index(drop=True)
