@@ -160,7 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     run.set_defaults(func=cmd_run)
+    from harness import demo
+
+    demo.build_parser(sub).set_defaults(func=demo.main)
     return parser
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,11 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         import difflib
 
-        known = [
-            o
-            for a in parser._subparsers._group_actions[0].choices[args.command]._actions
-            for o in a.option_strings
-        ]
+        known = [o for a in _subcommand(parser, args.command)._actions for o in a.option_strings]
         msgs = []
         for u in (x.split("=")[0] for x in unknown if x.startswith("--")):
             close = difflib.get_close_matches(u, known, n=1, cutoff=0.6)

@@ -169,6 +169,10 @@ class EvalConfig:
     """Cap on held-out texts."""
     heldout_max_tokens: int = 512
     """Each held-out text is truncated to this many tokens."""
+    plasticity_texts: int = 16
+    """Plasticity diagnostics (dormant MLP units, effective rank, weight norms and distance
+    from the start) at every stage, on the first this-many held-out texts as a fixed probe
+    batch; 0 disables. Effective rank needs at least as many tokens as MLP units."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -425,6 +429,10 @@ def _rules(cfg: TrialConfig) -> list[str]:
     positive("eval.probe_max_questions", e.probe_max_questions)
     positive("eval.heldout_max_texts", e.heldout_max_texts)
     positive("eval.heldout_max_tokens", e.heldout_max_tokens, allow_none=False)
+    if e.plasticity_texts < 0:
+        p.append(f"eval.plasticity_texts: {e.plasticity_texts} must be >= 0 (0 disables)")
+    if e.plasticity_texts and not e.heldout:
+        p.append("eval.plasticity_texts: the probe batch comes from eval.heldout; set it or use 0")
     if e.probe_shots < 0:
         p.append(f"eval.probe_shots: {e.probe_shots} must be >= 0")
     if e.probe_shots and e.probe_format != "letter":

@@ -30,17 +30,25 @@ def cache_root() -> Path:
     return Path(os.environ.get("GERE_CACHE_DIR", Path.home() / ".cache" / "gere-harness"))
 
 
+def world_dir(seed: int = 0) -> Path:
+    """Where the generated world of this seed lives (its format version is in the name, so a
+    newer generator never meets an old world)."""
+    from harness.world.generate import WORLD_VERSION
+
+    return cache_root() / f"world-v{WORLD_VERSION}-seed{seed}"
+
+
 def world_root(seed: int = 0) -> Path:
     """The generated world's data root (generated on first use)."""
     from harness.world.generate import generate_world
 
-    return generate_world(cache_root() / f"world-seed{seed}", seed=seed).root
+    return generate_world(world_dir(seed), seed=seed).root
 
 
 def _world_base(data_dir: str | None) -> dict[str, Any]:
     from harness.world.generate import generate_world
 
-    info = generate_world(Path(data_dir) if data_dir else cache_root() / "world-seed0", seed=0)
+    info = generate_world(Path(data_dir) if data_dir else world_dir(0), seed=0)
     return {
         "data": {
             "root": str(info.root),

@@ -78,8 +78,8 @@ def load_data(cfg: TrialConfig) -> TrialData:
         for name in names
     ]
     for t in tasks:
-        for note in t.notes:
-            log.warning("%s: %s", t.name, note)
+        for note in t.notes:  # caps are routine; dropped or relabelled instances are not
+            log.log(logging.INFO if "subsampled" in note else logging.WARNING, "%s", note)
     probe: list[MCQuestion] = []
     shots: dict[str, list[MCQuestion]] = {}
     if cfg.eval.probe:
@@ -227,6 +227,7 @@ class _Evaluator:
     ):
         self.cfg, self.built, self.tasks, self.tok_tasks = cfg, built, tasks, tok_tasks
         self.probe, self.heldout = probe, heldout
+        self.plasticity_batch, self.initial_params = None, None
 
     def __call__(self, stage: int, after_task: str) -> tuple[list[dict], list[dict]]:
         model, tok, bs = self.built.model, self.built.tokenizer, self.cfg.eval.batch_size
@@ -281,7 +282,27 @@ class _Evaluator:
         if self.heldout:
             p = perplexity(model, self.heldout, pad_id=tok.pad_token_id, batch_size=bs)
             general.update(ppl=p.ppl, nll_sum=p.nll_sum, ppl_tokens=p.tokens)
-        return acc_rows, [general]
+        return acc_rows, [general], self.plasticity(stage, after_task)
+
+    def plasticity(self, stage: int, after_task: str) -> list[dict]:
+        if self.plasticity_batch is None:
+            return []
+        from harness.plasticity import plasticity_rows
+
+        model = self.built.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return plasticity_rows(
+                    model,
+                    self.plasticity_batch,
+                    stage=stage,
+                    after_task=after_task,
+                    initial_params=self.initial_params,
+                )
+        finally:
+            model.train(was_training)
 
 
 CHECKPOINT_STATE = "state.json"
@@ -355,8 +376,18 @@ def run_trial(
                     batch_size=cfg.eval.batch_size,
                 )
     evaluate = _Evaluator(cfg, built, data.tasks, tok_tasks, probe, heldout)
-    rows = state["rows"] if state else {"accuracy": [], "general": [], "curve": []}
+    if cfg.eval.plasticity_texts and heldout:
+        if cfg.scale.backend == "deepspeed" and cfg.scale.zero_stage == 3:
+            log.warning("plasticity diagnostics skipped: ZeRO-3 shards the weights they read")
+        else:
+            evaluate.plasticity_batch, evaluate.initial_params = _plasticity_setup(
+                cfg, built, heldout, resumed=state is not None
+            )
+    rows = (
+        state["rows"] if state else {"accuracy": [], "general": [], "curve": [], "plasticity": []}
+    )
     acc, general, curve = rows["accuracy"], rows["general"], rows["curve"]
+    plasticity = rows.setdefault("plasticity", [])
     progress_state = {
         "global_step": state["global_step"] if state else 0,
         "tokens": state["train_tokens"] if state else 0,
@@ -369,7 +400,10 @@ def run_trial(
 
     def flush() -> None:
         if rank0:
-            for kind, kind_rows in (("accuracy", acc), ("general", general), ("curve", curve)):
+            kinds = [("accuracy", acc), ("general", general), ("curve", curve)]
+            if evaluate.plasticity_batch is not None:
+                kinds.append(("plasticity", plasticity))
+            for kind, kind_rows in kinds:
                 files[kind] = write_records(
                     cfg.out, kind, kind_rows, study=cfg.study, trial_id=trial_id
                 )
@@ -389,7 +423,12 @@ def run_trial(
             body = {
                 "trial_id": trial_id,
                 "finished_stage": stage,
-                "rows": {"accuracy": acc, "general": general, "curve": curve},
+                "rows": {
+                    "accuracy": acc,
+                    "general": general,
+                    "curve": curve,
+                    "plasticity": plasticity,
+                },
                 "global_step": progress_state["global_step"],
                 "train_tokens": progress_state["tokens"],
                 "train_seconds": progress_state["train_seconds"],
@@ -401,9 +440,10 @@ def run_trial(
     status, error, diverged = "completed", None, (None, None)
     try:
         if not state:
-            a, g = evaluate(0, "<start>")
+            a, g, pl = evaluate(0, "<start>")
             acc += a
             general += g
+            plasticity += pl
             flush()
         for stage, (task, tt) in enumerate(zip(data.tasks, tok_tasks, strict=True), start=1):
             if stage < first_stage:
@@ -438,9 +478,10 @@ def run_trial(
                     outcome.diverged_step,
                 )
                 break
-            a, g = evaluate(stage, task.name)
+            a, g, pl = evaluate(stage, task.name)
             acc += a
             general += g
+            plasticity += pl
             flush()
             if on_stage_end is not None:
                 metrics = {
@@ -464,6 +505,24 @@ def run_trial(
     return TrialResult(
         trial_id, status, summary, files, progress_state["tokens"], progress_state["train_seconds"]
     )
+
+
+def _plasticity_setup(cfg: TrialConfig, built: Built, heldout: list[list[int]], *, resumed: bool):
+    """The fixed probe batch (first held-out texts) and the starting weights to measure from."""
+    from harness.landscape import EvalBatch
+    from harness.models import load_tokenizer_and_model
+    from harness.plasticity import snapshot_weights
+
+    rows = [
+        TokenizedExample(ids=tuple(t), n_prompt=0) for t in heldout[: cfg.eval.plasticity_texts]
+    ]
+    batch = EvalBatch.from_examples(rows, built.tokenizer.pad_token_id)
+    if not resumed:
+        return batch, snapshot_weights(built.model)
+    # A resumed model is no longer the start: load the starting weights again to measure from.
+    dtype = next(built.model.parameters()).dtype
+    start = load_tokenizer_and_model(cfg.model.name, dtype=dtype, seed=cfg.seed)[1]
+    return batch, snapshot_weights(start)
 
 
 class _as_is:

@@ -215,6 +215,13 @@ def test_trial_end_to_end_writes_schema_valid_parquet_and_reruns_replace(mini_ro
     assert len(curve) == 3 * 2 and curve.task.tolist()[:2] == ["colour", "colour"]
     assert len(summary) == 1 and summary.status.iloc[0] == "completed"
     assert np.isfinite(summary.ap.iloc[0]) and np.isfinite(summary.bwt.iloc[0])
+    plast = tables["plasticity"]  # diagnostics at every stage, on the fixed probe batch
+    assert sorted(plast.stage.unique()) == [0, 1, 2, 3]
+    assert {"dormant_fraction", "effective_rank", "weight_distance"} <= set(plast.metric)
+    dist = (
+        plast[(plast.metric == "weight_distance") & (plast.layer == -1)].sort_values("stage").value
+    )
+    assert dist.iloc[0] == 0.0 and (dist.iloc[1:] > 0).all()
     import pyarrow.parquet as pq
 
     for kind, path in result.files.items():
@@ -333,6 +340,15 @@ def test_a_trial_resumed_from_an_end_of_task_checkpoint_equals_an_uninterrupted_
     result = run_trial(crashed, resume_from=ckpt)
     assert result.status == "completed"
     assert _curve_and_acc(tmp_path / "crashed", crashed.id) == expected
+    plast = {
+        run: read_records(tmp_path / run / "study=engine", "plasticity").sort_values(
+            ["stage", "layer", "metric", "tau"]
+        )
+        for run in ("full_run", "crashed")
+    }
+    assert plast["crashed"].value.tolist() == pytest.approx(
+        plast["full_run"].value.tolist(), rel=1e-6, nan_ok=True
+    )
     assert (
         len(read_records(tmp_path / "crashed" / "study=engine", "accuracy")) == 12
     )  # no duplicates

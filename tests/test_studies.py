@@ -1,0 +1,158 @@
+"""Every study's --smoke-test through its real entry point: Tune fans out, each trial runs
+2 Ray Train workers with DeepSpeed ZeRO-2 on CPU; a killed trial resumes; ray job submit."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from results.io import read_study
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_TRIALS = {"lr_robustness": 4, "replay_size": 4, "loss_types": 6, "lora_vs_full": 4}
+N_TASKS = 2  # smoke runs train on the first 2 tasks of the generated world
+
+pytestmark = pytest.mark.slow
+
+
+def _study(
+    name: str, out: Path, *extra: str, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        str(REPO / "studies" / f"{name}.py"),
+        "--smoke-test",
+        "--out",
+        str(out),
+        *extra,
+    ]
+    return subprocess.run(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+
+
+def _check_dataset(out: Path, name: str) -> dict:
+    tables = read_study(out / f"study={name}")  # validates the schema version of every file
+    n = SMOKE_TRIALS[name]
+    summary = tables["summary"]
+    assert len(summary) == n and summary.status.eq("completed").all(), summary[
+        ["trial_id", "status", "error"]
+    ]
+    acc = tables["accuracy"]
+    assert len(acc) == n * (N_TASKS + 1) * N_TASKS  # stages 0..T x tasks, once each
+    assert not acc.duplicated(["trial_id", "stage", "task"]).any()
+    assert len(tables["general"]) == n * (N_TASKS + 1)
+    assert tables["curve"].groupby("trial_id").size().min() >= N_TASKS
+    return tables
+
+
+@pytest.mark.parametrize("name", ["replay_size", "loss_types"])
+def test_study_smoke_test_writes_a_schema_valid_dataset(name, tmp_path):
+    proc = _study(name, tmp_path / "runs")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tables = _check_dataset(tmp_path / "runs", name)
+    if name == "replay_size":
+        assert sorted(tables["summary"].replay_size) == [0, 4, 8, 16]
+    else:
+        assert sorted(tables["summary"].method) == ["ce", "kl", "l1", "l2", "none", "tm"]
+
+
+def test_a_killed_trial_resumes_from_its_last_task_and_a_rerun_runs_nothing(tmp_path):
+    events = tmp_path / "events.jsonl"
+    victim = "lr_multiplier=10,method=tm"
+    env = {"GERE_TEST_EVENTS": str(events), "GERE_TEST_CRASH": f"{victim}@1"}
+    proc = _study("lr_robustness", tmp_path / "runs", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check_dataset(tmp_path / "runs", "lr_robustness")
+    log = [json.loads(line) for line in events.read_text().splitlines()]
+    crashes = [e for e in log if e["event"] == "crash"]
+    assert [e["trial_id"] for e in crashes] == [victim]
+    starts = [
+        e["resumed_after_stage"] for e in log if e["event"] == "start" and e["trial_id"] == victim
+    ]
+    assert sorted(starts) == [0, 0, 1, 1]  # 2 ranks started fresh, then both resumed after task 1
+    others = [e for e in log if e["event"] == "start" and e["trial_id"] != victim]
+    assert len(others) == 3 * 2 and all(e["resumed_after_stage"] == 0 for e in others)
+
+    before = read_study(tmp_path / "runs" / "study=lr_robustness")
+    proc = _study("lr_robustness", tmp_path / "runs", env={"GERE_TEST_EVENTS": str(events)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4 already completed" in proc.stderr
+    assert len(events.read_text().splitlines()) == len(log)  # no worker started again
+    after = read_study(tmp_path / "runs" / "study=lr_robustness")
+    for kind in ("summary", "accuracy", "curve"):
+        assert len(after[kind]) == len(before[kind])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_job_submit_against_a_local_head_node(tmp_path):
+    """The documented cluster path: ray start --head (token auth on), then ray job submit."""
+    port, dash = _free_port(), _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    start = subprocess.run(
+        [
+            "ray",
+            "start",
+            "--head",
+            "--num-cpus",
+            "2",
+            "--port",
+            str(port),
+            "--dashboard-port",
+            str(dash),
+            "--include-dashboard",
+            "true",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    try:
+        assert start.returncode == 0, start.stderr[-3000:]
+        out = tmp_path / "runs"
+        submit = subprocess.run(
+            [
+                "ray",
+                "job",
+                "submit",
+                "--address",
+                f"http://127.0.0.1:{dash}",
+                "--working-dir",
+                str(REPO),
+                "--",
+                "python",
+                "studies/lora_vs_full.py",
+                "--smoke-test",
+                "--out",
+                str(out),
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
+        assert submit.returncode == 0, (submit.stdout + submit.stderr)[-3000:]
+        assert "succeeded" in submit.stdout + submit.stderr
+        tables = _check_dataset(out, "lora_vs_full")
+        assert sorted(tables["summary"].tuning) == ["full", "full", "lora", "lora"]
+    finally:
+        subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
