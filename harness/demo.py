@@ -28,9 +28,11 @@ log = logging.getLogger("harness.demo")
 STUDY = "demo"
 
 DEMO_BASE = {
-    "data": {"max_train_per_task": 300, "max_test_per_task": 100, "max_seq_len": 128},
+    "data": {"max_train_per_task": 300, "max_test_per_task": 150, "max_seq_len": 160},
     "replay": {"corpus": "general/train.jsonl", "size": 200, "max_tokens": 128},
-    "train": {"lr": 1e-3, "batch_size": 16, "epochs": 1.0, "warmup_steps": 5, "log_every": 5},
+    # 3e-4 learns every task and erodes the probe step by step; at 1e-3 the base model's
+    # knowledge is gone after the first task, which leaves replay nothing to protect.
+    "train": {"lr": 3e-4, "batch_size": 16, "epochs": 10.0, "warmup_steps": 10, "log_every": 10},
     "eval": {
         "probe": "mmlu",
         "probe_format": "continuation",
@@ -39,6 +41,7 @@ DEMO_BASE = {
         "heldout_max_texts": 100,
         "heldout_max_tokens": 256,
         "batch_size": 32,
+        "plasticity_texts": 16,
     },
     "scale": {"workers": 1, "backend": "torch", "cpus_per_worker": 1},
 }

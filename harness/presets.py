@@ -58,7 +58,7 @@ def _world_base(data_dir: str | None) -> dict[str, Any]:
             "max_seq_len": 128,
         },
         "replay": {"corpus": "general/train.jsonl", "size": 200, "max_tokens": 128},
-        "train": {"lr": 1e-3, "batch_size": 16, "epochs": 1.0, "warmup_steps": 5, "log_every": 5},
+        "train": {"lr": 3e-4, "batch_size": 16, "epochs": 3.0, "warmup_steps": 10, "log_every": 10},
         "eval": {
             "probe": "mmlu",
             "probe_format": "continuation",
