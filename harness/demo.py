@@ -43,7 +43,8 @@ DEMO_BASE = {
         "batch_size": 32,
         "plasticity_texts": 16,
     },
-    "scale": {"workers": 1, "backend": "torch", "cpus_per_worker": 1},
+    # 0.99 + the trial's 0.01 CPU: two trials side by side on a 2-core laptop (one thread each).
+    "scale": {"workers": 1, "backend": "torch", "cpus_per_worker": 0.99},
 }
 """Settings of the demo trials (the study grid adds the method and the seed)."""
 

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,7 @@ N_TASKS = 2  # smoke runs train on the first 2 tasks of the generated world
 pytestmark = pytest.mark.slow
 
 
-def _study(
-    name: str, out: Path, *extra: str, env: dict | None = None
-) -> subprocess.CompletedProcess:
+def _study(name: str, out: Path, *extra: str, env: dict | None = None):
     cmd = [
         sys.executable,
         str(REPO / "studies" / f"{name}.py"),
@@ -32,14 +31,17 @@ def _study(
         str(out),
         *extra,
     ]
-    return subprocess.run(
-        cmd,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
+    t0 = time.perf_counter()
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=1500)
+    # The study logs its own parallel efficiency; pytest -rP shows this line.
+    eff = [
+        ln.split("harness.tune: ")[-1]
+        for ln in proc.stderr.splitlines()
+        if "parallel efficiency" in ln
+    ]
+    print(f"{name} smoke: {time.perf_counter() - t0:.0f} s wall (whole command); {' '.join(eff)}")
+    return proc
 
 
 def _check_dataset(out: Path, name: str) -> dict:
