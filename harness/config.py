@@ -271,8 +271,12 @@ def _check_value(path: str, value: Any, tp: Any, problems: list[str]) -> Any:
             if not sub:
                 return v
             errs.extend(sub)
-        allowed = " or ".join(_type_name(a) for a in args)
-        problems.append(f"{path}: {value!r} is not {allowed}")
+        allowed = " or ".join(_type_name(a) for a in args if a is not type(None))
+        words = [
+            str(w) for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a)
+        ]
+        hint = _did_you_mean(str(value), words) if words else ""
+        problems.append(f"{path}: {value!r} is not {allowed}{hint}")
         return value
     if origin is Literal:
         if value in args:

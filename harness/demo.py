@@ -63,8 +63,10 @@ def build_parser(sub: argparse._SubParsersAction | None = None) -> argparse.Argu
     )
     p.add_argument(
         "--methods",
-        default="none,tm",
-        help="Replay methods to compare, comma-separated (none, ce, kl, l1, l2, tm). Default: none,tm.",
+        default="none,tm,tm:dynamic",
+        help="Replay methods to compare, comma-separated: none, ce, kl, l1, l2, tm, optionally "
+        "with a weight (tm:dynamic, kl:10). Default: none,tm,tm:dynamic (GeRe's weight 100 and "
+        "its dynamic weight CE/TM).",
     )
     p.add_argument(
         "--seeds",
@@ -96,6 +98,15 @@ def build_parser(sub: argparse._SubParsersAction | None = None) -> argparse.Argu
     return p
 
 
+def method_axis(spec: str) -> list[dict]:
+    """'none,tm,tm:dynamic' -> one grid axis; 'method:weight' sets replay.weight too."""
+    points = []
+    for item in (x.strip() for x in spec.split(",") if x.strip()):
+        name, _, weight = item.partition(":")
+        points.append({"replay.method": name, **({"replay.weight": weight} if weight else {})})
+    return points
+
+
 def demo_configs(args: argparse.Namespace):
     """The demo study's trial configs (world and base model are prepared here)."""
     from harness.tune import axis, expand_grid
@@ -118,9 +129,8 @@ def demo_configs(args: argparse.Namespace):
         },
     )
     base = merge(base, dict(parse_override(s) for s in args.set))
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    grid = [axis("replay.method", methods), axis("seed", seeds)]
+    grid = [method_axis(args.methods), axis("seed", seeds)]
     expand_grid(STUDY, base, grid)  # a typo fails here, in milliseconds, before pretraining
     base = merge(base, {"model": {"name": str(ensure_base_model(corpus))}})
     return expand_grid(STUDY, base, grid), info
@@ -136,6 +146,12 @@ def results_table(summary):
         "ap": "task_AP",
         "bwt": "BWT",
     }
+    summary = summary.assign(
+        method=[
+            m if w == "default" else f"{m}:{w}"
+            for m, w in zip(summary.method, summary.replay_weight, strict=True)
+        ]
+    )
     t = summary.groupby("method")[list(cols)].mean().rename(columns=cols)
     t.insert(0, "seeds", summary.groupby("method").size())
     if "none" in t.index:
@@ -143,8 +159,8 @@ def results_table(summary):
         t["drop_prevented"] = (
             1 - (t["probe_start"] - t["probe_final"]) / drop_none if drop_none > 0 else float("nan")
         )
-    order = [m for m in ("none", "ce", "kl", "l1", "l2", "tm") if m in t.index]
-    return t.loc[order]
+    rank = {m: i for i, m in enumerate(("none", "ce", "kl", "l1", "l2", "tm"))}
+    return t.loc[sorted(t.index, key=lambda m: (rank.get(m.split(":")[0], 9), m))]
 
 
 def main(args: argparse.Namespace) -> int:

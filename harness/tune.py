@@ -45,7 +45,7 @@ def axis(key: str, values: Iterable[Any]) -> Axis:
 
 
 def _slug(value: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-") or "x"
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(value)) or "x"  # keeps signs: -2 and 2 differ
 
 
 def point_id(point: Mapping[str, Any]) -> str:
@@ -78,6 +78,24 @@ def expand_grid(study: str, base: Mapping[str, Any], grid: Sequence[Axis]) -> li
     if problems:
         raise ConfigError(problems)
     return configs
+
+
+def _same_settings(summary: Mapping[str, Any], cfg: TrialConfig) -> bool:
+    """Whether a stored trial ran with this config (where results go does not count)."""
+    stored = json.loads(summary["config_json"])
+    return {**stored, "out": None} == {**cfg.to_dict(), "out": None}
+
+
+def finished(cfg: TrialConfig) -> dict | None:
+    """The stored summary if this exact trial already completed, else None (a trial stored
+    under the same id with other settings is re-run, and its rows replaced)."""
+    done = completed_trials(cfg.out, cfg.study).get(cfg.id)
+    if done is None:
+        return None
+    if not _same_settings(done, cfg):
+        log.warning("trial %s completed earlier with other settings: running it again", cfg.id)
+        return None
+    return done
 
 
 def completed_trials(out: str | Path, study: str) -> dict[str, dict]:
@@ -172,7 +190,7 @@ def _tune_trial(config: dict) -> None:
 
     trial = config["trials"][config["trial_id"]]
     cfg = from_dict(trial)
-    done = completed_trials(cfg.out, cfg.study).get(cfg.id)
+    done = finished(cfg)
     if done is not None:
         ray.tune.report({**_public(done), "skipped": True})
         return
@@ -249,8 +267,7 @@ def run_study(
     storage = (
         str(Path(storage_path).resolve()) if "://" not in str(storage_path) else str(storage_path)
     )
-    done = completed_trials(out, study)
-    todo = [c for c in configs if c.id not in done]
+    todo = [c for c in configs if finished(c) is None]
     log.info(
         "study %s: %d trials, %d already completed", study, len(configs), len(configs) - len(todo)
     )

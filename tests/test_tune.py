@@ -1,0 +1,69 @@
+"""Grid expansion and the skip-if-completed rule (no Ray needed)."""
+
+import pytest
+
+from harness.config import ConfigError
+from harness.trial import run_trial
+from harness.tune import axis, expand_grid, finished, point_id
+
+BASE = {"train": {"lr": 1e-3}}
+
+
+def test_grid_is_the_product_of_axes_with_coupled_settings_and_readable_ids():
+    methods = [
+        {"replay.method": "none", "replay.size": 0},
+        {"replay.method": "tm", "replay.size": 50},
+    ]
+    configs = expand_grid("s", BASE, [axis("train.lr_multiplier", [1, 10]), methods])
+    assert [c.id for c in configs] == [
+        "lr_multiplier=1,method=none,size=0",
+        "lr_multiplier=1,method=tm,size=50",
+        "lr_multiplier=10,method=none,size=0",
+        "lr_multiplier=10,method=tm,size=50",
+    ]
+    tm10 = configs[3]
+    assert (tm10.train.lr_multiplier, tm10.replay.method, tm10.replay.size, tm10.study) == (
+        10.0,
+        "tm",
+        50,
+        "s",
+    )
+    assert tm10.train.lr == 1e-3  # base settings survive
+
+
+def test_the_whole_grid_is_validated_at_once_naming_each_point():
+    with pytest.raises(ConfigError) as err:
+        expand_grid("s", BASE, [axis("train.lr_multiplier", [1, -2]), axis("replay.methd", ["tm"])])
+    text = str(err.value)
+    assert "grid point lr_multiplier=-2,methd=tm: train.lr_multiplier: -2.0 must be > 0" in text
+    assert text.count("unknown key 'replay.methd' (did you mean 'method'?)") == 2
+
+
+def test_duplicate_points_are_rejected():
+    with pytest.raises(ConfigError, match="duplicate points"):
+        expand_grid("s", BASE, [axis("seed", [1, 1])])
+
+
+def test_point_ids_disambiguate_equal_leaf_names():
+    assert point_id({"model.name": "a", "data.name": "b"}) == "model.name=a,data.name=b"
+    assert point_id({}) == "base"
+
+
+def test_a_completed_trial_is_skipped_only_with_the_same_settings(mini_root, tmp_path):
+    from tests.test_engine import _mini_config
+
+    cfg = _mini_config(
+        mini_root, tmp_path / "out", **{"replay.method": "none", "data.tasks": "colour"}
+    )
+    assert finished(cfg) is None
+    run_trial(cfg)
+    assert finished(cfg)["status"] == "completed"
+    changed = _mini_config(
+        mini_root,
+        tmp_path / "out",
+        **{"replay.method": "none", "data.tasks": "colour", "train.lr": 5e-4},
+    )
+    changed = type(changed)(
+        **{**{f: getattr(changed, f) for f in changed.__dataclass_fields__}, "trial_id": cfg.id}
+    )
+    assert changed.id == cfg.id and finished(changed) is None  # same id, other settings: re-run
