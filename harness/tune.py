@@ -80,10 +80,19 @@ def expand_grid(study: str, base: Mapping[str, Any], grid: Sequence[Axis]) -> li
     return configs
 
 
+RESOURCE_ONLY = ("cpus_per_worker", "gpus_per_worker", "max_failures")
+"""Scale settings that only change scheduling, never what a trial computes."""
+
+
 def _same_settings(summary: Mapping[str, Any], cfg: TrialConfig) -> bool:
-    """Whether a stored trial ran with this config (where results go does not count)."""
-    stored = json.loads(summary["config_json"])
-    return {**stored, "out": None} == {**cfg.to_dict(), "out": None}
+    """Whether a stored trial ran with this config (where results go and how many CPUs it
+    reserved do not count)."""
+
+    def key(d: dict) -> dict:
+        scale = {k: v for k, v in d.get("scale", {}).items() if k not in RESOURCE_ONLY}
+        return {**d, "out": None, "scale": scale}
+
+    return key(json.loads(summary["config_json"])) == key(cfg.to_dict())
 
 
 def finished(cfg: TrialConfig) -> dict | None:
