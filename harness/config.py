@@ -175,6 +175,10 @@ class EvalConfig:
     batch; 0 disables. Effective rank needs at least as many tokens as MLP units."""
 
 
+RESOURCE_ONLY = ("cpus_per_worker", "gpus_per_worker", "max_failures")
+"""Scale settings that only change scheduling, never what a trial computes."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class ScaleConfig:
     """How one trial is parallelised: Ray Train workers, each a DeepSpeed (or PyTorch) rank."""
@@ -229,7 +233,10 @@ class TrialConfig:
             return self.trial_id
         import hashlib
 
-        body = json.dumps({**self.to_dict(), "trial_id": None, "out": None}, sort_keys=True)
+        d = self.to_dict()
+        # Where results go and what a worker reserves do not change what the trial computes.
+        scale = {k: v for k, v in d["scale"].items() if k not in RESOURCE_ONLY}
+        body = json.dumps({**d, "trial_id": None, "out": None, "scale": scale}, sort_keys=True)
         return f"{self.replay.method}-{hashlib.sha256(body.encode()).hexdigest()[:10]}"
 
 

@@ -26,7 +26,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, TrialConfig, from_dict, merge
+from harness.config import RESOURCE_ONLY, ConfigError, TrialConfig, from_dict, merge
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,6 @@ def expand_grid(study: str, base: Mapping[str, Any], grid: Sequence[Axis]) -> li
     if problems:
         raise ConfigError(problems)
     return configs
-
-
-RESOURCE_ONLY = ("cpus_per_worker", "gpus_per_worker", "max_failures")
-"""Scale settings that only change scheduling, never what a trial computes."""
 
 
 def _same_settings(summary: Mapping[str, Any], cfg: TrialConfig) -> bool:

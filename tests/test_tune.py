@@ -67,3 +67,18 @@ def test_a_completed_trial_is_skipped_only_with_the_same_settings(mini_root, tmp
         **{**{f: getattr(changed, f) for f in changed.__dataclass_fields__}, "trial_id": cfg.id}
     )
     assert changed.id == cfg.id and finished(changed) is None  # same id, other settings: re-run
+
+
+def test_resource_only_settings_do_not_make_a_completed_trial_stale(mini_root, tmp_path):
+    from dataclasses import replace
+
+    from tests.test_engine import _mini_config
+
+    cfg = _mini_config(
+        mini_root, tmp_path / "out", **{"replay.method": "none", "data.tasks": "colour"}
+    )
+    run_trial(cfg)
+    more_cpus = replace(cfg, scale=replace(cfg.scale, cpus_per_worker=0.5, max_failures=5))
+    assert finished(more_cpus) is not None  # same computation, other reservation: still done
+    other_backend = replace(cfg, scale=replace(cfg.scale, backend="deepspeed"))
+    assert finished(other_backend) is None
