@@ -80,6 +80,10 @@ class TorchBackend:
     def all_true(self, flag: bool) -> bool:
         return flag
 
+    def gather(self, obj):
+        """Every rank's ``obj``, in rank order (here: just this one)."""
+        return [obj]
+
     def barrier(self) -> None:
         pass
 
@@ -146,6 +150,12 @@ class DeepSpeedBackend:
 
     def barrier(self) -> None:
         torch.distributed.barrier()
+
+    def gather(self, obj):
+        """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+        out = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
 
     def save_model(self, path: Path) -> None:
         """Consolidated weights on rank 0 (every rank must call this: ZeRO-3 gathers)."""

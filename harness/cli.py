@@ -40,7 +40,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         section = name.split(".")[0] if "." in name else "trial"
         if section not in groups:
             groups[section] = parser.add_argument_group(f"{section} settings")
-        shown = ",".join(default) if isinstance(default, tuple) else default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         groups[section].add_argument(
             f"--{name}",
             dest=f"cfg:{name}",

@@ -175,6 +175,119 @@ class EvalConfig:
     batch; 0 disables. Effective rank needs at least as many tokens as MLP units."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class LandscapeConfig:
+    """Which loss-landscape slices a trial records, where, and on how much data."""
+
+    enabled: bool = False
+    """Record loss-landscape slices (Parquet kind 'landscape') at the stages below. Each
+    slice's points are sharded over the trial's workers. Needs scale.zero_stage <= 2 (every
+    rank holds whole weights) and its cost is reported by harness.landscape.cost_forward_passes."""
+    interpolation: bool = True
+    """Interpolate between each recorded checkpoint and the one before it."""
+    interpolation_points: int = 21
+    """Alphas on the interpolation line (evenly spaced over interpolation_range)."""
+    interpolation_range: tuple[float, float] = (-0.5, 1.5)
+    """First and last alpha (0 and 1 are the two checkpoints)."""
+    random_1d_points: int = 21
+    """Points per 1-D random slice (0 = none); Li et al. use 21-51."""
+    random_2d_resolution: int = 0
+    """Points per axis of a 2-D random slice (0 = none; 11-51 is usual); cost grows as its
+    square."""
+    span: float = 0.5
+    """Random slices cover [-span, span] along each direction: 0.5 is LLM practice, 1.0 is
+    Li et al.'s."""
+    stages: str = "last"
+    """Checkpoints to slice: 'all' (every end-of-task checkpoint 1..T), 'last' (T), or a
+    comma-separated list of stages ('0' = the starting model; interpolations need >= 1)."""
+    datasets: tuple[str, ...] = ("prev", "new", "general")
+    """Data each point is scored on: 'prev' = the task before the checkpoint's, 'new' = the
+    checkpoint's own task, 'general' = general text, or explicit task names."""
+    examples_per_dataset: int = 16
+    """Evaluation examples per dataset (a fixed, seeded sample reused at every point)."""
+    batch_size: int = 8
+    """Examples per forward pass; batches per dataset = ceil(examples / batch_size)."""
+    max_tokens: int = 256
+    """Each evaluation example is cut to this many tokens."""
+    seeds: tuple[int, ...] = (0,)
+    """Direction seeds: one 1-D and/or one 2-D slice per seed and stage."""
+    normalisation: Literal["filter", "layer", "none"] = "filter"
+    """Direction scaling: 'filter' (per weight row), 'layer' (per tensor) or 'none'."""
+
+    def problems(self) -> list[str]:
+        """Every rule this config breaks (empty when valid); each names the value and fix."""
+        p = []
+        for name in ("interpolation_points", "random_1d_points", "random_2d_resolution"):
+            v = getattr(self, name)
+            if v < 0 or v == 1:
+                p.append(f"landscape.{name}: {v} must be 0 (off) or >= 2")
+        if self.interpolation and self.interpolation_points < 2:
+            p.append("landscape.interpolation_points: need >= 2 when interpolation is on")
+        lo, hi = self.interpolation_range
+        if not lo <= 0.0 < 1.0 <= hi:
+            p.append(
+                f"landscape.interpolation_range: {self.interpolation_range} must contain [0, 1] "
+                "(the two checkpoints) for the barrier"
+            )
+        if self.span <= 0:
+            p.append(f"landscape.span: {self.span} must be > 0")
+        for name in ("examples_per_dataset", "batch_size", "max_tokens"):
+            if getattr(self, name) <= 0:
+                p.append(f"landscape.{name}: {getattr(self, name)} must be > 0")
+        if not self.datasets:
+            p.append("landscape.datasets: empty; use e.g. ('prev', 'new', 'general')")
+        if (self.random_1d_points or self.random_2d_resolution) and not self.seeds:
+            p.append("landscape.seeds: empty but random slices are on; give e.g. (0,)")
+        if self.stages not in ("all", "last"):
+            try:
+                [int(s) for s in self.stages.split(",") if s.strip()]
+            except ValueError:
+                p.append(f"landscape.stages: {self.stages!r} is not 'all', 'last' or e.g. '1,3'")
+        return p
+
+    def check(self) -> LandscapeConfig:
+        """Raise ConfigError listing every problem; return self when valid."""
+        if problems := self.problems():
+            raise ConfigError(problems)
+        return self
+
+    def stage_list(self, n_tasks: int) -> list[int]:
+        """The checkpoints to slice in a stream of ``n_tasks`` tasks."""
+        self.check()
+        if self.stages == "all":
+            return list(range(1, n_tasks + 1))
+        if self.stages == "last":
+            return [n_tasks]
+        stages = sorted({int(s) for s in self.stages.split(",") if s.strip()})
+        bad = [s for s in stages if not 0 <= s <= n_tasks]
+        if bad:
+            raise ConfigError([f"landscape.stages: {bad} outside 0..{n_tasks} ({n_tasks} tasks)"])
+        return stages
+
+    def alphas(self) -> list[float]:
+        """The interpolation coefficients."""
+        return grid_points(*self.interpolation_range, self.interpolation_points)
+
+    def axis(self, n: int) -> list[float]:
+        """``n`` coordinates along one random direction."""
+        return grid_points(-self.span, self.span, n)
+
+    def points_per_stage(self, stage: int) -> int:
+        """Grid points sliced at one checkpoint (all slices, all seeds)."""
+        n = len(self.seeds) * (self.random_1d_points + self.random_2d_resolution**2)
+        if self.interpolation and stage >= 1:
+            n += self.interpolation_points
+        return n
+
+
+def grid_points(lo: float, hi: float, n: int) -> list[float]:
+    """``n`` evenly spaced values from ``lo`` to ``hi``, rounded to 10 decimals so that grid
+    points such as 0 and 1 are exact and work as stable keys."""
+    import numpy as np
+
+    return [float(x) for x in np.round(np.linspace(lo, hi, n), 10)]
+
+
 RESOURCE_ONLY = ("cpus_per_worker", "gpus_per_worker", "max_failures")
 """Scale settings that only change scheduling, never what a trial computes."""
 
@@ -222,6 +335,7 @@ class TrialConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -468,6 +582,17 @@ def _rules(cfg: TrialConfig) -> list[str]:
         p.append(f"scale.max_failures: {sc.max_failures} must be >= -1 (-1 = retry forever)")
     if m.dtype == "bfloat16" and m.name == "tiny":
         p.append("model.dtype: bfloat16 with the 'tiny' CPU preset; use float32")
+    ls = cfg.landscape
+    if ls.enabled:
+        p.extend(ls.problems())
+        if sc.backend == "deepspeed" and sc.zero_stage == 3:
+            p.append(
+                "landscape.enabled: slices rewrite whole weight tensors, which ZeRO-3 shards "
+                "over ranks; use scale.zero_stage=2 (an 8B LoRA model fits one 80 GB GPU) or "
+                "landscape.enabled=false"
+            )
+        if "general" in ls.datasets and not e.heldout:
+            p.append("landscape.datasets: 'general' is scored on eval.heldout; set it or drop it")
     for ch in "/\\":
         if cfg.trial_id and ch in cfg.trial_id:
             p.append(f"trial_id: {cfg.trial_id!r} must not contain {ch!r}")

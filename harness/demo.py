@@ -7,7 +7,7 @@
 2. Pretrain the small base model on the world's general text, unless a base for exactly this
    corpus and settings is cached (content hash), with a progress bar.
 3. Run a small study with Ray Tune on a local Ray started in-process: the base model
-   fine-tuned on the task sequence with each replay method (default: none and tm), one
+   fine-tuned on the task sequence with each replay method (default: none, tm and tm:dynamic), one
    trial per method and seed, Tune's progress table while it runs.
 4. Print what each method kept of the base model's general ability, and where the Parquet
    files are.

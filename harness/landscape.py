@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from harness.config import ConfigError
+from harness.config import LandscapeConfig, grid_points
 from harness.train import IGNORE, TokenizedExample, collate, token_nll
 
 SliceKind = Literal["interpolation", "random_1d", "random_2d"]
@@ -337,12 +337,12 @@ def slice_directions(params: Mapping[str, Tensor], spec: SliceSpec, **kw) -> lis
 
 def axis_grid(span: float, n: int) -> list[float]:
     """``n`` evenly spaced coordinates in [-span, span], rounded to 10 decimals (stable keys)."""
-    return [float(x) for x in np.round(np.linspace(-span, span, n), 10)]
+    return grid_points(-span, span, n)
 
 
 def default_alphas(lo: float = -0.5, hi: float = 1.5, n: int = 21) -> list[float]:
     """Interpolation coefficients; rounded so 0 and 1 are exact when they are grid points."""
-    return [float(x) for x in np.round(np.linspace(lo, hi, n), 10)]
+    return grid_points(lo, hi, n)
 
 
 def slice_points(alphas: Sequence[float], betas: Sequence[float] | None = None) -> list[Coord]:
@@ -635,113 +635,156 @@ def lora_merged(peft_model: nn.Module) -> Iterator[MergedLora]:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class LandscapeConfig:
-    """Which loss-landscape slices a trial records, where, and on how much data."""
-
-    interpolation: bool = True
-    """Interpolate between each recorded checkpoint and the one before it."""
-    interpolation_points: int = 21
-    """Alphas on the interpolation line (evenly spaced over interpolation_range)."""
-    interpolation_range: tuple[float, float] = (-0.5, 1.5)
-    """First and last alpha (0 and 1 are the two checkpoints)."""
-    random_1d_points: int = 21
-    """Points per 1-D random slice (0 = none); Li et al. use 21-51."""
-    random_2d_resolution: int = 0
-    """Points per axis of a 2-D random slice (0 = none; 11-51 is usual); cost grows as its
-    square."""
-    span: float = 0.5
-    """Random slices cover [-span, span] along each direction: 0.5 is LLM practice, 1.0 is
-    Li et al.'s."""
-    stages: str = "last"
-    """Checkpoints to slice: 'all' (every end-of-task checkpoint 1..T), 'last' (T), or a
-    comma-separated list of stages ('0' = the starting model; interpolations need >= 1)."""
-    datasets: tuple[str, ...] = ("prev", "new", "general")
-    """Data each point is scored on: 'prev' = the task before the checkpoint's, 'new' = the
-    checkpoint's own task, 'general' = general text, or explicit task names."""
-    examples_per_dataset: int = 16
-    """Evaluation examples per dataset (a fixed, seeded sample reused at every point)."""
-    batch_size: int = 8
-    """Examples per forward pass; batches per dataset = ceil(examples / batch_size)."""
-    max_tokens: int = 256
-    """Each evaluation example is cut to this many tokens."""
-    seeds: tuple[int, ...] = (0,)
-    """Direction seeds: one 1-D and/or one 2-D slice per seed and stage."""
-    normalisation: Normalisation = "filter"
-    """Direction scaling: 'filter' (per weight row), 'layer' (per tensor) or 'none'."""
-
-    def problems(self) -> list[str]:
-        """Every rule this config breaks (empty when valid); each names the value and fix."""
-        p = []
-        for name in ("interpolation_points", "random_1d_points", "random_2d_resolution"):
-            v = getattr(self, name)
-            if v < 0 or v == 1:
-                p.append(f"landscape.{name}: {v} must be 0 (off) or >= 2")
-        if self.interpolation and self.interpolation_points < 2:
-            p.append("landscape.interpolation_points: need >= 2 when interpolation is on")
-        lo, hi = self.interpolation_range
-        if not lo <= 0.0 < 1.0 <= hi:
-            p.append(
-                f"landscape.interpolation_range: {self.interpolation_range} must contain [0, 1] "
-                "(the two checkpoints) for the barrier"
-            )
-        if self.span <= 0:
-            p.append(f"landscape.span: {self.span} must be > 0")
-        for name in ("examples_per_dataset", "batch_size", "max_tokens"):
-            if getattr(self, name) <= 0:
-                p.append(f"landscape.{name}: {getattr(self, name)} must be > 0")
-        if not self.datasets:
-            p.append("landscape.datasets: empty; use e.g. ('prev', 'new', 'general')")
-        if (self.random_1d_points or self.random_2d_resolution) and not self.seeds:
-            p.append("landscape.seeds: empty but random slices are on; give e.g. (0,)")
-        if self.normalisation not in ("filter", "layer", "none"):
-            p.append(f"landscape.normalisation: {self.normalisation!r} is not filter/layer/none")
-        if self.stages not in ("all", "last"):
-            try:
-                [int(s) for s in self.stages.split(",") if s.strip()]
-            except ValueError:
-                p.append(f"landscape.stages: {self.stages!r} is not 'all', 'last' or e.g. '1,3'")
-        return p
-
-    def check(self) -> LandscapeConfig:
-        """Raise ConfigError listing every problem; return self when valid."""
-        if problems := self.problems():
-            raise ConfigError(problems)
-        return self
-
-    def stage_list(self, n_tasks: int) -> list[int]:
-        """The checkpoints to slice in a stream of ``n_tasks`` tasks."""
-        self.check()
-        if self.stages == "all":
-            return list(range(1, n_tasks + 1))
-        if self.stages == "last":
-            return [n_tasks]
-        stages = sorted({int(s) for s in self.stages.split(",") if s.strip()})
-        bad = [s for s in stages if not 0 <= s <= n_tasks]
-        if bad:
-            raise ConfigError([f"landscape.stages: {bad} outside 0..{n_tasks} ({n_tasks} tasks)"])
-        return stages
-
-    def alphas(self) -> list[float]:
-        return default_alphas(*self.interpolation_range, self.interpolation_points)
-
-    def axis(self, n: int) -> list[float]:
-        return axis_grid(self.span, n)
-
-    def points_per_stage(self, stage: int) -> int:
-        """Grid points sliced at one checkpoint (all slices, all seeds)."""
-        n = len(self.seeds) * (self.random_1d_points + self.random_2d_resolution**2)
-        if self.interpolation and stage >= 1:
-            n += self.interpolation_points
-        return n
-
-
 def cost_forward_passes(cfg: LandscapeConfig, n_tasks: int, n_datasets: int | None = None) -> int:
     """Forward passes a trial's landscape costs: points x datasets x batches per dataset.
 
-    ``n_datasets`` defaults to ``len(cfg.datasets)``. Each pass is one batch of up to
-    ``batch_size`` x ``max_tokens`` tokens.
+    ``n_datasets`` defaults to the datasets that exist at each stage ('prev' from stage 2,
+    'new' from stage 1). Each pass is one batch of up to ``batch_size`` x ``max_tokens``
+    tokens, with no backward pass.
     """
-    n_datasets = len(cfg.datasets) if n_datasets is None else n_datasets
-    points = sum(cfg.points_per_stage(s) for s in cfg.stage_list(n_tasks))
-    return points * n_datasets * math.ceil(cfg.examples_per_dataset / cfg.batch_size)
+
+    def datasets_at(stage: int) -> int:
+        if n_datasets is not None:
+            return n_datasets
+        need = {"prev": 2, "new": 1}
+        return sum(stage >= need.get(d, 0) for d in cfg.datasets)
+
+    batches = math.ceil(cfg.examples_per_dataset / cfg.batch_size)
+    return sum(cfg.points_per_stage(s) * datasets_at(s) * batches for s in cfg.stage_list(n_tasks))
+
+
+# --------------------------------------------------------------------------------------------
+# Recording a checkpoint's slices inside a trial (sharded over ranks, resumable)
+# --------------------------------------------------------------------------------------------
+
+ROUND = 4
+"""Points per rank between two gathers: the granularity at which progress is saved."""
+
+
+def is_peft(model: nn.Module) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def stage_specs(
+    cfg: LandscapeConfig, stage: int, *, space: Space, interpolate: bool
+) -> list[SliceSpec]:
+    """The slices ``cfg`` records around checkpoint ``stage`` (interpolation from stage-1 when
+    ``interpolate``, then per seed the 1-D and the 2-D random slice)."""
+    specs = []
+    if cfg.interpolation and interpolate and stage >= 1:
+        specs.append(interpolation_slice(stage - 1, stage, space=space))
+    for seed in cfg.seeds:
+        for dims, n in ((1, cfg.random_1d_points), (2, cfg.random_2d_resolution)):
+            if n:
+                specs.append(
+                    random_slice(
+                        stage, seed, dims=dims, normalisation=cfg.normalisation, space=space
+                    )
+                )
+    return specs
+
+
+def previous_weights(model: nn.Module) -> Params:
+    """What a later interpolation needs of the current checkpoint, in float32 on the CPU: all
+    parameters of a plain model, the merged update delta_W of a PEFT model."""
+    if is_peft(model):
+        return {n: t.cpu() for n, t in merged_lora_params(model).items()}
+    return {n: p.detach().to("cpu", torch.float32).clone() for n, p in model.named_parameters()}
+
+
+@dataclass
+class _InterpolationJob:
+    model: nn.Module
+    spec: SliceSpec
+    theta_a: Params
+    theta_b: Params
+    batches: Batches
+    done: set[PointKey]
+
+    def __call__(self, points: Sequence[Coord]) -> list[dict]:
+        a, b = self.theta_a, self.theta_b
+        return _evaluate(
+            self.model,
+            self.spec,
+            points,
+            self.batches,
+            self.done,
+            lambda c: [(1.0 - c[0], a), (c[0], b)],
+        )
+
+
+@dataclass
+class _RandomJob:
+    model: nn.Module
+    spec: SliceSpec
+    base: Params
+    directions: list[Params]
+    batches: Batches
+    done: set[PointKey]
+
+    def __call__(self, points: Sequence[Coord]) -> list[dict]:
+        return evaluate_points(
+            self.model, self.spec, self.base, self.directions, points, self.batches, done=self.done
+        )
+
+
+def record_stage(
+    model: nn.Module,
+    cfg: LandscapeConfig,
+    stage: int,
+    batches: Batches,
+    *,
+    prev: Params | None = None,
+    done: Iterable[Mapping] = (),
+    rank: int = 0,
+    world: int = 1,
+    gather=None,
+    on_rows=None,
+) -> list[dict]:
+    """Every slice ``cfg`` asks for around the model's current weights (checkpoint ``stage``).
+
+    ``prev``: :func:`previous_weights` of checkpoint ``stage - 1`` (None: no interpolation).
+    ``done``: rows already recorded (e.g. read back from Parquet): their points are skipped,
+    so an interrupted stage computes only its missing points. Work is split over ``world``
+    ranks: every rank calls this with the same arguments and its ``rank``; each evaluates its
+    :func:`shard` of a round of points, ``gather(rows) -> [rows of rank 0, rank 1, ...]``
+    (e.g. ``torch.distributed.all_gather_object``) collects them, and ``on_rows(new_rows)``
+    is called after every round (rank 0 saves them). Returns every new row, on every rank.
+    The model holds its own weights again afterwards.
+    """
+    gather = gather or (lambda rows: [rows])
+    was_training = model.training
+    model.eval()
+    try:
+        return _record(model, cfg, stage, batches, prev, list(done), rank, world, gather, on_rows)
+    finally:
+        model.train(was_training)
+
+
+def _record(model, cfg, stage, batches, prev, done, rank, world, gather, on_rows) -> list[dict]:
+    peft = is_peft(model)
+    space: Space = "lora_merged" if peft else "full"
+    out: list[dict] = []
+    with lora_merged(model) if peft else contextlib.nullcontext() as view, torch.no_grad():
+        base = view.weights() if peft else pristine(model)
+        for spec in stage_specs(cfg, stage, space=space, interpolate=prev is not None):
+            have = done_keys(done, spec)
+            if spec.kind == "interpolation":
+                theta_a = view.weights(prev) if peft else prev
+                points = slice_points(cfg.alphas())
+                job = _InterpolationJob(model, spec, theta_a, base, batches, have)
+            else:
+                n = cfg.random_1d_points if spec.dims == 1 else cfg.random_2d_resolution
+                points = slice_points(cfg.axis(n), cfg.axis(n) if spec.dims == 2 else None)
+                job = _RandomJob(model, spec, base, slice_directions(base, spec), batches, have)
+            todo = [c for c in points if any(point_key(d, *c) not in have for d in batches)]
+            try:
+                for start in range(0, len(todo), ROUND * world):
+                    mine = shard(todo[start : start + ROUND * world], world, rank)
+                    new = [r for part in gather(job(mine)) for r in part]
+                    out += new
+                    if on_rows is not None:
+                        on_rows(new)
+            finally:
+                _write(model, [(1.0, base)])
+    return out

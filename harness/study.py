@@ -22,6 +22,25 @@ __all__ = ["axis", "main"]
 log = logging.getLogger("harness.study")
 
 
+def landscape_cost(configs) -> str:
+    """One line: what the grid's landscape slices cost, in forward passes."""
+    from harness.data.benchmark import ORDERS
+    from harness.landscape import cost_forward_passes
+
+    total, per = 0, set()
+    for c in configs:
+        spec = c.data.tasks.strip()
+        n_tasks = len(ORDERS[spec]) if spec in ORDERS else len([t for t in spec.split(",") if t])
+        n = cost_forward_passes(c.landscape, n_tasks) if c.landscape.enabled else 0
+        total += n
+        per.add(n)
+    ls = configs[0].landscape
+    return (
+        f"landscape: {'/'.join(map(str, sorted(per)))} forward passes per trial, {total} in all "
+        f"(each a batch of <= {ls.batch_size} x {ls.max_tokens} tokens, no backward)"
+    )
+
+
 def build_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"python studies/{name}.py",
@@ -87,7 +106,13 @@ def main(
     grid: Sequence[Axis],
     smoke: Sequence[Axis],
     argv: Sequence[str] | None = None,
+    *,
+    settings: dict | None = None,
+    smoke_settings: dict | None = None,
 ) -> int:
+    """Run a study script: ``settings`` (dotted keys) apply to every trial of the study on
+    top of the preset, ``smoke_settings`` on top of those under --smoke-test; ``--set`` wins
+    over both."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser(name, doc).parse_args(argv)
     try:
@@ -95,6 +120,9 @@ def main(
         overrides = dict(parse_override(item) for item in args.set)
         from harness.config import merge
 
+        base = merge(base, dict(settings or {}))
+        if args.smoke_test:
+            base = merge(base, dict(smoke_settings or {}))
         base = merge(base, {**overrides, "out": args.out})
         configs = expand_grid(name, base, smoke if args.smoke_test else grid)
         preflight(configs)
@@ -106,6 +134,8 @@ def main(
     )
     for c in configs:
         print(f"  {c.id}")
+    if configs[0].landscape.enabled:
+        print(landscape_cost(configs))
     if args.dry_run:
         return 0
     from pathlib import Path

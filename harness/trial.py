@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from harness import __version__
-from harness.config import TrialConfig
+from harness.config import ConfigError, TrialConfig
 from harness.data import (
     MCQuestion,
     Task,
@@ -388,6 +389,15 @@ def run_trial(
     )
     acc, general, curve = rows["accuracy"], rows["general"], rows["curve"]
     plasticity = rows.setdefault("plasticity", [])
+    land = (
+        _Landscape(cfg, data, tok_tasks, heldout, tok.pad_token_id)
+        if cfg.landscape.enabled
+        else None
+    )
+    landscape = rows.setdefault("landscape", [])
+    if land is not None and state:
+        # Points of the interrupted stage were saved as they finished: keep them.
+        landscape += land.partial_rows(backend, cfg, trial_id, after_stage=state["finished_stage"])
     progress_state = {
         "global_step": state["global_step"] if state else 0,
         "tokens": state["train_tokens"] if state else 0,
@@ -403,6 +413,8 @@ def run_trial(
             kinds = [("accuracy", acc), ("general", general), ("curve", curve)]
             if evaluate.plasticity_batch is not None:
                 kinds.append(("plasticity", plasticity))
+            if land is not None:
+                kinds.append(("landscape", landscape))
             for kind, kind_rows in kinds:
                 files[kind] = write_records(
                     cfg.out, kind, kind_rows, study=cfg.study, trial_id=trial_id
@@ -428,6 +440,7 @@ def run_trial(
                     "general": general,
                     "curve": curve,
                     "plasticity": plasticity,
+                    "landscape": landscape,
                 },
                 "global_step": progress_state["global_step"],
                 "train_tokens": progress_state["tokens"],
@@ -437,6 +450,29 @@ def run_trial(
             (path / CHECKPOINT_STATE).write_text(json.dumps(body))
         backend.barrier()
 
+    def record_landscape(stage: int) -> None:
+        """This checkpoint's slices (sharded over the ranks), then what the next one needs."""
+        if land is None:
+            return
+        if stage in land.stages:
+            t0 = time.perf_counter()
+            before = len(landscape)
+
+            def saved(new_rows: list[dict]) -> None:
+                landscape.extend(new_rows)
+                flush()
+
+            land.record(built.model, stage, backend, done=landscape, on_rows=saved)
+            log.info(
+                "trial %s: landscape at stage %d: %d rows in %.1f s (%d ranks)",
+                trial_id,
+                stage,
+                len(landscape) - before,
+                time.perf_counter() - t0,
+                backend.world_size,
+            )
+        land.keep_for_next(built.model, stage)
+
     status, error, diverged = "completed", None, (None, None)
     try:
         if not state:
@@ -445,6 +481,9 @@ def run_trial(
             general += g
             plasticity += pl
             flush()
+            record_landscape(0)
+        elif land is not None:
+            land.keep_for_next(built.model, state["finished_stage"])
         for stage, (task, tt) in enumerate(zip(data.tasks, tok_tasks, strict=True), start=1):
             if stage < first_stage:
                 continue
@@ -483,6 +522,7 @@ def run_trial(
             general += g
             plasticity += pl
             flush()
+            record_landscape(stage)
             if on_stage_end is not None:
                 metrics = {
                     "stage": stage,
@@ -523,6 +563,109 @@ def _plasticity_setup(cfg: TrialConfig, built: Built, heldout: list[list[int]], 
     dtype = next(built.model.parameters()).dtype
     start = load_tokenizer_and_model(cfg.model.name, dtype=dtype, seed=cfg.seed)[1]
     return batch, snapshot_weights(start)
+
+
+class _Landscape:
+    """A trial's loss-landscape recording: fixed evaluation batches, the stages to slice, and
+    the previous checkpoint's weights for the interpolation."""
+
+    def __init__(self, cfg: TrialConfig, data: TrialData, tok_tasks, heldout, pad_id: int):
+        from harness.landscape import eval_batches
+
+        self.cfg = cfg.landscape
+        names = [t.name for t in data.tasks]
+        self.stages = self.cfg.stage_list(len(names))
+        unknown = [d for d in self.cfg.datasets if d not in ("prev", "new", "general", *names)]
+        if unknown:
+            raise ConfigError(
+                [
+                    f"landscape.datasets: {unknown} are neither 'prev', 'new', 'general' nor "
+                    f"tasks of this trial ({', '.join(names)})"
+                ]
+            )
+        self.names = names
+        c = self.cfg
+        rng = random.Random(cfg.seed)
+
+        def sample(n: int) -> list[int]:
+            return sorted(rng.sample(range(n), min(n, c.examples_per_dataset)))
+
+        def batches(examples):
+            return eval_batches(examples, pad_id, batch_size=c.batch_size, max_tokens=c.max_tokens)
+
+        # The loss of each task is that of its gold answers on a fixed sample of test prompts.
+        self.task_batches = {}
+        for name, tt in zip(names, tok_tasks, strict=True):
+            idx = sample(len(tt.prompts))
+            self.task_batches[name] = batches(
+                [
+                    TokenizedExample(
+                        ids=tuple(tt.prompts[i]) + tuple(tt.candidates[tt.answers[i]]),
+                        n_prompt=len(tt.prompts[i]),
+                    )
+                    for i in idx
+                ]
+            )
+        self.general = (
+            batches(
+                [TokenizedExample(ids=tuple(heldout[i]), n_prompt=0) for i in sample(len(heldout))]
+            )
+            if heldout
+            else None
+        )
+        self.prev = None
+
+    def batches(self, stage: int) -> dict:
+        """Dataset name -> fixed batches at checkpoint ``stage`` ('prev'/'new' resolve to the
+        tasks before and at it; those that do not exist at this stage are left out)."""
+        out = {}
+        for d in self.cfg.datasets:
+            if d == "general":
+                if self.general is not None:
+                    out["general"] = self.general
+            elif d == "new":
+                if stage >= 1:
+                    out[self.names[stage - 1]] = self.task_batches[self.names[stage - 1]]
+            elif d == "prev":
+                if stage >= 2:
+                    out[self.names[stage - 2]] = self.task_batches[self.names[stage - 2]]
+            else:
+                out[d] = self.task_batches[d]
+        return out
+
+    def record(self, model, stage: int, backend, *, done, on_rows) -> list[dict]:
+        from harness.landscape import record_stage
+
+        return record_stage(
+            model,
+            self.cfg,
+            stage,
+            self.batches(stage),
+            prev=self.prev if self.cfg.interpolation else None,
+            done=[r for r in done if r["stage"] == stage],
+            rank=backend.rank,
+            world=backend.world_size,
+            gather=backend.gather,
+            on_rows=on_rows if backend.rank == 0 else None,
+        )
+
+    def keep_for_next(self, model, stage: int) -> None:
+        """Hold this checkpoint's weights when the next stage interpolates from it."""
+        from harness.landscape import previous_weights
+
+        need = self.cfg.interpolation and stage + 1 in self.stages
+        self.prev = previous_weights(model) if need else None
+
+    def partial_rows(self, backend, cfg: TrialConfig, trial_id: str, *, after_stage: int):
+        """Rows of stages after the checkpoint, saved before the trial was interrupted (read
+        on rank 0, shared with every rank so all skip the same points)."""
+        from results.io import read_trial_rows
+
+        rows = []
+        if backend.rank == 0:
+            stored = read_trial_rows(cfg.out, "landscape", study=cfg.study, trial_id=trial_id)
+            rows = [r for r in stored if r["stage"] > after_stage]
+        return backend.gather(rows)[0]
 
 
 class _as_is:

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from results.schema import KINDS, SCHEMA_VERSION, schema_for, to_table, validate_table
+from results.schema import FILLED, KINDS, SCHEMA_VERSION, schema_for, to_table, validate_table
 
 __all__ = [
     "read_records",
@@ -143,6 +143,19 @@ def read_records(path_or_study_dir: str | Path, kind: str) -> pd.DataFrame:
     if not tables:
         return schema.empty_table().to_pandas()
     return pa.concat_tables(tables).to_pandas()
+
+
+def read_trial_rows(out: str | Path, kind: str, *, study: str, trial_id: str) -> list[dict]:
+    """One trial's stored rows of one kind as plain dicts, without the filled columns
+    (schema_version, study, trial_id) so they can be written back; [] if none are stored."""
+    path = record_path(out, kind, study=study, trial_id=trial_id)
+    if not path.is_file():
+        return []
+    rows = _read_file(path, kind).to_pylist()
+    for r in rows:
+        for c in FILLED:
+            r.pop(c, None)
+    return rows
 
 
 def read_study(path: str | Path) -> dict[str, pd.DataFrame]:

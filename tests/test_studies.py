@@ -16,7 +16,13 @@ import pytest
 from results.io import read_study
 
 REPO = Path(__file__).resolve().parents[1]
-SMOKE_TRIALS = {"lr_robustness": 4, "replay_size": 4, "loss_types": 6, "lora_vs_full": 4}
+SMOKE_TRIALS = {
+    "lr_robustness": 4,
+    "replay_size": 4,
+    "loss_types": 6,
+    "lora_vs_full": 4,
+    "landscape": 4,
+}
 N_TASKS = 2  # smoke runs train on the first 2 tasks of the generated world
 
 pytestmark = pytest.mark.slow
@@ -68,6 +74,30 @@ def test_study_smoke_test_writes_a_schema_valid_dataset(name, tmp_path):
         assert sorted(tables["summary"].replay_size) == [0, 4, 8, 16]
     else:
         assert sorted(tables["summary"].method) == ["ce", "kl", "l1", "l2", "none", "tm"]
+
+
+def test_landscape_smoke_records_every_slice_and_reports_it(tmp_path):
+    proc = _study("landscape", tmp_path / "runs", "--report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "landscape: 195 forward passes per trial, 780 in all" in proc.stdout
+    tables = _check_dataset(tmp_path / "runs", "landscape")
+    land = tables["landscape"]
+    # Per trial: stage 1 scores (new, general), stage 2 (prev, new, general); each stage has
+    # an interpolation (7 alphas), a 1-D (7) and a 2-D (5 x 5) slice: 39 points.
+    assert land.groupby("trial_id").size().tolist() == [39 * 2 + 39 * 3] * 4
+    assert not land.duplicated(["trial_id", "slice", "stage", "dataset", "alpha", "beta"]).any()
+    assert set(land[land.trial_id.str.contains("lora")].space) == {"lora_merged"}
+    assert set(land[~land.trial_id.str.contains("lora")].space) == {"full"}
+    assert land.loss.notna().all() and (land.tokens > 0).all()
+    report_dir = tmp_path / "runs" / "study=landscape" / "report"
+    report = (report_dir / "report.md").read_text()
+    for section in ("## Loss landscape", "## Plasticity diagnostics"):
+        assert section in report
+    figures = {p.name for p in report_dir.glob("*.png")}
+    for prefix in ("interpolation_", "landscape2d_", "plasticity_", "accuracy_"):
+        assert any(f.startswith(prefix) for f in figures), (prefix, sorted(figures))
+    for png in report_dir.glob("*.png"):
+        assert f"]({png.name})" in report  # every figure is shown in the report
 
 
 def test_a_killed_trial_resumes_from_its_last_task_and_a_rerun_runs_nothing(tmp_path):
