@@ -463,14 +463,15 @@ def run_trial(
                 flush()
 
             land.record(built.model, stage, backend, done=landscape, on_rows=saved)
-            log.info(
-                "trial %s: landscape at stage %d: %d rows in %.1f s (%d ranks)",
-                trial_id,
-                stage,
-                len(landscape) - before,
-                time.perf_counter() - t0,
-                backend.world_size,
-            )
+            if rank0:
+                log.info(
+                    "trial %s: landscape at stage %d: %d rows in %.1f s (%d ranks)",
+                    trial_id,
+                    stage,
+                    len(landscape) - before,
+                    time.perf_counter() - t0,
+                    backend.world_size,
+                )
         land.keep_for_next(built.model, stage)
 
     status, error, diverged = "completed", None, (None, None)
@@ -593,19 +594,25 @@ class _Landscape:
         def batches(examples):
             return eval_batches(examples, pad_id, batch_size=c.batch_size, max_tokens=c.max_tokens)
 
-        # The loss of each task is that of its gold answers on a fixed sample of test prompts.
+        # The loss of each task is that of its gold answers on a fixed sample of test prompts;
+        # a prompt too long for max_tokens loses its left end (after BOS), never the answer.
         self.task_batches = {}
         for name, tt in zip(names, tok_tasks, strict=True):
-            idx = sample(len(tt.prompts))
-            self.task_batches[name] = batches(
-                [
-                    TokenizedExample(
-                        ids=tuple(tt.prompts[i]) + tuple(tt.candidates[tt.answers[i]]),
-                        n_prompt=len(tt.prompts[i]),
+            examples = []
+            for i in sample(len(tt.prompts)):
+                prompt, answer = list(tt.prompts[i]), list(tt.candidates[tt.answers[i]])
+                room = c.max_tokens - len(answer)
+                if room < 2:
+                    raise ConfigError(
+                        [
+                            f"landscape.max_tokens: {c.max_tokens} leaves no room for a prompt "
+                            f"before task {name!r}'s {len(answer)}-token answer; raise it"
+                        ]
                     )
-                    for i in idx
-                ]
-            )
+                if len(prompt) > room:
+                    prompt = prompt[:1] + prompt[len(prompt) - room + 1 :]
+                examples.append(TokenizedExample(ids=tuple(prompt + answer), n_prompt=len(prompt)))
+            self.task_batches[name] = batches(examples)
         self.general = (
             batches(
                 [TokenizedExample(ids=tuple(heldout[i]), n_prompt=0) for i in sample(len(heldout))]

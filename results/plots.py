@@ -281,13 +281,16 @@ def plot_interpolation(
     sum(loss_sum) / sum(tokens), in nats per token.
     """
     rows = _trial_slices(landscape, trial_id, slice_kind)
-    order = ["from_stage", "to_stage", "slice"] if slice_kind == "interpolation" else ["slice"]
-    firsts = rows.groupby("slice", sort=False).first().reset_index().sort_values(order)
+    # A slice name (random1d:seed=0) recurs at every sliced checkpoint: (slice, stage) is one.
+    order = (
+        ["from_stage", "to_stage", "slice"] if slice_kind == "interpolation" else ["stage", "slice"]
+    )
+    firsts = rows.groupby(["slice", "stage"], sort=False).first().reset_index().sort_values(order)
     n = len(firsts)
     nrows, ncols = _grid(n)
     fig, axes = _figure(nrows, ncols, w=5.2, h=3.9)
     for ax, (_, sl) in zip(axes.flat, firsts.iterrows(), strict=False):
-        pts = rows[rows["slice"] == sl["slice"]]
+        pts = rows[(rows["slice"] == sl["slice"]) & (rows["stage"] == sl["stage"])]
         for dataset, d in pts.groupby("dataset", sort=True):
             curve = an.pooled_loss(d, ["alpha"])
             ax.plot(curve["alpha"], curve["loss"], marker=".", label=str(dataset))
@@ -311,16 +314,24 @@ def plot_interpolation(
     return fig
 
 
-def plot_landscape_2d(landscape: pd.DataFrame, trial_id: str, slice: str) -> Figure:
+def plot_landscape_2d(
+    landscape: pd.DataFrame, trial_id: str, slice: str, stage: int | None = None
+) -> Figure:
     """Filled contours of L(θ + α d1 + β d2) for one 2-D slice, one panel per dataset.
 
-    The star marks the trained weights (α = β = 0). Levels are log-spaced when the loss spans
-    more than a factor 20, so the basin is not flattened by a high rim.
+    ``stage``: the checkpoint the slice is around (default: the last one sliced). The star
+    marks the trained weights (α = β = 0). Levels are log-spaced when the loss spans more than
+    a factor 20, so the basin is not flattened by a high rim.
     """
     rows = _trial_slices(landscape, trial_id, "random_2d")
     rows = rows[rows["slice"] == slice]
     if rows.empty:
         raise ValueError(f"no random_2d slice {slice!r} for trial {trial_id!r}")
+    stages = sorted(rows["stage"].unique())
+    stage = stages[-1] if stage is None else stage
+    if stage not in stages:
+        raise ValueError(f"slice {slice!r} of trial {trial_id!r} has stages {stages}, not {stage}")
+    rows = rows[rows["stage"] == stage]
     datasets = sorted(rows["dataset"].unique())
     nrows, ncols = _grid(len(datasets), 2)
     fig, axes = _figure(nrows, ncols, w=5.6, h=4.6)
@@ -353,8 +364,7 @@ def plot_landscape_2d(landscape: pd.DataFrame, trial_id: str, slice: str) -> Fig
         ax.set_aspect("equal", adjustable="box")
         _legend(ax, loc="upper right")
     _hide_unused(axes, len(datasets))
-    stage = rows["stage"].iloc[0] if "stage" in rows else "?"
-    fig.suptitle(f"2-D loss landscape {slice} at stage {stage}, trial {trial_id}")
+    fig.suptitle(f"2-D loss landscape {slice} around stage {stage}, trial {trial_id}")
     return fig
 
 

@@ -518,9 +518,9 @@ def _section_landscape(w: _Writer, land: pd.DataFrame, summary: pd.DataFrame, re
             w.figure(
                 f"landscape2d_{method}",
                 f"2-D landscape {method}",
-                f"{plots.method_label(method)}, slice `{first}`: loss contours over two random "
-                "filter-normalised directions; the star is the trained model; wider low "
-                "regions mean flatter minima.",
+                f"{plots.method_label(method)}, slice `{first}` around the last sliced "
+                "checkpoint: loss contours over two random filter-normalised directions; the "
+                "star is the trained model; wider low regions mean flatter minima.",
                 lambda tid=tid, first=first: plots.plot_landscape_2d(land, tid, first),
             )
 

@@ -22,7 +22,7 @@ SMALL = LandscapeConfig(
     stages="all",
     examples_per_dataset=4,
     batch_size=2,
-    max_tokens=48,
+    max_tokens=12,  # shorter than the task prompts: they must lose their left end, not the answer
 )
 
 
@@ -153,6 +153,8 @@ def test_a_trial_records_slices_that_agree_between_checkpoints(mini_root, tmp_pa
     run_trial(cfg)
     land = read_records(tmp_path / "out" / "study=engine", "landscape")
     assert sorted(land.stage.unique()) == [1, 2, 3]
+    assert (land.tokens > 0).all() and land.loss.notna().all()
+    assert (land.tokens <= 4 * 12).all()
     assert set(land.slice) == {
         "interp:0->1",
         "interp:1->2",

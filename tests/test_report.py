@@ -447,3 +447,39 @@ def test_markdown_table_renders_index_and_nan() -> None:
         "| none | 0.5 |",
         "| tm | – |",
     ]
+
+
+def test_random_slices_recorded_at_several_stages_are_plotted_per_stage() -> None:
+    """The same slice name recurs at every sliced checkpoint; the plots never pool them."""
+    rows = []
+    for stage, offset in ((1, 10.0), (2, 0.0)):
+        for alpha in (-0.5, 0.0, 0.5):
+            for kind, betas in (("random_1d", [np.nan]), ("random_2d", [-0.5, 0.0, 0.5])):
+                for beta in betas:
+                    loss = offset + alpha**2 + (0 if np.isnan(beta) else beta**2)
+                    rows.append(
+                        dict(
+                            trial_id="t",
+                            stage=stage,
+                            slice=f"{kind.replace('_', '')}:seed=0",
+                            slice_kind=kind,
+                            alpha=alpha,
+                            beta=beta,
+                            dataset="general",
+                            loss_sum=loss * 10,
+                            tokens=10,
+                        )
+                    )
+    land = pd.DataFrame(rows)
+    one_d = plots.plot_interpolation(land, "t", slice_kind="random_1d")
+    axes = _main_axes(one_d)
+    assert len(axes) == 2
+    for ax, offset in zip(axes, (10.0, 0.0), strict=True):
+        assert min(ax.get_lines()[0].get_ydata()) == pytest.approx(offset)  # not a pooled mean
+    for stage, offset in ((None, 0.0), (1, 10.0)):
+        fig = plots.plot_landscape_2d(land, "t", "random2d:seed=0", stage=stage)
+        assert f"around stage {stage or 2}" in fig.get_suptitle()
+        cbar = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"][0]
+        assert cbar.get_ylim()[0] == pytest.approx(offset)
+    with pytest.raises(ValueError, match="has stages"):
+        plots.plot_landscape_2d(land, "t", "random2d:seed=0", stage=3)
