@@ -221,6 +221,13 @@ class LandscapeConfig:
             v = getattr(self, name)
             if v < 0 or v == 1:
                 p.append(f"landscape.{name}: {v} must be 0 (off) or >= 2")
+        for name in ("random_1d_points", "random_2d_resolution"):
+            v = getattr(self, name)
+            if v >= 2 and v % 2 == 0:
+                p.append(
+                    f"landscape.{name}: {v} is even, so the trained weights (0) are not a grid "
+                    f"point; use {v + 1}"
+                )
         if self.interpolation and self.interpolation_points < 2:
             p.append("landscape.interpolation_points: need >= 2 when interpolation is on")
         lo, hi = self.interpolation_range
@@ -229,6 +236,15 @@ class LandscapeConfig:
                 f"landscape.interpolation_range: {self.interpolation_range} must contain [0, 1] "
                 "(the two checkpoints) for the barrier"
             )
+        elif self.interpolation and self.interpolation_points >= 2:
+            alphas = self.alphas()
+            if 0.0 not in alphas or 1.0 not in alphas:
+                fits = [n for n in range(3, 52) if {0.0, 1.0} <= set(grid_points(lo, hi, n))]
+                p.append(
+                    f"landscape.interpolation_points: {self.interpolation_points} points over "
+                    f"{self.interpolation_range} miss alpha 0 or 1 (the checkpoints, needed for "
+                    f"the barrier); use one of {fits[:6]}"
+                )
         if self.span <= 0:
             p.append(f"landscape.span: {self.span} must be > 0")
         for name in ("examples_per_dataset", "batch_size", "max_tokens"):

@@ -10,7 +10,7 @@ Grid: replay.method in {none, tm} x model.tuning in {full, lora} x seed in {0, 1
 (8 trials); every checkpoint sliced: interpolation from the previous one (21 alphas in
 [-0.5, 1.5]), a 1-D random slice (21 points in [-0.5, 0.5]) and a 2-D one (11 x 11),
 filter-normalised, 16 examples per dataset. Smoke: {none, tm} x {full, lora} (4 trials),
-2 tasks, 7 alphas, 7 points, 5 x 5.
+2 tasks, 9 alphas, 7 points, 5 x 5.
 
 Cost (printed by the script, in forward passes of one batch of <= 8 x 256 tokens, no
 backward): per stage 21 + 21 + 121 = 163 points x 3 datasets x 2 batches = 978 passes;
@@ -54,7 +54,7 @@ SETTINGS = {
 }
 SMOKE_SETTINGS = {
     "landscape": {
-        "interpolation_points": 7,
+        "interpolation_points": 9,
         "random_1d_points": 7,
         "random_2d_resolution": 5,
         "examples_per_dataset": 8,

@@ -344,8 +344,11 @@ def test_config_cost_and_validation() -> None:
     )
     # per stage: 2 seeds x (21 + 121) = 284 points, + 21 interpolation points; 3 stages
     assert L.cost_forward_passes(cfg, n_tasks=3, n_datasets=3) == (284 + 21) * 3 * 3 * 2
-    last = L.LandscapeConfig(stages="last", random_1d_points=0, interpolation_points=11)
-    assert L.cost_forward_passes(last, n_tasks=15) == 11 * 3 * 2
+    last = L.LandscapeConfig(stages="last", random_1d_points=0, interpolation_points=9)
+    assert L.cost_forward_passes(last, n_tasks=15) == 9 * 3 * 2
+    # Stage 1 has no 'prev' task: by default only the datasets that exist are counted.
+    first = L.LandscapeConfig(stages="1", random_1d_points=0, interpolation_points=9)
+    assert L.cost_forward_passes(first, n_tasks=15) == 9 * 2 * 2
     assert L.LandscapeConfig(stages="0,2", interpolation=True).stage_list(3) == [0, 2]
     # Stage 0 has no predecessor to interpolate from.
     assert L.LandscapeConfig(stages="0").points_per_stage(0) == 21
@@ -357,5 +360,11 @@ def test_config_cost_and_validation() -> None:
     msg = str(err.value)
     for part in ("interpolation_range", "span", "stages", "random_1d_points"):
         assert f"landscape.{part}" in msg
+    # Grids must contain the checkpoints: alpha 0 and 1 on the line, 0 on random axes.
+    with pytest.raises(ConfigError) as err:
+        L.LandscapeConfig(interpolation_points=7, random_2d_resolution=10).check()
+    msg = str(err.value)
+    assert "miss alpha 0 or 1" in msg and "[5, 9, 13" in msg
+    assert "random_2d_resolution: 10 is even" in msg and "use 11" in msg
     with pytest.raises(ConfigError, match="outside 0..3"):
         L.LandscapeConfig(stages="4").stage_list(3)

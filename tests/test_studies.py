@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from results.analysis import interpolation_summary
 from results.io import read_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,16 +80,19 @@ def test_study_smoke_test_writes_a_schema_valid_dataset(name, tmp_path):
 def test_landscape_smoke_records_every_slice_and_reports_it(tmp_path):
     proc = _study("landscape", tmp_path / "runs", "--report")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "landscape: 195 forward passes per trial, 780 in all" in proc.stdout
+    assert "landscape: 205 forward passes per trial, 820 in all" in proc.stdout
     tables = _check_dataset(tmp_path / "runs", "landscape")
     land = tables["landscape"]
     # Per trial: stage 1 scores (new, general), stage 2 (prev, new, general); each stage has
-    # an interpolation (7 alphas), a 1-D (7) and a 2-D (5 x 5) slice: 39 points.
-    assert land.groupby("trial_id").size().tolist() == [39 * 2 + 39 * 3] * 4
+    # an interpolation (9 alphas), a 1-D (7) and a 2-D (5 x 5) slice: 41 points.
+    assert land.groupby("trial_id").size().tolist() == [41 * 2 + 41 * 3] * 4
     assert not land.duplicated(["trial_id", "slice", "stage", "dataset", "alpha", "beta"]).any()
     assert set(land[land.trial_id.str.contains("lora")].space) == {"lora_merged"}
     assert set(land[~land.trial_id.str.contains("lora")].space) == {"full"}
     assert land.loss.notna().all() and (land.tokens > 0).all()
+    barriers = interpolation_summary(land)
+    assert len(barriers) == 4 * (2 + 3) and barriers.barrier.notna().all()
+    assert (barriers.barrier >= 0).all()
     report_dir = tmp_path / "runs" / "study=landscape" / "report"
     report = (report_dir / "report.md").read_text()
     for section in ("## Loss landscape", "## Plasticity diagnostics"):
