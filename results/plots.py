@@ -303,7 +303,8 @@ def plot_interpolation(
         else:
             ax.axvline(0.0, color="black", ls="--", lw=0.8)
             ax.set_xlabel("α along random direction (filter-normalised)")
-            seed = sl.get("direction_seed", "")
+            seed = sl.get("direction_seed")
+            seed = "?" if seed is None or pd.isna(seed) else int(seed)  # NaN-able column: float
             ax.set_title(f"{sl['slice']} (stage {sl['stage']}, seed {seed})", fontsize="medium")
         ax.set_ylabel("loss (nats/token)")
         ax.grid(alpha=0.3)
