@@ -328,6 +328,8 @@ def run_trial(
     torch.manual_seed(cfg.seed)
     trial_id = cfg.id
     data = load_data(cfg)
+    if cfg.landscape.enabled:
+        _Landscape.check(cfg, data)  # before the model is built
     state = json.loads((resume_from / CHECKPOINT_STATE).read_text()) if resume_from else None
     if state and state["trial_id"] != trial_id:
         raise ValueError(
@@ -574,17 +576,8 @@ class _Landscape:
         from harness.landscape import eval_batches
 
         self.cfg = cfg.landscape
-        names = [t.name for t in data.tasks]
-        self.stages = self.cfg.stage_list(len(names))
-        unknown = [d for d in self.cfg.datasets if d not in ("prev", "new", "general", *names)]
-        if unknown:
-            raise ConfigError(
-                [
-                    f"landscape.datasets: {unknown} are neither 'prev', 'new', 'general' nor "
-                    f"tasks of this trial ({', '.join(names)})"
-                ]
-            )
-        self.names = names
+        self.stages = self.check(cfg, data)
+        self.names = names = [t.name for t in data.tasks]
         c = self.cfg
         rng = random.Random(cfg.seed)
 
@@ -621,6 +614,23 @@ class _Landscape:
             else None
         )
         self.prev = None
+
+    @staticmethod
+    def check(cfg: TrialConfig, data: TrialData) -> list[int]:
+        """The stages to slice; ConfigError if a stage or dataset does not exist in this trial
+        (run before the model is built, and on the driver by :func:`preflight`)."""
+        names = [t.name for t in data.tasks]
+        stages = cfg.landscape.stage_list(len(names))
+        known = ("prev", "new", "general", *names)
+        unknown = [d for d in cfg.landscape.datasets if d not in known]
+        if unknown:
+            raise ConfigError(
+                [
+                    f"landscape.datasets: {unknown} are neither 'prev', 'new', 'general' nor "
+                    f"tasks of this trial ({', '.join(names)})"
+                ]
+            )
+        return stages
 
     def batches(self, stage: int) -> dict:
         """Dataset name -> fixed batches at checkpoint ``stage`` ('prev'/'new' resolve to the
@@ -744,6 +754,7 @@ def preflight(configs: list[TrialConfig]) -> None:
                 d["replay"]["size"],
                 d["eval"],
                 d["seed"],
+                d["landscape"],
             ],
             sort_keys=True,
         )
@@ -751,8 +762,10 @@ def preflight(configs: list[TrialConfig]) -> None:
             continue
         seen[key] = cfg.id
         try:
-            load_data(cfg)
-        except DataError as exc:
+            data = load_data(cfg)
+            if cfg.landscape.enabled:
+                _Landscape.check(cfg, data)
+        except (DataError, ConfigError) as exc:
             problems.setdefault(str(exc), []).append(cfg.id)
     if problems:
         raise DataError(

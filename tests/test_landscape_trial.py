@@ -234,3 +234,23 @@ def test_a_trial_interrupted_inside_a_slice_resumes_its_missing_points(
     b = expected.sort_values(cols).reset_index(drop=True)
     assert a[cols].equals(b[cols])
     assert a.loss_sum.tolist() == pytest.approx(b.loss_sum.tolist(), rel=1e-6)
+
+
+def test_landscape_settings_that_do_not_fit_the_tasks_fail_before_any_work(
+    mini_root, tmp_path, monkeypatch
+) -> None:
+    from harness import trial as T
+
+    cfg = _mini_config(mini_root, tmp_path / "out", **{"replay.method": "none"})
+    bad = from_dict(
+        {
+            **cfg.to_dict(),
+            "landscape": {**SMALL.__dict__, "stages": "4", "datasets": ["new", "colur"]},
+        }
+    )
+    monkeypatch.setattr(T, "build", lambda *a, **k: pytest.fail("model built before the check"))
+    with pytest.raises(ConfigError, match="outside 0..3"):
+        run_trial(bad)
+    bad = from_dict({**bad.to_dict(), "landscape": {**SMALL.__dict__, "datasets": ["colur"]}})
+    with pytest.raises(ValueError, match=r"\['colur'\] are neither"):
+        T.preflight([bad])
