@@ -33,6 +33,7 @@ Every function returns rows of the ``landscape`` record kind (``results.schema``
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -692,40 +693,9 @@ def previous_weights(model: nn.Module) -> Params:
     return {n: p.detach().to("cpu", torch.float32).clone() for n, p in model.named_parameters()}
 
 
-@dataclass
-class _InterpolationJob:
-    model: nn.Module
-    spec: SliceSpec
-    theta_a: Params
-    theta_b: Params
-    batches: Batches
-    done: set[PointKey]
-
-    def __call__(self, points: Sequence[Coord]) -> list[dict]:
-        a, b = self.theta_a, self.theta_b
-        return _evaluate(
-            self.model,
-            self.spec,
-            points,
-            self.batches,
-            self.done,
-            lambda c: [(1.0 - c[0], a), (c[0], b)],
-        )
-
-
-@dataclass
-class _RandomJob:
-    model: nn.Module
-    spec: SliceSpec
-    base: Params
-    directions: list[Params]
-    batches: Batches
-    done: set[PointKey]
-
-    def __call__(self, points: Sequence[Coord]) -> list[dict]:
-        return evaluate_points(
-            self.model, self.spec, self.base, self.directions, points, self.batches, done=self.done
-        )
+def _interpolate_at(model, theta_a, theta_b, points: Sequence[Coord], **kw) -> list[dict]:
+    """:func:`evaluate_interpolation` at the alphas of ``points`` (a shard of a slice)."""
+    return evaluate_interpolation(model, theta_a, theta_b, [a for a, _ in points], **kw)
 
 
 def record_stage(
@@ -769,22 +739,32 @@ def _record(model, cfg, stage, batches, prev, done, rank, world, gather, on_rows
         base = view.weights() if peft else pristine(model)
         for spec in stage_specs(cfg, stage, space=space, interpolate=prev is not None):
             have = done_keys(done, spec)
+            # Each job evaluates a shard of points and leaves the model holding ``base``.
             if spec.kind == "interpolation":
-                theta_a = view.weights(prev) if peft else prev
                 points = slice_points(cfg.alphas())
-                job = _InterpolationJob(model, spec, theta_a, base, batches, have)
+                job = functools.partial(
+                    _interpolate_at,
+                    model,
+                    view.weights(prev) if peft else prev,
+                    base,
+                    batches=batches,
+                    from_stage=spec.from_stage,
+                    to_stage=spec.to_stage,
+                    space=space,
+                    done=have,
+                )
             else:
                 n = cfg.random_1d_points if spec.dims == 1 else cfg.random_2d_resolution
                 points = slice_points(cfg.axis(n), cfg.axis(n) if spec.dims == 2 else None)
-                job = _RandomJob(model, spec, base, slice_directions(base, spec), batches, have)
+                directions = slice_directions(base, spec)
+                job = functools.partial(
+                    evaluate_points, model, spec, base, directions, batches=batches, done=have
+                )
             todo = [c for c in points if any(point_key(d, *c) not in have for d in batches)]
-            try:
-                for start in range(0, len(todo), ROUND * world):
-                    mine = shard(todo[start : start + ROUND * world], world, rank)
-                    new = [r for part in gather(job(mine)) for r in part]
-                    out += new
-                    if on_rows is not None:
-                        on_rows(new)
-            finally:
-                _write(model, [(1.0, base)])
+            for start in range(0, len(todo), ROUND * world):
+                mine = shard(todo[start : start + ROUND * world], world, rank)
+                new = [r for part in gather(job(mine)) for r in part]
+                out += new
+                if on_rows is not None:
+                    on_rows(new)
     return out

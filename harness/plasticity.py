@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from harness.landscape import EvalBatch
+from harness.landscape import EvalBatch, is_peft
 
 DEFAULT_TAUS = (0.0, 0.025, 0.1)
 """Dormant-score thresholds (Sokar et al. 2023)."""
@@ -207,10 +207,6 @@ def _canonical(name: str, peft: bool) -> str:
     return name.replace(".base_layer.", ".")
 
 
-def _is_peft(model: nn.Module) -> bool:
-    return hasattr(model, "peft_config")
-
-
 @torch.no_grad()
 def effective_weights(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
     """(plain parameter name, effective weight) for every weight the model computes with.
@@ -218,7 +214,7 @@ def effective_weights(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
     For a PEFT LoRA model, adapted weights are ``W0 + delta_W`` (float32) and the adapter
     matrices are skipped; other tensors are yielded as stored (no copy).
     """
-    if not _is_peft(model):
+    if not is_peft(model):
         for name, p in model.named_parameters():
             yield name, p.detach()
         return
@@ -247,7 +243,7 @@ def weight_stats(
     ``initial_params`` from :func:`snapshot_weights`) weight_distance, per decoder layer and for
     the whole model (layer -1: every weight, embeddings and head included)."""
     prefix, blocks = decoder_layers(model)
-    prefix = _canonical(prefix + ".", _is_peft(model))  # e.g. 'model.layers.'
+    prefix = _canonical(prefix + ".", is_peft(model))  # e.g. 'model.layers.'
     n_layers = len(blocks)
     keys = [*range(n_layers), -1]
     sq = dict.fromkeys(keys, 0.0)

@@ -202,15 +202,15 @@ def test_a_trial_interrupted_inside_a_slice_resumes_its_missing_points(
     expected = read_records(tmp_path / "ref" / "study=engine", "landscape")
 
     calls = {"n": 0}
-    real = L._RandomJob.__call__
+    real = L.evaluate_points  # one call per round of random-slice points
 
-    def dies_on_third_round(self, points):
+    def dies_on_third_round(*args, **kw):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("node lost")
-        return real(self, points)
+        return real(*args, **kw)
 
-    monkeypatch.setattr(L._RandomJob, "__call__", dies_on_third_round)
+    monkeypatch.setattr(L, "evaluate_points", dies_on_third_round)
     with pytest.raises(RuntimeError, match="node lost"):
         run_trial(cfg, on_stage_end=keep_stage_1)
     partial = read_records(tmp_path / "out" / "study=engine", "landscape")
@@ -218,7 +218,11 @@ def test_a_trial_interrupted_inside_a_slice_resumes_its_missing_points(
 
     evaluated = []
     monkeypatch.setattr(
-        L._RandomJob, "__call__", lambda self, pts: evaluated.extend(pts) or real(self, pts)
+        L,
+        "evaluate_points",
+        lambda model, spec, base, dirs, pts, **kw: (
+            evaluated.extend(pts) or real(model, spec, base, dirs, pts, **kw)
+        ),
     )
     run_trial(cfg, resume_from=ckpt)
     got = read_records(tmp_path / "out" / "study=engine", "landscape")
