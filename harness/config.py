@@ -18,6 +18,7 @@ import inspect
 import json
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -279,6 +280,19 @@ class LandscapeConfig:
         if bad:
             raise ConfigError([f"landscape.stages: {bad} outside 0..{n_tasks} ({n_tasks} tasks)"])
         return stages
+
+    def datasets_at(self, stage: int, tasks: Sequence[str]) -> list[str]:
+        """The data scored at checkpoint ``stage`` of a stream of ``tasks``: 'prev' and 'new'
+        resolve to the tasks before and at it, and are left out where there is none."""
+        out = []
+        for d in self.datasets:
+            if d == "new":
+                out += [tasks[stage - 1]] if stage >= 1 else []
+            elif d == "prev":
+                out += [tasks[stage - 2]] if stage >= 2 else []
+            else:
+                out.append(d)
+        return out
 
     def alphas(self) -> list[float]:
         """The interpolation coefficients."""

@@ -644,11 +644,10 @@ def cost_forward_passes(cfg: LandscapeConfig, n_tasks: int, n_datasets: int | No
     tokens, with no backward pass.
     """
 
+    tasks = [f"task{i}" for i in range(1, n_tasks + 1)]
+
     def datasets_at(stage: int) -> int:
-        if n_datasets is not None:
-            return n_datasets
-        need = {"prev": 2, "new": 1}
-        return sum(stage >= need.get(d, 0) for d in cfg.datasets)
+        return len(cfg.datasets_at(stage, tasks)) if n_datasets is None else n_datasets
 
     batches = math.ceil(cfg.examples_per_dataset / cfg.batch_size)
     return sum(cfg.points_per_stage(s) * datasets_at(s) * batches for s in cfg.stage_list(n_tasks))

@@ -636,18 +636,11 @@ class _Landscape:
         """Dataset name -> fixed batches at checkpoint ``stage`` ('prev'/'new' resolve to the
         tasks before and at it; those that do not exist at this stage are left out)."""
         out = {}
-        for d in self.cfg.datasets:
-            if d == "general":
-                if self.general is not None:
-                    out["general"] = self.general
-            elif d == "new":
-                if stage >= 1:
-                    out[self.names[stage - 1]] = self.task_batches[self.names[stage - 1]]
-            elif d == "prev":
-                if stage >= 2:
-                    out[self.names[stage - 2]] = self.task_batches[self.names[stage - 2]]
-            else:
+        for d in self.cfg.datasets_at(stage, self.names):
+            if d != "general":
                 out[d] = self.task_batches[d]
+            elif self.general is not None:
+                out[d] = self.general
         return out
 
     def record(self, model, stage: int, backend, *, done, on_rows) -> list[dict]:
