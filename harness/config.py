@@ -377,11 +377,16 @@ class TrialConfig:
             return self.trial_id
         import hashlib
 
-        d = self.to_dict()
-        # Where results go and what a worker reserves do not change what the trial computes.
-        scale = {k: v for k, v in d["scale"].items() if k not in RESOURCE_ONLY}
-        body = json.dumps({**d, "trial_id": None, "out": None, "scale": scale}, sort_keys=True)
+        body = json.dumps(computed_settings(self.to_dict()), sort_keys=True)
         return f"{self.replay.method}-{hashlib.sha256(body.encode()).hexdigest()[:10]}"
+
+
+def computed_settings(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without what does not change what the trial computes: its id, where
+    results go and what a worker reserves (:data:`RESOURCE_ONLY`). Two trials with equal
+    computed settings compute the same thing."""
+    scale = {k: v for k, v in d.get("scale", {}).items() if k not in RESOURCE_ONLY}
+    return {**d, "trial_id": None, "out": None, "scale": scale}
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from harness.config import RESOURCE_ONLY, ConfigError, TrialConfig, from_dict, merge
+from harness.config import ConfigError, TrialConfig, computed_settings, from_dict, merge
 
 log = logging.getLogger(__name__)
 
@@ -80,24 +80,17 @@ def expand_grid(study: str, base: Mapping[str, Any], grid: Sequence[Axis]) -> li
     return configs
 
 
-def _same_settings(summary: Mapping[str, Any], cfg: TrialConfig) -> bool:
-    """Whether a stored trial ran with this config (where results go and how many CPUs it
-    reserved do not count)."""
-
-    def key(d: dict) -> dict:
-        scale = {k: v for k, v in d.get("scale", {}).items() if k not in RESOURCE_ONLY}
-        return {**d, "out": None, "scale": scale}
-
-    return key(json.loads(summary["config_json"])) == key(cfg.to_dict())
-
-
-def finished(cfg: TrialConfig) -> dict | None:
+def finished(cfg: TrialConfig, completed: Mapping[str, dict] | None = None) -> dict | None:
     """The stored summary if this exact trial already completed, else None (a trial stored
-    under the same id with other settings is re-run, and its rows replaced)."""
-    done = completed_trials(cfg.out, cfg.study).get(cfg.id)
+    under the same id with other settings is re-run, and its rows replaced). ``completed``:
+    :func:`completed_trials` of the study, when the caller has read it already."""
+    if completed is None:
+        completed = completed_trials(cfg.out, cfg.study)
+    done = completed.get(cfg.id)
     if done is None:
         return None
-    if not _same_settings(done, cfg):
+    stored = computed_settings(json.loads(done["config_json"]))
+    if stored != computed_settings(cfg.to_dict()):
         log.warning("trial %s completed earlier with other settings: running it again", cfg.id)
         return None
     return done
@@ -272,7 +265,8 @@ def run_study(
     storage = (
         str(Path(storage_path).resolve()) if "://" not in str(storage_path) else str(storage_path)
     )
-    todo = [c for c in configs if finished(c) is None]
+    completed = completed_trials(out, study)  # read once, not once per trial
+    todo = [c for c in configs if finished(c, completed) is None]
     log.info(
         "study %s: %d trials, %d already completed", study, len(configs), len(configs) - len(todo)
     )
