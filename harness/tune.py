@@ -14,6 +14,7 @@ Resume and idempotence, without timestamps or random names anywhere:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -261,6 +262,12 @@ def run_study(
 
     if not configs:
         raise ValueError("a study needs at least one trial")
+    # Ray Train workers do not run in the driver's working directory: a relative results
+    # path (the default 'runs') must mean the driver's.
+    configs = [
+        c if "://" in c.out else dataclasses.replace(c, out=str(Path(c.out).resolve()))
+        for c in configs
+    ]
     study, out = configs[0].study, configs[0].out
     storage = (
         str(Path(storage_path).resolve()) if "://" not in str(storage_path) else str(storage_path)
