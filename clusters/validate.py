@@ -20,23 +20,42 @@ Two kinds of file, told apart by content (a Kubernetes manifest has ``apiVersion
   node type offers before one exists.
 * **KubeRay manifests** (``ray.io/v1`` ``RayCluster`` / ``RayJob``, with other Kubernetes
   documents such as a ``PersistentVolumeClaim`` allowed beside them):
-  :func:`validate_kuberay_manifest` checks the structure KubeRay needs, with a list of allowed
-  keys at each level it walks (spec, head and worker groups, pod template, pod spec, containers,
-  resources), so a misspelt key is rejected with a did-you-mean. Checked: ``apiVersion`` and
-  ``kind``; ``metadata.name``; ``headGroupSpec``; each worker group's ``groupName``, ``replicas``
-  / ``minReplicas`` / ``maxReplicas`` (integers, min <= replicas <= max); ``rayStartParams`` as a
-  string-to-string map (a bare YAML number fails at ``kubectl apply``); containers with ``name``
-  and ``image``; ``nvidia.com/gpu`` limits on GPU groups; autoscaling enabled when a group has a
-  range; ``rayVersion`` a string that matches the image tag; a RayJob's ``entrypoint``, exactly
-  one of ``rayClusterSpec`` / ``clusterSelector``, and a ``runtimeEnvYAML`` that parses, uses
-  known runtime-env fields and ships code from a URI (the submitter pod has no checkout).
+  :func:`validate_kuberay_manifest` validates each Ray document against the KubeRay operator's
+  own CRD schema: the ``openAPIV3Schema`` of the ``v1`` version of ``ray.io_rayclusters.yaml``
+  and ``ray.io_rayjobs.yaml``, stored under ``clusters/schemas/kuberay-<version>/`` (see
+  :data:`KUBERAY_VERSION` and ``clusters/schemas/README.md``), which inline every Kubernetes
+  core type they use (pod template, containers, resources, probes, volumes, affinity...). Two
+  things are added when the schema is loaded, neither stored: (1) KubeRay's CRDs never set
+  ``additionalProperties: false``, so every object that declares ``properties`` and neither
+  ``additionalProperties`` nor ``x-kubernetes-preserve-unknown-fields`` is *closed*
+  (``additionalProperties: false``): a misspelt key anywhere (``resources.limts``,
+  ``containers[0].imag``) is then rejected with a did-you-mean, as the API server rejects it
+  under ``kubectl apply``'s default ``--validate=strict`` (with ``--validate=false`` it would
+  silently prune the key); (2) the Kubernetes list semantics the schema states,
+  ``x-kubernetes-list-type: map`` / ``set`` (unique keys / items), and ``nullable``. Not
+  evaluated: the CRDs' few CEL rules (``x-kubernetes-validations``, on ``managedBy`` and
+  ``deletionStrategy``) and ``format`` (int32 ranges). Then, by hand, the project's *policy*,
+  which no schema states: ``apiVersion`` is ``ray.io/v1`` and ``kind`` a RayCluster or RayJob;
+  ``metadata`` (the CRDs leave ObjectMeta to the API server: ``type: object``) holds known keys
+  and a DNS ``name``; ``spec`` is present; ``rayStartParams`` is present on every group
+  (operators before 1.4 require it); group names are unique DNS labels; min <= replicas <= max;
+  a pod template has at least one container and each container an ``image``; GPU groups (named
+  ``*gpu*``, or declaring GPUs) set whole ``nvidia.com/gpu`` limits, equal to any request and to
+  ``num-gpus``, and do not run a CPU ``rayproject/ray`` image; autoscaling is enabled when a group
+  has a range; ``rayVersion`` matches the image tag; a RayJob names a known ``submissionMode``
+  (a plain string in the CRD), has an ``entrypoint`` (unless ``InteractiveMode``), exactly one
+  of ``rayClusterSpec`` / ``clusterSelector``, ``ttlSecondsAfterFinished`` only with
+  ``shutdownAfterJobFinishes``, and a ``runtimeEnvYAML`` that parses, uses known runtime-env
+  fields and ships code from a URI (the submitter pod has no checkout). Values a user must fill
+  in (``YOUR-...``) are listed by :func:`placeholders`, not rejected.
 
 Not checkable offline: whether instance / machine types, AMIs, images, zones, quotas, buckets,
 IAM roles, storage classes or service accounts exist; the contents of ``node_config`` and
-``provider`` (free-form in Ray's schema: a misspelt key there passes and fails at launch); the
-Kubernetes core types below the levels listed above (probes, volumes, affinity); and
-the version of the KubeRay CRDs installed in a cluster (``kubectl apply --dry-run=server`` does
-that). Every problem in a file is reported at once, naming the file, the key path and the fix.
+``provider`` (free-form in Ray's schema: a misspelt key there passes and fails at launch); and
+the version of the KubeRay CRDs installed in a cluster: the stored schemas are one release
+(newer than some operators: a field added since passes here and fails there;
+``kubectl apply --dry-run=server`` checks against the installed CRDs). Every problem in a file is
+reported at once, naming the file, the key path and the fix.
 """
 
 from __future__ import annotations
@@ -87,9 +106,11 @@ def _suggest(key: str, allowed: set[str] | list[str]) -> str:
 
 
 def _unknown_key(where: str, key: str, allowed: set[str] | list[str]) -> str:
+    """``where: unknown key 'x' (did you mean 'y'?); ...`` (no ``where:`` when it is empty)."""
     hint = _suggest(key, allowed)
     fix = "rename it" if hint else "remove it"
-    return f"{where}: unknown key {key!r}{hint}; {fix}. Allowed here: {', '.join(sorted(allowed))}"
+    text = f"unknown key {key!r}{hint}; {fix}. Allowed here: {', '.join(sorted(allowed))}"
+    return f"{where}: {text}" if where else text
 
 
 def _join(path: str, key: str | int) -> str:
@@ -119,6 +140,84 @@ def placeholders(path: str | Path) -> list[tuple[int, str]]:
     return found
 
 
+def _path_text(path: list) -> str:
+    """``a.b[0].c`` for an instance path; 'top level' for the empty path."""
+    where = ""
+    for key in path:
+        where = _join(where, key)
+    return where or "top level"
+
+
+def _short(text: str, limit: int = 240) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error_message(err: Any) -> str:
+    """A jsonschema error as a fix: quoting for YAML's numbers and booleans, did-you-means."""
+    inst, schema = err.instance, err.schema if isinstance(err.schema, dict) else {}
+    path = err.absolute_path
+    key = path[-1] if path and isinstance(path[-1], str) else None
+    if err.validator == "type":
+        expected = err.validator_value
+        if expected == "string" and isinstance(inst, bool | int | float):
+            text = json.dumps(inst)
+            what = "a boolean" if isinstance(inst, bool) else "a number"
+            fix = f'write {key}: "{text}"' if key else f'quote it: "{text}"'
+            return f"{inst!r} is not a string (YAML read {what}); {fix}"
+        if expected == "string" and isinstance(inst, dict | list) and key:
+            what = "a mapping" if isinstance(inst, dict) else "a list"
+            return f"is {what}, not a string; for text on several lines write {key}: | (indented)"
+        scalar = isinstance(inst, str) and (
+            (expected == "integer" and re.fullmatch(r"[+-]?\d+", inst.strip()))
+            or (expected == "number" and re.fullmatch(r"[+-]?\d+(\.\d*)?", inst.strip()))
+            or (expected == "boolean" and inst.strip() in ("true", "false"))
+        )
+        if scalar:
+            fix = f"{key}: {inst.strip()}" if key else inst.strip()
+            return f"{inst!r} is not of type {expected!r}; drop the quotes: {fix}"
+    if err.validator == "enum" and isinstance(inst, str):
+        return _short(err.message) + _suggest(inst, [str(v) for v in err.validator_value])
+    if schema.get("x-kubernetes-int-or-string"):
+        if err.validator == "anyOf":
+            text = json.dumps(inst) if isinstance(inst, bool | int | float) else str(inst)
+            return f'{inst!r} must be an integer or a string (quote it: "{text}")'
+        if err.validator == "pattern":
+            return f"{inst!r} is not a Kubernetes quantity (e.g. 8, 500m, 32Gi, 1Ti)"
+    return _short(err.message)
+
+
+def _sort_key(path: list) -> list[str]:
+    return [f"{p:09d}" if isinstance(p, int) else str(p) for p in path]
+
+
+def _schema_errors(validator: Any, instance: Any) -> list[tuple[list, str]]:
+    """(instance path, message) for every schema violation in ``instance``, sorted by path.
+
+    Each unknown key is reported on its own with a did-you-mean among the keys allowed there;
+    a missing required key is reported at its own path.
+    """
+    found = []
+    for err in validator.iter_errors(instance):
+        path = list(err.absolute_path)
+        if (
+            err.validator == "additionalProperties"
+            and err.validator_value is False
+            and isinstance(err.instance, dict)
+        ):
+            allowed = set(err.schema.get("properties", {}))
+            patterns = list(err.schema.get("patternProperties", {}))
+            for key in err.instance:
+                if str(key) not in allowed and not any(re.search(p, str(key)) for p in patterns):
+                    found.append((path, _unknown_key("", key, allowed)))
+        elif err.validator == "required" and (
+            m := re.match(r"^'(.+)' is a required property$", err.message)
+        ):
+            found.append((path + [m.group(1)], "missing (the schema requires it); add it"))
+        else:
+            found.append((path, _error_message(err)))
+    return sorted(found, key=lambda e: _sort_key(e[0]))
+
+
 # --------------------------------------------------------------------------------------------
 # Ray autoscaler YAMLs
 
@@ -133,38 +232,10 @@ def _ray_schema_validator() -> Any:
     return jsonschema.Draft7Validator(json.loads(schema_file.read_text()))
 
 
-def _subschema(schema: dict, path: list) -> dict:
-    """The schema node that governs the instance at ``path`` (objects only; enough for keys)."""
-    node = schema
-    for key in path:
-        props = node.get("properties", {})
-        if isinstance(key, str) and key in props:
-            node = props[key]
-        elif node.get("patternProperties"):
-            node = next(iter(node["patternProperties"].values()))
-        elif isinstance(key, int) and isinstance(node.get("items"), dict):
-            node = node["items"]
-        else:
-            return {}
-    return node
-
-
 def _schema_problems(raw: dict) -> list[str]:
-    validator = _ray_schema_validator()
-    schema = validator.schema
-    problems = []
-    for err in sorted(validator.iter_errors(raw), key=lambda e: [str(p) for p in e.path]):
-        where = ""
-        for key in err.absolute_path:
-            where = _join(where, key)
-        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-            node = _subschema(schema, list(err.absolute_path))
-            allowed = set(node.get("properties", {}))
-            for key in sorted(set(err.instance) - allowed):
-                problems.append(_unknown_key(where or "top level", key, allowed))
-        else:
-            problems.append(f"{where or 'top level'}: {err.message}")
-    return problems
+    return [
+        f"{_path_text(path)}: {msg}" for path, msg in _schema_errors(_ray_schema_validator(), raw)
+    ]
 
 
 @contextlib.contextmanager
@@ -257,55 +328,19 @@ def validate_autoscaler_yaml(path: str | Path) -> dict:
 RAY_API_VERSION = "ray.io/v1"
 RAY_KINDS = ("RayCluster", "RayJob")
 
-TOP_KEYS = {"apiVersion", "kind", "metadata", "spec"}
-METADATA_KEYS = {"name", "namespace", "labels", "annotations", "generateName", "finalizers"}
-# KubeRay ray.io/v1 RayClusterSpec (operator 1.1 through 1.5+).
-CLUSTER_SPEC_KEYS = {
-    "headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling",
-    "autoscalerOptions", "headServiceAnnotations", "suspend", "managedBy", "authOptions",
-    "gcsFaultToleranceOptions", "upgradeStrategy", "networkPolicy", "tlsOptions",
-    "historyServerOptions",
+KUBERAY_VERSION = "v1.7.0"
+"""The KubeRay release whose CRD schemas are stored (``clusters/schemas/README.md``)."""
+KUBERAY_SCHEMA_DIR = CLUSTERS_DIR / "schemas" / f"kuberay-{KUBERAY_VERSION}"
+KUBERAY_SCHEMA_FILES = {"RayCluster": "raycluster.json", "RayJob": "rayjob.json"}
+
+# ObjectMeta fields a manifest may set. The CRDs give the top-level metadata only
+# `type: object`: the API server validates ObjectMeta itself, so the schema cannot catch a typo.
+METADATA_KEYS = {
+    "name", "namespace", "labels", "annotations", "generateName", "finalizers", "ownerReferences",
 }  # fmt: skip
-HEAD_GROUP_KEYS = {
-    "rayStartParams", "template", "serviceType", "headService", "enableIngress",
-    "ingressOptions", "resources", "labels",
-}  # fmt: skip
-WORKER_GROUP_KEYS = {
-    "groupName", "replicas", "minReplicas", "maxReplicas", "rayStartParams", "template",
-    "idleTimeoutSeconds", "numOfHosts", "scaleStrategy", "suspend", "resources", "labels",
-    "priority",
-}  # fmt: skip
-AUTOSCALER_OPTION_KEYS = {
-    "resources", "image", "imagePullPolicy", "env", "envFrom", "volumeMounts",
-    "securityContext", "idleTimeoutSeconds", "upscalingMode", "version", "command", "args",
-}  # fmt: skip
-RAYJOB_SPEC_KEYS = {
-    "entrypoint", "rayClusterSpec", "clusterSelector", "runtimeEnvYAML", "jobId",
-    "shutdownAfterJobFinishes", "ttlSecondsAfterFinished", "activeDeadlineSeconds",
-    "backoffLimit", "submissionMode", "submitterPodTemplate", "submitterConfig", "metadata",
-    "entrypointNumCpus", "entrypointNumGpus", "entrypointResources", "suspend", "managedBy",
-    "deletionStrategy", "submitterFinishedTimeoutSeconds", "schedule",
-}  # fmt: skip
+# KubeRay's JobSubmissionMode constants (ray-operator/apis/ray/v1/rayjob_types.go); the CRD
+# types submissionMode as a plain string.
 SUBMISSION_MODES = {"K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"}
-TEMPLATE_KEYS = {"metadata", "spec"}
-# Kubernetes core/v1 PodSpec and Container fields.
-POD_SPEC_KEYS = {
-    "containers", "initContainers", "ephemeralContainers", "volumes", "restartPolicy",
-    "terminationGracePeriodSeconds", "activeDeadlineSeconds", "dnsPolicy", "dnsConfig",
-    "nodeSelector", "serviceAccountName", "serviceAccount", "automountServiceAccountToken",
-    "nodeName", "hostNetwork", "hostPID", "hostIPC", "hostUsers", "shareProcessNamespace",
-    "securityContext", "imagePullSecrets", "hostname", "subdomain", "setHostnameAsFQDN",
-    "affinity", "schedulerName", "tolerations", "hostAliases", "priorityClassName", "priority",
-    "preemptionPolicy", "readinessGates", "runtimeClassName", "enableServiceLinks", "overhead",
-    "topologySpreadConstraints", "os", "schedulingGates", "resourceClaims", "resources",
-}  # fmt: skip
-CONTAINER_KEYS = {
-    "name", "image", "command", "args", "workingDir", "ports", "env", "envFrom", "resources",
-    "resizePolicy", "restartPolicy", "volumeMounts", "volumeDevices", "livenessProbe",
-    "readinessProbe", "startupProbe", "lifecycle", "terminationMessagePath",
-    "terminationMessagePolicy", "imagePullPolicy", "securityContext", "stdin", "stdinOnce", "tty",
-}  # fmt: skip
-RESOURCE_KEYS = {"limits", "requests", "claims"}
 GPU_RESOURCE = "nvidia.com/gpu"
 # The public fields of ray.runtime_env.RuntimeEnv.known_fields in Ray 2.60 (a test keeps this
 # list in step with the installed Ray).
@@ -313,8 +348,125 @@ RUNTIME_ENV_KEYS = {
     "working_dir", "py_modules", "pip", "uv", "conda", "env_vars", "container", "image_uri",
     "excludes", "config", "py_executable", "java_jars", "worker_process_setup_hook",
 }  # fmt: skip
+# KubeRay's CRD defaults for a worker group's bounds (used when a key is left out).
+DEFAULT_MIN_REPLICAS, DEFAULT_MAX_REPLICAS = 0, 2**31 - 1
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 REMOTE_URI = re.compile(r"^(https?|s3|gs|gcs|azure|abfss?)://")
+
+# Keywords whose value is a subschema, a map of subschemas, or a list of them.
+_ONE_SCHEMA = ("items", "additionalProperties", "not")
+_SCHEMA_MAPS = ("properties", "patternProperties")
+_SCHEMA_LISTS = ("anyOf", "allOf", "oneOf")
+
+
+@functools.cache
+def _kuberay_schema_file(kind: str) -> dict:
+    return json.loads((KUBERAY_SCHEMA_DIR / KUBERAY_SCHEMA_FILES[kind]).read_text())
+
+
+def kuberay_schema(kind: str) -> dict:
+    """The stored schema file for ``kind`` (``RayCluster`` or ``RayJob``), as KubeRay wrote it.
+
+    Its header names the source: ``kuberay`` (release), ``commit``, ``source`` (CRD path),
+    ``apiVersion``; ``openAPIV3Schema`` is the schema.
+    """
+    return copy.deepcopy(_kuberay_schema_file(kind))
+
+
+def close_objects(schema: Any) -> Any:
+    """A copy of ``schema`` in which every object that declares ``properties`` and neither
+    ``additionalProperties`` nor ``x-kubernetes-preserve-unknown-fields`` forbids other keys
+    (``additionalProperties: false``), so that a misspelt key is an error, not ignored."""
+    if isinstance(schema, list):
+        return [close_objects(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    node = dict(schema)
+    for k in _ONE_SCHEMA:
+        if isinstance(node.get(k), dict | list):
+            node[k] = close_objects(node[k])
+    for k in _SCHEMA_MAPS:
+        if isinstance(node.get(k), dict):
+            node[k] = {name: close_objects(sub) for name, sub in node[k].items()}
+    for k in _SCHEMA_LISTS:
+        if isinstance(node.get(k), list):
+            node[k] = close_objects(node[k])
+    if (
+        "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        node["additionalProperties"] = False
+    return node
+
+
+def _list_type(validator: Any, list_type: str, instance: Any, schema: dict) -> Iterator[Any]:
+    """``x-kubernetes-list-type``: ``set`` items and ``map`` keys are unique (as the API
+    server checks); a map key left out counts with its schema default (``protocol: TCP``)."""
+    from jsonschema.exceptions import ValidationError
+
+    if not isinstance(instance, list):
+        return
+    if list_type == "set":
+        for i, item in enumerate(instance):
+            if item in instance[:i]:
+                yield ValidationError(f"{item!r} is listed twice (a set); remove one", path=[i])
+    elif list_type == "map":
+        keys = schema.get("x-kubernetes-list-map-keys", [])
+        props = schema.get("items", {}).get("properties", {})
+        seen: dict[str, int] = {}
+        for i, item in enumerate(instance):
+            if not isinstance(item, dict):
+                continue
+            ident = ", ".join(f"{k}={item.get(k, props.get(k, {}).get('default'))!r}" for k in keys)
+            if ident in seen:
+                yield ValidationError(
+                    f"{ident} again (also item [{seen[ident]}]); entries must differ in "
+                    f"{', '.join(keys)}",
+                    path=[i],
+                )
+            else:
+                seen[ident] = i
+
+
+@functools.cache
+def kuberay_validator(kind: str) -> Any:
+    """A validator for a ``kind`` document: the stored CRD schema, closed (:func:`close_objects`),
+    with the Kubernetes keywords ``x-kubernetes-list-type`` and ``nullable`` understood."""
+    import jsonschema
+
+    base = jsonschema.Draft7Validator
+    check_type = base.VALIDATORS["type"]
+
+    def nullable_type(validator: Any, types: Any, instance: Any, schema: dict) -> Iterator[Any]:
+        if instance is None and schema.get("nullable"):
+            return
+        yield from check_type(validator, types, instance, schema)
+
+    cls = jsonschema.validators.extend(
+        base, {"type": nullable_type, "x-kubernetes-list-type": _list_type}
+    )
+    return cls(close_objects(_kuberay_schema_file(kind)["openAPIV3Schema"]))
+
+
+def _group_label(group: Any) -> str:
+    """' (gpu8-80gb)' after a worker group's index, when it has a name."""
+    name = group.get("groupName") if isinstance(group, dict) else None
+    return f" ({name})" if isinstance(name, str) and name else ""
+
+
+def _manifest_path(doc: Any, path: list) -> str:
+    """The key path as text, naming worker groups: ``spec.workerGroupSpecs[0] (gpu8).replicas``."""
+    where, node, parent = "", doc, None
+    for key in path:
+        if isinstance(key, int):
+            node = node[key] if isinstance(node, list) and 0 <= key < len(node) else None
+            where += f"[{key}]" + (_group_label(node) if parent == "workerGroupSpecs" else "")
+        else:
+            node = node.get(key) if isinstance(node, dict) else None
+            where = _join(where, key)
+        parent = key
+    return where or "top level"
 
 
 class _Checker:
@@ -334,25 +486,14 @@ class _Checker:
             if key not in allowed:
                 self.problems.append(f"{self.prefix}: {_unknown_key(where, key, allowed)}")
 
-    def mapping(self, obj: Any, where: str, *, required: bool = True) -> dict | None:
-        if obj is None:
-            if required:
-                self.add(where, "missing; add it")
-            return None
-        if not isinstance(obj, dict):
-            self.add(where, f"must be a mapping, got {type(obj).__name__}")
-            return None
-        return obj
 
-    def integer(self, value: Any, where: str, *, required: bool = True) -> int | None:
-        if value is None:
-            if required:
-                self.add(where, "missing; add an integer >= 0")
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            self.add(where, f"{value!r} must be an integer >= 0")
-            return None
-        return value
+def _mapping(obj: Any) -> dict | None:
+    """``obj`` if it is a mapping; else None (a wrong type is the schema's to report)."""
+    return obj if isinstance(obj, dict) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _gpu_count(value: Any) -> int | None:
@@ -366,56 +507,38 @@ def _gpu_count(value: Any) -> int | None:
     return None
 
 
-def _check_start_params(c: _Checker, params: Any, where: str) -> dict:
-    if params is None:
-        c.add(where, "missing; add it (rayStartParams: {} when there is nothing to pass)")
-        return {}
-    params = c.mapping(params, where)
-    if params is None:
-        return {}
-    for key, value in params.items():
-        if not isinstance(value, str):
-            c.add(
-                f"{where}.{key}",
-                f'{value!r} is not a string; KubeRay wants strings here: write {key}: "{value}"',
-            )
-    return params
+def _check_start_params(c: _Checker, group: dict, where: str) -> dict:
+    """rayStartParams present (operators before 1.4 require it); value types are the schema's."""
+    if "rayStartParams" not in group:
+        c.add(
+            f"{where}.rayStartParams",
+            "missing; add it (rayStartParams: {} when there is nothing to pass): KubeRay "
+            "operators before 1.4 require it",
+        )
+    return _mapping(group.get("rayStartParams")) or {}
 
 
 def _check_pod_template(c: _Checker, template: Any, where: str) -> tuple[int, list[str]]:
-    """Check a pod template; return (GPUs requested by its containers, container images)."""
-    template = c.mapping(template, where)
-    if template is None:
-        return 0, []
-    c.keys(template, TEMPLATE_KEYS, where)
-    spec = c.mapping(template.get("spec"), f"{where}.spec")
-    if spec is None:
-        return 0, []
-    c.keys(spec, POD_SPEC_KEYS, f"{where}.spec")
-    containers = spec.get("containers")
-    if not isinstance(containers, list) or not containers:
-        c.add(f"{where}.spec.containers", "missing or empty; add the Ray container")
-        return 0, []
+    """Policy for a pod template; return (GPUs limited by its containers, container images)."""
+    spec = _mapping((_mapping(template) or {}).get("spec"))
+    containers = spec.get("containers") if spec else None
+    if not isinstance(containers, list):
+        return 0, []  # missing or mistyped: the schema says so
+    if not containers:
+        c.add(f"{where}.spec.containers", "empty; add the Ray container")
     gpus, images = 0, []
     for i, container in enumerate(containers):
         cw = f"{where}.spec.containers[{i}]"
-        container = c.mapping(container, cw)
-        if container is None:
+        if not isinstance(container, dict):
             continue
-        c.keys(container, CONTAINER_KEYS, cw)
-        if not container.get("name"):
-            c.add(f"{cw}.name", "missing; name the container (e.g. ray-worker)")
         image = container.get("image")
-        if not isinstance(image, str) or not image:
+        if image is None or image == "":
             c.add(f"{cw}.image", "missing; e.g. rayproject/ray:2.60.0-py311-gpu")
-        else:
+        elif isinstance(image, str):
             images.append(image)
-        res = c.mapping(container.get("resources"), f"{cw}.resources", required=False)
-        if res is None:
-            continue
-        c.keys(res, RESOURCE_KEYS, f"{cw}.resources")
-        limits = c.mapping(res.get("limits"), f"{cw}.resources.limits", required=False) or {}
-        requests = c.mapping(res.get("requests"), f"{cw}.resources.requests", required=False) or {}
+        res = _mapping(container.get("resources")) or {}
+        limits = _mapping(res.get("limits")) or {}
+        requests = _mapping(res.get("requests")) or {}
         if GPU_RESOURCE in limits:
             n = _gpu_count(limits[GPU_RESOURCE])
             if n is None or n < 1:
@@ -441,87 +564,80 @@ def _check_pod_template(c: _Checker, template: Any, where: str) -> tuple[int, li
     return gpus, images
 
 
-def _check_cluster_spec(c: _Checker, spec: Any, where: str) -> None:
-    spec = c.mapping(spec, where)
-    if spec is None:
-        return
-    c.keys(spec, CLUSTER_SPEC_KEYS, where)
-
-    ray_version = spec.get("rayVersion")
-    if ray_version is not None and not isinstance(ray_version, str):
+def _check_worker_group(c: _Checker, group: dict, gw: str) -> tuple[bool, list[str]]:
+    """Policy for one worker group; return (whether it has a range, its images)."""
+    for key in ("replicas", "minReplicas", "maxReplicas"):
+        value = _int(group.get(key))
+        if value is not None and value < 0:
+            c.add(f"{gw}.{key}", f"{value} must be >= 0")
+    replicas = _int(group.get("replicas"))
+    lo = _int(group.get("minReplicas", DEFAULT_MIN_REPLICAS))
+    hi = _int(group.get("maxReplicas", DEFAULT_MAX_REPLICAS))
+    has_range = False
+    if lo is not None and hi is not None:
+        if lo > hi:
+            c.add(gw, f"minReplicas {lo} > maxReplicas {hi}; swap or fix them")
+        elif replicas is not None and not lo <= replicas <= hi:
+            c.add(
+                f"{gw}.replicas",
+                f"{replicas} must lie in [minReplicas {lo}, maxReplicas {hi}]",
+            )
+        has_range = lo < hi
+    params = _check_start_params(c, group, gw)
+    gpus, images = _check_pod_template(c, group.get("template"), f"{gw}.template")
+    declared = _gpu_count(params.get("num-gpus"))
+    name = group.get("groupName")
+    group_res = _mapping(group.get("resources")) or {}
+    wants_gpu = (
+        (isinstance(name, str) and "gpu" in name.lower())
+        or bool(declared)
+        or bool(_gpu_count(group_res.get("GPU")))
+    )
+    if wants_gpu and gpus == 0:
         c.add(
-            f"{where}.rayVersion",
-            f"{ray_version!r} is not a string (YAML read a number); quote it: "
-            f'rayVersion: "{ray_version}"',
+            f"{gw}.template.spec.containers[0].resources.limits",
+            f"GPU group without a {GPU_RESOURCE} limit: no GPU would be attached to its "
+            f'pods; add {GPU_RESOURCE}: "1" (or 8) to limits',
         )
-        ray_version = None
-    opts = c.mapping(spec.get("autoscalerOptions"), f"{where}.autoscalerOptions", required=False)
-    if opts is not None:
-        c.keys(opts, AUTOSCALER_OPTION_KEYS, f"{where}.autoscalerOptions")
+    if declared is not None and gpus and declared != gpus:
+        c.add(
+            f"{gw}.rayStartParams.num-gpus",
+            f"{declared} differs from the {gpus} GPU(s) in the container limits",
+        )
+    for image in images:
+        if gpus and image.startswith("rayproject/ray:") and "-gpu" not in image:
+            if not re.search(r"-cu\d", image):
+                c.add(gw, f"GPU group runs the CPU image {image!r}; use a -gpu tag")
+    return has_range, images
 
+
+def _check_cluster_spec(c: _Checker, spec: dict, where: str) -> None:
+    """The project's policy for a RayClusterSpec (its structure is the schema's)."""
     all_images: list[tuple[str, str]] = []
-    head_where = f"{where}.headGroupSpec"
-    head = c.mapping(spec.get("headGroupSpec"), head_where)
+    head = _mapping(spec.get("headGroupSpec"))
     if head is not None:
-        c.keys(head, HEAD_GROUP_KEYS, head_where)
-        _check_start_params(c, head.get("rayStartParams"), f"{head_where}.rayStartParams")
-        _, images = _check_pod_template(c, head.get("template"), f"{head_where}.template")
-        all_images += [(head_where, im) for im in images]
+        hw = f"{where}.headGroupSpec"
+        _check_start_params(c, head, hw)
+        _, images = _check_pod_template(c, head.get("template"), f"{hw}.template")
+        all_images += [(hw, im) for im in images]
 
-    groups = spec.get("workerGroupSpecs", [])
-    if not isinstance(groups, list):
-        c.add(f"{where}.workerGroupSpecs", "must be a list of worker groups")
-        groups = []
+    groups = spec.get("workerGroupSpecs")
     names: set[str] = set()
     has_range = False
-    for i, group in enumerate(groups):
-        gw = f"{where}.workerGroupSpecs[{i}]"
-        group = c.mapping(group, gw)
-        if group is None:
+    for i, group in enumerate(groups if isinstance(groups, list) else []):
+        if not isinstance(group, dict):
             continue
-        c.keys(group, WORKER_GROUP_KEYS, gw)
+        gw = f"{where}.workerGroupSpecs[{i}]{_group_label(group)}"
         name = group.get("groupName")
-        if not isinstance(name, str) or not DNS_LABEL.match(name):
-            c.add(f"{gw}.groupName", f"{name!r}: give a lowercase name like gpu8-h100")
-        elif name in names:
-            c.add(f"{gw}.groupName", f"{name!r} is used twice; group names must be unique")
-        else:
+        if isinstance(name, str):
+            if not DNS_LABEL.match(name) or len(name) > 63:
+                c.add(f"{gw}.groupName", f"{name!r}: give a lowercase name like gpu8-h100")
+            elif name in names:
+                c.add(f"{gw}.groupName", f"{name!r} is used twice; group names must be unique")
             names.add(name)
-            gw = f"{where}.workerGroupSpecs[{i}] ({name})"
-        replicas = c.integer(group.get("replicas"), f"{gw}.replicas")
-        lo = c.integer(group.get("minReplicas"), f"{gw}.minReplicas")
-        hi = c.integer(group.get("maxReplicas"), f"{gw}.maxReplicas")
-        if lo is not None and hi is not None:
-            if lo > hi:
-                c.add(gw, f"minReplicas {lo} > maxReplicas {hi}; swap or fix them")
-            elif replicas is not None and not lo <= replicas <= hi:
-                c.add(f"{gw}.replicas", f"{replicas} must lie in [minReplicas {lo}, {hi}]")
-            has_range = has_range or lo < hi
-        params = _check_start_params(c, group.get("rayStartParams"), f"{gw}.rayStartParams")
-        gpus, images = _check_pod_template(c, group.get("template"), f"{gw}.template")
+        group_range, images = _check_worker_group(c, group, gw)
+        has_range = has_range or group_range
         all_images += [(gw, im) for im in images]
-        declared = _gpu_count(params.get("num-gpus"))
-        group_res = group.get("resources") if isinstance(group.get("resources"), dict) else {}
-        wants_gpu = (
-            (isinstance(name, str) and "gpu" in name.lower())
-            or bool(declared)
-            or bool(_gpu_count(group_res.get("GPU")))
-        )
-        if wants_gpu and gpus == 0:
-            c.add(
-                f"{gw}.template.spec.containers[0].resources.limits",
-                f"GPU group without a {GPU_RESOURCE} limit: no GPU would be attached to its "
-                f'pods; add {GPU_RESOURCE}: "1" (or 8) to limits',
-            )
-        if declared is not None and gpus and declared != gpus:
-            c.add(
-                f"{gw}.rayStartParams.num-gpus",
-                f"{declared} differs from the {gpus} GPU(s) in the container limits",
-            )
-        for image in images:
-            if gpus and image.startswith("rayproject/ray:") and "-gpu" not in image:
-                if not re.search(r"-cu\d", image):
-                    c.add(gw, f"GPU group runs the CPU image {image!r}; use a -gpu tag")
 
     if has_range and spec.get("enableInTreeAutoscaling") is not True:
         c.add(
@@ -529,7 +645,8 @@ def _check_cluster_spec(c: _Checker, spec: Any, where: str) -> None:
             "a worker group has minReplicas < maxReplicas but autoscaling is off, so KubeRay "
             "keeps `replicas` fixed; set enableInTreeAutoscaling: true",
         )
-    if ray_version:
+    ray_version = spec.get("rayVersion")
+    if isinstance(ray_version, str) and ray_version:
         for gw, image in all_images:
             tag = image.rsplit(":", 1)[-1] if ":" in image else ""
             m = re.match(r"^(\d+\.\d+\.\d+)", tag)
@@ -543,8 +660,7 @@ def _check_cluster_spec(c: _Checker, spec: Any, where: str) -> None:
 
 def _check_runtime_env(c: _Checker, text: Any, where: str) -> None:
     if not isinstance(text, str):
-        c.add(where, "must be a YAML string (use `runtimeEnvYAML: |` and indent the block)")
-        return
+        return  # the schema reports a non-string
     try:
         env = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -566,16 +682,17 @@ def _check_runtime_env(c: _Checker, text: Any, where: str) -> None:
         )
 
 
-def _check_rayjob_spec(c: _Checker, spec: Any, where: str) -> None:
-    spec = c.mapping(spec, where)
-    if spec is None:
-        return
-    c.keys(spec, RAYJOB_SPEC_KEYS, where)
+def _check_rayjob_spec(c: _Checker, spec: dict, where: str) -> None:
+    """The project's policy for a RayJobSpec (its structure is the schema's)."""
     mode = spec.get("submissionMode", "K8sJobMode")
-    if mode not in SUBMISSION_MODES:
-        c.add(f"{where}.submissionMode", f"{mode!r}{_suggest(mode, SUBMISSION_MODES)} is unknown")
+    if isinstance(mode, str) and mode not in SUBMISSION_MODES:
+        c.add(
+            f"{where}.submissionMode",
+            f"{mode!r}{_suggest(mode, SUBMISSION_MODES)} is not one of "
+            f"{', '.join(sorted(SUBMISSION_MODES))}",
+        )
     entrypoint = spec.get("entrypoint")
-    if mode != "InteractiveMode" and (not isinstance(entrypoint, str) or not entrypoint.strip()):
+    if mode != "InteractiveMode" and (entrypoint is None or entrypoint == ""):
         c.add(
             f"{where}.entrypoint",
             "missing; the command to run, e.g. python studies/lr_robustness.py --storage-path ...",
@@ -587,19 +704,15 @@ def _check_rayjob_spec(c: _Checker, spec: Any, where: str) -> None:
             "give exactly one of rayClusterSpec (a cluster made for this job) or "
             "clusterSelector (labels of a running RayCluster)",
         )
-    if has_spec:
-        _check_cluster_spec(c, spec["rayClusterSpec"], f"{where}.rayClusterSpec")
-    shutdown = spec.get("shutdownAfterJobFinishes")
-    if shutdown is not None and not isinstance(shutdown, bool):
-        c.add(f"{where}.shutdownAfterJobFinishes", f"{shutdown!r} must be true or false")
-    ttl = spec.get("ttlSecondsAfterFinished")
-    if ttl is not None:
-        ttl = c.integer(ttl, f"{where}.ttlSecondsAfterFinished")
-        if ttl and shutdown is not True:
-            c.add(
-                f"{where}.ttlSecondsAfterFinished",
-                "only takes effect with shutdownAfterJobFinishes: true",
-            )
+    cluster = _mapping(spec.get("rayClusterSpec"))
+    if cluster is not None:
+        _check_cluster_spec(c, cluster, f"{where}.rayClusterSpec")
+    ttl = _int(spec.get("ttlSecondsAfterFinished"))
+    if ttl and spec.get("shutdownAfterJobFinishes") is not True:
+        c.add(
+            f"{where}.ttlSecondsAfterFinished",
+            "only takes effect with shutdownAfterJobFinishes: true",
+        )
     if "runtimeEnvYAML" in spec:
         _check_runtime_env(c, spec["runtimeEnvYAML"], f"{where}.runtimeEnvYAML")
 
@@ -607,7 +720,10 @@ def _check_rayjob_spec(c: _Checker, spec: Any, where: str) -> None:
 def validate_kuberay_manifest(path: str | Path) -> list[dict]:
     """Check a KubeRay manifest (one or more YAML documents); return the documents.
 
-    Raises :class:`ClusterConfigError` listing every problem (file, document, key path, fix).
+    Each RayCluster / RayJob is validated against KubeRay's CRD schema (:data:`KUBERAY_VERSION`,
+    objects closed to unknown keys) and the project's policy; other Kubernetes objects get an
+    envelope check (apiVersion, kind, metadata.name). Raises :class:`ClusterConfigError` listing
+    every problem (file, document, key path, fix).
     """
     path = Path(path)
     docs = _load_documents(path)
@@ -620,7 +736,7 @@ def validate_kuberay_manifest(path: str | Path) -> list[dict]:
             problems.append(f"document {n}: must be a mapping (a Kubernetes object)")
             continue
         kind, api = doc.get("kind"), doc.get("apiVersion")
-        meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        meta = _mapping(doc.get("metadata")) or {}
         name = meta.get("name")
         c = _Checker(f"document {n} ({kind or '?'} {name or '?'})")
         if not api or not kind:
@@ -632,16 +748,21 @@ def validate_kuberay_manifest(path: str | Path) -> list[dict]:
             problems += c.problems  # other Kubernetes objects: only the envelope is checked
             continue
         ray_docs += 1
-        c.keys(doc, TOP_KEYS, "top level")
-        c.keys(meta, METADATA_KEYS, "metadata")
         if api != RAY_API_VERSION:
             c.add("apiVersion", f"{api!r}: KubeRay's stable API is {RAY_API_VERSION!r}")
-        if kind == "RayCluster":
-            _check_cluster_spec(c, doc.get("spec"), "spec")
-        elif kind == "RayJob":
-            _check_rayjob_spec(c, doc.get("spec"), "spec")
-        else:
+        if kind not in RAY_KINDS:
             c.add("kind", f"{kind!r}{_suggest(str(kind), RAY_KINDS)} is not one of {RAY_KINDS}")
+            problems += c.problems
+            continue
+        for where, message in _schema_errors(kuberay_validator(kind), doc):
+            c.add(_manifest_path(doc, where), message)
+        c.keys(meta, METADATA_KEYS, "metadata")
+        spec = doc.get("spec")
+        if spec is None:
+            c.add("spec", "missing; add it")
+        elif isinstance(spec, dict):
+            check = _check_cluster_spec if kind == "RayCluster" else _check_rayjob_spec
+            check(c, spec, "spec")
         problems += c.problems
     if not ray_docs and not problems:
         problems.append("no RayCluster or RayJob document")
@@ -672,7 +793,7 @@ def describe(path: str | Path) -> str:
     if is_kuberay_file(path):
         docs = validate_kuberay_manifest(path)
         kinds = ", ".join(f"{d.get('kind')} {d.get('metadata', {}).get('name')}" for d in docs)
-        return f"KubeRay manifest: {kinds}"
+        return f"KubeRay manifest ({KUBERAY_VERSION} CRDs): {kinds}"
     cfg = validate_autoscaler_yaml(path)
     head = cfg["head_node_type"]
     workers = {k: v for k, v in cfg["available_node_types"].items() if k != head}

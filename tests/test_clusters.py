@@ -1,12 +1,17 @@
 """Cluster configs: every shipped YAML passes offline validation (Ray's own schema and
-``prepare_config``/``validate_config`` for ``ray up`` files, structural checks for KubeRay), a
-misspelt key or a broken manifest is rejected with the key named, and the memory arithmetic in
+``prepare_config``/``validate_config`` for ``ray up`` files; KubeRay's own CRD schemas, stored
+under clusters/schemas/, plus the project's policy for KubeRay manifests), a misspelt key or a
+broken manifest is rejected with the key path named, and the memory arithmetic in
 clusters/README.md is recomputed from the Llama-3.1-8B shape."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
+import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -209,12 +214,73 @@ def _load(name: str) -> list[dict]:
     return list(yaml.safe_load_all((CLUSTERS / "kuberay" / name).read_text()))
 
 
+SCHEMAS = CLUSTERS / "schemas"
+GROUP0 = "spec.workerGroupSpecs[0] (gpu8-80gb)"
+POD0 = f"{GROUP0}.template.spec"
+
+
+def test_kuberay_schemas_load_and_name_their_version():
+    assert cv.KUBERAY_SCHEMA_DIR == SCHEMAS / f"kuberay-{cv.KUBERAY_VERSION}"
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", cv.KUBERAY_VERSION), "a release, not a branch"
+    notes = (SCHEMAS / "README.md").read_text()
+    sizes = 0
+    for kind in cv.RAY_KINDS:
+        path = cv.KUBERAY_SCHEMA_DIR / cv.KUBERAY_SCHEMA_FILES[kind]
+        sizes += path.stat().st_size
+        stored = cv.kuberay_schema(kind)
+        assert stored["kind"] == kind and stored["apiVersion"] == "ray.io/v1"
+        assert stored["kuberay"] == cv.KUBERAY_VERSION
+        assert re.fullmatch(r"[0-9a-f]{40}", stored["commit"])
+        assert stored["source"].startswith(
+            "github.com/ray-project/kuberay/ray-operator/config/crd/"
+        )
+        assert stored["commit"] in notes and cv.KUBERAY_VERSION in notes
+        spec = stored["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        assert {"RayCluster": "headGroupSpec", "RayJob": "rayClusterSpec"}[kind] in spec
+        assert '"description"' not in path.read_text()
+    assert sizes < 1_000_000
+    assert sorted(p.name for p in SCHEMAS.glob("kuberay-*")) == [cv.KUBERAY_SCHEMA_DIR.name]
+
+
+def _node(schema: dict, *keys: str) -> dict:
+    """The schema node under a path of property names ('[]' for list items)."""
+    for key in keys:
+        schema = schema["items"] if key == "[]" else schema["properties"][key]
+    return schema
+
+
+def test_kuberay_crds_leave_objects_open_so_the_validator_closes_them():
+    """KubeRay's CRDs never set additionalProperties: false (the API server would prune an
+    unknown key); the validator closes every object that lists its properties."""
+    raw = cv.kuberay_schema("RayCluster")["openAPIV3Schema"]
+    container = ("spec", "workerGroupSpecs", "[]", "template", "spec", "containers", "[]")
+    assert "additionalProperties" not in _node(raw, *container)
+    assert "additionalProperties" not in _node(raw, *container, "resources")
+    closed = cv.close_objects(raw)
+    assert _node(closed, *container)["additionalProperties"] is False
+    assert _node(closed, *container, "resources")["additionalProperties"] is False
+    # A typed map keeps its value schema; a free object stays free; the stored copy is untouched.
+    params = _node(closed, "spec", "headGroupSpec", "rayStartParams")
+    assert params["additionalProperties"] == {"type": "string"}
+    assert _node(closed, "metadata") == {"type": "object"}
+    assert "additionalProperties" not in _node(
+        cv.kuberay_schema("RayCluster")["openAPIV3Schema"], "spec"
+    )
+    free = {"type": "object", "properties": {"a": {}}, "x-kubernetes-preserve-unknown-fields": True}
+    assert "additionalProperties" not in cv.close_objects(free)
+    nested = {"anyOf": [{"properties": {"a": {"items": {"properties": {"b": {}}}}}}]}
+    inner = cv.close_objects(nested)["anyOf"][0]
+    assert inner["additionalProperties"] is False
+    assert inner["properties"]["a"]["items"]["additionalProperties"] is False
+
+
 @pytest.mark.parametrize("path", KUBERAY, ids=_ids(KUBERAY))
 def test_kuberay_manifest_passes(path: Path):
     docs = cv.validate_kuberay_manifest(path)
     ray_docs = [d for d in docs if d["apiVersion"] == "ray.io/v1"]
     assert len(ray_docs) == 1
     doc = ray_docs[0]
+    assert cv._schema_errors(cv.kuberay_validator(doc["kind"]), doc) == []
     spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
     assert spec["enableInTreeAutoscaling"] is True
     gpus = set()
@@ -256,20 +322,29 @@ def _break_raycluster(docs: list[dict], how: str) -> None:
         del spec["enableInTreeAutoscaling"]
     elif how == "version-mismatch":
         spec["rayVersion"] = "2.59.0"
+    elif how == "no-start-params":
+        del spec["headGroupSpec"]["rayStartParams"]
+    elif how == "no-image":
+        del container["image"]
+    elif how == "duplicate-group":
+        spec["workerGroupSpecs"][1]["groupName"] = group["groupName"]
 
 
 BROKEN_RAYCLUSTER = {
     "no-head": "spec.headGroupSpec: missing",
-    "typo-spec": "unknown key 'workerGroupSpec' (did you mean 'workerGroupSpecs'?)",
-    "typo-group": "unknown key 'minReplica' (did you mean 'minReplicas'?)",
-    "typo-container": "unknown key 'imag' (did you mean 'image'?)",
+    "typo-spec": "spec: unknown key 'workerGroupSpec' (did you mean 'workerGroupSpecs'?)",
+    "typo-group": f"{GROUP0}: unknown key 'minReplica' (did you mean 'minReplicas'?)",
+    "typo-container": f"{POD0}.containers[0]: unknown key 'imag' (did you mean 'image'?)",
     "no-gpu-limit": "GPU group without a nvidia.com/gpu limit",
-    "int-start-param": 'write num-gpus: "8"',
+    "int-start-param": f'{GROUP0}.rayStartParams.num-gpus: 8 is not a string (YAML read a number); write num-gpus: "8"',
     "old-api": "KubeRay's stable API is 'ray.io/v1'",
-    "replicas-range": "replicas: 5 must lie in [minReplicas 0, 2]",
+    "replicas-range": f"{GROUP0}.replicas: 5 must lie in [minReplicas 0, maxReplicas 2]",
     "no-autoscaling": "set enableInTreeAutoscaling: true",
     "version-mismatch": "is Ray 2.60.0 but rayVersion is '2.59.0'",
-}
+    "no-start-params": "spec.headGroupSpec.rayStartParams: missing; add it",
+    "no-image": f"{POD0}.containers[0].image: missing",
+    "duplicate-group": "'gpu8-80gb' is used twice",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("how", BROKEN_RAYCLUSTER)
@@ -306,6 +381,187 @@ def test_broken_rayjob_is_rejected(tmp_path, how):
     with pytest.raises(cv.ClusterConfigError) as exc:
         cv.validate_kuberay_manifest(path)
     assert expected in str(exc.value)
+
+
+def _set(doc: dict, path: str, value) -> None:
+    """Set (or, with value None, delete) the key at a dotted path; [n] indexes a list."""
+    *parents, last = re.findall(r"[^.\[\]]+|\[\d+\]", path)
+    node = doc
+    for key in parents:
+        node = node[int(key[1:-1])] if key.startswith("[") else node[key]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+
+
+def _rename(doc: dict, path: str, new_name: str) -> None:
+    parent, _, key = path.rpartition(".")
+    node = doc
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", parent):
+        node = node[int(part[1:-1])] if part.startswith("[") else node[part]
+    node[new_name] = node.pop(key)
+
+
+SCHEMA_TYPOS = {
+    # name: (file, key path renamed, new name, expected message)
+    "limts": ("raycluster.yaml", f"{POD0}.containers[0].resources.limits", "limts",
+              f"{POD0}.containers[0].resources: unknown key 'limts' (did you mean 'limits'?)"),
+    "imag": ("raycluster.yaml", f"{POD0}.containers[0].image", "imag",
+             f"{POD0}.containers[0]: unknown key 'imag' (did you mean 'image'?)"),
+    "mountPth": ("raycluster.yaml", "spec.headGroupSpec.template.spec.containers[0].volumeMounts[0].mountPath",
+                 "mountPth", "spec.headGroupSpec.template.spec.containers[0].volumeMounts[0]: unknown key 'mountPth' (did you mean 'mountPath'?)"),
+    "sizelimit": ("raycluster.yaml", f"{POD0}.volumes[1].emptyDir.sizeLimit", "sizelimit",
+                  f"{POD0}.volumes[1].emptyDir: unknown key 'sizelimit' (did you mean 'sizeLimit'?)"),
+    "efect": ("raycluster.yaml", f"{POD0}.tolerations[0].effect", "efect",
+              f"{POD0}.tolerations[0]: unknown key 'efect' (did you mean 'effect'?)"),
+    "comand": ("raycluster.yaml", f"{POD0}.containers[0].lifecycle.preStop.exec.command", "comand",
+               f"{POD0}.containers[0].lifecycle.preStop.exec: unknown key 'comand' (did you mean 'command'?)"),
+    "idleTimeout": ("raycluster.yaml", "spec.autoscalerOptions.idleTimeoutSeconds", "idleTimeout",
+                    "spec.autoscalerOptions: unknown key 'idleTimeout' (did you mean 'idleTimeoutSeconds'?)"),
+    "rayjob-limts": ("rayjob.yaml", "spec.rayClusterSpec.workerGroupSpecs[1].template.spec.containers[0].resources.limits",
+                     "limts", "spec.rayClusterSpec.workerGroupSpecs[1] (gpu1-48gb).template.spec.containers[0].resources: unknown key 'limts' (did you mean 'limits'?)"),
+    "rayjob-spec": ("rayjob.yaml", "spec.entrypoint", "entryPoint",
+                    "spec: unknown key 'entryPoint' (did you mean 'entrypoint'?)"),
+}  # fmt: skip
+
+
+def _doc_index(docs: list[dict]) -> int:
+    return next(i for i, d in enumerate(docs) if d.get("apiVersion") == "ray.io/v1")
+
+
+def _strip_labels(path: str) -> str:
+    return re.sub(r" \([^)]*\)", "", path)
+
+
+@pytest.mark.parametrize("how", SCHEMA_TYPOS)
+def test_schema_rejects_a_misspelt_key_anywhere(tmp_path, how):
+    name, key_path, new_name, expected = SCHEMA_TYPOS[how]
+    docs = _load(name)
+    doc = docs[_doc_index(docs)]
+    _rename(doc, _strip_labels(key_path), new_name)
+    path = _write(tmp_path, name, yaml.safe_dump_all(docs, sort_keys=False))
+    with pytest.raises(cv.ClusterConfigError) as exc:
+        cv.validate_kuberay_manifest(path)
+    message = str(exc.value)
+    assert str(path) in message
+    assert expected in message, message
+    # The renamed key is also missing where it was: an image (policy), a GPU limit (policy), a
+    # volume mount's required mountPath (schema), the RayJob's entrypoint (policy).
+    also_missing = {"imag", "limts", "rayjob-limts", "mountPth", "rayjob-spec"}
+    assert len(exc.value.problems) == 1 + (how in also_missing), exc.value.problems
+
+
+SCHEMA_VALUES = {
+    # name: (key path, value, expected message)
+    "replicas-string": (f"{GROUP0}.replicas", "2", f"{GROUP0}.replicas: '2' is not of type 'integer'; drop the quotes: replicas: 2"),
+    "bool-string": ("spec.enableInTreeAutoscaling", "yes", "spec.enableInTreeAutoscaling: 'yes' is not of type 'boolean'"),
+    "version-number": ("spec.rayVersion", 2.6, 'spec.rayVersion: 2.6 is not a string (YAML read a number); write rayVersion: "2.6"'),
+    "enum": ("spec.autoscalerOptions.upscalingMode", "Agressive", "is not one of ['Default', 'Aggressive', 'Conservative'] (did you mean 'Aggressive'?)"),
+    "quantity": (f"{POD0}.containers[0].resources.limits.memory", "900GB", f"{POD0}.containers[0].resources.limits.memory: '900GB' is not a Kubernetes quantity"),
+    "float-quantity": (f"{POD0}.containers[0].resources.limits.cpu", 1.5, 'limits.cpu: 1.5 must be an integer or a string (quote it: "1.5")'),
+    "containers-map": (f"{POD0}.containers", {"name": "ray-worker"}, f"{POD0}.containers: {{'name': 'ray-worker'}} is not of type 'array'"),
+    "no-container-name": (f"{POD0}.containers[0].name", None, f"{POD0}.containers[0].name: missing"),
+    "no-max": (f"{GROUP0}.maxReplicas", None, f"{GROUP0}.maxReplicas: missing"),
+    "port-string": ("spec.headGroupSpec.template.spec.containers[0].ports[0].containerPort", "6379x", "'6379x' is not of type 'integer'"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("how", SCHEMA_VALUES)
+def test_schema_rejects_a_wrong_type_or_value(tmp_path, how):
+    key_path, value, expected = SCHEMA_VALUES[how]
+    docs = _load("raycluster.yaml")
+    _set(docs[1], _strip_labels(key_path), value)
+    path = _write(tmp_path, "raycluster.yaml", yaml.safe_dump_all(docs, sort_keys=False))
+    with pytest.raises(cv.ClusterConfigError) as exc:
+        cv.validate_kuberay_manifest(path)
+    assert expected in str(exc.value), str(exc.value)
+
+
+def test_schema_list_maps_reject_duplicate_keys(tmp_path):
+    """x-kubernetes-list-type: map (env by name, ports by containerPort + protocol)."""
+    docs = _load("raycluster.yaml")
+    head = docs[1]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head["env"].append({"name": "HF_TOKEN", "value": "x"})
+    head["ports"].append({"containerPort": 8265, "name": "dash2", "protocol": "TCP"})
+    path = _write(tmp_path, "raycluster.yaml", yaml.safe_dump_all(docs, sort_keys=False))
+    with pytest.raises(cv.ClusterConfigError) as exc:
+        cv.validate_kuberay_manifest(path)
+    message = str(exc.value)
+    where = "spec.headGroupSpec.template.spec.containers[0]"
+    assert f"{where}.env[2]: name='HF_TOKEN' again (also item [1])" in message
+    assert f"{where}.ports[3]: containerPort=8265, protocol='TCP' again (also item [1])" in message
+
+
+def test_every_kuberay_problem_is_listed_at_once(tmp_path):
+    (doc,) = _load("rayjob.yaml")
+    spec = doc["spec"]
+    group = spec["rayClusterSpec"]["workerGroupSpecs"][0]
+    container = group["template"]["spec"]["containers"][0]
+    container["resources"]["limts"] = container["resources"].pop("limits")  # schema + policy
+    group["replicas"] = "2"  # schema
+    spec["shutdownAfterJobFinishes"] = False  # policy: the TTL needs it
+    spec["submissionMode"] = "K8sJob"  # policy: not an enum in the CRD
+    path = _write(tmp_path, "rayjob.yaml", yaml.safe_dump(doc, sort_keys=False))
+    with pytest.raises(cv.ClusterConfigError) as exc:
+        cv.validate_kuberay_manifest(path)
+    problems = exc.value.problems
+    assert len(problems) == 5, problems
+    assert all(p.startswith("document 1 (RayJob gere-lr-robustness): spec.") for p in problems)
+    assert any("(did you mean 'K8sJobMode'?)" in p for p in problems)
+    assert any("nvidia.com/gpu is requested but not limited" in p for p in problems)
+
+
+def test_kuberay_validation_is_fast():
+    for path in KUBERAY:
+        cv.validate_kuberay_manifest(path)  # warm: schemas loaded and closed
+        best = min(_timed(cv.validate_kuberay_manifest, path) for _ in range(3))
+        assert best < 0.2, f"{path.name}: {best:.3f} s"
+
+
+def _load_update_script():
+    spec = importlib.util.spec_from_file_location("update_kuberay", SCHEMAS / "update_kuberay.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_update_script_extracts_the_v1_schema(tmp_path, monkeypatch):
+    """Regeneration from a (toy) KubeRay checkout: v1 only, descriptions dropped, header."""
+    update = _load_update_script()
+    repo = tmp_path / "kuberay"
+    crd_dir = repo / update.CRD_DIR
+    crd_dir.mkdir(parents=True)
+    for kind, name in update.CRDS.items():
+        schema = {"type": "object", "description": "x", "properties": {"spec": {"type": "object"}}}
+        crd = {
+            "metadata": {"annotations": {"controller-gen.kubebuilder.io/version": "v0.16.5"}},
+            "spec": {
+                "group": "ray.io",
+                "names": {"kind": kind},
+                "versions": [
+                    {"name": "v1", "schema": {"openAPIV3Schema": schema}},
+                    {"name": "v1alpha1", "schema": {"openAPIV3Schema": {"type": "object"}}},
+                ],
+            },
+        }
+        (crd_dir / name).write_text(yaml.safe_dump(crd))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "crds"], check=True)
+    subprocess.run([*git, "tag", "v9.9.9"], check=True)
+    monkeypatch.setattr(update, "SCHEMAS_DIR", tmp_path / "schemas")
+    (tmp_path / "schemas").mkdir()
+    assert update.main([str(repo), "--ref", "v9.9.9"]) == 0
+    stored = json.loads((tmp_path / "schemas" / "kuberay-v9.9.9" / "rayjob.json").read_text())
+    assert stored["kuberay"] == "v9.9.9" and stored["kind"] == "RayJob"
+    assert stored["apiVersion"] == "ray.io/v1" and stored["descriptionsStripped"] == 1
+    assert stored["openAPIV3Schema"] == {
+        "type": "object",
+        "properties": {"spec": {"type": "object"}},
+    }
 
 
 def test_runtime_env_fields_match_the_installed_ray():
