@@ -1,14 +1,24 @@
 """Optimisation backends: plain PyTorch (one process) or DeepSpeed ZeRO (one rank per worker).
 
-Both expose the same small surface to the training loop: ``start_task`` (a fresh optimiser
-state for every task in the stream), ``backward``, ``step(lr)``, ``all_true`` (agree on a flag
-across ranks, so every rank stops at the same step) and ``save_model`` (a Hugging Face-format
-directory, consolidated across ZeRO-3 shards, that :func:`harness.models.build` can load).
+:class:`Backend` is the whole contract between a trial and its backend; no module outside this
+one tests the ZeRO stage or the backend's type. What it covers:
 
-The learning rate is set by the training loop on every step rather than by a scheduler object:
-one optimiser spans the whole task stream (DeepSpeed's ZeRO optimisers are not
-``torch.optim.Optimizer`` instances, so LambdaLR cannot drive them), and each task restarts
-its warm-up and decay. See :func:`lr_at`.
+* **who am I**: ``rank``, ``world_size``, ``is_main``; ``sharded`` says whether each rank holds
+  only a shard of the weights (ZeRO-3), so whole weights cannot be read or rewritten in place;
+* **the model**: :meth:`Backend.build_model` builds it (partitioned while it loads under
+  ZeRO-3) and wraps it for training; ``module`` is the model for evaluation forwards,
+  ``train_module`` the one training forwards go through;
+* **optimisation**: ``start_task`` (a fresh optimiser state for every task in the stream),
+  ``backward``, ``step(lr)``, ``min_step_items`` (the smallest effective batch every rank can
+  take a micro-batch of);
+* **agreement**: ``all_true`` (every rank stops at the same step), ``gather``, ``barrier``;
+* **keeping collectives in step**: when the weights are sharded every forward is a collective
+  (ZeRO-3 gathers each layer's weights as it runs, and hooks every tensor a module returns to
+  gather them again in backward), so every rank must make the same forward calls and
+  backpropagate through the same outputs. :meth:`Backend.idle_frozen_forward` and
+  :meth:`Backend.touch_outputs` are the two places the training loop asks for that;
+* **checkpoints**: ``save_model`` (a Hugging Face-format directory, consolidated across ZeRO-3
+  shards, that :meth:`Backend.build_model` can load) and ``barrier``.
 
 Nothing here imports Ray; DeepSpeed is imported only when that backend is chosen.
 """
@@ -20,38 +30,126 @@ import math
 import os
 import socket
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
-from harness.config import TrialConfig
-from harness.models import Built
+from harness.config import ScaleConfig, TrialConfig
+from harness.core import device_of
+from harness.models import Built, build, last_hidden_and_logits
 
 log = logging.getLogger(__name__)
 
 
-def lr_at(step: int, total: int, *, peak: float, warmup: int, schedule: str) -> float:
-    """Learning rate for optimiser step ``step`` (0-based) of a task with ``total`` steps:
-    linear warm-up to ``peak`` over ``warmup`` steps, then cosine/linear decay to 0, or constant."""
-    warmup = min(warmup, total)
-    if step < warmup:
-        return peak * (step + 1) / (warmup + 1)
-    if schedule == "constant":
-        return peak
-    progress = (step - warmup) / max(1, total - warmup)
-    if schedule == "linear":
-        return peak * max(0.0, 1.0 - progress)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+@runtime_checkable
+class Backend(Protocol):
+    """What a trial needs of its backend (see the module docstring)."""
+
+    rank: int
+    world_size: int
+    sharded: bool
+    """Each rank holds a shard of the weights (ZeRO-3): forwards are collectives, and whole
+    weights cannot be read (plasticity diagnostics) or rewritten (landscape slices)."""
+    module: nn.Module
+    train_module: nn.Module
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the rank that writes files."""
+        ...
+
+    def build_model(self, *, keep_reference: bool, weights: Path | None) -> Built: ...
+    def start_task(self) -> None: ...
+    def backward(self, loss: torch.Tensor, n_micro: int) -> None: ...
+    def step(self, lr: float) -> float: ...
+    def min_step_items(self, grad_accum: int) -> int: ...
+    def all_true(self, flag: bool) -> bool: ...
+    def gather(self, obj: object) -> list: ...
+    def barrier(self) -> None: ...
+    def idle_frozen_forward(self, built: Built, input_ids: torch.Tensor) -> None: ...
+    def touch_outputs(self, loss: torch.Tensor, *outputs: torch.Tensor) -> torch.Tensor: ...
+    def save_model(self, path: Path) -> None: ...
 
 
-class TorchBackend:
-    """Plain PyTorch AdamW in this process (world size 1)."""
+def shards_weights(scale: ScaleConfig) -> bool:
+    """Whether a trial with these scale settings holds only a shard of the weights per rank."""
+    return scale.backend == "deepspeed" and scale.zero_stage == 3
+
+
+def config_problems(cfg: TrialConfig) -> list[str]:
+    """The backend's own rules on a trial config (called by the config's validation)."""
+    p: list[str] = []
+    sc = cfg.scale
+    if sc.zero_stage not in (0, 1, 2, 3):
+        p.append(f"scale.zero_stage: {sc.zero_stage} must be 0, 1, 2 or 3")
+    if sc.offload_params and sc.zero_stage != 3:
+        p.append("scale.offload_params: parameter offload needs scale.zero_stage=3")
+    if cfg.landscape.enabled and shards_weights(sc):
+        p.append(
+            "landscape.enabled: slices rewrite whole weight tensors, which ZeRO-3 shards "
+            "over ranks; use scale.zero_stage=2 (an 8B LoRA model fits one 80 GB GPU) or "
+            "landscape.enabled=false"
+        )
+    return p
+
+
+class _Base:
+    """What both backends share: building the model, and the single-rank defaults."""
 
     rank = 0
     world_size = 1
-    is_deepspeed = False
+    sharded = False
 
-    def __init__(self, built: Built, cfg: TrialConfig):
-        self.built, self.cfg = built, cfg
+    def __init__(self, cfg: TrialConfig):
+        self.cfg = cfg
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _build(self, *, keep_reference: bool, weights: Path | None, zero3: dict | None) -> Built:
+        return build(
+            self.cfg.model,
+            seed=self.cfg.seed,
+            keep_reference=keep_reference,
+            weights=weights,
+            zero3_config=zero3,
+        )
+
+    def min_step_items(self, grad_accum: int) -> int:
+        return 1
+
+    def idle_frozen_forward(self, built: Built, input_ids: torch.Tensor) -> None:
+        """Called by a rank whose micro-batch needs no frozen-model forward: under sharded
+        weights it runs a discarded one-token one, so every rank makes the same calls."""
+        if self.sharded and self.world_size > 1:
+            with torch.no_grad(), built.starting_model() as ref:
+                one = input_ids[:1, :1]
+                last_hidden_and_logits(ref, one, torch.ones_like(one))
+
+    def touch_outputs(self, loss: torch.Tensor, *outputs: torch.Tensor) -> torch.Tensor:
+        """``loss``, made to depend (with zero gradient) on ``outputs`` under sharded weights:
+        a rank whose micro-batch leaves an output unused (no replay rows, so no term reads the
+        hidden state) still backpropagates through it, firing the same ZeRO-3 hooks (and so
+        the same all-gathers) as a rank whose loss reads it."""
+        if self.sharded and self.world_size > 1:
+            for t in outputs:
+                loss = loss + 0.0 * t.sum()
+        return loss
+
+
+class TorchBackend(_Base):
+    """Plain PyTorch AdamW in this process (world size 1)."""
+
+    def build_model(self, *, keep_reference: bool, weights: Path | None = None) -> Built:
+        built = self._build(keep_reference=keep_reference, weights=weights, zero3=None)
+        self.wrap(built)
+        return built
+
+    def wrap(self, built: Built) -> None:
+        """Train an already built model."""
+        self.built = built
         self.module = self.train_module = built.model
         self.params = built.trainable_parameters()
         self.optimizer: torch.optim.Optimizer | None = None
@@ -91,7 +189,7 @@ class TorchBackend:
         _save_pretrained(self.built, self.module, path)
 
 
-class DeepSpeedBackend:
+class DeepSpeedBackend(_Base):
     """DeepSpeed ZeRO stage 0-3 (optionally offloading optimizer/parameters to the CPU).
 
     The DeepSpeed config is derived from the trial config (:func:`deepspeed_config`), never
@@ -99,27 +197,39 @@ class DeepSpeedBackend:
     single local process :func:`init_single_process` does).
     """
 
-    is_deepspeed = True
+    def __init__(self, cfg: TrialConfig):
+        super().__init__(cfg)
+        if not torch.distributed.is_initialized():
+            init_single_process()
+        self.rank = torch.distributed.get_rank()
+        self.world_size = torch.distributed.get_world_size()
+        self.sharded = shards_weights(cfg.scale)
+        self.ds_config = deepspeed_config(cfg)
 
-    def __init__(self, built: Built, cfg: TrialConfig):
+    def build_model(self, *, keep_reference: bool, weights: Path | None = None) -> Built:
+        # Under ZeRO-3 Hub/local models are partitioned across ranks while they load.
+        zero3 = self.ds_config if self.sharded else None
+        built = self._build(keep_reference=keep_reference, weights=weights, zero3=zero3)
+        self.wrap(built)
+        return built
+
+    def wrap(self, built: Built) -> None:
+        """Hand an already built model to DeepSpeed."""
         import deepspeed
 
-        self.built, self.cfg = built, cfg
-        self.ds_config = deepspeed_config(cfg)
+        self.built = built
         params = built.trainable_parameters()
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=built.model, model_parameters=params, config=self.ds_config
         )
         self.train_module = self.engine  # training forwards go through the engine
         self.module = self.engine.module
-        if built.reference is not None and cfg.scale.zero_stage == 3:
+        if built.reference is not None and self.sharded:
             # A full-size frozen copy per rank would defeat ZeRO-3: partition it too.
             ref_config = {k: v for k, v in self.ds_config.items() if k != "optimizer"}
             built.reference = deepspeed.initialize(model=built.reference, config=ref_config)[
                 0
             ].module
-        self.rank = torch.distributed.get_rank()
-        self.world_size = torch.distributed.get_world_size()
 
     def start_task(self) -> None:
         # Reset the innermost torch optimiser's moments; the ZeRO wrappers keep their
@@ -143,8 +253,12 @@ class DeepSpeedBackend:
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
 
+    def min_step_items(self, grad_accum: int) -> int:
+        # Every rank must run grad_accum micro-steps to reach DeepSpeed's step boundary.
+        return self.world_size * grad_accum
+
     def all_true(self, flag: bool) -> bool:
-        t = torch.tensor([1.0 if flag else 0.0], device=_device(self.module))
+        t = torch.tensor([1.0 if flag else 0.0], device=device_of(self.module))
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
         return bool(t.item() > 0)
 
@@ -166,7 +280,7 @@ class DeepSpeedBackend:
             if self.cfg.model.tuning == "lora"
             else list(self.module.parameters())
         )
-        if self.cfg.scale.zero_stage == 3:
+        if self.sharded:
             # Gather shards onto every rank for the save; for LoRA only the adapters.
             with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
                 if self.rank == 0:
@@ -228,13 +342,8 @@ def init_single_process() -> None:
     torch.distributed.init_process_group("gloo", rank=0, world_size=1)
 
 
-def make_backend(built: Built, cfg: TrialConfig):
+def make_backend(cfg: TrialConfig) -> Backend:
+    """The backend a trial config asks for (its model is built by ``build_model``)."""
     if cfg.scale.backend == "deepspeed":
-        if not torch.distributed.is_initialized():
-            init_single_process()
-        return DeepSpeedBackend(built, cfg)
-    return TorchBackend(built, cfg)
-
-
-def _device(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters()).device
+        return DeepSpeedBackend(cfg)
+    return TorchBackend(cfg)

@@ -1,7 +1,9 @@
 """Command line: ``python -m harness run ...`` runs one trial in this process, without Ray.
 
 Every config field is an option (``--train.lr 1e-4``), documented by the docstring under the
-field in harness/config.py. Precedence: defaults < ``--config FILE`` < ``--set K=V`` < options.
+field in harness/config.py; every setting of every replay method is one too
+(``--replay.settings.k 1.5``), documented in the method's ``__init__`` docstring. Precedence:
+defaults < ``--config FILE`` < ``--set K=V`` < options.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ import time
 from typing import Any
 
 from harness.config import (
+    LEGACY_REPLAY_SETTINGS,
     ConfigError,
+    field_help,
     from_dict,
     iter_fields,
+    iter_method_settings,
     load_file,
     merge,
     parse_override,
     type_label,
 )
+from harness.suggest import did_you_mean
 
 log = logging.getLogger("harness")
 
@@ -36,7 +42,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         help="Override one dotted key, e.g. --set train.lr=1e-4 (repeatable).",
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for name, tp, default, doc in iter_fields():
+    fields = [*iter_fields(), *iter_method_settings()]
+    for name, tp, default, doc in _after_settings(fields):
         section = name.split(".")[0] if "." in name else "trial"
         if section not in groups:
             groups[section] = parser.add_argument_group(f"{section} settings")
@@ -46,8 +53,16 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             dest=f"cfg:{name}",
             metavar=type_label(tp).replace(" ", ""),
             default=argparse.SUPPRESS,
-            help=f"{doc} [default: {shown}]".replace("%", "%%"),
+            help=f"{field_help(tp, doc)} [default: {shown}]".replace("%", "%%"),
         )
+
+
+def _after_settings(fields: list) -> list:
+    """The replay.settings.NAME options right after replay.settings, the rest in field order."""
+    plain = [f for f in fields if not f[0].startswith("replay.settings.")]
+    each = [f for f in fields if f[0].startswith("replay.settings.")]
+    at = next((i + 1 for i, f in enumerate(plain) if f[0] == "replay.settings"), len(plain))
+    return [*plain[:at], *each, *plain[at:]]
 
 
 def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None):
@@ -171,20 +186,25 @@ def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.Argument
     return action.choices[name]
 
 
+def _unknown_option(option: str, known: list[str]) -> str:
+    option = option.split("=")[0]
+    legacy = option.removeprefix("--replay.")
+    if option.startswith("--replay.") and legacy in LEGACY_REPLAY_SETTINGS:
+        method, setting = LEGACY_REPLAY_SETTINGS[legacy]
+        return (
+            f"unknown option {option!r}: it is now '--replay.settings.{setting}' (a setting of "
+            f"replay method {method!r})"
+        )
+    return f"unknown option {option!r}{did_you_mean(option, known)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        import difflib
-
         known = [o for a in _subcommand(parser, args.command)._actions for o in a.option_strings]
-        msgs = []
-        for u in (x.split("=")[0] for x in unknown if x.startswith("--")):
-            close = difflib.get_close_matches(u, known, n=1, cutoff=0.6)
-            msgs.append(
-                f"unknown option {u!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-            )
+        msgs = [_unknown_option(u, known) for u in unknown if u.startswith("--")]
         parser.error(
             "; ".join(msgs or [f"unexpected arguments: {' '.join(unknown)}"]) + "; see --help"
         )

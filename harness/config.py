@@ -7,23 +7,29 @@ every key and value and raises one :class:`ConfigError` listing *every* problem,
 :class:`TrialConfig`, never a raw dict.
 
 The docstring under each field is the documentation: ``python -m harness run --help`` prints it.
+Replay method names and their settings (``replay.settings``) come from the method registry,
+:mod:`harness.replay`, which documents each setting in the method's ``__init__`` docstring.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import inspect
 import json
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
+
+from harness.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from harness.replay import ReplayMethod
 
 
 class ConfigError(ValueError):
@@ -34,6 +40,45 @@ class ConfigError(ValueError):
         super().__init__(
             f"{len(problems)} config problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
         )
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Marks a ``str`` field whose valid values come from a registry rather than a Literal:
+    ``Annotated[str, Choices(names)]``. ``names()`` is called when a value is checked or the
+    help is printed, so the registry is imported only then."""
+
+    names: Callable[[], Sequence[str]]
+    describe: Callable[[], dict[str, str]] | None = None
+    """One line per name, for --help."""
+
+
+def _replay_registry() -> dict[str, type[ReplayMethod]]:
+    from harness.replay import REGISTRY  # torch: imported when a config is checked, not here
+
+    return REGISTRY
+
+
+def _replay_method_names() -> list[str]:
+    from harness.replay import method_names
+
+    return method_names()
+
+
+def _replay_method_lines() -> dict[str, str]:
+    registry = _replay_registry()
+    return {
+        name: (inspect.getdoc(registry[name]) or "").split("\n\n")[0].replace("\n", " ")
+        for name in _replay_method_names()
+    }
+
+
+ReplayMethodName = Annotated[str, Choices(_replay_method_names, _replay_method_lines)]
+"""A method registered in harness.replay (its REGISTRY is the one list of names)."""
+
+LEGACY_REPLAY_SETTINGS = {"tm_k": ("tm", "k"), "kl_temperature": ("kl", "temperature")}
+"""Former flat ReplayConfig fields -> (the method they belonged to, its setting's name).
+Stored configs (``config_json``) still hold them; :func:`computed_settings` reads them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,10 +139,9 @@ class DataConfig:
 class ReplayConfig:
     """The anti-forgetting method: which replay loss, on which general texts."""
 
-    method: Literal["none", "ce", "kl", "l1", "l2", "tm"] = "tm"
-    """'none' = sequential fine-tuning; 'ce' = replay with next-token CE; 'kl' = CE + KL to the
-    frozen model's logits; 'l1'/'l2' = CE + L1/L2 distance to the frozen last hidden state;
-    'tm' = CE + GeRe's threshold-margin loss."""
+    method: ReplayMethodName = "tm"
+    """The replay method, by its name in harness.replay (one module per method; its docstring
+    gives the exact loss)."""
     corpus: str = "general/train.jsonl"
     """General corpus: a jsonl path (absolute or relative to data.root) or 'hf:<dataset>'."""
     size: int = 1000
@@ -107,13 +151,26 @@ class ReplayConfig:
     weight: float | Literal["dynamic"] | None = None
     """Weight w of the replay-loss term in L = CE + w*term: a number, 'dynamic'
     (w = CE/term, both detached), or unset = the method's default (tm: 100, others: 1)."""
-    tm_k: float = 1.0
-    """TM thresholds are mean +- k*std per hidden dimension."""
-    kl_temperature: float = 2.0
-    """Softmax temperature of the KL replay loss (scaled by T^2)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The method's own settings, by name (the keyword arguments of its class; each one is
+    listed below as --replay.settings.NAME). Unset ones take the method's default; a setting
+    the chosen method does not have is an error."""
     per_batch: int | None = None
     """Batch interpolation: put exactly this many replay samples in every effective batch.
     Unset: the replay texts are shuffled into each task's training set."""
+
+    def build_method(self) -> ReplayMethod:
+        """The replay method this config names, built with its settings."""
+        from harness.replay import get_method
+
+        return get_method(self.method, **self.settings)
+
+    def full_settings(self) -> dict[str, Any]:
+        """``settings`` with the method's defaults filled in (what the trial computes with)."""
+        return method_settings(self.method, self.settings)
+
+    def __hash__(self) -> int:  # settings is a dict; hash the config's plain form instead
+        return hash(json.dumps(to_dict(self), sort_keys=True, default=str))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -384,9 +441,48 @@ class TrialConfig:
 def computed_settings(d: dict[str, Any]) -> dict[str, Any]:
     """A config dict without what does not change what the trial computes: its id, where
     results go and what a worker reserves (:data:`RESOURCE_ONLY`). Two trials with equal
-    computed settings compute the same thing."""
+    computed settings compute the same thing.
+
+    The replay method's settings are given in full (defaults filled in), and stored configs
+    written before ``replay.settings`` existed (``replay.tm_k``, ``replay.kl_temperature``)
+    are read in the new form, so ``settings={}`` equals the old defaults ``tm_k=1.0``."""
     scale = {k: v for k, v in d.get("scale", {}).items() if k not in RESOURCE_ONLY}
-    return {**d, "trial_id": None, "out": None, "scale": scale}
+    out = {**d, "trial_id": None, "out": None, "scale": scale}
+    if "replay" in d:
+        out["replay"] = _computed_replay(d["replay"])
+    return out
+
+
+def _computed_replay(replay: dict[str, Any]) -> dict[str, Any]:
+    r = dict(replay)
+    method = r.get("method", ReplayConfig.method)
+    given = dict(r.get("settings") or {})
+    for legacy, (owner, key) in LEGACY_REPLAY_SETTINGS.items():
+        if legacy in r:
+            value = r.pop(legacy)
+            if method == owner:
+                given.setdefault(key, value)
+    r["settings"] = method_settings(method, given)
+    return r
+
+
+def method_settings(method: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """A replay method's settings in full: its defaults, overridden by ``settings`` (coerced to
+    each setting's type where they fit). An unregistered method's settings are returned as
+    given."""
+    from harness.replay import settings_spec
+
+    cls = _replay_registry().get(method)
+    if cls is None:
+        return dict(settings)
+    out = {}
+    for spec in settings_spec(cls):
+        value = settings.get(spec.name, spec.default)
+        problems: list[str] = []
+        coerced = _check_value(spec.name, value, spec.type, problems)
+        out[spec.name] = value if problems else coerced
+    out.update({k: v for k, v in settings.items() if k not in out})
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,18 +499,43 @@ def to_dict(cfg: Any) -> dict[str, Any]:
             v = to_dict(v)
         elif isinstance(v, tuple):
             v = list(v)
+        elif isinstance(v, dict):
+            v = json.loads(json.dumps(v))  # a copy: the config's own dict stays untouched
         out[f.name] = v
     return out
 
 
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def choices_of(tp: Any) -> Choices | None:
+    """The :class:`Choices` of an ``Annotated[str, Choices(...)]`` type, else None."""
+    if typing.get_origin(tp) is Annotated:
+        return next((m for m in tp.__metadata__ if isinstance(m, Choices)), None)
+    return None
 
 
 def _check_value(path: str, value: Any, tp: Any, problems: list[str]) -> Any:
     """Coerce ``value`` to type ``tp`` or record a problem; returns the coerced value."""
+    if (choices := choices_of(tp)) is not None:
+        names = list(choices.names())
+        if isinstance(value, str) and value in names:
+            return value
+        problems.append(
+            f"{path}: {value!r} is not one of {', '.join(map(repr, names))}"
+            f"{did_you_mean(value, names)}"
+        )
+        return value
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            problems.append(f"{path}: expected a mapping of names to values, got {value!r}")
+            return value
+        return dict(value)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -431,13 +552,13 @@ def _check_value(path: str, value: Any, tp: Any, problems: list[str]) -> Any:
         words = [
             str(w) for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a)
         ]
-        hint = _did_you_mean(str(value), words) if words else ""
+        hint = did_you_mean(value, words) if words else ""
         problems.append(f"{path}: {value!r} is not {allowed}{hint}")
         return value
     if origin is Literal:
         if value in args:
             return value
-        hint = _did_you_mean(str(value), [str(a) for a in args])
+        hint = did_you_mean(value, args)
         problems.append(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}{hint}")
         return value
     if origin is tuple:
@@ -495,11 +616,6 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
     if isinstance(data, cls):
         data = to_dict(data)
@@ -511,9 +627,17 @@ def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         where = f"{path}.{key}" if path else key
+        if cls is ReplayConfig and key in LEGACY_REPLAY_SETTINGS:
+            method, setting = LEGACY_REPLAY_SETTINGS[key]
+            problems.append(
+                f"unknown key {where!r}: it is now 'replay.settings.{setting}' (a setting of "
+                f"replay method {method!r}), e.g. --replay.settings.{setting} {value} or "
+                f"--set replay.settings.{setting}={value}"
+            )
+            continue
         if key not in names:
             problems.append(
-                f"unknown key {where!r}{_did_you_mean(key, names)}; "
+                f"unknown key {where!r}{did_you_mean(key, names)}; "
                 f"valid keys{' in ' + path if path else ''}: {', '.join(names)}"
             )
             continue
@@ -561,8 +685,6 @@ def _rules(cfg: TrialConfig) -> list[str]:
     positive("replay.max_tokens", r.max_tokens, allow_none=False)
     if isinstance(r.weight, float) and r.weight < 0:
         p.append(f"replay.weight: {r.weight} must be >= 0 (or 'dynamic')")
-    positive("replay.tm_k", r.tm_k, allow_none=False)
-    positive("replay.kl_temperature", r.kl_temperature, allow_none=False)
     eff = t.batch_size * t.grad_accum
     if r.per_batch is not None:
         if r.per_batch <= 0:
@@ -604,10 +726,9 @@ def _rules(cfg: TrialConfig) -> list[str]:
             f"scale.workers: {sc.workers} workers need scale.backend='deepspeed' "
             "(the 'torch' backend runs one process)"
         )
-    if sc.zero_stage not in (0, 1, 2, 3):
-        p.append(f"scale.zero_stage: {sc.zero_stage} must be 0, 1, 2 or 3")
-    if sc.offload_params and sc.zero_stage != 3:
-        p.append("scale.offload_params: parameter offload needs scale.zero_stage=3")
+    from harness.backend import config_problems  # the ZeRO rules live with the backend
+
+    p.extend(config_problems(cfg))
     if (sc.offload_optimizer or sc.offload_params) and sc.backend != "deepspeed":
         p.append("scale.offload_*: offloading needs scale.backend='deepspeed'")
     positive("scale.cpus_per_worker", sc.cpus_per_worker, allow_none=False)
@@ -620,12 +741,6 @@ def _rules(cfg: TrialConfig) -> list[str]:
     ls = cfg.landscape
     if ls.enabled:
         p.extend(ls.problems())
-        if sc.backend == "deepspeed" and sc.zero_stage == 3:
-            p.append(
-                "landscape.enabled: slices rewrite whole weight tensors, which ZeRO-3 shards "
-                "over ranks; use scale.zero_stage=2 (an 8B LoRA model fits one 80 GB GPU) or "
-                "landscape.enabled=false"
-            )
         if "general" in ls.datasets and not e.heldout:
             p.append("landscape.datasets: 'general' is scored on eval.heldout; set it or drop it")
     for ch in "/\\":
@@ -638,10 +753,57 @@ def from_dict(data: dict[str, Any] | None = None) -> TrialConfig:
     """Build and validate a TrialConfig; raises ConfigError listing every problem."""
     problems: list[str] = []
     cfg = _build(TrialConfig, data or {}, "", problems)
+    cfg = dataclasses.replace(cfg, replay=_check_method_settings(cfg.replay, problems))
     problems.extend(_rules(cfg))
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def _check_method_settings(r: ReplayConfig, problems: list[str]) -> ReplayConfig:
+    """Check ``replay.settings`` against the chosen method's settings (name, type, and the
+    method's own rules, by building it); returns the config with the values coerced."""
+    from harness.replay import method_names, settings_spec
+
+    registry = _replay_registry()
+    cls = registry.get(r.method)
+    if cls is None or not isinstance(r.settings, dict):
+        return r  # the method (or the mapping) is reported already
+    specs = {s.name: s for s in settings_spec(cls)}
+    listing = ", ".join(f"{s.name} (default {s.default!r})" for s in specs.values()) or "none"
+    coerced: dict[str, Any] = {}
+    ok = True
+    for key, value in r.settings.items():
+        where = f"replay.settings.{key}"
+        if key not in specs:
+            owners = [m for m in method_names() if key in _setting_names_of(registry[m])]
+            elsewhere = (
+                f" ({key!r} is a setting of {', '.join(map(repr, owners))})" if owners else ""
+            )
+            problems.append(
+                f"unknown key {where!r}{did_you_mean(key, specs)} for replay method "
+                f"{r.method!r}{elsewhere}; settings of {r.method!r}: {listing}"
+            )
+            ok = False
+            continue
+        before = len(problems)
+        checked = _check_value(where, value, specs[key].type, problems)
+        if len(problems) == before:
+            coerced[key] = checked
+        else:
+            ok = False
+    if ok:
+        try:
+            cls(**coerced)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"replay.settings: {exc}")
+    return dataclasses.replace(r, settings=coerced) if ok else r
+
+
+def _setting_names_of(cls: type) -> list[str]:
+    from harness.replay import settings_spec
+
+    return [s.name for s in settings_spec(cls)]
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -710,7 +872,8 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def iter_fields(cls: type = TrialConfig, prefix: str = ""):
-    """Yield (dotted name, type, default, doc) for every leaf field."""
+    """Yield (dotted name, type, default, doc) for every leaf field (``replay.settings`` is one
+    leaf; :func:`iter_method_settings` yields the settings it may hold)."""
     hints = _hints(cls)
     docs = field_docs(cls)
     defaults = cls()
@@ -723,9 +886,46 @@ def iter_fields(cls: type = TrialConfig, prefix: str = ""):
             yield name, tp, getattr(defaults, f.name), docs.get(f.name, "")
 
 
+def iter_method_settings() -> Iterator[tuple[str, Any, Any, str]]:
+    """Yield (``replay.settings.NAME``, type, default, doc) for every setting of every
+    registered replay method, the doc saying which method(s) it belongs to."""
+    from harness.replay import method_names, settings_spec
+
+    registry = _replay_registry()
+    by_name: dict[str, list[tuple[str, Any]]] = {}
+    for method in method_names():
+        for spec in settings_spec(registry[method]):
+            by_name.setdefault(spec.name, []).append((method, spec))
+    for name, owners in by_name.items():
+        tp = owners[0][1].type
+        if len(owners) == 1:
+            method, spec = owners[0]
+            doc = f"replay.method={method} only: {spec.doc}"
+            default = spec.default
+        else:
+            doc = "; ".join(f"replay.method={m}: {s.doc}" for m, s in owners)
+            default = ", ".join(f"{s.default} ({m})" for m, s in owners)
+        yield f"replay.settings.{name}", tp, default, doc
+
+
+def field_help(tp: Any, doc: str) -> str:
+    """A field's docstring for --help, followed by the valid names of a registry-backed field
+    and what each one is."""
+    choices = choices_of(tp)
+    if choices is None or choices.describe is None:
+        return doc
+    lines = choices.describe()
+    each = " ".join(f"{n} = {lines.get(n, '').rstrip('.') or n}." for n in choices.names())
+    return f"{doc} {each}"
+
+
 def type_label(tp: Any) -> str:
+    if (choices := choices_of(tp)) is not None:
+        return "{" + ",".join(choices.names()) + "}"
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is dict:
+        return "mapping"
     if origin in (typing.Union, types.UnionType):
         return " | ".join(type_label(a) for a in args)
     if origin is Literal:

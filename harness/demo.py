@@ -61,13 +61,15 @@ def build_parser(sub: argparse._SubParsersAction | None = None) -> argparse.Argu
         if sub
         else argparse.ArgumentParser(**kw)
     )
+    from harness.replay import method_names
+
     p.add_argument(
         "--methods",
         default="none,tm",
-        help="Replay methods to compare, comma-separated: none, ce, kl, l1, l2, tm, optionally "
-        "with a weight (tm:dynamic, kl:10). Default: none,tm (GeRe at its reference weight "
-        "100), the two trials side by side on 2 CPUs; add tm:dynamic or kl to see more of the "
-        "trade-off (about 4-6 min more each on 2 cores).",
+        help=f"Replay methods to compare, comma-separated: {', '.join(method_names())}, "
+        "optionally with a weight (tm:dynamic, kl:10). Default: none,tm (GeRe at its "
+        "reference weight 100), the two trials side by side on 2 CPUs; add tm:dynamic or kl to "
+        "see more of the trade-off (about 4-6 min more each on 2 cores).",
     )
     p.add_argument(
         "--seeds",
@@ -160,13 +162,15 @@ def results_table(summary):
         t["drop_prevented"] = (
             1 - (t["probe_start"] - t["probe_final"]) / drop_none if drop_none > 0 else float("nan")
         )
-    rank = {m: i for i, m in enumerate(("none", "ce", "kl", "l1", "l2", "tm"))}
-    return t.loc[sorted(t.index, key=lambda m: (rank.get(m.split(":")[0], 9), m))]
+    from harness.replay import method_names
+
+    rank = {m: i for i, m in enumerate(method_names())}
+    return t.loc[sorted(t.index, key=lambda m: (rank.get(m.split(":")[0], len(rank)), m))]
 
 
 def main(args: argparse.Namespace) -> int:
     from harness.data import DataError
-    from harness.trial import preflight
+    from harness.inputs import preflight
     from harness.tune import run_study
     from results.io import study_dir
 

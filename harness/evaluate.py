@@ -12,6 +12,8 @@ How an answer is scored (``eval.scoring``):
 The multiple-choice probe always uses ``loglik`` over its choices (letters or choice texts,
 ``eval.probe_format``). Perplexity is exp(total NLL / total predicted tokens) over held-out texts,
 with the NLL sum and token count kept so any aggregation can be redone.
+
+:class:`EvaluationHook` runs all of it for a trial: before the first task and after every task.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from harness.core import device_of, eval_mode, pad
+from harness.hooks import Hook
 
 Request = tuple[Sequence[int], Sequence[Sequence[int]]]
 """(prompt token ids, [candidate token ids, ...]) — one multiple-choice decision."""
@@ -37,17 +42,6 @@ class Scores:
         return self.n_correct / self.n_total if self.n_total else float("nan")
 
 
-def _pad(seqs: Sequence[Sequence[int]], pad_id: int, left: bool = False):
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        sl = slice(width - len(s), width) if left else slice(0, len(s))
-        ids[i, sl] = torch.tensor(list(s), dtype=torch.long)
-        mask[i, sl] = 1
-    return ids, mask
-
-
 @torch.no_grad()
 def candidate_logliks(
     model: torch.nn.Module, requests: Sequence[Request], *, pad_id: int, batch_size: int
@@ -61,20 +55,20 @@ def candidate_logliks(
     seqs = [list(requests[r][0]) + list(requests[r][1][c]) for r, c in pairs]
     order = sorted(range(len(pairs)), key=lambda i: len(seqs[i]))
     out = [[0.0] * len(cands) for _, cands in requests]
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        ids, mask = _pad([seqs[i] for i in chunk], pad_id)
-        ids, mask = ids.to(device), mask.to(device)
-        logp = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-        for row, i in enumerate(chunk):
-            r, c = pairs[i]
-            n_prompt, n = len(requests[r][0]), len(seqs[i])
-            targets = ids[row, n_prompt:n]
-            out[r][c] = float(logp[row, n_prompt - 1 : n - 1].gather(1, targets[:, None]).sum())
-    model.train(was_training)
+    device = device_of(model)
+    with eval_mode(model):
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            ids, mask = pad([seqs[i] for i in chunk], pad_id)
+            ids, mask = ids.to(device), mask.to(device)
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            logp = F.log_softmax(logits, dim=-1)
+            for row, i in enumerate(chunk):
+                r, c = pairs[i]
+                n_prompt, n = len(requests[r][0]), len(seqs[i])
+                targets = ids[row, n_prompt:n]
+                picked = logp[row, n_prompt - 1 : n - 1].gather(1, targets[:, None])
+                out[r][c] = float(picked.sum())
     return out
 
 
@@ -105,25 +99,23 @@ def generate_exact_match(
     batch_size: int,
 ) -> Scores:
     """Greedy decoding; exact match of the stripped first line with the gold label."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    device = device_of(model)
     correct = 0
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        ids, mask = _pad(chunk, tokenizer.pad_token_id, left=True)
-        gen = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        texts = tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
-        for text, gold in zip(texts, golds[start : start + batch_size], strict=True):
-            correct += int(text.strip().split("\n")[0].strip() == gold)
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            ids, mask = pad(chunk, tokenizer.pad_token_id, left=True)
+            gen = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            texts = tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
+            for text, gold in zip(texts, golds[start : start + batch_size], strict=True):
+                correct += int(text.strip().split("\n")[0].strip() == gold)
     return Scores(correct, len(prompts))
 
 
@@ -142,21 +134,97 @@ def perplexity(
     model: torch.nn.Module, texts: Sequence[Sequence[int]], *, pad_id: int, batch_size: int
 ) -> Perplexity:
     """Token-level NLL of every text (each token predicted from its prefix)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    device = device_of(model)
     nll, count = 0.0, 0
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = [texts[i] for i in order[start : start + batch_size] if len(texts[i]) > 1]
-        if not chunk:
-            continue
-        ids, mask = _pad(chunk, pad_id)
-        ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
-        tok_nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-        valid = mask[:, 1:].bool()
-        nll += float(tok_nll[valid].sum())
-        count += int(valid.sum())
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(order), batch_size):
+            chunk = [texts[i] for i in order[start : start + batch_size] if len(texts[i]) > 1]
+            if not chunk:
+                continue
+            ids, mask = pad(chunk, pad_id)
+            ids, mask = ids.to(device), mask.to(device)
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            tok_nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+            valid = mask[:, 1:].bool()
+            nll += float(tok_nll[valid].sum())
+            count += int(valid.sum())
     return Perplexity(nll, count)
+
+
+def _argmax(xs: Sequence[float]) -> int:
+    return max(range(len(xs)), key=xs.__getitem__)
+
+
+class EvaluationHook(Hook):
+    """Scores every task (the accuracy matrix, future tasks included) and general ability
+    (probe accuracy, held-out perplexity) of the starting model and after every task."""
+
+    kinds = ("accuracy", "general")
+
+    def before_first_task(self, trial) -> None:
+        self._record(trial, 0, "<start>")
+
+    def after_task(self, trial, stage: int) -> None:
+        self._record(trial, stage, trial.inputs.data.tasks[stage - 1].name)
+
+    def _record(self, trial, stage: int, after_task: str) -> None:
+        acc, general = evaluate_checkpoint(trial, stage, after_task)
+        trial.state.rows["accuracy"] += acc
+        trial.state.rows["general"] += general
+        trial.flush()
+
+
+def evaluate_checkpoint(trial, stage: int, after_task: str) -> tuple[list[dict], list[dict]]:
+    """``accuracy`` rows (one per task) and the ``general`` row of the model as it is now."""
+    cfg, inputs = trial.cfg, trial.inputs
+    model, tok, bs = trial.built.model, trial.built.tokenizer, cfg.eval.batch_size
+    acc_rows = []
+    for pos, (task, tt) in enumerate(zip(inputs.data.tasks, inputs.tasks, strict=True), start=1):
+        if cfg.eval.scoring == "loglik":
+            ll = candidate_logliks(
+                model, [(p, tt.candidates) for p in tt.prompts], pad_id=inputs.pad_id, batch_size=bs
+            )
+            n_correct = sum(int(_argmax(s) == a) for s, a in zip(ll, tt.answers, strict=True))
+        else:
+            n_correct = generate_exact_match(
+                model,
+                tok,
+                tt.prompts,
+                tt.golds,
+                max_new_tokens=max(len(c) for c in tt.candidates) + 2,
+                batch_size=bs,
+            ).n_correct
+        n = len(tt.answers)
+        acc_rows.append(
+            dict(
+                stage=stage,
+                after_task=after_task,
+                task=task.name,
+                task_position=pos,
+                accuracy=n_correct / n,
+                n_correct=n_correct,
+                n_total=n,
+                scoring=cfg.eval.scoring,
+            )
+        )
+    general = dict(
+        stage=stage,
+        after_task=after_task,
+        probe=cfg.eval.probe or "",
+        accuracy=float("nan"),
+        n_correct=0,
+        n_total=0,
+        ppl=float("nan"),
+        nll_sum=float("nan"),
+        ppl_tokens=0,
+    )
+    if inputs.probe is not None:
+        requests, answers = inputs.probe
+        ll = candidate_logliks(model, requests, pad_id=inputs.pad_id, batch_size=bs)
+        c = sum(int(_argmax(s) == a) for s, a in zip(ll, answers, strict=True))
+        general.update(accuracy=c / len(answers), n_correct=c, n_total=len(answers))
+    if inputs.heldout:
+        p = perplexity(model, inputs.heldout, pad_id=inputs.pad_id, batch_size=bs)
+        general.update(ppl=p.ppl, nll_sum=p.nll_sum, ppl_tokens=p.tokens)
+    return acc_rows, [general]

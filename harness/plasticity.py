@@ -1,6 +1,8 @@
 """Plasticity diagnostics of a checkpoint: dormant MLP units, representation rank, weight size.
 
-Pure PyTorch. Definitions (docs: /work/shared/notes/methods.md, "Plasticity diagnostics"):
+Pure PyTorch. Definitions (after Sokar et al. 2023, "The Dormant Neuron Phenomenon in Deep
+Reinforcement Learning", and Dohare et al. 2024, "Loss of plasticity in deep continual
+learning"):
 
 * The representation of decoder layer i is the input of its MLP down-projection,
   ``h = act(gate(x)) * up(x)`` — one column per MLP unit (``intermediate_size`` of them) and
@@ -19,7 +21,8 @@ Pure PyTorch. Definitions (docs: /work/shared/notes/methods.md, "Plasticity diag
   model the effective weights ``W0 + B @ A * scale`` are measured (adapter matrices
   themselves are not), so the distance from the start is the size of the merged update.
 
-:func:`plasticity_rows` returns rows of the ``plasticity`` record kind (``results.schema``).
+:func:`plasticity_rows` returns rows of the ``plasticity`` record kind (``results.schema``);
+:class:`PlasticityHook` records them for a trial at every stage.
 Activation statistics are reduced inside the hooks, so only one layer's activations are held
 at a time.
 """
@@ -34,7 +37,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from harness.landscape import EvalBatch, is_peft
+from harness.core import EvalBatch, TokenizedExample, eval_mode, is_peft
+from harness.hooks import Hook
 
 DEFAULT_TAUS = (0.0, 0.025, 0.1)
 """Dormant-score thresholds (Sokar et al. 2023)."""
@@ -172,12 +176,8 @@ def _mlp_hooks(
 @torch.no_grad()
 def _forward(model: nn.Module, batch: EvalBatch) -> None:
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
-    finally:
-        model.train(was_training)
 
 
 def capture_mlp_inputs(
@@ -218,7 +218,7 @@ def effective_weights(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
         for name, p in model.named_parameters():
             yield name, p.detach()
         return
-    from harness.landscape import merged_lora_params
+    from harness.landscape.lora import merged_lora_params
 
     deltas = merged_lora_params(model)
     for name, p in model.named_parameters():
@@ -373,3 +373,53 @@ def plasticity_rows(
     for r in weight_stats(model, initial_params):
         add(r["layer"], r["metric"], math.nan, r["value"], r["n_units"], 0)
     return rows
+
+
+class PlasticityHook(Hook):
+    """Every diagnostic at every stage, on a fixed probe batch (the first
+    ``eval.plasticity_texts`` held-out texts), distances measured from the starting weights.
+    Off when the weights are sharded over ranks (they are read whole)."""
+
+    kinds = ("plasticity",)
+
+    def setup(self, trial) -> None:
+        import logging
+
+        cfg = trial.cfg
+        if trial.backend.sharded:
+            logging.getLogger(__name__).warning(
+                "plasticity diagnostics skipped: ZeRO-3 shards the weights they read"
+            )
+            self.kinds = ()
+            return
+        rows = [
+            TokenizedExample(ids=tuple(t), n_prompt=0)
+            for t in trial.inputs.heldout[: cfg.eval.plasticity_texts]
+        ]
+        self.batch = EvalBatch.from_examples(rows, trial.inputs.pad_id)
+        model = trial.built.model
+        if not trial.resumed:
+            self.initial = snapshot_weights(model)
+            return
+        # A resumed model is no longer the start: load the starting weights to measure from.
+        from harness.models import load_tokenizer_and_model
+
+        dtype = next(model.parameters()).dtype
+        start = load_tokenizer_and_model(cfg.model.name, dtype=dtype, seed=cfg.seed)[1]
+        self.initial = snapshot_weights(start)
+
+    def before_first_task(self, trial) -> None:
+        self._record(trial, 0, "<start>")
+
+    def after_task(self, trial, stage: int) -> None:
+        self._record(trial, stage, trial.inputs.data.tasks[stage - 1].name)
+
+    def _record(self, trial, stage: int, after_task: str) -> None:
+        if not self.kinds:
+            return
+        model = trial.built.model
+        with eval_mode(model), torch.no_grad():
+            trial.state.rows["plasticity"] += plasticity_rows(
+                model, self.batch, stage=stage, after_task=after_task, initial_params=self.initial
+            )
+        trial.flush()

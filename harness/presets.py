@@ -15,19 +15,16 @@ DeepSpeed ZeRO-2 on CPU, so every study's ``--smoke-test`` runs on a 2-core mach
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from harness.config import merge
+from harness.core import cache_root
+from harness.suggest import did_you_mean
 
 log = logging.getLogger(__name__)
 
 PRESETS = ("tiny", "world", "llama-3.1-8b")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("GERE_CACHE_DIR", Path.home() / ".cache" / "gere-harness"))
 
 
 def world_dir(seed: int = 0) -> Path:
@@ -71,14 +68,22 @@ def _world_base(data_dir: str | None) -> dict[str, Any]:
     }
 
 
-def base_config(name: str, *, data_dir: str | None = None, smoke: bool = False) -> dict[str, Any]:
-    """The nested config dict of a preset (validated later, with the study's grid)."""
-    if name not in PRESETS:
-        import difflib
+def base_config(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    smoke: bool = False,
+    resolve_model: bool = True,
+) -> dict[str, Any]:
+    """The nested config dict of a preset (validated later, with the study's grid).
 
-        close = difflib.get_close_matches(name, PRESETS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown preset {name!r}.{hint} Available: {', '.join(PRESETS)}")
+    ``resolve_model=False`` puts the placeholder 'world' (which no trial can load) where the
+    'world' preset has the path of its pretrained base, trained on first use (minutes): for
+    validating configs without building anything."""
+    if name not in PRESETS:
+        raise ValueError(
+            f"Unknown preset {name!r}{did_you_mean(name, PRESETS)}. Available: {', '.join(PRESETS)}"
+        )
     if name == "llama-3.1-8b":
         base = {
             "model": {"name": "llama-3.1-8b", "dtype": "bfloat16", "gradient_checkpointing": True},
@@ -125,7 +130,8 @@ def base_config(name: str, *, data_dir: str | None = None, smoke: bool = False) 
     else:
         base = _world_base(data_dir)
         if name == "world":
-            base["model"] = {"name": str(world_base_model(Path(base["data"]["root"])))}
+            model = world_base_model(Path(base["data"]["root"])) if resolve_model else "world"
+            base["model"] = {"name": str(model)}
     if smoke:
         base = merge(
             base,

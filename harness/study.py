@@ -1,8 +1,11 @@
 """The command line shared by every study script in studies/.
 
-A study script defines its question (docstring), its GRID and its SMOKE grid, and calls
-:func:`main`. Everything else -- presets, overrides, validation of the whole grid on the
-driver, running it on Ray, the summary table, the report -- lives here.
+A study script defines its question (docstring), its GRID and its SMOKE grid -- and, when
+its trials need settings beyond the preset's, SETTINGS and SMOKE_SETTINGS (dotted keys or
+nested dicts) -- as module-level constants, and calls :func:`main` with them. Everything else
+-- presets, overrides, validation of the whole grid on the driver, running it on Ray, the
+summary table, the report -- lives here. tests/test_presets.py reads those constants and
+validates every study's grids under every preset.
 """
 
 from __future__ import annotations
@@ -11,13 +14,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from harness.config import ConfigError, parse_override
+from harness.config import ConfigError, merge, parse_override
 from harness.presets import PRESETS, base_config
-from harness.trial import preflight
 from harness.tune import Axis, axis, expand_grid, run_study
 
-__all__ = ["axis", "main"]
+__all__ = ["axis", "main", "study_base"]
 
 log = logging.getLogger("harness.study")
 
@@ -100,6 +103,25 @@ def build_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
+def study_base(
+    preset: str,
+    *,
+    smoke: bool = False,
+    data_dir: str | None = None,
+    settings: dict | None = None,
+    smoke_settings: dict | None = None,
+    overrides: dict | None = None,
+    resolve_model: bool = True,
+) -> dict[str, Any]:
+    """The base config of a study's trials (before its grid): the preset, then the study's
+    ``settings``, then ``smoke_settings`` when ``smoke``, then ``overrides`` (--set)."""
+    base = base_config(preset, data_dir=data_dir, smoke=smoke, resolve_model=resolve_model)
+    base = merge(base, dict(settings or {}))
+    if smoke:
+        base = merge(base, dict(smoke_settings or {}))
+    return merge(base, dict(overrides or {}))
+
+
 def main(
     name: str,
     doc: str | None,
@@ -109,21 +131,25 @@ def main(
     *,
     settings: dict | None = None,
     smoke_settings: dict | None = None,
+    hooks: Sequence = (),
 ) -> int:
     """Run a study script: ``settings`` (dotted keys) apply to every trial of the study on
     top of the preset, ``smoke_settings`` on top of those under --smoke-test; ``--set`` wins
-    over both."""
+    over both. ``hooks``: extra stage hooks for every trial (:func:`harness.tune.run_study`)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser(name, doc).parse_args(argv)
-    try:
-        base = base_config(args.preset, data_dir=args.data_dir, smoke=args.smoke_test)
-        overrides = dict(parse_override(item) for item in args.set)
-        from harness.config import merge
+    from harness.inputs import preflight
 
-        base = merge(base, dict(settings or {}))
-        if args.smoke_test:
-            base = merge(base, dict(smoke_settings or {}))
-        base = merge(base, {**overrides, "out": args.out})
+    try:
+        overrides = dict(parse_override(item) for item in args.set)
+        base = study_base(
+            args.preset,
+            smoke=args.smoke_test,
+            data_dir=args.data_dir,
+            settings=settings,
+            smoke_settings=smoke_settings,
+            overrides={**overrides, "out": args.out},
+        )
         configs = expand_grid(name, base, smoke if args.smoke_test else grid)
         preflight(configs)
     except (ConfigError, ValueError) as exc:  # DataError is a ValueError
@@ -142,7 +168,9 @@ def main(
 
     storage = args.storage_path or str(Path(args.out).resolve() / "ray")
     try:
-        summary = run_study(configs, storage_path=storage, max_concurrent=args.max_concurrent)
+        summary = run_study(
+            configs, storage_path=storage, max_concurrent=args.max_concurrent, hooks=hooks
+        )
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

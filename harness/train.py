@@ -10,33 +10,42 @@ pass over task and replay rows together gives
 as in GeRe. A non-finite loss or gradient stops the task *before* the optimiser step and is
 reported as divergence, so the weights stay finite and the trial can end cleanly. The
 optimiser itself lives in a backend (harness.backend: plain PyTorch or DeepSpeed ZeRO).
+
+The learning rate is set here on every step (:func:`lr_at`) rather than by a scheduler object:
+each task restarts its warm-up and decay, and the same function must drive both the PyTorch and
+the DeepSpeed optimiser (DeepSpeed's ZeRO optimisers are not ``torch.optim.Optimizer``
+instances, so transformers' schedulers, which bind to one optimiser object, cannot).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from harness.backend import lr_at
+from harness.backend import Backend
 from harness.config import TrainConfig
+from harness.core import IGNORE, TokenizedExample, collate, device_of, token_nll
 from harness.models import Built, last_hidden_and_logits
 from harness.replay import ReplayBuffer, ReplayMethod, ReplayView, combine
 
-IGNORE = -100
 
-
-@dataclass(frozen=True)
-class TokenizedExample:
-    """A training sequence; ``n_prompt`` leading tokens carry no loss."""
-
-    ids: tuple[int, ...]
-    n_prompt: int
+def lr_at(step: int, total: int, *, peak: float, warmup: int, schedule: str) -> float:
+    """Learning rate for optimiser step ``step`` (0-based) of a task with ``total`` steps:
+    linear warm-up to ``peak`` over ``warmup`` steps, then cosine/linear decay to 0, or constant."""
+    warmup = min(warmup, total)
+    if step < warmup:
+        return peak * (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return peak
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "linear":
+        return peak * max(0.0, 1.0 - progress)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 Item = tuple[bool, int]
@@ -92,29 +101,6 @@ def _stream(n: int, length: int, rng: np.random.Generator) -> list[int]:
     return out[:length]
 
 
-def collate(
-    rows: Sequence[TokenizedExample], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded (input_ids, attention_mask, labels); labels are -100 on prompt and pad."""
-    width = max(len(r.ids) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r.ids)
-        ids[i, :n] = torch.tensor(r.ids)
-        mask[i, :n] = 1
-        labels[i, r.n_prompt : n] = ids[i, r.n_prompt : n]
-    return ids, mask, labels
-
-
-def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-position next-token NLL [B, L-1] (0 where the label is ignored)."""
-    return F.cross_entropy(
-        logits[:, :-1].transpose(1, 2).float(), labels[:, 1:], ignore_index=IGNORE, reduction="none"
-    )
-
-
 @dataclass
 class TaskOutcome:
     """What training one task produced."""
@@ -146,7 +132,7 @@ class _Window:
 
 def train_task(
     built: Built,
-    backend,
+    backend: Backend,
     *,
     task_examples: Sequence[TokenizedExample],
     buffer: ReplayBuffer | None,
@@ -159,12 +145,17 @@ def train_task(
     global_step: int,
     seed: int,
     progress: bool = False,
+    on_step: Callable[[int], object] | None = None,
+    extra_terms: Callable[[], Sequence[torch.Tensor | None]] | None = None,
 ) -> TaskOutcome:
     """Fine-tune on one task (fresh optimiser state and LR schedule), mixing in replay.
 
     With several data-parallel ranks every rank plans the same steps (same seed) and takes
     every world_size-th item of each effective batch; a final step too small to give each
     rank ``grad_accum`` items is dropped, so all ranks run the same number of micro-steps.
+
+    ``on_step(global_step)`` runs after every optimiser step; ``extra_terms()`` returns loss
+    terms (or None) added to every micro-batch's loss (the stage hooks' ``loss_term``).
     """
     replay_rows: list[TokenizedExample] = []
     if method.uses_replay and buffer is not None:
@@ -180,8 +171,7 @@ def train_task(
         max_steps=cfg.max_steps_per_task,
         rng=np.random.default_rng([seed, stage]),
     )
-    if backend.is_deepspeed:
-        steps = [s for s in steps if len(s) >= world * cfg.grad_accum]
+    steps = [s for s in steps if len(s) >= backend.min_step_items(cfg.grad_accum)]
     backend.start_task()
     out = TaskOutcome()
     window = _Window()
@@ -202,16 +192,10 @@ def train_task(
             rows = [replay_rows[i] if rep else task_examples[i] for rep, i in items]
             is_replay = torch.tensor([rep for rep, _ in items])
             index = torch.tensor([i for rep, i in items if rep], dtype=torch.long)
-            loss, stats = _micro_loss(
-                built,
-                backend.train_module,
-                rows,
-                is_replay,
-                index,
-                method,
-                weight,
-                sync_reference=world > 1,
-            )
+            loss, stats = _micro_loss(built, backend, rows, is_replay, index, method, weight)
+            for extra in extra_terms() if extra_terms else ():
+                if extra is not None:
+                    loss = loss + extra
             # Every rank must agree before anyone calls backward (collectives under ZeRO).
             if not backend.all_true(bool(torch.isfinite(loss))):
                 finite = False
@@ -229,6 +213,8 @@ def train_task(
             break
         window.add("grad_norm", grad_norm)
         out.steps = k
+        if on_step is not None:
+            on_step(global_step + k)
         if k % cfg.log_every == 0 or k == len(steps):
             out.curve.append(_curve_row(window, stage, task, global_step + k, k, lr_now))
             out.tokens += window.tokens
@@ -241,23 +227,22 @@ def train_task(
 
 def _micro_loss(
     built: Built,
-    module: torch.nn.Module,
+    backend: Backend,
     rows: Sequence[TokenizedExample],
     is_replay: torch.Tensor,
     index: torch.Tensor,
     method: ReplayMethod,
     weight: float | str,
-    *,
-    sync_reference: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float | None]]:
     """Loss of one micro-batch (task and replay rows in one forward pass) and its parts.
 
-    sync_reference: with several ranks, a rank whose micro-batch holds no replay rows still
-    runs one (discarded) frozen-model forward when the method uses the frozen model, so every
-    rank makes the same forward calls (ZeRO-3 gathers weights collectively in each one).
+    A micro-batch without replay rows still lets the backend keep the ranks in step: it runs
+    the frozen-model forward the other ranks run (``idle_frozen_forward``) and backpropagates
+    through the hidden state the other ranks' terms read (``touch_outputs``).
     """
+    module = backend.train_module
     input_ids, attention_mask, labels = collate(rows, built.tokenizer.pad_token_id)
-    device = _device(module)
+    device = device_of(module)
     input_ids, attention_mask, labels = (
         input_ids.to(device),
         attention_mask.to(device),
@@ -294,10 +279,11 @@ def _micro_loss(
             reference=reference,
         )
         term = method.term(view)
-    elif sync_reference and method.needs_reference:
-        with torch.no_grad(), built.starting_model() as ref:
-            ref(input_ids=input_ids[:1, :1], attention_mask=attention_mask[:1, :1])
+    elif method.needs_reference:
+        backend.idle_frozen_forward(built, input_ids)
     loss, w = combine(ce, term, weight)
+    if hidden is not None and term is None:
+        loss = backend.touch_outputs(loss, hidden)
     return loss, {
         "loss": float(loss.detach()),
         "task_ce": float(ces["task_ce"].detach()) if "task_ce" in ces else None,
@@ -325,7 +311,3 @@ def _curve_row(
         "grad_norm": window.mean("grad_norm"),
         "tokens": window.tokens,
     }
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device

@@ -18,7 +18,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import os
 import re
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError, TrialConfig, computed_settings, from_dict, merge
+from harness.hooks import Hook
 
 log = logging.getLogger(__name__)
 
@@ -114,65 +114,41 @@ def completed_trials(out: str | Path, study: str) -> dict[str, dict]:
 # --------------------------------------------------------------------------------------------
 
 
+class RayCheckpointHook(Hook):
+    """After every task: write the trial's checkpoint and report it to Ray Train with the
+    stage's metrics (a barrier on every rank; rank 0's checkpoint directory is kept)."""
+
+    def after_task(self, trial, stage: int) -> None:
+        import ray.train
+        from ray.train import Checkpoint
+
+        with tempfile.TemporaryDirectory(prefix="gere-ckpt-") as d:
+            trial.save(Path(d))
+            checkpoint = Checkpoint.from_directory(d) if trial.backend.is_main else None
+            ray.train.report(trial.stage_metrics(stage), checkpoint=checkpoint)
+
+
 def _train_worker(config: dict) -> dict | None:
     """One Ray Train worker = one DeepSpeed rank running the trial; resumes from a checkpoint."""
     import ray.train
-    from ray.train import Checkpoint
 
-    from harness.trial import run_trial
+    from harness.trial import CHECKPOINT_STATE, run_trial
 
     cfg = from_dict(config["trial"])
     rank = ray.train.get_context().get_world_rank()
-
-    def on_stage_end(end) -> None:
-        with tempfile.TemporaryDirectory(prefix="gere-ckpt-") as d:
-            end.save(Path(d))
-            checkpoint = Checkpoint.from_directory(d) if rank == 0 else None
-            ray.train.report(end.metrics, checkpoint=checkpoint)  # a barrier on every rank
-        _maybe_inject_failure(cfg.id, end.stage, rank)
-
+    hooks = [RayCheckpointHook(), *config.get("hooks", ())]
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else nullcontext(None) as ckpt_dir:
-        resumed = (
-            json.loads((Path(ckpt_dir) / "state.json").read_text())["finished_stage"]
-            if ckpt_dir
-            else 0
-        )
         if ckpt_dir:
-            log.info("trial %s resumes after task %d from %s", cfg.id, resumed, ckpt_dir)
-        _event(cfg.id, rank, "start", resumed_after_stage=resumed)
-        result = run_trial(
-            cfg, resume_from=Path(ckpt_dir) if ckpt_dir else None, on_stage_end=on_stage_end
-        )
-    return _public(result.summary) if rank == 0 else None
-
-
-# Fault injection for the resume tests (inert unless the variables are set):
-# GERE_TEST_EVENTS appends one JSON line per worker start/crash to that file;
-# GERE_TEST_CRASH="<trial id>@<stage>" makes that trial's workers fail once, right after the
-# checkpoint of that stage was reported (as if the node had been lost).
-
-
-def _event(trial_id: str, rank: int, event: str, **fields: Any) -> None:
-    path = os.environ.get("GERE_TEST_EVENTS")
-    if path:
-        with open(path, "a") as f:
-            f.write(
-                json.dumps({"trial_id": trial_id, "rank": rank, "event": event, **fields}) + "\n"
+            resumed = json.loads((Path(ckpt_dir) / CHECKPOINT_STATE).read_text())
+            log.info(
+                "trial %s resumes after task %d from %s",
+                cfg.id,
+                resumed["finished_stage"],
+                ckpt_dir,
             )
-
-
-def _maybe_inject_failure(trial_id: str, stage: int, rank: int) -> None:
-    spec, events = os.environ.get("GERE_TEST_CRASH"), os.environ.get("GERE_TEST_EVENTS")
-    if not spec or not events or spec != f"{trial_id}@{stage}":
-        return
-    lines = Path(events).read_text().splitlines() if Path(events).exists() else []
-    if any(
-        json.loads(x)["event"] == "crash" and json.loads(x)["trial_id"] == trial_id for x in lines
-    ):
-        return  # fail once only
-    _event(trial_id, rank, "crash", stage=stage)
-    raise RuntimeError(f"injected failure in trial {trial_id} after task {stage}")
+        result = run_trial(cfg, resume_from=Path(ckpt_dir) if ckpt_dir else None, hooks=hooks)
+    return _public(result.summary) if rank == 0 else None
 
 
 def _public(summary: Mapping[str, Any]) -> dict:
@@ -197,7 +173,7 @@ def _tune_trial(config: dict) -> None:
     resources = {"CPU": sc.cpus_per_worker, **({"GPU": sc.gpus_per_worker} if sc.use_gpu else {})}
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"trial": trial},
+        train_loop_config={"trial": trial, "hooks": config.get("hooks", ())},
         scaling_config=ScalingConfig(
             num_workers=sc.workers,
             use_gpu=sc.use_gpu,
@@ -249,11 +225,14 @@ def run_study(
     storage_path: str | Path,
     max_concurrent: int | None = None,
     verbose: int = 1,
+    hooks: Sequence[Hook] = (),
 ):
     """Run every trial of a study with Ray Tune; returns the study's summary DataFrame.
 
     Connects to a running cluster (``ray job submit``) or starts a local Ray in-process.
-    Raises RuntimeError naming the trials that failed after their retries.
+    ``hooks``: extra stage hooks for every trial (picklable; they run inside the Ray Train
+    workers, so their module must be importable there). Raises RuntimeError naming the trials
+    that failed after their retries.
     """
     import ray
     from ray import tune
@@ -290,6 +269,7 @@ def run_study(
                 "trial_id": tune.grid_search([c.id for c in todo]),
                 "trials": {c.id: c.to_dict() for c in todo},
                 "storage_path": storage,
+                "hooks": list(hooks),
             },
             tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
             run_config=tune.RunConfig(

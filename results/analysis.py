@@ -1,7 +1,9 @@
 """Analysis tables: pure pandas functions from the record kinds of ``results.schema`` to tables.
 
-Nothing here plots, trains or imports torch/Ray; ``results.plots`` and ``results.report`` build on
-these functions. Conventions shared by every function:
+Nothing here plots, trains or imports Ray, and importing it (or ``results.plots`` and
+``results.report``, which build on these functions) imports no torch; the one exception is
+:func:`method_order`, which reads the replay-method registry (``harness.replay``, hence torch)
+the first time methods are sorted. Conventions shared by every function:
 
 * **Trials are settings + outcomes.** A trial's settings (method, tuning, lr_multiplier,
   replay_size, seed, ...) live only in the ``summary`` kind; other kinds are joined to it on
@@ -20,8 +22,9 @@ these functions. Conventions shared by every function:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -29,7 +32,6 @@ import pandas as pd
 from harness.metrics import METRICS, matrix_from_long
 
 __all__ = [
-    "METHOD_ORDER",
     "PAPER_METRICS",
     "PERCENT_METRICS",
     "SETTINGS",
@@ -42,6 +44,7 @@ __all__ = [
     "lora_vs_full_table",
     "loss_type_table",
     "lr_robustness_table",
+    "method_order",
     "paper_table",
     "plasticity_over_tasks",
     "pooled_loss",
@@ -53,8 +56,28 @@ __all__ = [
     "with_settings",
 ]
 
-METHOD_ORDER = ("none", "ce", "kl", "l1", "l2", "tm")
-"""Display order of replay methods (baseline first, GeRe last); unknown methods follow."""
+
+@functools.cache
+def method_order() -> tuple[str, ...]:
+    """Display order of replay methods: the registry's (``harness.replay.method_names``:
+    baseline first, GeRe's tm last of the built-ins, then newer methods). Methods the
+    registry does not know (renamed, or from another checkout) sort after these, A-Z.
+
+    The registry lives with the methods, which need torch: it is imported here, on the first
+    call, rather than when ``results`` is imported; where it cannot be imported, every method
+    sorts A-Z."""
+    try:
+        from harness.replay import method_names
+    except ImportError:
+        return ()
+    return tuple(method_names())
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METHOD_ORDER":  # the former constant, now the registry's order
+        return method_order()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 SETTINGS = (
     "method",
@@ -91,12 +114,12 @@ def _join_keys(left: pd.DataFrame, right: pd.DataFrame) -> list[str]:
 
 
 def _method_rank(values: pd.Series) -> pd.Series:
-    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    order = {m: i for i, m in enumerate(method_order())}
     return values.map(lambda m: (order.get(m, len(order)), str(m)))
 
 
 def sort_groups(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """Sort rows by ``keys`` (columns), with methods in ``METHOD_ORDER`` rather than A-Z."""
+    """Sort rows by ``keys`` (columns), with methods in :func:`method_order` rather than A-Z."""
     keys = [k for k in keys if k in df.columns]
     if not keys:
         return df
@@ -478,6 +501,33 @@ def pooled_loss(points: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return g.reset_index()
 
 
+def barrier(alphas, losses, *, atol: float = 1e-9) -> dict[str, float]:
+    """The loss barrier of one interpolation path (the project's one definition).
+
+    ``max_{0 <= alpha <= 1} [L(alpha) - ((1 - alpha) L(0) + alpha L(1))]``: the signed largest
+    excess over the straight line between the end points (Goodfellow et al. 2015), so >= 0
+    (the excess is 0 at both ends) and exactly 0 for a path that never rises above the line.
+    Points outside [0, 1] (extrapolation) are ignored; alphas within ``atol`` of 0 or 1 count
+    as the end points. Returns loss_start (L(0)), loss_end (L(1)), barrier, alpha_at_barrier
+    and n_points (alphas in [0, 1]); all but n_points are NaN when alpha 0 or 1 is missing.
+    """
+    a, loss = np.asarray(alphas, dtype=float), np.asarray(losses, dtype=float)
+    at0, at1 = np.isclose(a, 0.0, atol=atol), np.isclose(a, 1.0, atol=atol)
+    inside = (a >= -atol) & (a <= 1 + atol)
+    out = dict(loss_start=np.nan, loss_end=np.nan, barrier=np.nan, alpha_at_barrier=np.nan)
+    if at0.any() and at1.any():
+        l0, l1 = float(loss[at0][0]), float(loss[at1][0])
+        excess = loss[inside] - ((1 - a[inside]) * l0 + a[inside] * l1)
+        i = int(np.nanargmax(excess)) if np.isfinite(excess).any() else 0
+        out.update(
+            loss_start=l0,
+            loss_end=l1,
+            barrier=float(excess[i]),
+            alpha_at_barrier=float(a[inside][i]),
+        )
+    return {**out, "n_points": int(inside.sum())}
+
+
 def interpolation_summary(
     landscape: pd.DataFrame, *, summary: pd.DataFrame | None = None, atol: float = 1e-9
 ) -> pd.DataFrame:
@@ -504,24 +554,9 @@ def interpolation_summary(
     out = []
     for key, grp in rows.groupby(keys, dropna=False, sort=True):
         pts = pooled_loss(grp, ["alpha"])
-        a, loss = pts["alpha"].to_numpy(float), pts["loss"].to_numpy(float)
-        at0, at1 = np.isclose(a, 0.0, atol=atol), np.isclose(a, 1.0, atol=atol)
-        inside = (a >= -atol) & (a <= 1 + atol)
         rec = dict(zip(keys, key, strict=True))
         rec.update({c: grp[c].iloc[0] for c in stages})
-        if at0.any() and at1.any():
-            l0, l1 = float(loss[at0][0]), float(loss[at1][0])
-            excess = loss[inside] - ((1 - a[inside]) * l0 + a[inside] * l1)
-            i = int(np.nanargmax(excess)) if np.isfinite(excess).any() else 0
-            rec.update(
-                loss_start=l0,
-                loss_end=l1,
-                barrier=float(excess[i]),
-                alpha_at_barrier=float(a[inside][i]),
-            )
-        else:
-            rec.update(loss_start=np.nan, loss_end=np.nan, barrier=np.nan, alpha_at_barrier=np.nan)
-        rec["n_points"] = int(inside.sum())
+        rec.update(barrier(pts["alpha"], pts["loss"], atol=atol))
         out.append(rec)
     cols = [*keys, *stages, "loss_start", "loss_end", "barrier", "alpha_at_barrier", "n_points"]
     table = pd.DataFrame(out, columns=cols)

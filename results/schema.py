@@ -13,7 +13,6 @@ the columns marked nullable below use null for "does not apply". ``docs/results-
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from harness.metrics import METRICS
+from harness.suggest import did_you_mean
 
 __all__ = [
     "DOCS_PATH",
@@ -199,7 +199,7 @@ _SUMMARY = pa.schema(
         _f("tasks", pa.string(), "Task names in sequence order, comma-joined."),
         _f("model", pa.string(), "Model name or path."),
         _f("tuning", pa.string(), "Which parameters were trained.", allowed=("lora", "full")),
-        _f("method", pa.string(), "Replay method (none, ce, kl, l1, l2, tm)."),
+        _f("method", pa.string(), "Replay method: its name in harness.replay (e.g. none, tm)."),
         _f("replay_size", pa.int64(), "Number of general replay samples (0 for none)."),
         _f("replay_weight", pa.string(), "Configured replay weight: a number or 'dynamic'."),
         _f("lr", pa.float64(), "Base learning rate."),
@@ -361,16 +361,11 @@ KINDS: dict[str, pa.Schema] = {
 """Record kind -> its Arrow schema. Each kind is stored in its own directory."""
 
 
-def _did_you_mean(name: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def schema_for(kind: str) -> pa.Schema:
     """The schema of one record kind; an unknown kind fails with a suggestion."""
     if kind not in KINDS:
         raise ValueError(
-            f"Unknown record kind {kind!r}{_did_you_mean(kind, KINDS)}. Available: {list(KINDS)}"
+            f"Unknown record kind {kind!r}{did_you_mean(kind, KINDS)}. Available: {list(KINDS)}"
         )
     return KINDS[kind]
 
@@ -458,7 +453,7 @@ def to_table(
             if missing:
                 parts.append(f"missing column(s) {missing}")
             if extra:
-                hints = "".join(_did_you_mean(c, missing) for c in extra)
+                hints = "".join(did_you_mean(c, missing) for c in extra)
                 parts.append(f"unexpected column(s) {extra}{hints}")
             raise ValueError(f"{kind} records: {'; '.join(parts)}. Columns: {expected}")
         for name, want in fill.items():

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from harness.data import DataError, resolve_data_root
+from tests.helpers import tiny_built, tiny_model
 
 COLOURS = ["red", "blue", "green", "yellow"]
 ANIMALS = ["cat", "dog", "owl", "fox"]
@@ -69,6 +70,19 @@ def make_mini_benchmark(root: Path, seed: int = 0) -> Path:
         lines.append(f"Which colour is number {i}?,red,blue,green,yellow,{i % 4}")
     (test / "mini_test.csv").write_text("\n".join(lines) + "\n")
     return root
+
+
+@pytest.fixture
+def tiny():
+    """The shared tiny Llama: a factory ``tiny(vocab=64, seed=0, **shape)`` (see
+    :func:`tests.helpers.tiny_model`; modules that need it at import time import that)."""
+    return tiny_model
+
+
+@pytest.fixture
+def built():
+    """The harness's 'tiny' preset as a factory ``built(seed=0, keep_reference=False, **model)``."""
+    return tiny_built
 
 
 @pytest.fixture

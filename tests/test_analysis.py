@@ -53,13 +53,25 @@ def summary() -> pd.DataFrame:
     )
 
 
+# --- method order ------------------------------------------------------------------------
+
+
+def test_methods_sort_in_the_registry_order_then_unknown_ones_a_to_z() -> None:
+    from harness.replay import method_names
+
+    assert an.method_order() == tuple(method_names()) == ("none", "ce", "kl", "l1", "l2", "tm")
+    assert an.METHOD_ORDER == an.method_order()  # the former constant still reads
+    df = pd.DataFrame({"method": ["zeta", "tm", "alpha", "none", "kl"], "seed": range(5)})
+    assert an.sort_groups(df, ["method"]).method.tolist() == ["none", "kl", "tm", "alpha", "zeta"]
+
+
 # --- paper_table / format_mean_std ------------------------------------------------------
 
 
 def test_paper_table_mean_sample_std_and_counts(summary: pd.DataFrame) -> None:
     t = an.paper_table(summary, metrics=("ap",))
     assert t.index.name == "method"
-    assert list(t.index) == ["none", "tm"]  # baseline first (METHOD_ORDER), not A-Z
+    assert list(t.index) == ["none", "tm"]  # baseline first (the registry's order), not A-Z
     assert list(t.columns) == ["n", "n_diverged", "n_failed", "ap_mean", "ap_std"]
     # tm: mean (0.5 + 0.6 + 0.7) / 3 = 0.6; sample std sqrt((0.01 + 0 + 0.01) / 2) = 0.1
     # (the population std would be sqrt(0.02 / 3) = 0.0816).
@@ -449,3 +461,16 @@ def test_with_settings_joins_on_study_and_trial() -> None:
     out = an.with_settings(recs, s)
     assert out["method"].tolist()[:2] == ["tm", "none"] and pd.isna(out["method"].iloc[2])
     assert len(an.with_settings(recs, s, how="inner")) == 2
+
+
+def test_barrier_matches_hand_computed_values() -> None:
+    alphas = [-0.5, 0.0, 0.25, 0.5, 1.0, 1.5]
+    losses = [9.0, 2.0, 3.0, 2.5, 1.0, 9.0]
+    # line: 2 - a;  excess at 0.25: 3 - 1.75 = 1.25;  at 0.5: 2.5 - 1.5 = 1.0
+    got = an.barrier(alphas, losses)
+    assert got["barrier"] == pytest.approx(1.25) and got["alpha_at_barrier"] == 0.25
+    assert (got["loss_start"], got["loss_end"], got["n_points"]) == (2.0, 1.0, 4)
+    assert an.barrier([0.0, 0.5, 1.0], [2.0, 1.0, 1.0])["barrier"] == pytest.approx(0.0)
+    assert an.barrier([0.0, 0.5, 1.0, 0.25], [2.0, 1.0, 2.0, 1.5])["barrier"] == 0.0
+    assert np.isnan(an.barrier([0.0, 0.5], [1.0, 2.0])["barrier"])  # no alpha = 1
+    assert an.barrier([1e-12, 1.0], [2.0, 1.0])["loss_start"] == 2.0  # within atol of 0

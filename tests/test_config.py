@@ -110,3 +110,148 @@ def test_config_file_errors(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         config_from_args(build_parser().parse_args(["run", "--config", str(bad)]))
+
+
+def test_one_did_you_mean_for_every_name():
+    from harness.suggest import closest, did_you_mean
+
+    assert did_you_mean("methd", ["method", "corpus"]) == " (did you mean 'method'?)"
+    assert did_you_mean("temp", ["temperature", "k"]) == " (did you mean 'temperature'?)"
+    assert did_you_mean("te", ["tempo", "temperature"]) == ""  # ambiguous abbreviation: no hint
+    assert did_you_mean("zzz", ["method"]) == ""
+    assert closest("ordr4", ["order4", "order5", "cb"], n=2) == ["order4", "order5"]
+    assert did_you_mean("ordr4", ["order4", "order5"], n=2) == (
+        " (did you mean 'order4' or 'order5'?)"
+    )
+
+
+def test_replay_method_is_checked_against_the_registry():
+    from harness.replay import method_names
+
+    with pytest.raises(ConfigError) as err:
+        from_dict({"replay": {"method": "tmm"}})
+    names = ", ".join(map(repr, method_names()))
+    assert f"replay.method: 'tmm' is not one of {names} (did you mean 'tm'?)" in str(err.value)
+    help_text = _run_help()
+    assert "--replay.method {none,ce,kl,l1,l2,tm}" in help_text
+    assert "tm = CE on replay rows + w * TM" in " ".join(help_text.split())
+
+
+def _run_help() -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    return out.getvalue()
+
+
+def test_method_settings_are_one_mapping_checked_against_the_method():
+    cfg = from_dict({"replay": {"method": "tm", "settings": {"k": 2}}})
+    assert cfg.replay.settings == {"k": 2.0}  # coerced to the setting's type
+    assert repr(cfg.replay.build_method()) == "TMReplay(k=2.0)"
+    assert from_dict({"replay": {"method": "kl"}}).replay.build_method().temperature == 2.0
+    assert from_dict({"replay": {"method": "kl"}}).replay.full_settings() == {"temperature": 2.0}
+    assert from_dict(cfg.to_dict()) == cfg and hash(cfg) == hash(from_dict(cfg.to_dict()))
+    cases = {
+        "kk": (
+            {"method": "tm", "settings": {"kk": 2}},
+            "unknown key 'replay.settings.kk' (did you mean 'k'?) for replay method 'tm'; "
+            "settings of 'tm': k (default 1.0)",
+        ),
+        "other method's": (
+            {"method": "kl", "settings": {"k": 2}},
+            "unknown key 'replay.settings.k' for replay method 'kl' ('k' is a setting of 'tm'); "
+            "settings of 'kl': temperature (default 2.0)",
+        ),
+        "none has none": (
+            {"method": "none", "settings": {"k": 2}},
+            "settings of 'none': none",
+        ),
+        "type": (
+            {"method": "tm", "settings": {"k": "big"}},
+            "replay.settings.k: expected a number",
+        ),
+        "method's own rule": (
+            {"method": "tm", "settings": {"k": -1}},
+            "replay.settings: tm k must be >= 0, got -1.0",
+        ),
+        "kl's own rule": (
+            {"method": "kl", "settings": {"temperature": 0}},
+            "replay.settings: kl temperature must be > 0",
+        ),
+        "not a mapping": ({"settings": [1]}, "replay.settings: expected a mapping"),
+    }
+    for name, (replay, message) in cases.items():
+        with pytest.raises(ConfigError) as err:
+            from_dict({"replay": replay})
+        assert message in str(err.value), (name, str(err.value))
+        assert len(err.value.problems) == 1, (name, err.value.problems)
+
+
+def test_legacy_flat_method_settings_name_their_new_spelling():
+    with pytest.raises(ConfigError) as err:
+        from_dict({"replay": {"tm_k": 1.5, "kl_temperature": 3}})
+    text = str(err.value)
+    assert "unknown key 'replay.tm_k': it is now 'replay.settings.k'" in text
+    assert "--replay.settings.k 1.5" in text
+    assert "unknown key 'replay.kl_temperature': it is now 'replay.settings.temperature'" in text
+
+
+def test_stored_legacy_configs_have_the_same_computed_settings():
+    import json
+
+    from harness.config import computed_settings
+
+    def legacy(method, tm_k=1.0, kl_temperature=2.0, **replay):
+        d = from_dict({"replay": {"method": method, **replay}}).to_dict()
+        del d["replay"]["settings"]
+        d["replay"].update(tm_k=tm_k, kl_temperature=kl_temperature)
+        return json.loads(json.dumps(d))  # as stored in config_json
+
+    def new(method, **settings):
+        return from_dict({"replay": {"method": method, "settings": settings}}).to_dict()
+
+    same = computed_settings
+    assert same(legacy("tm")) == same(new("tm")) == same(new("tm", k=1.0))
+    assert same(legacy("tm", tm_k=1.5)) == same(new("tm", k=1.5)) != same(new("tm"))
+    assert same(legacy("kl", kl_temperature=4)) == same(new("kl", temperature=4))
+    assert same(legacy("tm", kl_temperature=9)) == same(new("tm"))  # kl's setting: irrelevant
+    assert same(legacy("none", tm_k=3)) == same(new("none"))
+    assert same(legacy("tm", size=5)) != same(new("tm"))
+    # the content-hash id follows the computed settings: explicit defaults change nothing
+    assert from_dict({"replay": {"settings": {"k": 1}}}).id == from_dict({}).id
+
+
+def test_method_settings_from_the_command_line():
+    args = build_parser().parse_args(["run", "--replay.settings.k", "1.5"])
+    assert config_from_args(args).replay.settings == {"k": 1.5}
+    args = build_parser().parse_args(["run", "--set", "replay.settings.k=1.5"])
+    assert config_from_args(args).replay.settings == {"k": 1.5}
+    args = build_parser().parse_args(
+        ["run", "--replay.method", "kl", "--set", "replay.settings={temperature: 3}"]
+    )
+    assert config_from_args(args).replay.settings == {"temperature": 3.0}
+    args = build_parser().parse_args(["run", "--replay.method", "kl", "--replay.settings.k", "2"])
+    with pytest.raises(ConfigError, match="'k' is a setting of 'tm'"):
+        config_from_args(args)
+    text = " ".join(_run_help().split())
+    assert "--replay.settings.k float replay.method=tm only: the thresholds are mean" in text
+    assert "[default: 1.0]" in text
+    assert "--replay.settings.temperature float replay.method=kl only: softmax temperature" in text
+    assert "[default: 2.0]" in text
+
+
+def test_legacy_command_line_options_name_their_new_spelling(capsys):
+    from harness.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--replay.tm_k", "1.5"])
+    err = capsys.readouterr().err
+    assert "unknown option '--replay.tm_k': it is now '--replay.settings.k'" in err
+    with pytest.raises(SystemExit):
+        main(["run", "--replay.methd=tm"])
+    assert "unknown option '--replay.methd' (did you mean '--replay.method'?)" in (
+        capsys.readouterr().err
+    )

@@ -10,25 +10,17 @@ import pytest
 import torch
 
 from harness import landscape as L
-from harness.config import ConfigError
-from harness.models import tiny_llama
-from harness.train import TokenizedExample
+from harness.config import ConfigError, LandscapeConfig, grid_points
+from harness.core import TokenizedExample
 from results.schema import to_table
+from tests.helpers import tiny_model
 
 VOCAB = 64
 PAD = 2
 
 
 def tiny(seed: int = 0):
-    return tiny_llama(
-        VOCAB,
-        seed=seed,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    ).eval()
+    return tiny_model(VOCAB, seed=seed, intermediate_size=32)
 
 
 def make_batch(seed: int, n: int = 3) -> L.EvalBatch:
@@ -67,8 +59,8 @@ def test_origin_is_the_models_own_loss_exactly(batches) -> None:
     for dims, betas in ((1, None), (2, [-0.5, 0.0, 0.5])):
         spec = L.random_slice(1, seed=0, dims=dims)
         dirs = L.slice_directions(base, spec)
-        rows = L.evaluate_slice(
-            model, spec, base, dirs, batches, alphas=[-0.5, 0.0, 0.5], betas=betas
+        rows = L.evaluate_points(
+            model, spec, base, dirs, L.slice_points([-0.5, 0.0, 0.5], betas), batches
         )
         at0 = [r for r in rows if r["alpha"] == 0.0 and (betas is None or r["beta"] == 0.0)]
         assert len(at0) == 2
@@ -82,17 +74,18 @@ def test_origin_is_the_models_own_loss_exactly(batches) -> None:
         assert torch.equal(p, base[name]), name
 
 
-def test_with_offset_restores_and_refuses_live_parameters(batches) -> None:
+def test_points_restore_the_base_and_refuse_live_parameters(batches) -> None:
     model = tiny()
     base = L.pristine(model)
-    d = L.random_direction(base, 0)
+    spec = L.random_slice(1, seed=0)
+    dirs = L.slice_directions(base, spec)
     before = L.batch_loss(model, batches["general"])
-    with L.with_offset(model, base, [(0.3, d)]):
-        assert L.batch_loss(model, batches["general"]) != before
+    rows = L.evaluate_points(model, spec, base, dirs, [(0.3, None)], batches)
+    assert all(r["loss_sum"] != before[0] for r in rows if r["dataset"] == "general")
     assert L.batch_loss(model, batches["general"]) == before
     live = dict(model.named_parameters())
-    with pytest.raises(ValueError, match="pristine"), L.with_offset(model, live, [(0.3, d)]):
-        pass
+    with pytest.raises(ValueError, match="pristine"):
+        L.evaluate_points(model, spec, live, dirs, [(0.3, None)], batches)
 
 
 def test_interpolation_end_points_reproduce_both_checkpoints(batches) -> None:
@@ -102,7 +95,7 @@ def test_interpolation_end_points_reproduce_both_checkpoints(batches) -> None:
     loss_a = {d: L.batch_loss(a, x) for d, x in batches.items()}
     loss_b = {d: L.batch_loss(b, x) for d, x in batches.items()}
     vessel = tiny(seed=5)  # any model of the same shape
-    alphas = L.default_alphas()
+    alphas = grid_points(-0.5, 1.5, 21)
     assert len(alphas) == 21 and alphas[0] == -0.5 and alphas[-1] == 1.5
     assert 0.0 in alphas and 1.0 in alphas
     rows = L.evaluate_interpolation(
@@ -192,7 +185,7 @@ def test_two_workers_equal_the_serial_slice_exactly(batches) -> None:
     base = L.pristine(model)
     spec = L.random_slice(1, seed=7, dims=2)
     dirs = L.slice_directions(base, spec)
-    points = L.slice_points(L.axis_grid(0.5, 3), L.axis_grid(0.5, 3))
+    points = L.slice_points(grid_points(-0.5, 0.5, 3), grid_points(-0.5, 0.5, 3))
     serial = L.evaluate_points(model, spec, base, dirs, points, batches)
     parts = []
     for rank in range(2):
@@ -210,14 +203,14 @@ def test_resume_computes_only_missing_points_and_matches_a_full_run(batches) -> 
     base = L.pristine(model)
     spec = L.random_slice(1, seed=0)
     dirs = L.slice_directions(base, spec)
-    alphas = L.axis_grid(0.5, 5)
-    full = L.evaluate_slice(model, spec, base, dirs, batches, alphas=alphas)
+    alphas = grid_points(-0.5, 0.5, 5)
+    full = L.evaluate_points(model, spec, base, dirs, L.slice_points(alphas), batches)
     assert len(full) == 5 * 2
     first_half = full[: len(full) // 2 - 1]  # 4 rows: 2 whole points
     calls = []
     handle = model.register_forward_hook(lambda *_: calls.append(1))
-    rest = L.evaluate_slice(
-        model, spec, base, dirs, batches, alphas=alphas, done=L.done_keys(first_half, spec)
+    rest = L.evaluate_points(
+        model, spec, base, dirs, L.slice_points(alphas), batches, done=L.done_keys(first_half, spec)
     )
     handle.remove()
     assert len(calls) == len(full) - len(first_half) == len(rest)
@@ -226,25 +219,8 @@ def test_resume_computes_only_missing_points_and_matches_a_full_run(batches) -> 
     # are not taken as done.
     other = L.random_slice(1, seed=1)
     done = L.done_keys(full[:-1], spec) | L.done_keys([{**full[-1], "slice": other.name}], spec)
-    last = L.evaluate_slice(model, spec, base, dirs, batches, alphas=alphas, done=done)
+    last = L.evaluate_points(model, spec, base, dirs, L.slice_points(alphas), batches, done=done)
     assert last == [full[-1]]
-
-
-def test_barrier_matches_hand_computed_value() -> None:
-    alphas = [-0.5, 0.0, 0.25, 0.5, 1.0, 1.5]
-    losses = [9.0, 2.0, 3.0, 2.5, 1.0, 9.0]
-    # line: 2 - a;  excess at 0.25: 3 - 1.75 = 1.25;  at 0.5: 2.5 - 1.5 = 1.0
-    assert L.barrier(alphas, losses) == pytest.approx(1.25)
-    assert L.barrier([0.0, 0.5, 1.0], [2.0, 1.0, 1.0]) == pytest.approx(0.0)  # ends: 0
-    assert L.barrier([0.0, 0.5, 1.0, 0.25], [2.0, 1.0, 2.0, 1.5]) == pytest.approx(0.0)
-    with pytest.raises(ValueError, match="alpha = 0 and alpha = 1"):
-        L.barrier([0.0, 0.5], [1.0, 2.0])
-    rows = [
-        {"slice_kind": "interpolation", "slice": "interp:0->1", "dataset": "x", "alpha": a}
-        | {"loss_sum": 2 * v, "tokens": 2}
-        for a, v in zip(alphas, losses, strict=True)
-    ]
-    assert L.barriers(rows) == {("interp:0->1", "x"): pytest.approx(1.25)}
 
 
 def tiny_peft():
@@ -285,7 +261,7 @@ def test_lora_merged_slice_origin_equals_the_peft_models_loss(batches) -> None:
         base = view.weights()
         dirs = L.slice_directions(base, spec)
         assert len(dirs) == 1 and set(dirs[0]) == set(L.merged_lora_params(peft))
-        rows = L.evaluate_slice(view.model, spec, base, dirs, batches, alphas=[0.0, 0.5])
+        rows = L.evaluate_points(view.model, spec, base, dirs, L.slice_points([0.0, 0.5]), batches)
         # Interpolating the merged update from 0 (the base model) to the adapter's.
         zero = {n: torch.zeros_like(t) for n, t in view.delta.items()}
         interp = L.evaluate_interpolation(
@@ -318,7 +294,9 @@ def test_rows_validate_against_the_landscape_schema(batches) -> None:
     for dims, betas in ((1, None), (2, [0.0, 0.5])):
         spec = L.random_slice(1, seed=0, dims=dims, normalisation="layer")
         dirs = L.slice_directions(base, spec)
-        rows += L.evaluate_slice(model, spec, base, dirs, batches, alphas=[0.0, 0.5], betas=betas)
+        rows += L.evaluate_points(
+            model, spec, base, dirs, L.slice_points([0.0, 0.5], betas), batches
+        )
     rows += L.evaluate_interpolation(
         model, base, L.pristine(perturbed(model)), [0.0, 1.0], batches, from_stage=0, to_stage=1
     )
@@ -333,7 +311,7 @@ def test_rows_validate_against_the_landscape_schema(batches) -> None:
 
 
 def test_config_cost_and_validation() -> None:
-    cfg = L.LandscapeConfig(
+    cfg = LandscapeConfig(
         random_1d_points=21,
         random_2d_resolution=11,
         interpolation_points=21,
@@ -344,15 +322,15 @@ def test_config_cost_and_validation() -> None:
     )
     # per stage: 2 seeds x (21 + 121) = 284 points, + 21 interpolation points; 3 stages
     assert L.cost_forward_passes(cfg, n_tasks=3, n_datasets=3) == (284 + 21) * 3 * 3 * 2
-    last = L.LandscapeConfig(stages="last", random_1d_points=0, interpolation_points=9)
+    last = LandscapeConfig(stages="last", random_1d_points=0, interpolation_points=9)
     assert L.cost_forward_passes(last, n_tasks=15) == 9 * 3 * 2
     # Stage 1 has no 'prev' task: by default only the datasets that exist are counted.
-    first = L.LandscapeConfig(stages="1", random_1d_points=0, interpolation_points=9)
+    first = LandscapeConfig(stages="1", random_1d_points=0, interpolation_points=9)
     assert L.cost_forward_passes(first, n_tasks=15) == 9 * 2 * 2
-    assert L.LandscapeConfig(stages="0,2", interpolation=True).stage_list(3) == [0, 2]
+    assert LandscapeConfig(stages="0,2", interpolation=True).stage_list(3) == [0, 2]
     # Stage 0 has no predecessor to interpolate from.
-    assert L.LandscapeConfig(stages="0").points_per_stage(0) == 21
-    bad = L.LandscapeConfig(
+    assert LandscapeConfig(stages="0").points_per_stage(0) == 21
+    bad = LandscapeConfig(
         interpolation_range=(0.2, 1.5), span=0, stages="first", random_1d_points=1
     )
     with pytest.raises(ConfigError) as err:
@@ -362,9 +340,9 @@ def test_config_cost_and_validation() -> None:
         assert f"landscape.{part}" in msg
     # Grids must contain the checkpoints: alpha 0 and 1 on the line, 0 on random axes.
     with pytest.raises(ConfigError) as err:
-        L.LandscapeConfig(interpolation_points=7, random_2d_resolution=10).check()
+        LandscapeConfig(interpolation_points=7, random_2d_resolution=10).check()
     msg = str(err.value)
     assert "miss alpha 0 or 1" in msg and "[5, 9, 13" in msg
     assert "random_2d_resolution: 10 is even" in msg and "use 11" in msg
     with pytest.raises(ConfigError, match="outside 0..3"):
-        L.LandscapeConfig(stages="4").stage_list(3)
+        LandscapeConfig(stages="4").stage_list(3)

@@ -9,9 +9,11 @@ import pytest
 
 from harness import landscape as L
 from harness.config import ConfigError, LandscapeConfig, from_dict
+from harness.hooks import Hook
+from harness.landscape import recording as R
 from harness.trial import run_trial
 from results.io import read_records
-from tests.test_engine import _mini_config
+from tests.helpers import mini_config as _mini_config
 from tests.test_landscape import make_batch, perturbed, tiny
 
 SMALL = LandscapeConfig(
@@ -193,16 +195,17 @@ def test_a_trial_interrupted_inside_a_slice_resumes_its_missing_points(
     cfg = from_dict({**cfg.to_dict(), "landscape": {**SMALL.__dict__, "stages": "2"}})
     ckpt = tmp_path / "ckpt"
 
-    def keep_stage_1(end):
-        if end.stage == 1:
-            end.save(ckpt)
+    class KeepStage1(Hook):
+        def after_task(self, trial, stage):
+            if stage == 1:
+                trial.save(ckpt)
 
     reference = from_dict({**cfg.to_dict(), "out": str(tmp_path / "ref")})
     run_trial(reference)
     expected = read_records(tmp_path / "ref" / "study=engine", "landscape")
 
     calls = {"n": 0}
-    real = L.evaluate_points  # one call per round of random-slice points
+    real = R.evaluate_points  # one call per round of random-slice points
 
     def dies_on_third_round(*args, **kw):
         calls["n"] += 1
@@ -210,15 +213,15 @@ def test_a_trial_interrupted_inside_a_slice_resumes_its_missing_points(
             raise RuntimeError("node lost")
         return real(*args, **kw)
 
-    monkeypatch.setattr(L, "evaluate_points", dies_on_third_round)
+    monkeypatch.setattr(R, "evaluate_points", dies_on_third_round)
     with pytest.raises(RuntimeError, match="node lost"):
-        run_trial(cfg, on_stage_end=keep_stage_1)
+        run_trial(cfg, hooks=[KeepStage1()])
     partial = read_records(tmp_path / "out" / "study=engine", "landscape")
     assert 0 < len(partial) < len(expected)
 
     evaluated = []
     monkeypatch.setattr(
-        L,
+        R,
         "evaluate_points",
         lambda model, spec, base, dirs, pts, **kw: (
             evaluated.extend(pts) or real(model, spec, base, dirs, pts, **kw)
@@ -243,7 +246,8 @@ def test_a_trial_interrupted_inside_a_slice_resumes_its_missing_points(
 def test_landscape_settings_that_do_not_fit_the_tasks_fail_before_any_work(
     mini_root, tmp_path, monkeypatch
 ) -> None:
-    from harness import trial as T
+    from harness import backend as B
+    from harness import inputs as T
 
     cfg = _mini_config(mini_root, tmp_path / "out", **{"replay.method": "none"})
     bad = from_dict(
@@ -252,7 +256,7 @@ def test_landscape_settings_that_do_not_fit_the_tasks_fail_before_any_work(
             "landscape": {**SMALL.__dict__, "stages": "4", "datasets": ["new", "colur"]},
         }
     )
-    monkeypatch.setattr(T, "build", lambda *a, **k: pytest.fail("model built before the check"))
+    monkeypatch.setattr(B, "build", lambda *a, **k: pytest.fail("model built before the check"))
     with pytest.raises(ConfigError, match="outside 0..3"):
         run_trial(bad)
     bad = from_dict({**bad.to_dict(), "landscape": {**SMALL.__dict__, "datasets": ["colur"]}})

@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from harness import plasticity as P
-from harness.landscape import EvalBatch
-from harness.models import tiny_llama
-from harness.train import TokenizedExample
+from harness.core import EvalBatch, TokenizedExample
 from results.schema import to_table
+from tests.helpers import tiny_model
 
 VOCAB = 64
 PAD = 2
@@ -22,15 +21,7 @@ UNITS = 32
 
 
 def tiny(seed: int = 0):
-    return tiny_llama(
-        VOCAB,
-        seed=seed,
-        hidden_size=16,
-        intermediate_size=UNITS,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    ).eval()
+    return tiny_model(VOCAB, seed=seed, intermediate_size=UNITS)
 
 
 def probe(lengths=(14, 9, 12, 6), seed: int = 0) -> EvalBatch:

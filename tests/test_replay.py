@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from torch import Tensor
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from harness.replay import (
     REGISTRY,
@@ -20,11 +20,14 @@ from harness.replay import (
     TMStates,
     combine,
     get_method,
+    method_names,
     pack_codes,
+    settings_spec,
     tm_loss,
     tm_loss_raw,
     unpack_codes,
 )
+from tests.helpers import tiny_model
 
 # ---------------------------------------------------------------------------------------------
 # fixtures
@@ -32,17 +35,9 @@ from harness.replay import (
 
 @pytest.fixture(scope="module")
 def model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=64,
+    return tiny_model(
+        100, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=4
     )
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module")
@@ -380,11 +375,49 @@ def test_registry_round_trip_and_did_you_mean() -> None:
         get_method("tmm")
     assert (
         str(err.value)
-        == "Unknown replay method 'tmm'. Did you mean: 'tm'? Available: ce, kl, l1, l2, none, tm"
+        == "Unknown replay method 'tmm' (did you mean 'tm'?). Available: none, ce, kl, l1, l2, tm"
     )
     with pytest.raises(ValueError, match="did you mean 'temperature'"):
-        get_method("kl", temp=1.0)
+        get_method("kl", temp=1.0)  # an abbreviation finds its setting too
     assert get_method("tm").default_weight == 100.0 and get_method("kl").temperature == 2.0
+
+
+def test_registry_order_and_settings_are_the_one_source_for_names() -> None:
+    assert method_names() == ["none", "ce", "kl", "l1", "l2", "tm"]  # baseline first, GeRe last
+    specs = {name: settings_spec(cls) for name, cls in REGISTRY.items()}
+    assert {n: [(s.name, s.type, s.default) for s in v] for n, v in specs.items() if v} == {
+        "kl": [("temperature", float, 2.0)],
+        "tm": [("k", float, 1.0)],
+    }
+    undocumented = [(n, s.name) for n, v in specs.items() for s in v if not s.doc]
+    assert not undocumented, (
+        f"settings without a 'name: text' line in __init__'s docstring: {undocumented}"
+    )
+    for name in REGISTRY:  # settings() reports exactly the spec's settings
+        assert list(get_method(name).settings()) == [s.name for s in specs[name]]
+
+
+def test_a_new_method_is_listed_after_the_built_in_ones(monkeypatch) -> None:
+    class Newer(ReplayMethod):
+        name = "aaa-newer"
+
+        def __init__(self, *, alpha: int = 3) -> None:
+            """alpha: how much,
+            continued on a second line."""
+            self.alpha = alpha
+
+        def term(self, view: ReplayView) -> Tensor | None:
+            return None
+
+    monkeypatch.setitem(REGISTRY, Newer.name, Newer)
+    assert method_names()[-2:] == ["tm", "aaa-newer"]
+    (spec,) = settings_spec(Newer)
+    assert (spec.name, spec.type, spec.default, spec.doc) == (
+        "alpha",
+        int,
+        3,
+        "how much, continued on a second line.",
+    )
 
 
 @pytest.fixture(scope="module")

@@ -104,11 +104,37 @@ def test_landscape_smoke_records_every_slice_and_reports_it(tmp_path):
         assert f"]({png.name})" in report  # every figure is shown in the report
 
 
+def _study_with_hooks(name: str, out: Path, hooks: str):
+    """A study's --smoke-test through harness.study.main with extra stage hooks (the test's
+    fault injection: ``hooks`` is Python building a list from tests.fault_hooks). The
+    repository goes on PYTHONPATH so the Ray Train workers import the hooks' module."""
+    code = (
+        "import sys\n"
+        f"import studies.{name} as s\n"
+        "from harness.study import main\n"
+        "from tests.fault_hooks import CrashOnce, EventLog\n"
+        f"sys.exit(main({name!r}, s.__doc__, s.GRID, s.SMOKE, "
+        f"['--smoke-test', '--out', {str(out)!r}], hooks={hooks}))\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+
+
 def test_a_killed_trial_resumes_from_its_last_task_and_a_rerun_runs_nothing(tmp_path):
     events = tmp_path / "events.jsonl"
     victim = "lr_multiplier=10,method=tm"
-    env = {"GERE_TEST_EVENTS": str(events), "GERE_TEST_CRASH": f"{victim}@1"}
-    proc = _study("lr_robustness", tmp_path / "runs", env=env)
+    hooks = f"[EventLog({str(events)!r}), CrashOnce({str(events)!r}, {victim!r}, 1)]"
+    proc = _study_with_hooks("lr_robustness", tmp_path / "runs", hooks)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check_dataset(tmp_path / "runs", "lr_robustness")
     log = [json.loads(line) for line in events.read_text().splitlines()]
@@ -122,7 +148,7 @@ def test_a_killed_trial_resumes_from_its_last_task_and_a_rerun_runs_nothing(tmp_
     assert len(others) == 3 * 2 and all(e["resumed_after_stage"] == 0 for e in others)
 
     before = read_study(tmp_path / "runs" / "study=lr_robustness")
-    proc = _study("lr_robustness", tmp_path / "runs", env={"GERE_TEST_EVENTS": str(events)})
+    proc = _study_with_hooks("lr_robustness", tmp_path / "runs", f"[EventLog({str(events)!r})]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "4 already completed" in proc.stderr
     assert len(events.read_text().splitlines()) == len(log)  # no worker started again

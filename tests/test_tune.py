@@ -50,7 +50,7 @@ def test_point_ids_disambiguate_equal_leaf_names():
 
 
 def test_a_completed_trial_is_skipped_only_with_the_same_settings(mini_root, tmp_path):
-    from tests.test_engine import _mini_config
+    from tests.helpers import mini_config as _mini_config
 
     cfg = _mini_config(
         mini_root, tmp_path / "out", **{"replay.method": "none", "data.tasks": "colour"}
@@ -72,7 +72,7 @@ def test_a_completed_trial_is_skipped_only_with_the_same_settings(mini_root, tmp
 def test_resource_only_settings_do_not_make_a_completed_trial_stale(mini_root, tmp_path):
     from dataclasses import replace
 
-    from tests.test_engine import _mini_config
+    from tests.helpers import mini_config as _mini_config
 
     cfg = _mini_config(
         mini_root, tmp_path / "out", **{"replay.method": "none", "data.tasks": "colour"}

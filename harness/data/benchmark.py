@@ -10,7 +10,6 @@ against labels that cannot occur.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.paths import DataError
+from harness.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def resolve_tasks(
     present = tuple(n for n in names if (directory / n).is_dir())
     dropped = tuple(n for n in names if n not in present)
     if dropped and not restrict_to_available:
-        hints = "".join(_did_you_mean(n, available) for n in dropped)
+        hints = "".join(did_you_mean(n, available) for n in dropped)
         raise DataError(
             f"task(s) {list(dropped)} not found in {directory}{hints} (available: "
             f"{available}); add the data, remove them from the list, or pass "
@@ -145,7 +145,7 @@ def _spec_to_names(spec: str | Sequence[str], directory: Path) -> list[str]:
         if lone and lone not in LONG_SEQUENCE_TASKS and not (directory / lone).is_dir():
             candidates = [*ORDERS, *LONG_SEQUENCE_TASKS]
             raise DataError(
-                f"unknown order or task {lone!r}{_did_you_mean(lone, candidates)}: not an "
+                f"unknown order or task {lone!r}{did_you_mean(lone, candidates)}: not an "
                 f"order and {directory / lone} does not exist; orders: {sorted(ORDERS)}; "
                 f"or give task names separated by commas"
             )
@@ -160,11 +160,6 @@ def _spec_to_names(spec: str | Sequence[str], directory: Path) -> list[str]:
                 f"'-', '.'); give task names, not paths"
             )
     return names
-
-
-def _did_you_mean(word: str, candidates: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def load_task(
@@ -187,7 +182,7 @@ def load_task(
     if label_policy not in LABEL_POLICIES:
         raise DataError(
             f"label_policy {label_policy!r} is not one of {LABEL_POLICIES}"
-            f"{_did_you_mean(label_policy, LABEL_POLICIES)}"
+            f"{did_you_mean(label_policy, LABEL_POLICIES)}"
         )
     if not _TASK_NAME.match(name):
         raise DataError(f"task name {name!r} is not a plain directory name; give a task name")

@@ -23,17 +23,15 @@ from harness.data.paths import DataError
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV_VAR = "GERE_CACHE_DIR"
 _CACHE_FORMAT = "gere-tokens-v1"  # bump when the cached layout or semantics change
 _BATCH = 1024  # texts per tokenizer call: bounds memory on large corpora
 
 
 def default_cache_dir() -> Path:
-    """``$GERE_CACHE_DIR/tokens`` if set, else ``~/.cache/gere-harness/tokens``."""
-    base = os.environ.get(CACHE_ENV_VAR)
-    if base:
-        return Path(base).expanduser() / "tokens"
-    return Path.home() / ".cache" / "gere-harness" / "tokens"
+    """``tokens/`` under the cache root (:func:`harness.core.cache_root`)."""
+    from harness.core import cache_root
+
+    return cache_root() / "tokens"
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

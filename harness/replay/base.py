@@ -9,15 +9,17 @@ hidden states, a frozen-model forward), calls :meth:`ReplayMethod.prepare` once 
 
 from __future__ import annotations
 
-import difflib
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor
+
+from harness.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from harness.replay.buffer import ReplayBuffer
@@ -58,9 +60,16 @@ class ReplayMethod:
     """Each replay batch also needs a frozen-model forward (kl, l1, l2)."""
     default_weight: ClassVar[float] = 1.0
     """Weight w in ``CE + w * term`` when the config does not set one (tm: 100)."""
+    display_order: ClassVar[int] = 100
+    """Place in listings, help and result tables (:func:`method_names`): the baseline first
+    (none: 0), GeRe's tm last of the built-in methods (50); a new method goes after them
+    unless it sets its own. Ties are broken by name."""
 
     def __init__(self) -> None:
-        """Subclasses take their settings as keyword arguments with defaults (see get_method)."""
+        """Subclasses take their settings as keyword-only arguments with defaults and a type
+        annotation, documented in their ``__init__`` docstring one ``name: text`` line each
+        (see :func:`settings_spec`). The config builds the method to validate its settings, so
+        the constructor must be cheap and raise ValueError naming a bad value."""
 
     def prepare(
         self,
@@ -118,41 +127,82 @@ def register(cls: M) -> M:
     return cls
 
 
+def method_names() -> list[str]:
+    """Every registered method's name, in display order (none, ce, kl, l1, l2, tm, then any
+    newer method): the one list that configs, help, the demo and result tables use."""
+    return sorted(REGISTRY, key=lambda name: (REGISTRY[name].display_order, name))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a replay method: a keyword-only argument of its ``__init__``."""
+
+    name: str
+    type: Any
+    """The annotation, resolved (e.g. ``float``)."""
+    default: Any
+    """The default value (None where ``required``)."""
+    doc: str
+    """Its line in the ``__init__`` docstring (``name: text``), without the name."""
+    required: bool = False
+    """The argument has no default."""
+
+
+def settings_spec(cls: type[ReplayMethod]) -> list[Setting]:
+    """The settings of a method class, in signature order."""
+    params = [
+        p
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name != "self" and p.kind is p.KEYWORD_ONLY
+    ]
+    hints = typing.get_type_hints(cls.__init__) if params else {}
+    docs = _setting_docs(inspect.getdoc(cls.__init__) or "", [p.name for p in params])
+    return [
+        Setting(
+            name=p.name,
+            type=hints.get(p.name, Any),
+            default=None if p.default is p.empty else p.default,
+            doc=docs.get(p.name, ""),
+            required=p.default is p.empty,
+        )
+        for p in params
+    ]
+
+
+def _setting_docs(doc: str, names: list[str]) -> dict[str, str]:
+    """``name: text`` paragraphs of a docstring (continuation lines are joined)."""
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in doc.splitlines():
+        head, sep, rest = line.strip().partition(":")
+        if sep and head in names:
+            current = out.setdefault(head, [])
+            current.append(rest.strip())
+        elif not line.strip():
+            current = None
+        elif current is not None:
+            current.append(line.strip())
+    return {name: " ".join(" ".join(parts).split()) for name, parts in out.items()}
+
+
 def _setting_names(cls: type[ReplayMethod]) -> list[str]:
     params = inspect.signature(cls.__init__).parameters.values()
     return [p.name for p in params if p.name != "self" and p.kind is p.KEYWORD_ONLY]
 
 
-def _closest(word: str, options: list[str]) -> str | None:
-    """Closest option by edit similarity, else one that the word abbreviates ('temp')."""
-    close = difflib.get_close_matches(word, options, n=1)
-    if close:
-        return close[0]
-    prefixed = [o for o in options if word and o.startswith(word)]
-    return prefixed[0] if len(prefixed) == 1 else None
-
-
-def _did_you_mean(word: str, options: list[str]) -> str:
-    close = _closest(word, options)
-    return f" Did you mean: {close!r}?" if close else ""
-
-
 def get_method(name: str, **settings: object) -> ReplayMethod:
     """Build a registered replay method; unknown names or settings fail with a suggestion."""
     if name not in REGISTRY:
-        available = sorted(REGISTRY)
+        available = method_names()
         raise ValueError(
-            f"Unknown replay method {name!r}.{_did_you_mean(name, available)} "
+            f"Unknown replay method {name!r}{did_you_mean(name, available)}. "
             f"Available: {', '.join(available)}"
         )
     cls = REGISTRY[name]
     known = _setting_names(cls)
     unknown = [key for key in settings if key not in known]
     if unknown:
-        problems = []
-        for key in unknown:
-            close = _closest(key, known)
-            problems.append(f"{key!r}" + (f" (did you mean {close!r}?)" if close else ""))
+        problems = [f"{key!r}{did_you_mean(key, known)}" for key in unknown]
         raise ValueError(
             f"Unknown setting {', '.join(problems)} for replay method {name!r}. "
             f"Settings of {name!r}: {', '.join(known) or '(none)'}."

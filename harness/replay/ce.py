@@ -18,6 +18,7 @@ class CEReplay(ReplayMethod):
     """Replay rows get CE only."""
 
     name: ClassVar[str] = "ce"
+    display_order: ClassVar[int] = 10
 
     def term(self, view: ReplayView) -> Tensor | None:
         return None

@@ -32,9 +32,12 @@ class KLReplay(ReplayMethod):
     """CE on replay rows + KL to the frozen model's temperature-softened next-token distribution."""
 
     name: ClassVar[str] = "kl"
+    display_order: ClassVar[int] = 20
     needs_reference: ClassVar[bool] = True
 
     def __init__(self, *, temperature: float = 2.0) -> None:
+        """temperature: softmax temperature T of both distributions; the term is scaled by
+        T^2 so its gradients keep their size across temperatures; > 0."""
         if not temperature > 0:
             raise ValueError(f"kl temperature must be > 0, got {temperature!r} (reference: 2.0).")
         self.temperature = float(temperature)

@@ -28,6 +28,7 @@ class L1Replay(ReplayMethod):
     """CE on replay rows + mean absolute deviation from the frozen hidden states."""
 
     name: ClassVar[str] = "l1"
+    display_order: ClassVar[int] = 30
     needs_hidden: ClassVar[bool] = True
     needs_reference: ClassVar[bool] = True
 

@@ -19,6 +19,7 @@ class L2Replay(ReplayMethod):
     """CE on replay rows + mean squared deviation from the frozen hidden states."""
 
     name: ClassVar[str] = "l2"
+    display_order: ClassVar[int] = 40
     needs_hidden: ClassVar[bool] = True
     needs_reference: ClassVar[bool] = True
 

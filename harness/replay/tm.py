@@ -24,10 +24,13 @@ class TMReplay(ReplayMethod):
     """CE on replay rows + w * TM(h; states and thresholds of the frozen model)."""
 
     name: ClassVar[str] = "tm"
+    display_order: ClassVar[int] = 50
     needs_hidden: ClassVar[bool] = True
     default_weight: ClassVar[float] = 100.0
 
     def __init__(self, *, k: float = 1.0) -> None:
+        """k: the thresholds are mean +- k * std (population std) of each hidden dimension of
+        the frozen model on the replay texts; >= 0 (GeRe: 1.0)."""
         if not k >= 0:
             raise ValueError(f"tm k must be >= 0, got {k!r} (GeRe: 1.0).")
         self.k = float(k)

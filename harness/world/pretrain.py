@@ -32,13 +32,12 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from harness.core import CACHE_ENV_VAR, cache_root  # noqa: F401  (CACHE_ENV_VAR: tests)
+
 logger = logging.getLogger(__name__)
 
 PRETRAIN_VERSION = 1
 """Bump whenever this module's output changes for the same corpus and config (cache key)."""
-
-CACHE_ENV_VAR = "GERE_CACHE_DIR"
-"""Cache root override; base models go to ``$GERE_CACHE_DIR/base``."""
 
 SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<unk>")
 """BOS, EOS, padding, unknown (byte-level BPE never needs <unk>; loaders expect one)."""
@@ -117,10 +116,8 @@ class PretrainConfig:
 
 
 def default_cache_root() -> Path:
-    """``$GERE_CACHE_DIR/base``, else ``~/.cache/gere-harness/base``."""
-    root = os.environ.get(CACHE_ENV_VAR)
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "gere-harness"
-    return base / "base"
+    """``base/`` under the cache root (:func:`harness.core.cache_root`)."""
+    return cache_root() / "base"
 
 
 def read_texts(corpus: Path) -> list[str]:

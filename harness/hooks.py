@@ -1,0 +1,67 @@
+"""Stage hooks: what runs around a trial's training, each owning its own setup and records.
+
+A trial (:class:`harness.trial.Trial`) calls every hook at the same points, in the order the
+hooks were given:
+
+    setup(trial)                   once, after the model, backend and inputs exist (resumed
+                                   trials too: ``trial.state.finished_stage`` says where it is)
+    before_first_task(trial)       stage 0 of a fresh trial (the starting model)
+    before_task(trial, stage)      before training task ``stage`` (1-based)
+    after_step(trial, stage, step) after every optimiser step (``step``: the global step)
+    loss_term(trial, stage)        inside every micro-batch: an extra term added to the loss,
+                                   or None (the default)
+    after_task(trial, stage)       after task ``stage`` was trained
+    at_end(trial, status)          once, when the trial ends ('completed', 'diverged', 'failed')
+
+A hook contributes rows by appending them to ``trial.state.rows[kind]`` for each record kind it
+names in ``kinds`` (``results.schema``); the trial writes those kinds' files after every stage
+and keeps the rows in its checkpoints. ``trial.flush()`` writes them at once (a hook that works
+for long, such as the landscape, calls it as it goes). Every rank calls every hook; only the
+main rank (``trial.backend.is_main``) writes files. A hook that is off for this trial sets
+``kinds = ()`` in ``setup``.
+
+Subclass :class:`Hook` to inherit no-op methods and override only what you need:
+
+    class CountSteps(Hook):
+        def setup(self, trial):
+            self.steps = 0
+        def after_step(self, trial, stage, step):
+            self.steps += 1
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from harness.trial import Trial
+
+
+class Hook(Protocol):
+    """One stage hook (see the module docstring); every method has a no-op default."""
+
+    kinds: tuple[str, ...] = ()
+    """Record kinds this hook adds rows to."""
+
+    def setup(self, trial: Trial) -> None:
+        return None
+
+    def before_first_task(self, trial: Trial) -> None:
+        return None
+
+    def before_task(self, trial: Trial, stage: int) -> None:
+        return None
+
+    def after_step(self, trial: Trial, stage: int, step: int) -> None:
+        return None
+
+    def loss_term(self, trial: Trial, stage: int) -> Tensor | None:
+        return None
+
+    def after_task(self, trial: Trial, stage: int) -> None:
+        return None
+
+    def at_end(self, trial: Trial, status: str) -> None:
+        return None

@@ -1,0 +1,264 @@
+"""Every input of a trial: loaded and checked as text, then tokenised (cached by content).
+
+:func:`load_data` reads and validates everything a trial needs before any model is built (an
+unknown task, a malformed file or a replay buffer larger than its corpus fails here);
+:func:`tokenize_inputs` turns it into token ids for one tokenizer; :func:`preflight` runs the
+checks for a whole grid on the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.config import ConfigError, TrialConfig
+from harness.core import TokenizedExample
+from harness.data import (
+    MCQuestion,
+    Task,
+    format_mc_prompt,
+    format_prompt,
+    load_mc,
+    load_task,
+    load_texts,
+    resolve_data_root,
+    resolve_tasks,
+    sample_texts,
+    target_text,
+    tokenize_cached,
+)
+from harness.data.mmlu import LETTERS
+from harness.replay import ReplayBuffer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialData:
+    """Every input of a trial, loaded and validated (text, not yet tokenised)."""
+
+    root: Path | None
+    tasks: list[Task]
+    dropped_tasks: tuple[str, ...]
+    probe: list[MCQuestion]
+    shots: dict[str, list[MCQuestion]]
+    heldout: list[str]
+    replay: list[str]
+
+
+def load_data(cfg: TrialConfig) -> TrialData:
+    """Load and check every input the trial needs; raises DataError before expensive work."""
+    root = resolve_data_root(cfg.data.root)
+    names, dropped = resolve_tasks(
+        cfg.data.tasks, root, restrict_to_available=cfg.data.restrict_to_available
+    )
+    if dropped:
+        log.warning("tasks not in %s, dropped from the order: %s", root, ", ".join(dropped))
+    tasks = [
+        load_task(
+            root,
+            name,
+            label_policy=cfg.data.label_policy,
+            max_train=cfg.data.max_train_per_task,
+            max_test=cfg.data.max_test_per_task,
+            seed=cfg.seed,
+        )
+        for name in names
+    ]
+    for t in tasks:
+        for note in t.notes:  # caps are routine; dropped or relabelled instances are not
+            log.log(logging.INFO if "subsampled" in note else logging.WARNING, "%s", note)
+    probe: list[MCQuestion] = []
+    shots: dict[str, list[MCQuestion]] = {}
+    if cfg.eval.probe:
+        probe = load_mc(
+            cfg.eval.probe, root, max_questions=cfg.eval.probe_max_questions, seed=cfg.seed
+        )
+        if cfg.eval.probe_shots:
+            for q in load_mc(cfg.eval.probe, root, split="dev"):
+                shots.setdefault(q.subject, []).append(q)
+    heldout: list[str] = []
+    if cfg.eval.heldout:
+        heldout = load_texts(
+            cfg.eval.heldout, root, max_texts=cfg.eval.heldout_max_texts, seed=cfg.seed
+        )
+    replay: list[str] = []
+    if cfg.replay.method != "none":
+        # A Hub corpus is streamed, so only a few times the buffer size is read before sampling.
+        cap = 4 * cfg.replay.size if cfg.replay.corpus.startswith("hf:") else None
+        texts = load_texts(cfg.replay.corpus, root, max_texts=cap, seed=cfg.seed)
+        replay = sample_texts(texts, cfg.replay.size, cfg.seed)
+    return TrialData(root, tasks, dropped, probe, shots, heldout, replay)
+
+
+@dataclass
+class TaskTokens:
+    train: list[TokenizedExample]
+    prompts: list[list[int]]
+    candidates: list[list[int]]
+    answers: list[int]
+    golds: list[str]
+
+
+def tokenize_task(task: Task, tok, cfg: TrialConfig, cache: Path | None) -> TaskTokens:
+    """Prompt + ' label' (+ EOS when training). Prompts that are too long lose their left end
+    (after BOS), so the label and the text nearest to it survive."""
+    max_len = cfg.data.max_seq_len
+    label_ids = tokenize_cached(
+        tok,
+        [target_text(lb) for lb in task.labels],
+        max_length=max_len,
+        add_bos=False,
+        cache_dir=cache,
+    )
+    label_of = dict(zip(task.labels, label_ids, strict=True))
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    longest = max(len(x) for x in label_ids) + len(eos)
+
+    def prompts(examples) -> list[list[int]]:
+        ids = tokenize_cached(
+            tok,
+            [format_prompt(task, ex.input) for ex in examples],
+            max_length=10**9,
+            cache_dir=cache,
+        )
+        budget = max_len - longest
+        has_bos = tok.bos_token_id is not None
+        return [
+            p if len(p) <= budget else p[: int(has_bos)] + p[len(p) - budget + int(has_bos) :]
+            for p in ids
+        ]
+
+    train = [
+        TokenizedExample(ids=tuple(p + list(label_of[ex.output]) + eos), n_prompt=len(p))
+        for p, ex in zip(prompts(task.train), task.train, strict=True)
+    ]
+    return TaskTokens(
+        train=train,
+        prompts=prompts(task.test),
+        candidates=[list(x) for x in label_ids],
+        answers=[task.labels.index(ex.output) for ex in task.test],
+        golds=[ex.output for ex in task.test],
+    )
+
+
+def probe_requests(cfg: TrialConfig, data: TrialData, tok, cache: Path | None):
+    if cfg.eval.probe_format == "letter":
+        texts = [
+            format_mc_prompt(q, data.shots.get(q.subject, [])[: cfg.eval.probe_shots])
+            for q in data.probe
+        ]
+        cands = [[f" {LETTERS[i]}" for i in range(len(q.choices))] for q in data.probe]
+    else:
+        texts = [q.question for q in data.probe]
+        cands = [[f" {c}" for c in q.choices] for q in data.probe]
+    prompts = tokenize_cached(tok, texts, max_length=10**9, cache_dir=cache)
+    flat = sorted({c for cs in cands for c in cs})
+    ids = dict(
+        zip(
+            flat,
+            tokenize_cached(tok, flat, max_length=10**9, add_bos=False, cache_dir=cache),
+            strict=True,
+        )
+    )
+    requests = [(p, [ids[c] for c in cs]) for p, cs in zip(prompts, cands, strict=True)]
+    return requests, [q.answer for q in data.probe]
+
+
+Requests = tuple[list, list[int]]
+"""The probe: [(prompt ids, [candidate ids, ...]), ...] and the answer index of each."""
+
+
+@dataclass
+class TrialInputs:
+    """A trial's inputs as token ids (see :func:`tokenize_inputs`)."""
+
+    data: TrialData
+    tasks: list[TaskTokens]
+    probe: Requests | None
+    heldout: list[list[int]]
+    buffer: ReplayBuffer | None
+    pad_id: int
+
+
+def token_cache(cfg: TrialConfig) -> Path | None:
+    """The token cache directory of a trial (None: the tokenizer module's default)."""
+    return Path(cfg.data.cache_dir) / "tokens" if cfg.data.cache_dir else None
+
+
+def tokenize_inputs(cfg: TrialConfig, data: TrialData, tok) -> TrialInputs:
+    """Tokenise every input of the trial with ``tok`` (cached by content)."""
+    cache = token_cache(cfg)
+    heldout = (
+        tokenize_cached(tok, data.heldout, max_length=cfg.eval.heldout_max_tokens, cache_dir=cache)
+        if data.heldout
+        else []
+    )
+    buffer = None
+    if data.replay:
+        ids = tokenize_cached(tok, data.replay, max_length=cfg.replay.max_tokens, cache_dir=cache)
+        buffer = ReplayBuffer(token_ids=tuple(tuple(x) for x in ids), pad_id=tok.pad_token_id)
+    return TrialInputs(
+        data=data,
+        tasks=[tokenize_task(t, tok, cfg, cache) for t in data.tasks],
+        probe=probe_requests(cfg, data, tok, cache) if data.probe else None,
+        heldout=heldout,
+        buffer=buffer,
+        pad_id=tok.pad_token_id,
+    )
+
+
+def landscape_stages(cfg: TrialConfig, data: TrialData) -> list[int]:
+    """The stages whose landscape is sliced; ConfigError if a stage or dataset does not exist
+    in this trial (run before the model is built, and on the driver by :func:`preflight`)."""
+    names = [t.name for t in data.tasks]
+    stages = cfg.landscape.stage_list(len(names))
+    known = ("prev", "new", "general", *names)
+    unknown = [d for d in cfg.landscape.datasets if d not in known]
+    if unknown:
+        raise ConfigError(
+            [
+                f"landscape.datasets: {unknown} are neither 'prev', 'new', 'general' nor "
+                f"tasks of this trial ({', '.join(names)})"
+            ]
+        )
+    return stages
+
+
+def preflight(configs: list[TrialConfig]) -> None:
+    """Load every distinct data setting of a grid on the driver before anything is scheduled,
+    so a missing task, a malformed file or a replay buffer larger than its corpus fails in
+    seconds, naming the grid point. Hub sources (hf:...) are left to the trials."""
+    from harness.data import DataError
+
+    seen: dict[str, str] = {}
+    problems: dict[str, list[str]] = {}  # message -> grid points
+    for cfg in configs:
+        d = cfg.to_dict()
+        key = json.dumps(
+            [
+                d["data"],
+                d["replay"]["method"],
+                d["replay"]["corpus"],
+                d["replay"]["size"],
+                d["eval"],
+                d["seed"],
+                d["landscape"],
+            ],
+            sort_keys=True,
+        )
+        if key in seen or "hf:" in key:
+            continue
+        seen[key] = cfg.id
+        try:
+            data = load_data(cfg)
+            if cfg.landscape.enabled:
+                landscape_stages(cfg, data)
+        except (DataError, ConfigError) as exc:
+            problems.setdefault(str(exc), []).append(cfg.id)
+    if problems:
+        raise DataError(
+            "\n".join(f"grid point(s) {', '.join(ids)}: {msg}" for msg, ids in problems.items())
+        )
