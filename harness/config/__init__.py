@@ -1,0 +1,67 @@
+"""One trial = one frozen, typed config (this package: :mod:`.schema` the dataclasses,
+:mod:`.landscape` the landscape section, :mod:`.validate` building them from dicts with every
+rule, :mod:`.docs` the field documentation behind ``--help``).
+
+Configs are plain frozen dataclasses grouped by concern. They cross process boundaries (Ray,
+files, the command line) as nested dicts and are rebuilt with :func:`from_dict`, which checks
+every key and value and raises one :class:`ConfigError` listing *every* problem, with a
+"did you mean" hint for misspelt keys. Training code only ever sees a validated
+:class:`TrialConfig`, never a raw dict.
+
+The docstring under each field is the documentation: ``python -m harness run --help`` prints it.
+Replay method names and their settings (``replay.settings``) come from the method registry,
+:mod:`harness.replay`, which documents each setting in the method's ``__init__`` docstring.
+"""
+
+from harness.config.docs import (
+    field_docs,
+    field_help,
+    iter_fields,
+    iter_method_settings,
+    type_label,
+)
+from harness.config.errors import ConfigError
+from harness.config.landscape import LandscapeConfig, grid_points
+from harness.config.schema import (
+    LEGACY_REPLAY_SETTINGS,
+    RESOURCE_ONLY,
+    Choices,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    ReplayConfig,
+    ScaleConfig,
+    TrainConfig,
+    TrialConfig,
+    computed_settings,
+    method_settings,
+)
+from harness.config.validate import from_dict, load_file, merge, parse_override, to_dict
+
+__all__ = [
+    "LEGACY_REPLAY_SETTINGS",
+    "RESOURCE_ONLY",
+    "Choices",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "LandscapeConfig",
+    "ModelConfig",
+    "ReplayConfig",
+    "ScaleConfig",
+    "TrainConfig",
+    "TrialConfig",
+    "computed_settings",
+    "field_docs",
+    "field_help",
+    "from_dict",
+    "grid_points",
+    "iter_fields",
+    "iter_method_settings",
+    "load_file",
+    "merge",
+    "method_settings",
+    "parse_override",
+    "to_dict",
+    "type_label",
+]

@@ -1,0 +1,100 @@
+"""Field documentation (attribute docstrings), for --help and the docs."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    pass
+
+
+from harness.config.schema import TrialConfig, _hints, _replay_registry, choices_of
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a config dataclass."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for prev, node in zip(body, body[1:], strict=False):
+        if (
+            isinstance(prev, ast.AnnAssign)
+            and isinstance(prev.target, ast.Name)
+            and isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            docs[prev.target.id] = " ".join(node.value.value.split())
+    return docs
+
+
+def iter_fields(cls: type = TrialConfig, prefix: str = ""):
+    """Yield (dotted name, type, default, doc) for every leaf field (``replay.settings`` is one
+    leaf; :func:`iter_method_settings` yields the settings it may hold)."""
+    hints = _hints(cls)
+    docs = field_docs(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            yield from iter_fields(tp, name + ".")
+        else:
+            yield name, tp, getattr(defaults, f.name), docs.get(f.name, "")
+
+
+def iter_method_settings() -> Iterator[tuple[str, Any, Any, str]]:
+    """Yield (``replay.settings.NAME``, type, default, doc) for every setting of every
+    registered replay method, the doc saying which method(s) it belongs to."""
+    from harness.replay import method_names, settings_spec
+
+    registry = _replay_registry()
+    by_name: dict[str, list[tuple[str, Any]]] = {}
+    for method in method_names():
+        for spec in settings_spec(registry[method]):
+            by_name.setdefault(spec.name, []).append((method, spec))
+    for name, owners in by_name.items():
+        tp = owners[0][1].type
+        if len(owners) == 1:
+            method, spec = owners[0]
+            doc = f"replay.method={method} only: {spec.doc}"
+            default = spec.default
+        else:
+            doc = "; ".join(f"replay.method={m}: {s.doc}" for m, s in owners)
+            default = ", ".join(f"{s.default} ({m})" for m, s in owners)
+        yield f"replay.settings.{name}", tp, default, doc
+
+
+def field_help(tp: Any, doc: str) -> str:
+    """A field's docstring for --help, followed by the valid names of a registry-backed field
+    and what each one is."""
+    choices = choices_of(tp)
+    if choices is None or choices.describe is None:
+        return doc
+    lines = choices.describe()
+    each = " ".join(f"{n} = {lines.get(n, '').rstrip('.') or n}." for n in choices.names())
+    return f"{doc} {each}"
+
+
+def type_label(tp: Any) -> str:
+    if (choices := choices_of(tp)) is not None:
+        return "{" + ",".join(choices.names()) + "}"
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is dict:
+        return "mapping"
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_label(a) for a in args)
+    if origin is Literal:
+        return "{" + ",".join(str(a) for a in args) + "}"
+    if origin is tuple:
+        return f"list[{type_label(args[0])}]"
+    if tp is type(None):
+        return "None"
+    return getattr(tp, "__name__", str(tp))

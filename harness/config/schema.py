@@ -1,0 +1,345 @@
+"""The config dataclasses, section by section (the landscape section is in .landscape)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from harness.config.landscape import LandscapeConfig
+
+if TYPE_CHECKING:
+    from harness.replay import ReplayMethod
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Marks a ``str`` field whose valid values come from a registry rather than a Literal:
+    ``Annotated[str, Choices(names)]``. ``names()`` is called when a value is checked or the
+    help is printed, so the registry is imported only then."""
+
+    names: Callable[[], Sequence[str]]
+    describe: Callable[[], dict[str, str]] | None = None
+    """One line per name, for --help."""
+
+
+def _replay_registry() -> dict[str, type[ReplayMethod]]:
+    from harness.replay import REGISTRY  # torch: imported when a config is checked, not here
+
+    return REGISTRY
+
+
+def _replay_method_names() -> list[str]:
+    from harness.replay import method_names
+
+    return method_names()
+
+
+def _replay_method_lines() -> dict[str, str]:
+    registry = _replay_registry()
+    return {
+        name: (inspect.getdoc(registry[name]) or "").split("\n\n")[0].replace("\n", " ")
+        for name in _replay_method_names()
+    }
+
+
+ReplayMethodName = Annotated[str, Choices(_replay_method_names, _replay_method_lines)]
+"""A method registered in harness.replay (its REGISTRY is the one list of names)."""
+
+LEGACY_REPLAY_SETTINGS = {"tm_k": ("tm", "k"), "kl_temperature": ("kl", "temperature")}
+"""Former flat ReplayConfig fields -> (the method they belonged to, its setting's name).
+Stored configs (``config_json``) still hold them; :func:`computed_settings` reads them."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Which causal LM to fine-tune, and how (LoRA or all weights)."""
+
+    name: str = "tiny"
+    """A preset ('tiny', 'world', 'llama-3.1-8b'), a Hugging Face model id, or a local directory
+    saved with save_pretrained. 'tiny' is a randomly initialised 2-layer Llama with a byte-level
+    tokenizer, built offline (for tests); 'world' is the project's pretrained base for the
+    generated world (built on first use)."""
+    tuning: Literal["full", "lora"] = "full"
+    """'full' trains every weight; 'lora' trains only PEFT LoRA adapters."""
+    lora_r: int = 8
+    """LoRA rank (tuning='lora' only)."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator; the update is scaled by lora_alpha / lora_r."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA branch input."""
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """Module names that receive adapters (Llama attention projections by default)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Weight dtype. bfloat16 is for GPUs; CPU runs stay in float32."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (saves memory on long sequences)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where the benchmark comes from and how much of it a trial uses."""
+
+    root: str | None = None
+    """Data directory (holding long_sequence/, general/, mmlu/). Unset: $GERE_DATA_DIR, else
+    ../shared/data next to the repository when it exists."""
+    tasks: str = "order6"
+    """The task sequence: a standard order by name (order4, order5, order6, or
+    long-sequence-yelp-first etc.) or a comma-separated list of task names, trained in order."""
+    restrict_to_available: bool = False
+    """Run a named order restricted to the tasks present in the data directory (the dropped
+    tasks are logged and recorded). Off: a missing task is an error."""
+    label_policy: Literal["strict", "drop_unknown", "from_outputs"] = "strict"
+    """What to do when an instance's label is not in labels.json: 'strict' fails naming the task,
+    file and labels; 'drop_unknown' drops such instances; 'from_outputs' takes the label set from
+    the train outputs when labels.json matches none of them (qqp), then drops test instances
+    outside it (mnli's '-')."""
+    max_train_per_task: int | None = 1000
+    """Cap on training instances per task (seeded sample); None = all."""
+    max_test_per_task: int | None = 200
+    """Cap on test instances per task (seeded sample); None = all."""
+    max_seq_len: int = 256
+    """Token budget for a task example (prompt + label); longer prompts are cut from the left
+    so the label is always kept."""
+    cache_dir: str | None = None
+    """Token cache directory. Unset: $GERE_CACHE_DIR/tokens or ~/.cache/gere-harness/tokens."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayConfig:
+    """The anti-forgetting method: which replay loss, on which general texts."""
+
+    method: ReplayMethodName = "tm"
+    """The replay method, by its name in harness.replay (one module per method; its docstring
+    gives the exact loss)."""
+    corpus: str = "general/train.jsonl"
+    """General corpus: a jsonl path (absolute or relative to data.root) or 'hf:<dataset>'."""
+    size: int = 1000
+    """Number of replay texts (GeRe: 1,000). Ignored when method='none'."""
+    max_tokens: int = 563
+    """Each replay text is truncated to this many tokens (GeRe: 563)."""
+    weight: float | Literal["dynamic"] | None = None
+    """Weight w of the replay-loss term in L = CE + w*term: a number, 'dynamic'
+    (w = CE/term, both detached), or unset = the method's default (tm: 100, others: 1)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The method's own settings, by name (the keyword arguments of its class; each one is
+    listed below as --replay.settings.NAME). Unset ones take the method's default; a setting
+    the chosen method does not have is an error."""
+    per_batch: int | None = None
+    """Batch interpolation: put exactly this many replay samples in every effective batch.
+    Unset: the replay texts are shuffled into each task's training set."""
+
+    def build_method(self) -> ReplayMethod:
+        """The replay method this config names, built with its settings."""
+        from harness.replay import get_method
+
+        return get_method(self.method, **self.settings)
+
+    def full_settings(self) -> dict[str, Any]:
+        """``settings`` with the method's defaults filled in (what the trial computes with)."""
+        return method_settings(self.method, self.settings)
+
+    def __hash__(self) -> int:  # settings is a dict; hash the config's plain form instead
+        return hash(json.dumps(to_dict(self), sort_keys=True, default=str))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Optimisation settings, applied to every task in the stream (fresh optimiser per task)."""
+
+    lr: float = 1e-5
+    """Base learning rate; the trial's rate is lr * lr_multiplier."""
+    lr_multiplier: float = 1.0
+    """Scales lr; the LR-robustness study sweeps 1-10x."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay after warm-up, per task."""
+    warmup_steps: int = 10
+    """Linear warm-up optimiser steps at the start of every task."""
+    epochs: float = 1.0
+    """Passes over each task's training set (fractions allowed)."""
+    max_steps_per_task: int | None = None
+    """Hard cap on optimiser steps per task (smoke runs)."""
+    batch_size: int = 8
+    """Examples per micro-batch (per device)."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step; effective batch = batch_size * grad_accum * workers."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float | None = 1.0
+    """Gradient clipping norm; None disables clipping."""
+    log_every: int = 10
+    """Record a training-curve row every this many optimiser steps (and at each task's end)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """How tasks and general ability are scored before training and after every task."""
+
+    scoring: Literal["loglik", "generate"] = "loglik"
+    """Task answers: 'loglik' picks the label whose tokens have the highest summed
+    log-likelihood after the prompt (restricted to labels.json); 'generate' decodes greedily
+    and counts an exact match (after stripping whitespace) with the gold label."""
+    batch_size: int = 16
+    """Sequences per evaluation forward pass."""
+    probe: str | None = "mmlu"
+    """General-ability multiple choice: a directory of MMLU-format CSVs (relative to data.root
+    or absolute), 'hf:cais/mmlu', or None to skip."""
+    probe_format: Literal["letter", "continuation"] = "letter"
+    """'letter': list the choices and score ' A', ' B', ... (standard MMLU); 'continuation':
+    prompt is the question alone and each choice text is scored as its continuation (cloze)."""
+    probe_shots: int = 0
+    """Few-shot examples from the probe's dev split (letter format only)."""
+    probe_max_questions: int | None = 500
+    """Cap on probe questions (seeded sample, fixed across checkpoints)."""
+    heldout: str | None = "general/heldout.jsonl"
+    """Held-out general text for perplexity (jsonl path or 'hf:...'), or None to skip."""
+    heldout_max_texts: int | None = 200
+    """Cap on held-out texts."""
+    heldout_max_tokens: int = 512
+    """Each held-out text is truncated to this many tokens."""
+    plasticity_texts: int = 16
+    """Plasticity diagnostics (dormant MLP units, effective rank, weight norms and distance
+    from the start) at every stage, on the first this-many held-out texts as a fixed probe
+    batch; 0 disables. Effective rank needs at least as many tokens as MLP units."""
+
+
+RESOURCE_ONLY = ("cpus_per_worker", "gpus_per_worker", "max_failures")
+"""Scale settings that only change scheduling, never what a trial computes."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleConfig:
+    """How one trial is parallelised: Ray Train workers, each a DeepSpeed (or PyTorch) rank."""
+
+    workers: int = 1
+    """Ray Train workers (data-parallel ranks) per trial. More than 1 needs backend='deepspeed'."""
+    backend: Literal["torch", "deepspeed"] = "torch"
+    """'torch': plain PyTorch AdamW in one process. 'deepspeed': DeepSpeed ZeRO (gloo on CPU,
+    NCCL on GPU); also works with one worker."""
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage 0-3: 1 shards optimizer states, 2 also gradients, 3 also weights."""
+    offload_optimizer: bool = False
+    """DeepSpeed: keep optimizer states (and the update step) on the CPU."""
+    offload_params: bool = False
+    """DeepSpeed ZeRO-3: keep weights on the CPU between uses."""
+    use_gpu: bool = False
+    """Give each worker GPUs (NCCL) instead of running on CPUs (gloo)."""
+    cpus_per_worker: float = 1.0
+    """Ray CPU resources reserved per worker (fractions allowed; logical, for scheduling)."""
+    gpus_per_worker: float = 1.0
+    """Ray GPU resources per worker when use_gpu."""
+    max_failures: int = 2
+    """Times Ray Train restarts a failed trial run from its last end-of-task checkpoint."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialConfig:
+    """Everything that defines one continual-learning trial."""
+
+    study: str = "adhoc"
+    """Study name; results land under <out>/study=<study>/."""
+    trial_id: str | None = None
+    """Stable id of this trial (file names, resume). Unset: derived from the config's content."""
+    seed: int = 0
+    """Seeds model init (presets), data sampling, shuffling and dropout."""
+    out: str = "runs"
+    """Output directory for Parquet results."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @property
+    def id(self) -> str:
+        """The trial id: explicit, or a short content hash of the config (deterministic)."""
+        if self.trial_id:
+            return self.trial_id
+        import hashlib
+
+        body = json.dumps(computed_settings(self.to_dict()), sort_keys=True)
+        return f"{self.replay.method}-{hashlib.sha256(body.encode()).hexdigest()[:10]}"
+
+
+def computed_settings(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without what does not change what the trial computes: its id, where
+    results go and what a worker reserves (:data:`RESOURCE_ONLY`). Two trials with equal
+    computed settings compute the same thing.
+
+    The replay method's settings are given in full (defaults filled in), and stored configs
+    written before ``replay.settings`` existed (``replay.tm_k``, ``replay.kl_temperature``)
+    are read in the new form, so ``settings={}`` equals the old defaults ``tm_k=1.0``."""
+    scale = {k: v for k, v in d.get("scale", {}).items() if k not in RESOURCE_ONLY}
+    out = {**d, "trial_id": None, "out": None, "scale": scale}
+    if "replay" in d:
+        out["replay"] = _computed_replay(d["replay"])
+    return out
+
+
+def _computed_replay(replay: dict[str, Any]) -> dict[str, Any]:
+    r = dict(replay)
+    method = r.get("method", ReplayConfig.method)
+    given = dict(r.get("settings") or {})
+    for legacy, (owner, key) in LEGACY_REPLAY_SETTINGS.items():
+        if legacy in r:
+            value = r.pop(legacy)
+            if method == owner:
+                given.setdefault(key, value)
+    r["settings"] = method_settings(method, given)
+    return r
+
+
+def method_settings(method: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """A replay method's settings in full: its defaults, overridden by ``settings`` (coerced to
+    each setting's type where they fit). An unregistered method's settings are returned as
+    given."""
+    from harness.replay import settings_spec
+
+    cls = _replay_registry().get(method)
+    if cls is None:
+        return dict(settings)
+    out = {}
+    for spec in settings_spec(cls):
+        value = settings.get(spec.name, spec.default)
+        problems: list[str] = []
+        from harness.config.validate import _check_value
+
+        coerced = _check_value(spec.name, value, spec.type, problems)
+        out[spec.name] = value if problems else coerced
+    out.update({k: v for k, v in settings.items() if k not in out})
+    return out
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples become lists), the form configs travel in."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        elif isinstance(v, dict):
+            v = json.loads(json.dumps(v))  # a copy: the config's own dict stays untouched
+        out[f.name] = v
+    return out
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def choices_of(tp: Any) -> Choices | None:
+    """The :class:`Choices` of an ``Annotated[str, Choices(...)]`` type, else None."""
+    if typing.get_origin(tp) is Annotated:
+        return next((m for m in tp.__metadata__ if isinstance(m, Choices)), None)
+    return None

@@ -1,0 +1,362 @@
+"""Building configs from plain dicts: every key and value checked, every rule listed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+
+from harness.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    pass
+
+
+from harness.config.errors import ConfigError
+from harness.config.schema import (
+    LEGACY_REPLAY_SETTINGS,
+    ReplayConfig,
+    TrialConfig,
+    _hints,
+    _replay_registry,
+    choices_of,
+    to_dict,
+)
+
+
+def _check_value(path: str, value: Any, tp: Any, problems: list[str]) -> Any:
+    """Coerce ``value`` to type ``tp`` or record a problem; returns the coerced value."""
+    if (choices := choices_of(tp)) is not None:
+        names = list(choices.names())
+        if isinstance(value, str) and value in names:
+            return value
+        problems.append(
+            f"{path}: {value!r} is not one of {', '.join(map(repr, names))}"
+            f"{did_you_mean(value, names)}"
+        )
+        return value
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            problems.append(f"{path}: expected a mapping of names to values, got {value!r}")
+            return value
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errs: list[str] = []
+        for a in args:
+            if a is type(None):
+                continue
+            sub: list[str] = []
+            v = _check_value(path, value, a, sub)
+            if not sub:
+                return v
+            errs.extend(sub)
+        allowed = " or ".join(_type_name(a) for a in args if a is not type(None))
+        words = [
+            str(w) for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a)
+        ]
+        hint = did_you_mean(value, words) if words else ""
+        problems.append(f"{path}: {value!r} is not {allowed}{hint}")
+        return value
+    if origin is Literal:
+        if value in args:
+            return value
+        hint = did_you_mean(value, args)
+        problems.append(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}{hint}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [s.strip() for s in value.split(",") if s.strip()]
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{path}: expected a list, got {value!r}")
+            return value
+        return tuple(
+            _check_value(f"{path}[{i}]", v, args[0], problems) for i, v in enumerate(value)
+        )
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        problems.append(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool):
+            problems.append(f"{path}: expected an integer, got {value!r}")
+            return value
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        problems.append(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        problems.append(f"{path}: expected a number, got {value!r}")
+        return value
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        problems.append(f"{path}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
+    if isinstance(data, cls):
+        data = to_dict(data)
+    if not isinstance(data, dict):
+        problems.append(f"{path or 'config'}: expected a mapping, got {data!r}")
+        return cls()
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else key
+        if cls is ReplayConfig and key in LEGACY_REPLAY_SETTINGS:
+            method, setting = LEGACY_REPLAY_SETTINGS[key]
+            problems.append(
+                f"unknown key {where!r}: it is now 'replay.settings.{setting}' (a setting of "
+                f"replay method {method!r}), e.g. --replay.settings.{setting} {value} or "
+                f"--set replay.settings.{setting}={value}"
+            )
+            continue
+        if key not in names:
+            problems.append(
+                f"unknown key {where!r}{did_you_mean(key, names)}; "
+                f"valid keys{' in ' + path if path else ''}: {', '.join(names)}"
+            )
+            continue
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, where, problems)
+            continue
+        before = len(problems)
+        checked = _check_value(where, value, tp, problems)
+        if len(problems) == before:  # a bad value keeps the default, so range rules still run
+            kwargs[key] = checked
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return cls()
+
+
+def _rules(cfg: TrialConfig) -> list[str]:
+    """Cross-field and range rules: each message names the value, the rule and the fix."""
+    p: list[str] = []
+    m, d, r, t, e = cfg.model, cfg.data, cfg.replay, cfg.train, cfg.eval
+
+    def positive(path: str, v: float | int | None, allow_none: bool = True) -> None:
+        if v is None and allow_none:
+            return
+        if v is None or v <= 0:
+            p.append(f"{path}: {v!r} must be > 0")
+
+    positive("model.lora_r", m.lora_r)
+    positive("model.lora_alpha", m.lora_alpha)
+    if not 0.0 <= m.lora_dropout < 1.0:
+        p.append(f"model.lora_dropout: {m.lora_dropout!r} must be in [0, 1)")
+    if m.tuning == "lora" and not m.lora_target_modules:
+        p.append("model.lora_target_modules: empty; LoRA needs at least one module name")
+    if not d.tasks.strip():
+        p.append("data.tasks: empty; give an order name (e.g. order6) or task names a,b,c")
+    positive("data.max_train_per_task", d.max_train_per_task)
+    positive("data.max_test_per_task", d.max_test_per_task)
+    if d.max_seq_len < 16:
+        p.append(f"data.max_seq_len: {d.max_seq_len} must be >= 16")
+    if r.method != "none":
+        positive("replay.size", r.size, allow_none=False)
+    elif r.per_batch:
+        p.append("replay.per_batch: set but replay.method is 'none'; unset it or pick a method")
+    positive("replay.max_tokens", r.max_tokens, allow_none=False)
+    if isinstance(r.weight, float) and r.weight < 0:
+        p.append(f"replay.weight: {r.weight} must be >= 0 (or 'dynamic')")
+    eff = t.batch_size * t.grad_accum
+    if r.per_batch is not None:
+        if r.per_batch <= 0:
+            p.append(f"replay.per_batch: {r.per_batch} must be > 0 (or unset)")
+        elif r.per_batch >= eff:
+            p.append(
+                f"replay.per_batch: {r.per_batch} replay samples leave no room for task samples "
+                f"in an effective batch of {eff} (train.batch_size * train.grad_accum); "
+                "lower per_batch or raise the batch"
+            )
+    positive("train.lr", t.lr, allow_none=False)
+    positive("train.lr_multiplier", t.lr_multiplier, allow_none=False)
+    positive("train.epochs", t.epochs, allow_none=False)
+    positive("train.max_steps_per_task", t.max_steps_per_task)
+    positive("train.batch_size", t.batch_size, allow_none=False)
+    positive("train.grad_accum", t.grad_accum, allow_none=False)
+    positive("train.max_grad_norm", t.max_grad_norm)
+    positive("train.log_every", t.log_every, allow_none=False)
+    if t.warmup_steps < 0:
+        p.append(f"train.warmup_steps: {t.warmup_steps} must be >= 0")
+    if t.weight_decay < 0:
+        p.append(f"train.weight_decay: {t.weight_decay} must be >= 0")
+    positive("eval.batch_size", e.batch_size, allow_none=False)
+    positive("eval.probe_max_questions", e.probe_max_questions)
+    positive("eval.heldout_max_texts", e.heldout_max_texts)
+    positive("eval.heldout_max_tokens", e.heldout_max_tokens, allow_none=False)
+    if e.plasticity_texts < 0:
+        p.append(f"eval.plasticity_texts: {e.plasticity_texts} must be >= 0 (0 disables)")
+    if e.plasticity_texts and not e.heldout:
+        p.append("eval.plasticity_texts: the probe batch comes from eval.heldout; set it or use 0")
+    if e.probe_shots < 0:
+        p.append(f"eval.probe_shots: {e.probe_shots} must be >= 0")
+    if e.probe_shots and e.probe_format != "letter":
+        p.append("eval.probe_shots: few-shot prompts need eval.probe_format='letter'")
+    sc = cfg.scale
+    positive("scale.workers", sc.workers, allow_none=False)
+    if sc.workers > 1 and sc.backend != "deepspeed":
+        p.append(
+            f"scale.workers: {sc.workers} workers need scale.backend='deepspeed' "
+            "(the 'torch' backend runs one process)"
+        )
+    from harness.backend import config_problems  # the ZeRO rules live with the backend
+
+    p.extend(config_problems(cfg))
+    if (sc.offload_optimizer or sc.offload_params) and sc.backend != "deepspeed":
+        p.append("scale.offload_*: offloading needs scale.backend='deepspeed'")
+    positive("scale.cpus_per_worker", sc.cpus_per_worker, allow_none=False)
+    if sc.use_gpu:
+        positive("scale.gpus_per_worker", sc.gpus_per_worker, allow_none=False)
+    if sc.max_failures < -1:
+        p.append(f"scale.max_failures: {sc.max_failures} must be >= -1 (-1 = retry forever)")
+    if m.dtype == "bfloat16" and m.name == "tiny":
+        p.append("model.dtype: bfloat16 with the 'tiny' CPU preset; use float32")
+    ls = cfg.landscape
+    if ls.enabled:
+        p.extend(ls.problems())
+        if "general" in ls.datasets and not e.heldout:
+            p.append("landscape.datasets: 'general' is scored on eval.heldout; set it or drop it")
+    for ch in "/\\":
+        if cfg.trial_id and ch in cfg.trial_id:
+            p.append(f"trial_id: {cfg.trial_id!r} must not contain {ch!r}")
+    return p
+
+
+def from_dict(data: dict[str, Any] | None = None) -> TrialConfig:
+    """Build and validate a TrialConfig; raises ConfigError listing every problem."""
+    problems: list[str] = []
+    cfg = _build(TrialConfig, data or {}, "", problems)
+    cfg = dataclasses.replace(cfg, replay=_check_method_settings(cfg.replay, problems))
+    problems.extend(_rules(cfg))
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _check_method_settings(r: ReplayConfig, problems: list[str]) -> ReplayConfig:
+    """Check ``replay.settings`` against the chosen method's settings (name, type, and the
+    method's own rules, by building it); returns the config with the values coerced."""
+    from harness.replay import method_names, settings_spec
+
+    registry = _replay_registry()
+    cls = registry.get(r.method)
+    if cls is None or not isinstance(r.settings, dict):
+        return r  # the method (or the mapping) is reported already
+    specs = {s.name: s for s in settings_spec(cls)}
+    listing = ", ".join(f"{s.name} (default {s.default!r})" for s in specs.values()) or "none"
+    coerced: dict[str, Any] = {}
+    ok = True
+    for key, value in r.settings.items():
+        where = f"replay.settings.{key}"
+        if key not in specs:
+            owners = [m for m in method_names() if key in _setting_names_of(registry[m])]
+            elsewhere = (
+                f" ({key!r} is a setting of {', '.join(map(repr, owners))})" if owners else ""
+            )
+            problems.append(
+                f"unknown key {where!r}{did_you_mean(key, specs)} for replay method "
+                f"{r.method!r}{elsewhere}; settings of {r.method!r}: {listing}"
+            )
+            ok = False
+            continue
+        before = len(problems)
+        checked = _check_value(where, value, specs[key].type, problems)
+        if len(problems) == before:
+            coerced[key] = checked
+        else:
+            ok = False
+    if ok:
+        try:
+            cls(**coerced)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"replay.settings: {exc}")
+    return dataclasses.replace(r, settings=coerced) if ok else r
+
+
+def _setting_names_of(cls: type) -> list[str]:
+    from harness.replay import settings_spec
+
+    return [s.name for s in settings_spec(cls)]
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` into a copy of ``base``; dotted keys ('train.lr') are expanded."""
+    out = json.loads(json.dumps(base))
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]] = merge(node[parts[-1]], value)
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict (not yet validated)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([f"config file {str(p)!r} does not exist"])
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"config file {str(p)!r} is not valid YAML/JSON: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError([f"config file {str(p)!r}: top level must be a mapping"])
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'train.lr=1e-4' -> ('train.lr', 1e-4); values are parsed as YAML scalars."""
+    if "=" not in item:
+        raise ConfigError([f"override {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4"])
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
