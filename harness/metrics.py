@@ -14,8 +14,9 @@ trials' numbers incomparable. Entries a formula does not name (for example the u
 for BWT) may be NaN freely. Quantities that need at least two tasks (BWT, FWT, forgetting)
 return NaN for ``T == 1`` instead of raising, so a one-task smoke run still yields a summary row.
 
-Sources disagree on normalisation and index ranges (see ``/work/shared/notes/methods.md``), so
-each variant is a separate function and a separate column; none of them is "the" forgetting.
+Sources disagree on normalisation and index ranges (Lopez-Paz & Ranzato 2017, "Gradient Episodic
+Memory"; Chaudhry et al. 2018, "Riemannian Walk"; the O-LoRA/SAPT papers' AP), so each variant
+is a separate function and a separate column; none of them is "the" forgetting.
 Sign convention: transfer metrics (BWT, FWT) are positive when the later score is higher;
 forgetting metrics are positive when the model lost accuracy.
 """
