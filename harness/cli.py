@@ -175,9 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     run.set_defaults(func=cmd_run)
-    from harness import demo
-
-    demo.build_parser(sub).set_defaults(func=demo.main)
+    sub.add_parser(
+        "demo",
+        add_help=False,
+        help="The main job: the offline default study (world, base, none vs tm); an alias for "
+        "python studies/demo.py (its options: python -m harness demo --help).",
+    )
     return parser
 
 
@@ -200,6 +203,11 @@ def _unknown_option(option: str, known: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:  # the demo is a study with options of its own
+        from harness.demo import main as demo
+
+        return demo(argv[1:])
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:

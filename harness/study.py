@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from harness.config import ConfigError, merge, parse_override
@@ -44,7 +44,7 @@ def landscape_cost(configs) -> str:
     )
 
 
-def build_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+def build_parser(name: str, doc: str | None, preset: str = "tiny") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"python studies/{name}.py",
         description=doc,
@@ -58,9 +58,9 @@ def build_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--preset",
-        default="tiny",
+        default=preset,
         choices=PRESETS,
-        help="Model/data/scale preset (default: tiny; llama-3.1-8b needs a GPU cluster).",
+        help=f"Model/data/scale preset (default: {preset}; llama-3.1-8b needs a GPU cluster).",
     )
     p.add_argument(
         "--out",
@@ -125,19 +125,33 @@ def study_base(
 def main(
     name: str,
     doc: str | None,
-    grid: Sequence[Axis],
-    smoke: Sequence[Axis],
+    grid: Sequence[Axis] | Callable[[argparse.Namespace], Sequence[Axis]],
+    smoke: Sequence[Axis] | Callable[[argparse.Namespace], Sequence[Axis]],
     argv: Sequence[str] | None = None,
     *,
     settings: dict | None = None,
     smoke_settings: dict | None = None,
     hooks: Sequence = (),
+    preset: str = "tiny",
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+    prepare: Callable[[argparse.Namespace, dict], dict] | None = None,
+    present: Callable[[argparse.Namespace, Any], None] | None = None,
 ) -> int:
     """Run a study script: ``settings`` (dotted keys) apply to every trial of the study on
     top of the preset, ``smoke_settings`` on top of those under --smoke-test; ``--set`` wins
-    over both. ``hooks``: extra stage hooks for every trial (:func:`harness.tune.run_study`)."""
+    over both. ``hooks``: extra stage hooks for every trial (:func:`harness.tune.run_study`).
+
+    A study with options of its own (the demo): ``options(parser)`` adds them; ``grid`` and
+    ``smoke`` may be functions of the parsed arguments; ``prepare(args, base)`` returns the
+    base config to run after the grid was validated on it (expensive set-up, such as
+    pretraining a base model, comes after a typo would have failed); ``present(args,
+    summary)`` prints the results instead of the summary table. ``preset``: the default
+    --preset (a study that provides ``prepare`` resolves the preset's model itself)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser(name, doc).parse_args(argv)
+    parser = build_parser(name, doc, preset)
+    if options is not None:
+        options(parser)
+    args = parser.parse_args(argv)
     from harness.inputs import preflight
 
     try:
@@ -149,8 +163,13 @@ def main(
             settings=settings,
             smoke_settings=smoke_settings,
             overrides={**overrides, "out": args.out},
+            resolve_model=prepare is None,
         )
-        configs = expand_grid(name, base, smoke if args.smoke_test else grid)
+        axes = smoke if args.smoke_test else grid
+        axes = axes(args) if callable(axes) else axes
+        configs = expand_grid(name, base, axes)  # a typo fails here, in milliseconds
+        if prepare is not None:
+            configs = expand_grid(name, prepare(args, base), axes)
         preflight(configs)
     except (ConfigError, ValueError) as exc:  # DataError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
@@ -174,25 +193,28 @@ def main(
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    cols = [
-        c
-        for c in (
-            "trial_id",
-            "status",
-            "ap",
-            "bwt",
-            "general_acc_start",
-            "general_acc_final",
-            "general_ppl_final",
-            "wall_time_s",
+    if present is not None:
+        present(args, summary)
+    else:
+        cols = [
+            c
+            for c in (
+                "trial_id",
+                "status",
+                "ap",
+                "bwt",
+                "general_acc_start",
+                "general_acc_final",
+                "general_ppl_final",
+                "wall_time_s",
+            )
+            if c in summary
+        ]
+        print(
+            summary[cols]
+            .sort_values("trial_id")
+            .to_string(index=False, float_format=lambda x: f"{x:.3f}")
         )
-        if c in summary
-    ]
-    print(
-        summary[cols]
-        .sort_values("trial_id")
-        .to_string(index=False, float_format=lambda x: f"{x:.3f}")
-    )
     from results.io import study_dir
 
     where = study_dir(args.out, name)

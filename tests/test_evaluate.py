@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
-from harness.config import ModelConfig
-from harness.evaluate import candidate_logliks, perplexity
+from harness.config import ModelConfig, from_dict
+from harness.evaluate import candidate_logliks, pairwise_logliks, perplexity
+from harness.inputs import load_data, tokenize_inputs
 from harness.models import build
+from tests.helpers import tiny_built
 
 
 def test_candidate_logliks_match_a_manual_computation():
@@ -36,3 +38,68 @@ def test_perplexity_matches_a_manual_computation():
     assert p.tokens == 6
     assert p.nll_sum == pytest.approx(nll, rel=1e-4)
     assert p.ppl == pytest.approx(math.exp(nll / 6), rel=1e-4)
+
+
+def test_candidate_logliks_packs_a_prompt_with_all_its_candidates():
+    built = tiny_built()
+    model = built.model
+    reqs = [([0, 70, 71], [[80], [81, 82, 83], [84, 85]]), ([0, 5], [[9, 9], [7]])]
+    want = pairwise_logliks(model, reqs, pad_id=built.tokenizer.pad_token_id, batch_size=4)
+    for batch_size in (1, 2):
+        got = candidate_logliks(
+            model, reqs, pad_id=built.tokenizer.pad_token_id, batch_size=batch_size
+        )
+        for g, w in zip(got, want, strict=True):
+            assert g == pytest.approx(w, abs=1e-4)
+
+
+@pytest.mark.parametrize("tuning", ["full", "lora"])
+def test_one_forward_per_prompt_equals_the_pairwise_scorer_on_every_real_task(
+    shared_data, tmp_path, tuning
+):
+    """Every candidate of every task of ../shared/data (a sample of test prompts each), and the
+    MMLU letter probe: log-likelihoods within 1e-4, predictions identical."""
+    cfg = from_dict(
+        {
+            "model": {"tuning": tuning, "lora_r": 4},
+            "data": {
+                "root": str(shared_data),
+                "tasks": ",".join(
+                    sorted(p.name for p in (shared_data / "long_sequence").iterdir())
+                ),
+                "label_policy": "from_outputs",
+                "max_train_per_task": 1,
+                "max_test_per_task": 6,
+                "max_seq_len": 160,
+                "cache_dir": str(tmp_path),
+            },
+            "replay": {"method": "none"},
+            "eval": {"probe": "mmlu", "probe_format": "letter", "probe_max_questions": 12},
+        }
+    )
+    built = tiny_built(tuning=tuning, lora_r=4)
+    if tuning == "lora":  # a LoRA update that is not zero, so the adapters matter
+        for name, p in built.model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.05)
+    inputs = tokenize_inputs(cfg, load_data(cfg), built.tokenizer)
+    pad = inputs.pad_id
+    decisions = [[(p, tt.candidates) for p in tt.prompts] for tt in inputs.tasks]
+    decisions.append(inputs.probe[0])
+    assert len(decisions) == 12 and {len(tt.candidates) for tt in inputs.tasks} >= {2, 14}
+    for requests in decisions:
+        want = pairwise_logliks(built.model, requests, pad_id=pad, batch_size=8)
+        got = candidate_logliks(built.model, requests, pad_id=pad, batch_size=8)
+        for g, w in zip(got, want, strict=True):
+            assert g == pytest.approx(w, abs=1e-4)
+            assert max(range(len(g)), key=g.__getitem__) == max(range(len(w)), key=w.__getitem__)
+
+
+def test_length_batches_cap_rows_and_padded_tokens():
+    from harness.evaluate import length_batches
+
+    lengths = [10] * 6 + [100]
+    batches = length_batches(lengths, list(range(7)), batch_size=4)
+    assert batches == [[0, 1, 2, 3], [4, 5], [6]]  # budget 4 x 10: the long row goes alone
+    assert length_batches([5, 5, 5], ["a", "b", "c"], batch_size=8) == [["a", "b", "c"]]
+    assert length_batches([], [], batch_size=4) == []

@@ -100,8 +100,8 @@ def test_unknown_preset_suggests_the_closest() -> None:
 
 
 def test_demo_grid_of_every_registered_method_is_valid(world: str) -> None:
-    from harness.demo import DEMO_BASE, method_axis
     from harness.replay import method_names
+    from studies.demo import DEMO_BASE, method_axis
 
     base = merge(base_config("tiny", data_dir=world), DEMO_BASE)
     spec = ",".join([*method_names(), "tm:dynamic", "kl:10"])
