@@ -45,6 +45,7 @@ SETTINGS = {
     "eval": {
         "probe": "mmlu",
         "probe_format": "continuation",
+        "probe_shots": 0,
         "probe_max_questions": 400,
         "heldout": "general/heldout.jsonl",
         "heldout_max_texts": 100,
@@ -108,6 +109,8 @@ def grid(args: argparse.Namespace) -> list:
     return [method_axis(args.methods), axis("seed", seeds)]
 
 
+GRID = grid(argparse.Namespace(methods="none,tm", seeds="0"))
+"""The grid of the default command (--methods none,tm --seeds 0)."""
 SMOKE = [method_axis("none,tm")]
 
 
