@@ -7,6 +7,7 @@ here (never the other way round), so following a training step never climbs back
 * :func:`token_nll`: per-position next-token NLL, the one definition of "the loss of a token";
 * :class:`EvalBatch`, :func:`eval_batches`: fixed evaluation batches (landscape, plasticity);
 * :func:`eval_mode`, :func:`device_of`, :func:`is_peft`: the model helpers;
+* :func:`shard`: a rank's contiguous share of a list;
 * :func:`cache_root`: where caches live (``$GERE_CACHE_DIR``, else ``~/.cache/gere-harness``).
 """
 
@@ -127,6 +128,15 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 def device_of(model: nn.Module) -> torch.device:
     """The device of the model's (first) parameters."""
     return next(model.parameters()).device
+
+
+def shard(items: Sequence, n_shards: int, index: int) -> list:
+    """Contiguous share ``index`` of ``n_shards`` (sizes differ by at most one): concatenating
+    all shards in order gives ``items``. How ranks split evaluation and landscape points."""
+    if not 0 <= index < n_shards:
+        raise ValueError(f"shard index {index} must be in [0, {n_shards})")
+    bounds = [round(k * len(items) / n_shards) for k in range(n_shards + 1)]
+    return list(items[bounds[index] : bounds[index + 1]])
 
 
 def is_peft(model: nn.Module) -> bool:

@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 
 from harness.core import device_of, eval_mode, pad
-from harness.hooks import Hook
 
 Request = tuple[Sequence[int], Sequence[Sequence[int]]]
 """(prompt token ids, [candidate token ids, ...]) — one multiple-choice decision."""
@@ -98,7 +97,12 @@ def _pack(prompt: Sequence[int], cands: Sequence[Sequence[int]]):
 
 @torch.no_grad()
 def candidate_logliks(
-    model: torch.nn.Module, requests: Sequence[Request], *, pad_id: int, batch_size: int
+    model: torch.nn.Module,
+    requests: Sequence[Request],
+    *,
+    pad_id: int,
+    batch_size: int,
+    forwards: int | None = None,
 ) -> list[list[float]]:
     """Summed log-likelihood of every candidate continuation of every prompt, from one forward
     per prompt.
@@ -110,13 +114,16 @@ def candidate_logliks(
     Single-token candidates (MMLU letters, most labels) cost no extra token: they are read at
     the prompt's last position. The output head and the log-softmax run only at the positions
     that are scored. Rows are sorted by length so batches waste little padding. Equal to
-    :func:`pairwise_logliks` up to float rounding (tests: 1e-4).
+    :func:`pairwise_logliks` up to float rounding (tests: 1e-4). ``forwards``: make at least
+    this many forward calls (extra ones on a one-token dummy), so ranks that hold a shard of
+    the weights each make the same calls (:func:`candidate_forwards` counts them).
     """
     decoder, head = _decoder_and_head(model)
     packed = [_pack(p, c) for p, c in requests]
     order = sorted(range(len(requests)), key=lambda i: len(packed[i][0]))
     out = [[0.0] * len(cands) for _, cands in requests]
     device = device_of(model)
+    calls = 0
     with eval_mode(model):
         dtype = next(model.parameters()).dtype
         for chunk in length_batches([len(packed[i][0]) for i in order], order, batch_size):
@@ -148,6 +155,10 @@ def candidate_logliks(
             logp = (picked - torch.logsumexp(logits, dim=-1)).tolist()
             for (i, j), v in zip(owners, logp, strict=True):
                 out[i][j] += v
+            calls += 1
+        while forwards is not None and calls < forwards:
+            _idle_decoder_forward(model, pad_id)
+            calls += 1
     return out
 
 
@@ -181,23 +192,95 @@ def _block_mask(seg: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask[:, None]
 
 
-def multiple_choice(
-    model: torch.nn.Module,
-    requests: Sequence[Request],
-    answers: Sequence[int],
-    *,
-    pad_id: int,
-    batch_size: int,
-) -> Scores:
-    """Accuracy of arg-max log-likelihood over each request's candidates."""
-    ll = candidate_logliks(model, requests, pad_id=pad_id, batch_size=batch_size)
-    correct = sum(
-        int(max(range(len(s)), key=s.__getitem__) == a) for s, a in zip(ll, answers, strict=True)
-    )
-    return Scores(correct, len(answers))
+def candidate_forwards(requests: Sequence[Request], batch_size: int) -> int:
+    """Forward calls :func:`candidate_logliks` makes for these requests (for ranks that must
+    all make the same number of calls)."""
+    lengths = sorted(len(_pack(p, c)[0]) for p, c in requests)
+    return len(length_batches(lengths, lengths, batch_size))
+
+
+def _idle_decoder_forward(model: torch.nn.Module, pad_id: int) -> None:
+    """A discarded one-token forward through the body and the head: the call a rank with
+    fewer batches makes so every rank makes the same calls (sharded weights)."""
+    decoder, head = _decoder_and_head(model)
+    one = torch.full((1, 1), pad_id, dtype=torch.long, device=device_of(model))
+    head(decoder(input_ids=one, attention_mask=torch.ones_like(one)).last_hidden_state)
+
+
+def normalize_answer(text: str) -> str:
+    """The Long-Sequence papers' answer normalisation (SQuAD's ``normalize_answer``, as in
+    O-LoRA's and SAPT's ``compute_metrics``): lower-case, punctuation removed, the articles
+    a/an/the removed, whitespace collapsed."""
+    import re
+    import string
+
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One greedy answer: the decoded text (first line, stripped) and whether it matched."""
+
+    text: str
+    correct: bool
 
 
 @torch.no_grad()
+def generate_answers(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    golds: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    normalize: bool = False,
+    forwards: int | None = None,
+    synced: bool = False,
+) -> list[Generation]:
+    """Greedy decoding (KV cache, stops at EOS or after ``max_new_tokens``), one result per
+    prompt: the first line of the text, stripped, compared with the gold label exactly, or
+    after :func:`normalize_answer` on both sides (``normalize``, the papers' exact match).
+
+    ``forwards``: run at least this many generate calls (extra ones on a one-token dummy
+    prompt), and ``synced``: keep decoding until every rank is done (transformers'
+    ``synced_gpus``) — both for ranks that hold a shard of the weights each."""
+    device = device_of(model)
+    out: list[Generation] = []
+    calls = 0
+    with eval_mode(model):
+        batches = [
+            list(range(i, min(i + batch_size, len(prompts))))
+            for i in range(0, len(prompts), batch_size)
+        ]
+        while batches or (forwards is not None and calls < forwards):
+            chunk = batches.pop(0) if batches else None
+            rows = [prompts[i] for i in chunk] if chunk else [[tokenizer.pad_token_id]]
+            ids, mask = pad(rows, tokenizer.pad_token_id, left=True)
+            gen = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                synced_gpus=synced,
+            )
+            calls += 1
+            if not chunk:
+                continue
+            texts = tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
+            for text, i in zip(texts, chunk, strict=True):
+                line = text.strip().split("\n")[0].strip()
+                gold = golds[i]
+                ok = normalize_answer(line) == normalize_answer(gold) if normalize else line == gold
+                out.append(Generation(line, ok))
+    return out
+
+
 def generate_exact_match(
     model: torch.nn.Module,
     tokenizer,
@@ -208,24 +291,10 @@ def generate_exact_match(
     batch_size: int,
 ) -> Scores:
     """Greedy decoding; exact match of the stripped first line with the gold label."""
-    device = device_of(model)
-    correct = 0
-    with eval_mode(model):
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
-            ids, mask = pad(chunk, tokenizer.pad_token_id, left=True)
-            gen = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            texts = tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
-            for text, gold in zip(texts, golds[start : start + batch_size], strict=True):
-                correct += int(text.strip().split("\n")[0].strip() == gold)
-    return Scores(correct, len(prompts))
+    gens = generate_answers(
+        model, tokenizer, prompts, golds, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    return Scores(sum(g.correct for g in gens), len(gens))
 
 
 @dataclass(frozen=True)
@@ -235,105 +304,56 @@ class Perplexity:
 
     @property
     def ppl(self) -> float:
-        return math.exp(self.nll_sum / self.tokens) if self.tokens else float("nan")
+        if not self.tokens:
+            return float("nan")
+        try:
+            return math.exp(self.nll_sum / self.tokens)
+        except OverflowError:  # a diverged model: infinite perplexity is a result
+            return float("inf")
+
+
+HEAD_CHUNK = 1024
+"""Positions per output-head call in :func:`perplexity`: the fp32 logits held at once are
+HEAD_CHUNK x vocabulary (0.5 GB at Llama-3's 128,256), not batch x length x vocabulary."""
+
+
+def perplexity_forwards(texts: Sequence[Sequence[int]], batch_size: int) -> int:
+    """Forward calls :func:`perplexity` makes for these texts."""
+    n = sum(1 for t in texts if len(t) > 1)
+    return -(-n // batch_size)
 
 
 @torch.no_grad()
 def perplexity(
-    model: torch.nn.Module, texts: Sequence[Sequence[int]], *, pad_id: int, batch_size: int
+    model: torch.nn.Module,
+    texts: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    batch_size: int,
+    forwards: int | None = None,
 ) -> Perplexity:
-    """Token-level NLL of every text (each token predicted from its prefix)."""
+    """Token-level NLL of every text (each token predicted from its prefix); texts sorted by
+    length; the head and the log-softmax run on HEAD_CHUNK positions at a time.
+    ``forwards``: make at least this many forward calls (see :func:`candidate_logliks`)."""
     device = device_of(model)
+    decoder, head = _decoder_and_head(model)
     nll, count = 0.0, 0
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    order = sorted((i for i in range(len(texts)) if len(texts[i]) > 1), key=lambda i: len(texts[i]))
+    calls = 0
     with eval_mode(model):
         for start in range(0, len(order), batch_size):
-            chunk = [texts[i] for i in order[start : start + batch_size] if len(texts[i]) > 1]
-            if not chunk:
-                continue
+            chunk = [texts[i] for i in order[start : start + batch_size]]
             ids, mask = pad(chunk, pad_id)
             ids, mask = ids.to(device), mask.to(device)
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            tok_nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+            hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
             valid = mask[:, 1:].bool()
-            nll += float(tok_nll[valid].sum())
+            h, targets = hidden[valid], ids[:, 1:][valid]
+            for k in range(0, len(h), HEAD_CHUNK):
+                logits = head(h[k : k + HEAD_CHUNK]).float()
+                nll += float(F.cross_entropy(logits, targets[k : k + HEAD_CHUNK], reduction="sum"))
             count += int(valid.sum())
+            calls += 1
+        while forwards is not None and calls < forwards:
+            _idle_decoder_forward(model, pad_id)
+            calls += 1
     return Perplexity(nll, count)
-
-
-def _argmax(xs: Sequence[float]) -> int:
-    return max(range(len(xs)), key=xs.__getitem__)
-
-
-class EvaluationHook(Hook):
-    """Scores every task (the accuracy matrix, future tasks included) and general ability
-    (probe accuracy, held-out perplexity) of the starting model and after every task."""
-
-    kinds = ("accuracy", "general")
-
-    def before_first_task(self, trial) -> None:
-        self._record(trial, 0, "<start>")
-
-    def after_task(self, trial, stage: int) -> None:
-        self._record(trial, stage, trial.inputs.data.tasks[stage - 1].name)
-
-    def _record(self, trial, stage: int, after_task: str) -> None:
-        acc, general = evaluate_checkpoint(trial, stage, after_task)
-        trial.state.rows["accuracy"] += acc
-        trial.state.rows["general"] += general
-        trial.flush()
-
-
-def evaluate_checkpoint(trial, stage: int, after_task: str) -> tuple[list[dict], list[dict]]:
-    """``accuracy`` rows (one per task) and the ``general`` row of the model as it is now."""
-    cfg, inputs = trial.cfg, trial.inputs
-    model, tok, bs = trial.built.model, trial.built.tokenizer, cfg.eval.batch_size
-    acc_rows = []
-    for pos, (task, tt) in enumerate(zip(inputs.data.tasks, inputs.tasks, strict=True), start=1):
-        if cfg.eval.scoring == "loglik":
-            ll = candidate_logliks(
-                model, [(p, tt.candidates) for p in tt.prompts], pad_id=inputs.pad_id, batch_size=bs
-            )
-            n_correct = sum(int(_argmax(s) == a) for s, a in zip(ll, tt.answers, strict=True))
-        else:
-            n_correct = generate_exact_match(
-                model,
-                tok,
-                tt.prompts,
-                tt.golds,
-                max_new_tokens=max(len(c) for c in tt.candidates) + 2,
-                batch_size=bs,
-            ).n_correct
-        n = len(tt.answers)
-        acc_rows.append(
-            dict(
-                stage=stage,
-                after_task=after_task,
-                task=task.name,
-                task_position=pos,
-                accuracy=n_correct / n,
-                n_correct=n_correct,
-                n_total=n,
-                scoring=cfg.eval.scoring,
-            )
-        )
-    general = dict(
-        stage=stage,
-        after_task=after_task,
-        probe=cfg.eval.probe or "",
-        accuracy=float("nan"),
-        n_correct=0,
-        n_total=0,
-        ppl=float("nan"),
-        nll_sum=float("nan"),
-        ppl_tokens=0,
-    )
-    if inputs.probe is not None:
-        requests, answers = inputs.probe
-        ll = candidate_logliks(model, requests, pad_id=inputs.pad_id, batch_size=bs)
-        c = sum(int(_argmax(s) == a) for s, a in zip(ll, answers, strict=True))
-        general.update(accuracy=c / len(answers), n_correct=c, n_total=len(answers))
-    if inputs.heldout:
-        p = perplexity(model, inputs.heldout, pad_id=inputs.pad_id, batch_size=bs)
-        general.update(ppl=p.ppl, nll_sum=p.nll_sum, ppl_tokens=p.tokens)
-    return acc_rows, [general]

@@ -29,7 +29,7 @@ from harness.data import (
     target_text,
     tokenize_cached,
 )
-from harness.data.mmlu import LETTERS
+from harness.data.mmlu import LETTERS, format_lm_eval_prompt
 from harness.replay import ReplayBuffer
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def tokenize_task(task: Task, tok, cfg: TrialConfig, cache: Path | None) -> Task
     def prompts(examples) -> list[list[int]]:
         ids = tokenize_cached(
             tok,
-            [format_prompt(task, ex.input) for ex in examples],
+            [format_prompt(task, ex.input, cfg.data.prompt_template) for ex in examples],
             max_length=10**9,
             cache_dir=cache,
         )
@@ -145,11 +145,9 @@ def tokenize_task(task: Task, tok, cfg: TrialConfig, cache: Path | None) -> Task
 
 
 def probe_requests(cfg: TrialConfig, data: TrialData, tok, cache: Path | None):
-    if cfg.eval.probe_format == "letter":
-        texts = [
-            format_mc_prompt(q, data.shots.get(q.subject, [])[: cfg.eval.probe_shots])
-            for q in data.probe
-        ]
+    if cfg.eval.probe_format in ("letter", "lm_eval"):
+        fmt = format_mc_prompt if cfg.eval.probe_format == "letter" else format_lm_eval_prompt
+        texts = [fmt(q, data.shots.get(q.subject, [])[: cfg.eval.probe_shots]) for q in data.probe]
         cands = [[f" {LETTERS[i]}" for i in range(len(q.choices))] for q in data.probe]
     else:
         texts = [q.question for q in data.probe]

@@ -6,7 +6,11 @@
   ability to lose (built on first use and cached; see harness/world).
 * ``llama-3.1-8b``: meta-llama/Llama-3.1-8B from the Hub, the 15-task Long-Sequence order 6,
   SlimPajama replay texts and MMLU from the Hub, bf16, DeepSpeed ZeRO-3 on 8 GPUs per trial.
-  It runs on a GPU cluster (see clusters/), not here.
+  It runs on a GPU cluster (see clusters/), not here. It scores the way the literature does,
+  so its numbers can be put beside published ones: tasks with the O-LoRA/SAPT prompt
+  ``"{Definition}\n{input}\nOutput: "`` (``data.prompt_template=long_sequence``) by greedy
+  generation and exact match after their normalisation (``eval.scoring=exact_match``), and
+  general ability as lm-evaluation-harness's 5-shot ``mmlu`` (``eval.probe_format=lm_eval``).
 
 ``smoke`` shrinks any preset to a run of seconds per trial with 2 Ray Train workers running
 DeepSpeed ZeRO-2 on CPU, so every study's ``--smoke-test`` runs on a 2-core machine.
@@ -94,6 +98,7 @@ def base_config(
                 "max_train_per_task": 1000,
                 "max_test_per_task": 500,
                 "max_seq_len": 512,
+                "prompt_template": "long_sequence",
             },
             "replay": {
                 "corpus": "hf:cerebras/SlimPajama-627B@train",
@@ -110,8 +115,9 @@ def base_config(
                 "log_every": 10,
             },
             "eval": {
+                "scoring": "exact_match",
                 "probe": "hf:cais/mmlu",
-                "probe_format": "letter",
+                "probe_format": "lm_eval",
                 "probe_shots": 5,
                 "probe_max_questions": 2000,
                 "heldout": "hf:cerebras/SlimPajama-627B@validation",

@@ -37,7 +37,7 @@ from harness.train import train_task
 
 log = logging.getLogger(__name__)
 
-KINDS = ("accuracy", "general", "curve", "plasticity", "landscape")
+KINDS = ("accuracy", "general", "predictions", "curve", "plasticity", "landscape")
 """The record kinds a trial's state holds rows of (``summary`` is written from them)."""
 CHECKPOINT_STATE = "state.json"
 """The trial state's file inside a checkpoint directory."""
@@ -87,7 +87,7 @@ class TrialResult:
 
 def default_hooks(cfg: TrialConfig) -> list[Hook]:
     """The measuring hooks a config asks for: evaluation, plasticity, landscape."""
-    from harness.evaluate import EvaluationHook
+    from harness.eval_stage import EvaluationHook
     from harness.landscape import LandscapeHook
     from harness.plasticity import PlasticityHook
 

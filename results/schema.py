@@ -37,7 +37,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-"""Bump on any change to a column's name, type, meaning or allowed values."""
+"""Bump on any change that makes a stored file read differently: a column's name, type or
+meaning, or an allowed value taken away. Additions that every old file still satisfies (a new
+record kind, a new allowed value) keep the version."""
 
 DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "results-schema.md"
 """The committed copy of ``schema_markdown()``; a test keeps it up to date."""
@@ -100,8 +102,11 @@ _ACCURACY = pa.schema(
         _f(
             "scoring",
             pa.string(),
-            "How answers were scored: log-likelihood of the choices, or generation + match.",
-            allowed=("loglik", "generate"),
+            "How answers were scored (eval.scoring): arg-max log-likelihood of the choices "
+            "('loglik'), greedy generation + exact match after the Long-Sequence papers' "
+            "normalisation ('exact_match'), or greedy generation + case-sensitive match of the "
+            "first line ('generate').",
+            allowed=("loglik", "exact_match", "generate"),
         ),
     ]
 )
@@ -336,6 +341,43 @@ _PLASTICITY = pa.schema(
     ]
 )
 
+_PREDICTIONS = pa.schema(
+    [
+        *_common(),
+        *_stage_fields(),
+        _f(
+            "task",
+            pa.string(),
+            "Evaluated task's name, or 'probe:<probe>' for the general-ability probe.",
+        ),
+        _f("example", pa.int64(), "Index of the example in the trial's (seeded) test sample."),
+        _f("gold", pa.string(), "The gold answer: label, letter or choice text."),
+        _f(
+            "predicted", pa.string(), "The model's answer: the arg-max label or the generated text."
+        ),
+        _f("correct", pa.bool_(), "Whether the answer was scored correct."),
+        _f(
+            "logliks",
+            pa.list_(pa.float64()),
+            "Summed log-likelihood of every candidate, in the order of the task's labels.json "
+            "(or the probe's choices); null when the answer was generated.",
+            nullable=True,
+        ),
+        _f(
+            "generated",
+            pa.string(),
+            "The generated answer (first line, stripped); null under log-likelihood scoring.",
+            nullable=True,
+        ),
+        _f(
+            "scoring",
+            pa.string(),
+            "How the example was scored (see accuracy.scoring).",
+            allowed=("loglik", "exact_match", "generate"),
+        ),
+    ]
+)
+
 _KIND_DOCS = {
     "accuracy": "The CL accuracy matrix in long form: one row per (stage, evaluated task).",
     "general": "General ability per checkpoint: one row per (stage, probe).",
@@ -345,6 +387,10 @@ _KIND_DOCS = {
     "interpolation between checkpoints (harness.landscape).",
     "plasticity": "Plasticity diagnostics per checkpoint: one row per (stage, layer, metric, "
     "tau) (harness.plasticity).",
+    "predictions": "Every scored example per checkpoint (eval.predictions): one row per "
+    "(stage, task or probe, example). Size: one row per test instance and probe question per "
+    "checkpoint; the llama-3.1-8b preset (15 tasks x 500 + 2,000 questions, 16 checkpoints) "
+    "writes about 152,000 rows per trial, a few MB of Parquet.",
 }
 
 KINDS: dict[str, pa.Schema] = {
@@ -356,6 +402,7 @@ KINDS: dict[str, pa.Schema] = {
         "summary": _SUMMARY,
         "landscape": _LANDSCAPE,
         "plasticity": _PLASTICITY,
+        "predictions": _PREDICTIONS,
     }.items()
 }
 """Record kind -> its Arrow schema. Each kind is stored in its own directory."""

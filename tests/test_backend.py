@@ -12,6 +12,7 @@ import socket
 import traceback
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -121,3 +122,30 @@ def test_every_replay_method_completes_on_two_ranks(zero: int, tmp_path: Path) -
     assert sorted(summary.trial_id) == sorted(d["trial_id"] for d in trials)
     assert summary.status.eq("completed").all()
     assert len(tables["accuracy"]) == len(trials) * 3 * 2  # 3 stages x 2 tasks per trial
+
+    # The evaluation is sharded over the 2 ranks: the starting model's rows (stage 0) equal
+    # those of the same model evaluated whole in one process.
+    from harness.trial import run_trial
+
+    for d in (trials[0], trials[-1]):  # the first full and the last LoRA trial
+        one = merge(d, {"scale": {"backend": "torch", "workers": 1}, "study": "one"})
+        run_trial(from_dict(one))
+        single = read_study(tmp_path / "out" / "study=one")
+        for kind, exact, close in (
+            ("accuracy", ["task", "n_correct", "n_total"], []),
+            ("general", ["n_correct", "n_total", "ppl_tokens"], ["nll_sum"]),
+            ("predictions", ["task", "example", "predicted", "correct"], []),
+        ):
+            a, b = (
+                t[kind][(t[kind].trial_id == d["trial_id"]) & (t[kind].stage == 0)].reset_index(
+                    drop=True
+                )
+                for t in (tables, single)
+            )
+            assert len(a) == len(b) > 0, kind
+            assert a[exact].equals(b[exact]), kind
+            for col in close:
+                assert a[col].tolist() == pytest.approx(b[col].tolist(), rel=1e-6), (kind, col)
+            if kind == "predictions":
+                la, lb = (np.concatenate(x.logliks.tolist()) for x in (a, b))
+                assert la == pytest.approx(lb, abs=1e-5)

@@ -651,3 +651,14 @@ def test_default_cache_dir_honours_env(tmp_path: Path, monkeypatch: pytest.Monke
     assert default_cache_dir() == tmp_path / "tokens"
     monkeypatch.delenv("GERE_CACHE_DIR")
     assert default_cache_dir() == Path.home() / ".cache" / "gere-harness" / "tokens"
+
+
+def test_the_long_sequence_prompt_is_the_papers_text():
+    from harness.data import Task, format_prompt, target_text
+
+    task = Task(name="t", definition="Classify.", labels=("yes",), train=(), test=())
+    assert format_prompt(task, " hi ", "long_sequence") + target_text("yes") == (
+        "Classify.\nhi\nOutput: yes"
+    )
+    bare = Task(name="t", definition="", labels=("yes",), train=(), test=())
+    assert format_prompt(bare, "hi", "long_sequence") == "hi\nOutput:"

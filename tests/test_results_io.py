@@ -40,6 +40,10 @@ def sample_rows(kind: str, n: int = 3) -> list[dict]:
                 row[f.name] = i + 1
             elif pa.types.is_floating(f.type):
                 row[f.name] = 0.25 * (i + 1)
+            elif pa.types.is_boolean(f.type):
+                row[f.name] = i % 2 == 0
+            elif pa.types.is_list(f.type):
+                row[f.name] = [0.5 * k - i for k in range(i + 2)]
             else:
                 row[f.name] = f"{f.name}-{i}"
         rows.append(row)
@@ -62,7 +66,8 @@ def test_round_trip_per_kind(tmp_path: Path, kind: str) -> None:
     df = df.sort_values([c for c in df.columns if c not in FILLED][0]).reset_index(drop=True)
     for i, row in enumerate(rows):
         for name, value in row.items():
-            assert df.loc[i, name] == value, (name, i)
+            got = df.loc[i, name]
+            assert (list(got) if isinstance(value, list) else got) == value, (name, i)
     assert (df["schema_version"] == SCHEMA_VERSION).all()
     assert (df["study"] == STUDY).all()
     assert (df["trial_id"] == "t1").all()

@@ -105,6 +105,11 @@ class DataConfig:
     max_seq_len: int = 256
     """Token budget for a task example (prompt + label); longer prompts are cut from the left
     so the label is always kept."""
+    prompt_template: Literal["harness", "long_sequence"] = "harness"
+    """How a task instance becomes a prompt (training and scoring): 'harness' =
+    "{Definition}\n\nInput: {input}\nOutput:"; 'long_sequence' = the O-LoRA/SAPT prompt
+    "{Definition}\n{input}\nOutput:" (the papers' "Output: " + label, the space carried by
+    the label). The label follows after a space either way."""
     cache_dir: str | None = None
     """Token cache directory. Unset: $GERE_CACHE_DIR/tokens or ~/.cache/gere-harness/tokens."""
 
@@ -179,18 +184,23 @@ class TrainConfig:
 class EvalConfig:
     """How tasks and general ability are scored before training and after every task."""
 
-    scoring: Literal["loglik", "generate"] = "loglik"
+    scoring: Literal["loglik", "exact_match", "generate"] = "loglik"
     """Task answers: 'loglik' picks the label whose tokens have the highest summed
-    log-likelihood after the prompt (restricted to labels.json); 'generate' decodes greedily
-    and counts an exact match (after stripping whitespace) with the gold label."""
+    log-likelihood after the prompt (restricted to labels.json; never below chance);
+    'exact_match' decodes greedily and compares after the Long-Sequence papers' normalisation
+    (lower-case, punctuation and articles removed, whitespace collapsed: O-LoRA/SAPT's
+    compute_metrics); 'generate' decodes greedily and compares the stripped first line
+    exactly (case-sensitive)."""
     batch_size: int = 16
     """Sequences per evaluation forward pass."""
     probe: str | None = "mmlu"
     """General-ability multiple choice: a directory of MMLU-format CSVs (relative to data.root
     or absolute), 'hf:cais/mmlu', or None to skip."""
-    probe_format: Literal["letter", "continuation"] = "letter"
-    """'letter': list the choices and score ' A', ' B', ... (standard MMLU); 'continuation':
-    prompt is the question alone and each choice text is scored as its continuation (cloze)."""
+    probe_format: Literal["letter", "lm_eval", "continuation"] = "letter"
+    """'letter': "Question: ...\nA. ...\nAnswer:" and score ' A', ' B', ...; 'lm_eval':
+    lm-evaluation-harness's mmlu prompt (a subject header line, "<question>\nA. ...\nAnswer:",
+    ' A'..' D'), the format published MMLU numbers use; 'continuation': the question alone, each
+    choice text scored as its continuation (cloze)."""
     probe_shots: int = 0
     """Few-shot examples from the probe's dev split (letter format only)."""
     probe_max_questions: int | None = 500
@@ -201,6 +211,9 @@ class EvalConfig:
     """Cap on held-out texts."""
     heldout_max_tokens: int = 512
     """Each held-out text is truncated to this many tokens."""
+    predictions: bool = True
+    """Record every scored example (Parquet kind 'predictions': gold, predicted, correct, the
+    candidates' log-likelihoods or the generated text), so a study can be re-scored later."""
     plasticity_texts: int = 16
     """Plasticity diagnostics (dormant MLP units, effective rank, weight norms and distance
     from the start) at every stage, on the first this-many held-out texts as a fixed probe

@@ -230,8 +230,8 @@ def _rules(cfg: TrialConfig) -> list[str]:
         p.append("eval.plasticity_texts: the probe batch comes from eval.heldout; set it or use 0")
     if e.probe_shots < 0:
         p.append(f"eval.probe_shots: {e.probe_shots} must be >= 0")
-    if e.probe_shots and e.probe_format != "letter":
-        p.append("eval.probe_shots: few-shot prompts need eval.probe_format='letter'")
+    if e.probe_shots and e.probe_format == "continuation":
+        p.append("eval.probe_shots: few-shot prompts need eval.probe_format 'letter' or 'lm_eval'")
     sc = cfg.scale
     positive("scale.workers", sc.workers, allow_none=False)
     if sc.workers > 1 and sc.backend != "deepspeed":

@@ -58,8 +58,17 @@ LABEL_POLICIES = ("strict", "drop_unknown", "from_outputs")
 """How load_task treats outputs missing from labels.json (see load_task)."""
 
 PROMPT_TEMPLATE = "{definition}\n\nInput: {input}\nOutput:"
-"""The one instruction format; the definition block is omitted when a task has none."""
+"""The harness's instruction format; the definition block is omitted when a task has none."""
 _PROMPT_NO_DEFINITION = "Input: {input}\nOutput:"
+
+PROMPT_TEMPLATES = {
+    "harness": (PROMPT_TEMPLATE, _PROMPT_NO_DEFINITION),
+    # O-LoRA / SAPT (and GeRe, on O-LoRA's data): "{Definition}\n{input}\nOutput: " then the
+    # label. The trailing space is the label's leading space here (target_text), so prompt +
+    # target is the papers' text exactly and the label starts word-initial for BPE.
+    "long_sequence": ("{definition}\n{input}\nOutput:", "{input}\nOutput:"),
+}
+"""Prompt templates by name (``data.prompt_template``): (with a definition, without one)."""
 
 _SPLITS = ("train", "test")
 _TASK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -336,11 +345,12 @@ def _cap(
     return tuple(examples[i] for i in keep), note
 
 
-def format_prompt(task: Task, example_input: str) -> str:
+def format_prompt(task: Task, example_input: str, template: str = "harness") -> str:
     """The prompt a model is trained and scored on; the label follows as target_text."""
+    with_definition, without = PROMPT_TEMPLATES[template]
     if task.definition:
-        return PROMPT_TEMPLATE.format(definition=task.definition, input=example_input.strip())
-    return _PROMPT_NO_DEFINITION.format(input=example_input.strip())
+        return with_definition.format(definition=task.definition, input=example_input.strip())
+    return without.format(input=example_input.strip())
 
 
 def target_text(label: str) -> str:

@@ -168,6 +168,21 @@ def format_mc_prompt(q: MCQuestion, shots: Sequence[MCQuestion] = ()) -> str:
     return "".join(parts) + _block(q)
 
 
+def format_lm_eval_prompt(q: MCQuestion, shots: Sequence[MCQuestion] = ()) -> str:
+    """The prompt of lm-evaluation-harness's ``mmlu`` task (``mmlu/default``): the subject
+    header "The following are multiple choice questions (with answers) about <subject>.",
+    a blank line, the k-shot examples (each answered with `` X``, joined by blank lines), then
+    "<question>\nA. <choice>\n...\nAnswer:"; the choices scored are `` A`` .. `` D``."""
+    header = f"The following are multiple choice questions (with answers) about {q.subject.replace('_', ' ')}.\n\n"
+    parts = [f"{_lm_eval_block(s)} {LETTERS[s.answer]}\n\n" for s in shots]
+    return header + "".join(parts) + _lm_eval_block(q)
+
+
+def _lm_eval_block(q: MCQuestion) -> str:
+    lines = [q.question.strip()] + [f"{LETTERS[i]}. {c}" for i, c in enumerate(q.choices)]
+    return "\n".join(lines) + "\nAnswer:"
+
+
 def _block(q: MCQuestion) -> str:
     lines = [f"Question: {q.question.strip()}"]
     lines += [f"{LETTERS[i]}. {choice.strip()}" for i, choice in enumerate(q.choices)]

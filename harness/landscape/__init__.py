@@ -36,7 +36,7 @@ checkpoints interpolates their merged ``delta_W``.
 Every function returns rows of the ``landscape`` record kind (``results.schema``).
 """
 
-from harness.core import EvalBatch, eval_batches
+from harness.core import EvalBatch, eval_batches, shard
 from harness.landscape.directions import (
     Coord,
     Normalisation,
@@ -67,7 +67,6 @@ from harness.landscape.slices import (
     interpolation_slice,
     point_key,
     random_slice,
-    shard,
     slice_directions,
     slice_points,
 )

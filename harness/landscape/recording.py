@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from harness.config import ConfigError, LandscapeConfig
-from harness.core import TokenizedExample, eval_batches, eval_mode, is_peft
+from harness.core import TokenizedExample, eval_batches, eval_mode, is_peft, shard
 from harness.hooks import Hook
 from harness.landscape.directions import Coord, Params, Space, pristine
 from harness.landscape.lora import lora_merged, merged_lora_params
@@ -26,7 +26,6 @@ from harness.landscape.slices import (
     interpolation_slice,
     point_key,
     random_slice,
-    shard,
     slice_directions,
     slice_points,
 )

@@ -6,7 +6,6 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -142,14 +141,6 @@ def slice_points(alphas: Sequence[float], betas: Sequence[float] | None = None) 
     if betas is None:
         return [(float(a), None) for a in alphas]
     return [(float(a), float(b)) for a in alphas for b in betas]
-
-
-def shard(points: Sequence[Coord], n_shards: int, index: int) -> list[Coord]:
-    """Contiguous share ``index`` of ``n_shards``: concatenating all shards gives ``points``."""
-    if not 0 <= index < n_shards:
-        raise ValueError(f"shard index {index} must be in [0, {n_shards})")
-    bounds = np.linspace(0, len(points), n_shards + 1).round().astype(int)
-    return list(points[bounds[index] : bounds[index + 1]])
 
 
 def point_key(dataset: str, alpha: float, beta: float | None) -> PointKey:

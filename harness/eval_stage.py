@@ -1,0 +1,193 @@
+"""The evaluation stage of a trial: every task, the probe and held-out perplexity, sharded over
+the trial's ranks, as the stage hook :class:`EvaluationHook`.
+
+Each rank scores a contiguous share (:func:`harness.core.shard`) of every task's test set, of
+the probe and of the held-out texts; the per-example results are gathered in rank order, so
+they come out in the same order as on one rank, and the main rank writes the rows. When the
+weights are sharded over the ranks (ZeRO-3) every forward is a collective: each rank first
+counts the forward calls its share needs, and all make the largest count (the shorter shares
+add one-token dummy calls), so the ranks' collectives stay in step.
+
+Rows: ``accuracy`` (one per task), ``general`` (probe accuracy, perplexity) and, with
+``eval.predictions``, ``predictions`` (one per scored example: the gold and predicted answer,
+whether it was correct, and the candidates' log-likelihoods or the generated text), from which
+a study can be re-scored without re-running it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from harness.core import shard
+from harness.data.mmlu import LETTERS
+from harness.evaluate import (
+    candidate_forwards,
+    candidate_logliks,
+    generate_answers,
+    perplexity,
+    perplexity_forwards,
+)
+from harness.hooks import Hook
+
+
+class EvaluationHook(Hook):
+    """Scores every task (the accuracy matrix, future tasks included) and general ability
+    (probe accuracy, held-out perplexity) of the starting model and after every task."""
+
+    kinds = ("accuracy", "general", "predictions")
+
+    def setup(self, trial) -> None:
+        if not trial.cfg.eval.predictions:
+            self.kinds = ("accuracy", "general")
+
+    def before_first_task(self, trial) -> None:
+        self._record(trial, 0, "<start>")
+
+    def after_task(self, trial, stage: int) -> None:
+        self._record(trial, stage, trial.inputs.data.tasks[stage - 1].name)
+
+    def _record(self, trial, stage: int, after_task: str) -> None:
+        acc, general, predictions = evaluate_checkpoint(trial, stage, after_task)
+        trial.state.rows["accuracy"] += acc
+        trial.state.rows["general"] += general
+        if "predictions" in self.kinds:
+            trial.state.rows["predictions"] += predictions
+        trial.flush()
+
+
+def _argmax(xs: Sequence[float]) -> int:
+    return max(range(len(xs)), key=xs.__getitem__)
+
+
+def on_shards(backend, items: Sequence, run: Callable, count: Callable) -> list:
+    """``run(my_items, forwards)`` on this rank's contiguous share of ``items``, the results of
+    every rank concatenated in rank order (so in ``items``' order). ``count(my_items)``: the
+    forward calls a share needs; under sharded weights every rank makes the largest count."""
+    world, rank = backend.world_size, backend.rank
+    mine = shard(list(items), world, rank)
+    forwards = max(backend.gather(count(mine))) if backend.sharded and world > 1 else None
+    return [r for part in backend.gather(run(mine, forwards)) for r in part]
+
+
+def evaluate_checkpoint(trial, stage: int, after_task: str):
+    """``accuracy`` rows (one per task), the ``general`` row and the ``predictions`` rows of the
+    model as it is now (every rank calls this; every rank gets the same rows)."""
+    cfg, inputs, backend = trial.cfg, trial.inputs, trial.backend
+    model, tok, bs = backend.module, trial.built.tokenizer, cfg.eval.batch_size
+    pad = inputs.pad_id
+    acc_rows, pred_rows = [], []
+    base = {"stage": stage, "after_task": after_task}
+
+    def choices(requests):
+        return on_shards(
+            backend,
+            requests,
+            lambda mine, f: candidate_logliks(model, mine, pad_id=pad, batch_size=bs, forwards=f),
+            lambda mine: candidate_forwards(mine, bs),
+        )
+
+    for pos, (task, tt) in enumerate(zip(inputs.data.tasks, inputs.tasks, strict=True), start=1):
+        labels = task.labels
+        if cfg.eval.scoring == "loglik":
+            lls = choices([(p, tt.candidates) for p in tt.prompts])
+            predicted = [labels[_argmax(ll)] for ll in lls]
+            correct = [_argmax(ll) == a for ll, a in zip(lls, tt.answers, strict=True)]
+            texts = [None] * len(lls)
+        else:
+            longest = max(len(c) for c in tt.candidates)
+            gens = on_shards(
+                backend,
+                list(zip(tt.prompts, tt.golds, strict=True)),
+                lambda mine, f, longest=longest: generate_answers(
+                    model,
+                    tok,
+                    [p for p, _ in mine],
+                    [g for _, g in mine],
+                    max_new_tokens=longest + 2,
+                    batch_size=bs,
+                    normalize=cfg.eval.scoring == "exact_match",
+                    forwards=f,
+                    synced=backend.sharded and backend.world_size > 1,
+                ),
+                lambda mine: -(-len(mine) // bs),
+            )
+            predicted = texts = [g.text for g in gens]
+            correct = [g.correct for g in gens]
+            lls = [None] * len(gens)
+        n, n_correct = len(correct), sum(correct)
+        acc_rows.append(
+            dict(
+                **base,
+                task=task.name,
+                task_position=pos,
+                accuracy=n_correct / n,
+                n_correct=n_correct,
+                n_total=n,
+                scoring=cfg.eval.scoring,
+            )
+        )
+        for i, (gold, pred, ok, ll, text) in enumerate(
+            zip(tt.golds, predicted, correct, lls, texts, strict=True)
+        ):
+            pred_rows.append(
+                dict(
+                    **base,
+                    task=task.name,
+                    example=i,
+                    gold=gold,
+                    predicted=pred,
+                    correct=bool(ok),
+                    logliks=ll,
+                    generated=text,
+                    scoring=cfg.eval.scoring,
+                )
+            )
+    general = dict(
+        **base,
+        probe=cfg.eval.probe or "",
+        accuracy=float("nan"),
+        n_correct=0,
+        n_total=0,
+        ppl=float("nan"),
+        nll_sum=float("nan"),
+        ppl_tokens=0,
+    )
+    if inputs.probe is not None:
+        requests, answers = inputs.probe
+        lls = choices(requests)
+        c = sum(int(_argmax(ll) == a) for ll, a in zip(lls, answers, strict=True))
+        general.update(accuracy=c / len(answers), n_correct=c, n_total=len(answers))
+        names = _probe_answers(cfg, inputs)
+        for i, (ll, a) in enumerate(zip(lls, answers, strict=True)):
+            pred_rows.append(
+                dict(
+                    **base,
+                    task=f"probe:{cfg.eval.probe}",
+                    example=i,
+                    gold=names[i][a],
+                    predicted=names[i][_argmax(ll)],
+                    correct=_argmax(ll) == a,
+                    logliks=ll,
+                    generated=None,
+                    scoring="loglik",
+                )
+            )
+    if inputs.heldout:
+        parts = on_shards(
+            backend,
+            inputs.heldout,
+            lambda mine, f: [perplexity(model, mine, pad_id=pad, batch_size=bs, forwards=f)],
+            lambda mine: perplexity_forwards(mine, bs),
+        )
+        nll, tokens = sum(p.nll_sum for p in parts), sum(p.tokens for p in parts)
+        from harness.evaluate import Perplexity
+
+        general.update(ppl=Perplexity(nll, tokens).ppl, nll_sum=nll, ppl_tokens=tokens)
+    return acc_rows, [general], pred_rows
+
+
+def _probe_answers(cfg, inputs) -> list[list[str]]:
+    """Each probe question's answers as recorded: letters, or the choice texts (cloze)."""
+    if cfg.eval.probe_format in ("letter", "lm_eval"):
+        return [list(LETTERS[: len(q.choices)]) for q in inputs.data.probe]
+    return [list(q.choices) for q in inputs.data.probe]
