@@ -350,7 +350,8 @@ def perplexity(
             h, targets = hidden[valid], ids[:, 1:][valid]
             for k in range(0, len(h), HEAD_CHUNK):
                 logits = head(h[k : k + HEAD_CHUNK]).float()
-                nll += float(F.cross_entropy(logits, targets[k : k + HEAD_CHUNK], reduction="sum"))
+                part = F.cross_entropy(logits, targets[k : k + HEAD_CHUNK], reduction="none")
+                nll += float(part.double().sum())
             count += int(valid.sum())
             calls += 1
         while forwards is not None and calls < forwards:

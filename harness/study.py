@@ -182,6 +182,9 @@ def main(
     if configs[0].landscape.enabled:
         print(landscape_cost(configs))
     if args.dry_run:
+        from harness.cost import describe, grid_costs
+
+        print("\n".join(describe(grid_costs(configs))))
         return 0
     from pathlib import Path
 

@@ -83,6 +83,8 @@ class TrialResult:
     files: dict[str, Path] = field(default_factory=dict)
     train_tokens: int = 0
     train_seconds: float = 0.0
+    setup_seconds: float = 0.0
+    """Data, backend (DeepSpeed initialisation), model, tokenisation, replay preparation."""
 
 
 def default_hooks(cfg: TrialConfig) -> list[Hook]:
@@ -119,6 +121,7 @@ class Trial:
         self.state = TrialState(trial_id=cfg.id)
         self.files: dict[str, Path] = {}
         self.started = time.perf_counter()
+        self.setup_seconds = 0.0
 
     @property
     def resumed(self) -> bool:
@@ -128,6 +131,7 @@ class Trial:
 
     def setup(self) -> None:
         """Data (checked), backend and model, token ids, replay preparation, hooks."""
+        t0 = time.perf_counter()
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.data: TrialData = load_data(cfg)
@@ -150,6 +154,7 @@ class Trial:
             hook.setup(self)
         if self.state.torch_rng is not None:
             torch.set_rng_state(torch.tensor(self.state.torch_rng, dtype=torch.uint8))
+        self.setup_seconds = time.perf_counter() - t0
 
     def _prepare_replay(self) -> None:
         saved = self.resume_from / "replay" if self.resume_from else None

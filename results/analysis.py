@@ -207,11 +207,43 @@ def group_stats(summary: pd.DataFrame, by: Sequence[str], metric: str) -> pd.Dat
     return out[[*by, "mean", "std", "n", "n_diverged", "n_failed"]]
 
 
+def wilson_interval(n_correct, n_total, *, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """The Wilson score interval (95% at z = 1.96) of an accuracy n_correct / n_total:
+    ``(p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)``; NaN where n_total is 0. Unlike
+    p ± 1.96·sqrt(p(1-p)/n) it stays inside [0, 1] and is not empty at p = 0 or 1."""
+    k, n = np.asarray(n_correct, dtype=float), np.asarray(n_total, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = k / n
+        centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    bad = n <= 0
+    lo, hi = np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)  # rounding
+    return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
+
+
+def with_wilson(rows: pd.DataFrame) -> pd.DataFrame:
+    """``accuracy`` (or ``general``) rows with their 95% Wilson interval as ``ci_low`` and
+    ``ci_high`` (from n_correct / n_total): the sampling uncertainty of each accuracy cell,
+    beside the spread over seeds that the paper tables show."""
+    _need(rows, ["n_correct", "n_total"], "with_wilson")
+    lo, hi = wilson_interval(rows["n_correct"], rows["n_total"])
+    return rows.assign(ci_low=lo, ci_high=hi)
+
+
+def final_probe_ci(general: pd.DataFrame) -> pd.DataFrame:
+    """Per trial: the Wilson half-width (95%) of its final probe accuracy, ``general_acc_final_ci95``."""
+    _need(general, ["trial_id", "stage", "n_correct", "n_total"], "final_probe_ci")
+    last = general.sort_values("stage").groupby("trial_id", sort=False).tail(1)
+    lo, hi = wilson_interval(last["n_correct"], last["n_total"])
+    return pd.DataFrame({"trial_id": last["trial_id"], "general_acc_final_ci95": (hi - lo) / 2})
+
+
 def paper_table(
     summary: pd.DataFrame,
     *,
     by: Sequence[str] = ("method",),
     metrics: Sequence[str] = PAPER_METRICS,
+    general: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The paper-style table: one row per group, mean and std of each metric over seeds.
 
@@ -219,7 +251,10 @@ def paper_table(
     the ``by`` columns; then ``n`` (completed trials averaged), ``n_diverged``, ``n_failed``;
     then ``<metric>_mean`` and ``<metric>_std`` for each metric in order. Statistics follow
     ``group_stats`` (completed trials only, sample std ddof=1). Values keep the records' units
-    (fractions); ``format_mean_std`` renders "60.7 ± 1.2" strings in percent.
+    (fractions); ``format_mean_std`` renders "60.7 ± 1.2" strings in percent. With the
+    ``general`` records, ``general_acc_final_ci95`` is the mean over the group's trials of the
+    Wilson half-width of the final probe accuracy (sampling uncertainty, beside the ± over
+    seeds), rendered as "60.7 ± 1.2 [±2.1]".
     """
     by = list(by)
     if not metrics:
@@ -230,6 +265,11 @@ def paper_table(
         stats = group_stats(summary, by, m)[[*by, "mean", "std"]]
         stats = stats.rename(columns={"mean": f"{m}_mean", "std": f"{m}_std"})
         out = out.merge(stats, on=by, how="left") if by else out.join(stats)
+    if general is not None and "general_acc_final" in metrics and len(general):
+        done = summary[summary["status"] == "completed"] if "status" in summary else summary
+        ci = done.merge(final_probe_ci(general), on="trial_id", how="inner")
+        ci = ci.groupby(by, dropna=False)["general_acc_final_ci95"].mean().reset_index()
+        out = out.merge(ci, on=by, how="left")
     return sort_groups(out, by).set_index(by) if by else out
 
 
@@ -251,6 +291,8 @@ def format_mean_std(
     for col in df.columns:
         if col.endswith("_std") and f"{col[:-4]}_mean" in df.columns:
             continue
+        if col.endswith("_ci95") and f"{col[:-5]}_mean" in df.columns:
+            continue
         if col.endswith("_mean") and f"{col[:-5]}_std" in df.columns:
             name = col[:-5]
             scale = 100.0 if percent and name in PERCENT_METRICS else 1.0
@@ -261,6 +303,12 @@ def format_mean_std(
                 else f"{m:.{digits}f}{sep}{s:.{digits}f}"
                 for m, s in zip(mean, std, strict=True)
             ]
+            if f"{name}_ci95" in df.columns:
+                ci = df[f"{name}_ci95"] * scale
+                out[name] = [
+                    v if pd.isna(c) else f"{v} [±{c:.{digits}f}]"
+                    for v, c in zip(out[name], ci, strict=True)
+                ]
         else:
             out[col] = df[col]
     return out

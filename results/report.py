@@ -47,7 +47,9 @@ HEADERS = {
 
 METRICS_HELP = (
     "Accuracies in %, BWT/FWT/forgetting in percentage points (pp); mean ± sample std "
-    "(ddof=1) over the completed trials (seeds) of each row; `n` = completed trials averaged, "
+    "(ddof=1) over the completed trials (seeds) of each row; [±x] after the final general "
+    "accuracy = mean 95% Wilson half-width of the trials' probe accuracy (the sampling "
+    "uncertainty of one run, from its n_correct / n_total); `n` = completed trials averaged, "
     "`diverged`/`failed` = trials of that row left out of the means. "
     "**general acc.**: the general-ability probe (multiple choice) of the starting model and "
     "after the last task; **AP** = mean accuracy over all tasks after the last one; "
@@ -279,9 +281,11 @@ def _section_trials(w: _Writer, summary: pd.DataFrame, group: list[str]) -> None
         )
 
 
-def _section_main(w: _Writer, summary: pd.DataFrame, group: list[str]) -> None:
+def _section_main(
+    w: _Writer, summary: pd.DataFrame, group: list[str], general: pd.DataFrame | None = None
+) -> None:
     by = group or ["method"]
-    table = an.paper_table(summary, by=by)
+    table = an.paper_table(summary, by=by, general=general)
     shown = _pct(table).reset_index()
     for col in by:
         shown[col] = [_fmt_value(col, v) for v in shown[col]]
@@ -585,7 +589,7 @@ def build_report(study: str | Path, out: str | Path | None = None) -> Path:
         varying = _section_setup(w, summary)
         group = _grouping(summary, varying)
         _section_trials(w, summary, group)
-        _section_main(w, summary, group)
+        _section_main(w, summary, group, data.get("general"))
         if "lr_multiplier" in varying:
             _section_lr(w, summary)
         if "replay_size" in group:

@@ -474,3 +474,34 @@ def test_barrier_matches_hand_computed_values() -> None:
     assert an.barrier([0.0, 0.5, 1.0, 0.25], [2.0, 1.0, 2.0, 1.5])["barrier"] == 0.0
     assert np.isnan(an.barrier([0.0, 0.5], [1.0, 2.0])["barrier"])  # no alpha = 1
     assert an.barrier([1e-12, 1.0], [2.0, 1.0])["loss_start"] == 2.0  # within atol of 0
+
+
+def test_wilson_interval_matches_the_textbook_value_and_the_paper_table_shows_it() -> None:
+    lo, hi = an.wilson_interval([8, 0, 5], [10, 10, 0])
+    assert (lo[0], hi[0]) == (pytest.approx(0.4902, abs=1e-4), pytest.approx(0.9433, abs=1e-4))
+    assert lo[1] == 0.0 and 0 < hi[1] < 0.31  # not empty at p = 0
+    assert np.isnan(lo[2]) and np.isnan(hi[2])
+    rows = an.with_wilson(pd.DataFrame({"n_correct": [8], "n_total": [10]}))
+    assert rows.ci_low.iloc[0] == pytest.approx(0.4902, abs=1e-4)
+
+    summary = pd.DataFrame(
+        {
+            "trial_id": ["a", "b"],
+            "method": ["tm", "tm"],
+            "status": ["completed", "completed"],
+            "general_acc_final": [0.8, 0.6],
+        }
+    )
+    general = pd.DataFrame(
+        {
+            "trial_id": ["a", "a", "b", "b"],
+            "stage": [0, 3, 0, 3],
+            "n_correct": [9, 8, 9, 6],
+            "n_total": [10, 10, 10, 10],
+        }
+    )
+    t = an.paper_table(summary, metrics=["general_acc_final"], general=general)
+    halves = [(hi - lo) / 2 for lo, hi in zip(*an.wilson_interval([8, 6], [10, 10]), strict=True)]
+    assert t.loc["tm", "general_acc_final_ci95"] == pytest.approx(np.mean(halves))
+    shown = an.format_mean_std(t)
+    assert shown.loc["tm", "general_acc_final"].startswith("70.0 ± 14.1 [±")

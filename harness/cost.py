@@ -1,0 +1,225 @@
+"""What a trial pushes through the model, counted before it runs (``--dry-run``).
+
+Counts forward tokens, the unit both training and evaluation spend:
+
+* **training**: every optimiser step's rows (task examples, and the replay texts mixed into
+  each task's training set, or ``replay.per_batch`` of them per step), over the task's epochs
+  and its step cap. Its compute in forward-token equivalents is 3x that (forward + backward),
+  4x with gradient checkpointing (the forward is recomputed).
+* **evaluation**: at every checkpoint (the start and after each task) each task's test prompts
+  (one forward per prompt holding its packed candidates; for generation, the prompt plus at
+  most the longest label + 2 new tokens: an upper bound, decoding stops at EOS), the probe's
+  prompts and the held-out texts. The ranks share the work (each scores its share), so the
+  sum over ranks is one evaluation's tokens.
+* **TM prepare** (method ``tm``): two passes of the frozen model over the replay buffer
+  (thresholds, then states), made on every rank today; reported on its own line.
+
+With the trial's inputs at hand (local data, a tokenizer that loads offline) every length is
+the real one; otherwise the lengths are assumptions, printed with the figures:
+:data:`ASSUMED` (Llama-3 BPE lengths of the Long-Sequence tasks and 5-shot MMLU prompts). The
+ratio ``evaluation/training forward tokens`` = evaluation tokens / training compute.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from harness.config import TrialConfig
+
+ASSUMED = {
+    "task_prompt": 150,
+    "label_tokens": 2,
+    "labels_per_task": 4.0,
+    "letter_prompt": 760,
+    "letter_prompt_0shot": 150,
+    "continuation_prompt": 30,
+}
+"""Lengths (tokens) used when a trial's inputs cannot be tokenised here: a Long-Sequence task
+prompt (~150 Llama-3 tokens), a label (~2), labels per task (the 15 tasks' mean: 4.0), a
+5-shot MMLU prompt (~760), a 0-shot one (~150), a cloze question (~30)."""
+
+
+@dataclass
+class Cost:
+    """Forward tokens of one trial (or a grid, summed)."""
+
+    train: int = 0
+    train_compute: int = 0
+    evaluation: int = 0
+    prepare: int = 0
+    checkpoints: int = 0
+    assumptions: list[str] = field(default_factory=list)
+
+    def __add__(self, other: Cost) -> Cost:
+        notes = self.assumptions + [a for a in other.assumptions if a not in self.assumptions]
+        return Cost(
+            self.train + other.train,
+            self.train_compute + other.train_compute,
+            self.evaluation + other.evaluation,
+            self.prepare + other.prepare,
+            self.checkpoints + other.checkpoints,
+            notes,
+        )
+
+    @property
+    def ratio(self) -> float:
+        return self.evaluation / self.train_compute if self.train_compute else math.nan
+
+
+def _steps(cfg: TrialConfig, n_task: int, n_replay: int) -> tuple[float, float]:
+    """(task rows, replay rows) one task's training pushes through the model."""
+    t, r = cfg.train, cfg.replay
+    eff = t.batch_size * t.grad_accum * cfg.scale.workers
+    if r.per_batch and n_replay:
+        steps = math.ceil(t.epochs * n_task / (eff - r.per_batch))
+        steps = min(steps, t.max_steps_per_task or steps)
+        return steps * (eff - r.per_batch), steps * r.per_batch
+    items = math.ceil(t.epochs * (n_task + n_replay))
+    steps = math.ceil(items / eff)
+    if t.max_steps_per_task and steps > t.max_steps_per_task:
+        items = t.max_steps_per_task * eff
+    share = n_task / (n_task + n_replay) if n_task + n_replay else 1.0
+    return items * share, items * (1 - share)
+
+
+def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cost:
+    """The forward tokens of one trial; ``inputs``: its :class:`harness.inputs.TrialInputs`
+    (exact lengths), else the config's caps and :data:`ASSUMED` lengths for ``n_tasks``."""
+    from harness.evaluate import _pack
+
+    e, r = cfg.eval, cfg.replay
+    uses_replay = r.method != "none"
+    notes: list[str] = []
+    gen = e.scoring != "loglik"
+    train = evaluation = prepare = 0.0
+    if inputs is not None:
+        replay = [len(x) for x in inputs.buffer.token_ids] if inputs.buffer else []
+        mean_replay = sum(replay) / len(replay) if replay else 0.0
+        for tt in inputs.tasks:
+            n_task = len(tt.train)
+            task_len = sum(len(x.ids) for x in tt.train) / max(1, n_task)
+            rows_t, rows_r = _steps(cfg, n_task, len(replay) if uses_replay else 0)
+            train += rows_t * task_len + rows_r * mean_replay
+            if gen:
+                new = max(len(c) for c in tt.candidates) + 2
+                evaluation += sum(len(p) + new for p in tt.prompts)
+            else:
+                evaluation += sum(len(_pack(p, tt.candidates)[0]) for p in tt.prompts)
+        per_ckpt = evaluation
+        if inputs.probe is not None:
+            per_ckpt += sum(len(_pack(p, c)[0]) for p, c in inputs.probe[0])
+        per_ckpt += sum(len(t) for t in inputs.heldout)
+        n = len(inputs.tasks)
+        prepare = 2 * sum(replay) * cfg.scale.workers if r.method == "tm" else 0
+        notes.append("lengths measured on the trial's tokenised inputs")
+    else:
+        a = ASSUMED
+        n = n_tasks or 1
+        n_task = cfg.data.max_train_per_task or 1000
+        n_test = cfg.data.max_test_per_task or 500
+        task_len = min(cfg.data.max_seq_len, a["task_prompt"] + a["label_tokens"] + 1)
+        replay_len = r.max_tokens
+        rows_t, rows_r = _steps(cfg, n_task, r.size if uses_replay else 0)
+        train = n * (rows_t * task_len + rows_r * replay_len)
+        prompt = min(cfg.data.max_seq_len, a["task_prompt"])
+        if gen:
+            per_task = n_test * (prompt + a["label_tokens"] + 2)
+        else:
+            per_task = n_test * (prompt + a["labels_per_task"] * (a["label_tokens"] - 1))
+        per_ckpt = n * per_task
+        if e.probe:
+            q = e.probe_max_questions or 14042
+            if e.probe_format == "continuation":
+                per_ckpt += q * (a["continuation_prompt"] + 4 * a["label_tokens"])
+            else:
+                per_ckpt += q * (a["letter_prompt"] if e.probe_shots else a["letter_prompt_0shot"])
+        if e.heldout:
+            per_ckpt += (e.heldout_max_texts or 500) * e.heldout_max_tokens
+        prepare = 2 * r.size * replay_len * cfg.scale.workers if r.method == "tm" else 0
+        notes.append(
+            f"assumed lengths: task row {task_len}, replay text {replay_len} (its cap), probe "
+            f"prompt {a['letter_prompt'] if e.probe_shots else a['letter_prompt_0shot']} "
+            f"(letters) / {a['continuation_prompt']} (cloze), held-out text "
+            f"{e.heldout_max_tokens} (its cap), {n_test} test and {n_task} train instances per "
+            "task (the caps)"
+        )
+    checkpoints = n + 1
+    total_eval = per_ckpt * checkpoints
+    factor = 4 if cfg.model.gradient_checkpointing else 3
+    return Cost(
+        train=int(train),
+        train_compute=int(train * factor),
+        evaluation=int(total_eval),
+        prepare=int(prepare),
+        checkpoints=checkpoints,
+        assumptions=notes,
+    )
+
+
+def _tokenizer(name: str):
+    """The model's tokenizer when it loads offline here (the tiny preset, a local directory),
+    else None (a Hub model: the cost falls back to assumed lengths)."""
+    from pathlib import Path
+
+    from harness.models import byte_level_tokenizer
+
+    if name == "tiny":
+        return byte_level_tokenizer()
+    if Path(name).expanduser().is_dir():
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(Path(name).expanduser()))
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        return tok
+    return None
+
+
+def grid_costs(configs) -> dict[str, Cost]:
+    """:func:`trial_cost` of every trial of a grid, measured where the inputs are local."""
+    import json
+
+    from harness.data.benchmark import ORDERS
+    from harness.inputs import load_data, tokenize_inputs
+
+    cache: dict[str, object] = {}
+    out = {}
+    for cfg in configs:
+        d = cfg.to_dict()
+        key = json.dumps([d["data"], d["replay"], d["eval"], d["model"]["name"], d["seed"]])
+        if key not in cache:
+            tok = None if "hf:" in key else _tokenizer(cfg.model.name)
+            cache[key] = tokenize_inputs(cfg, load_data(cfg), tok) if tok is not None else None
+        spec = cfg.data.tasks.strip()
+        n_tasks = len(ORDERS[spec]) if spec in ORDERS else len([t for t in spec.split(",") if t])
+        out[cfg.id] = trial_cost(cfg, cache[key], n_tasks=n_tasks)
+    return out
+
+
+def _m(x: float) -> str:
+    return f"{x / 1e6:.2f}M" if x >= 1e5 else f"{x / 1e3:.1f}k"
+
+
+def describe(costs: dict[str, Cost]) -> list[str]:
+    """Lines for the dry run: per trial, the grid, then the ratio line a script can read."""
+    lines = [
+        "forward tokens (training compute = 3x training tokens, 4x with gradient "
+        "checkpointing; evaluation summed over ranks and checkpoints):"
+    ]
+    for tid, c in costs.items():
+        lines.append(
+            f"  {tid}: training {_m(c.train)} ({_m(c.train_compute)} compute), evaluation "
+            f"{_m(c.evaluation)} over {c.checkpoints} checkpoints"
+            + (f", TM prepare {_m(c.prepare)}" if c.prepare else "")
+        )
+    total = sum(costs.values(), Cost())
+    lines.append(
+        f"  grid ({len(costs)} trials): training {_m(total.train)} ({_m(total.train_compute)} "
+        f"compute), evaluation {_m(total.evaluation)}"
+        + (f", TM prepare {_m(total.prepare)}" if total.prepare else "")
+    )
+    for note in total.assumptions:
+        lines.append(f"  ({note})")
+    lines.append(f"evaluation/training forward tokens: {total.ratio:.2f}")
+    return lines
