@@ -208,15 +208,12 @@ def _idle_decoder_forward(model: torch.nn.Module, pad_id: int) -> None:
 
 
 def normalize_answer(text: str) -> str:
-    """The Long-Sequence papers' answer normalisation (SQuAD's ``normalize_answer``, as in
-    O-LoRA's and SAPT's ``compute_metrics``): lower-case, punctuation removed, the articles
-    a/an/the removed, whitespace collapsed."""
-    import re
+    """The Long-Sequence papers' answer normalisation (SAPT's ``compute_metrics.py``, as O-LoRA:
+    SQuAD v1.1's ``normalize_answer`` *without* removing articles): lower-case, punctuation
+    removed, whitespace collapsed."""
     import string
 
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
     return " ".join(text.split())
 
 

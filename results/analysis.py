@@ -704,3 +704,49 @@ def representative_trials(summary: pd.DataFrame, *, by: str = "method") -> pd.Da
         picks.append(order.drop(columns="_d").iloc[0])
     out = pd.DataFrame(picks)
     return sort_groups(out, [by]).reset_index(drop=True)
+
+
+def rescore(predictions: pd.DataFrame, scoring: str) -> pd.DataFrame:
+    """Re-score recorded ``predictions`` under another protocol, without re-running anything,
+    where the records allow it: generated answers (``generated`` not null) can be scored by
+    ``exact_match`` (the Long-Sequence normalisation on both sides) or ``generate`` (the
+    stripped first line, case-sensitive); log-likelihood rows by ``loglik`` (arg-max of the
+    recorded log-likelihoods). Returns accuracy rows (stage, task, accuracy, n_correct,
+    n_total, scoring) per trial, like the ``accuracy`` kind (tasks and the probe).
+    """
+    from harness.evaluate import normalize_answer  # the one definition of the normalisation
+
+    _need(predictions, ["trial_id", "stage", "task", "gold", "predicted", "generated"], "rescore")
+    generated = predictions["generated"].notna()
+    if scoring in ("exact_match", "generate"):
+        if not generated.all():
+            raise ValueError(
+                f"rescore: {int((~generated).sum())} prediction(s) were scored by log-likelihood "
+                f"and hold no generated text; {scoring!r} needs generated answers (run the trial "
+                "with eval.scoring=exact_match or generate)"
+            )
+        if scoring == "exact_match":
+            ok = [
+                normalize_answer(g) == normalize_answer(p)
+                for g, p in zip(predictions["gold"], predictions["generated"], strict=True)
+            ]
+        else:
+            ok = (predictions["generated"] == predictions["gold"]).tolist()
+    elif scoring == "loglik":
+        if generated.any():
+            raise ValueError(
+                "rescore: generated answers carry no candidate log-likelihoods; 'loglik' needs "
+                "trials run with eval.scoring=loglik"
+            )
+        ok = (predictions["predicted"] == predictions["gold"]).tolist()
+    else:
+        raise ValueError(f"rescore: {scoring!r} is not 'loglik', 'exact_match' or 'generate'")
+    keys = [k for k in ("study", "trial_id", "stage", "after_task", "task") if k in predictions]
+    out = (
+        predictions.assign(correct=ok)
+        .groupby(keys, sort=False)["correct"]
+        .agg(n_correct="sum", n_total="size")
+        .reset_index()
+    )
+    out["accuracy"] = out["n_correct"] / out["n_total"]
+    return out.assign(scoring=scoring)

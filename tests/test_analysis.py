@@ -505,3 +505,25 @@ def test_wilson_interval_matches_the_textbook_value_and_the_paper_table_shows_it
     assert t.loc["tm", "general_acc_final_ci95"] == pytest.approx(np.mean(halves))
     shown = an.format_mean_std(t)
     assert shown.loc["tm", "general_acc_final"].startswith("70.0 ± 14.1 [±")
+
+
+def test_rescore_generated_predictions_under_the_papers_normalisation() -> None:
+    preds = pd.DataFrame(
+        {
+            "trial_id": ["t"] * 3,
+            "stage": [1, 1, 1],
+            "task": ["cb"] * 3,
+            "gold": ["Entailment", "neutral", "yes"],
+            "predicted": ["entailment.", "Neutral", "no"],
+            "generated": ["entailment.", "Neutral", "no"],
+        }
+    )
+    em = an.rescore(preds, "exact_match").iloc[0]
+    assert (em.n_correct, em.n_total, em.scoring) == (2, 3, "exact_match")
+    assert an.rescore(preds, "generate").iloc[0].n_correct == 0  # case-sensitive, exact
+    with pytest.raises(ValueError, match="carry no candidate log-likelihoods"):
+        an.rescore(preds, "loglik")
+    ll = preds.assign(generated=None, predicted=["Entailment", "neutral", "no"])
+    assert an.rescore(ll, "loglik").iloc[0].n_correct == 2
+    with pytest.raises(ValueError, match="hold no generated text"):
+        an.rescore(ll, "exact_match")

@@ -103,3 +103,11 @@ def test_length_batches_cap_rows_and_padded_tokens():
     assert batches == [[0, 1, 2, 3], [4, 5], [6]]  # budget 4 x 10: the long row goes alone
     assert length_batches([5, 5, 5], ["a", "b", "c"], batch_size=8) == [["a", "b", "c"]]
     assert length_batches([], [], batch_size=4) == []
+
+
+def test_normalize_answer_is_the_papers_lower_case_no_punctuation_collapsed():
+    from harness.evaluate import normalize_answer
+
+    assert normalize_answer("  The Entailment. ") == "the entailment"  # articles stay (SAPT)
+    assert normalize_answer("not_entailment") == "notentailment"
+    assert normalize_answer("Yes!\t") == normalize_answer("yes")

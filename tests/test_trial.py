@@ -282,3 +282,27 @@ def test_a_hook_loss_term_is_added_to_the_training_loss(mini_root, tmp_path):
         with torch.no_grad():
             norms[name] = sum(float(p.norm()) for p in trial.built.trainable_parameters())
     assert norms["shrunk"] < 0.99 * norms["plain"]
+
+
+def test_predictions_record_every_example_under_both_protocols(mini_root, tmp_path):
+    for scoring in ("loglik", "exact_match"):
+        cfg = _mini_config(
+            mini_root,
+            tmp_path / scoring,
+            **{"replay.method": "none", "data.tasks": "colour", "eval.scoring": scoring},
+        )
+        run_trial(cfg)
+        tables = read_study(tmp_path / scoring / "study=engine")
+        preds, acc = tables["predictions"], tables["accuracy"]
+        tasks = preds[preds.task == "colour"]
+        assert len(tasks) == acc.n_total.sum()  # one row per scored example and stage
+        per_stage = tasks.groupby("stage").correct.sum().tolist()
+        assert per_stage == acc.sort_values("stage").n_correct.tolist()
+        assert (tasks.scoring == scoring).all() and (acc.scoring == scoring).all()
+        if scoring == "loglik":
+            assert tasks.generated.isna().all()
+            assert all(len(ll) == 2 for ll in tasks.logliks)  # colour has 2 labels
+        else:
+            assert tasks.generated.notna().all() and tasks.logliks.isna().all()
+        probe = preds[preds.task == "probe:mmlu"]
+        assert len(probe) == 2 * 8 and probe.logliks.map(len).eq(4).all()

@@ -188,7 +188,7 @@ class EvalConfig:
     """Task answers: 'loglik' picks the label whose tokens have the highest summed
     log-likelihood after the prompt (restricted to labels.json; never below chance);
     'exact_match' decodes greedily and compares after the Long-Sequence papers' normalisation
-    (lower-case, punctuation and articles removed, whitespace collapsed: O-LoRA/SAPT's
+    (lower-case, punctuation removed, whitespace collapsed: O-LoRA/SAPT's
     compute_metrics); 'generate' decodes greedily and compares the stripped first line
     exactly (case-sensitive)."""
     batch_size: int = 16
