@@ -52,7 +52,7 @@ def _synthetic(root: Path, n_test: int) -> Path:
     for split in ("test", "dev"):
         m = root / "mmlu" / split
         m.mkdir(parents=True)
-        lines = ["question,A,B,C,D,answer"]
+        lines = []  # the headerless form: question, four choices, answer letter
         for _ in range(max(n_test, 8)):
             q = " ".join(rng.choices(words, k=25))
             lines.append(f"{q},{','.join(' '.join(rng.choices(words, k=4)) for _ in range(4))},A")
