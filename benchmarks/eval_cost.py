@@ -29,7 +29,7 @@ import torch
 
 from harness.config import from_dict
 from harness.data import DataError, resolve_data_root
-from harness.evaluate import _pack, candidate_logliks, pairwise_logliks
+from harness.evaluate import candidate_logliks, pairwise_logliks, request_tokens
 from harness.inputs import load_data, tokenize_inputs
 from harness.models import build
 
@@ -63,7 +63,7 @@ def _synthetic(root: Path, n_test: int) -> Path:
 def _tokens(requests, pairwise: bool) -> int:
     if pairwise:
         return sum(len(p) + len(c) for p, cands in requests for c in cands)
-    return sum(len(_pack(p, cands)[0]) for p, cands in requests)
+    return request_tokens(requests)
 
 
 def main() -> None:

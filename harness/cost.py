@@ -7,7 +7,8 @@ Counts forward tokens, the unit both training and evaluation spend:
   and its step cap. Its compute in forward-token equivalents is 3x that (forward + backward),
   4x with gradient checkpointing (the forward is recomputed).
 * **evaluation**: at every checkpoint (the start and after each task) each task's test prompts
-  (one forward per prompt holding its packed candidates; for generation, the prompt plus at
+  (one forward per prompt holding its packed candidates, a long shared beginning such as a
+  probe subject's few-shot block counted once; for generation, the prompt plus at
   most the longest label + 2 new tokens: an upper bound, decoding stops at EOS), the probe's
   prompts and the held-out texts. The ranks share the work (each scores its share), so the
   sum over ranks is one evaluation's tokens.
@@ -34,10 +35,12 @@ ASSUMED = {
     "letter_prompt": 760,
     "letter_prompt_0shot": 150,
     "continuation_prompt": 30,
+    "mmlu_subjects": 57,
 }
 """Lengths (tokens) used when a trial's inputs cannot be tokenised here: a Long-Sequence task
 prompt (~150 Llama-3 tokens), a label (~2), labels per task (the 15 tasks' mean: 4.0), a
-5-shot MMLU prompt (~760), a 0-shot one (~150), a cloze question (~30)."""
+5-shot MMLU prompt (~760), a 0-shot one (~150), a cloze question (~30), MMLU's 57 subjects (a k-shot prompt's
+shared block is computed once per subject, see ``harness.evaluate.shared_prefixes``)."""
 
 
 @dataclass
@@ -86,7 +89,7 @@ def _steps(cfg: TrialConfig, n_task: int, n_replay: int) -> tuple[float, float]:
 def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cost:
     """The forward tokens of one trial; ``inputs``: its :class:`harness.inputs.TrialInputs`
     (exact lengths), else the config's caps and :data:`ASSUMED` lengths for ``n_tasks``."""
-    from harness.evaluate import _pack
+    from harness.evaluate import request_tokens
 
     e, r = cfg.eval, cfg.replay
     uses_replay = r.method != "none"
@@ -105,10 +108,10 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
                 new = max(len(c) for c in tt.candidates) + 2
                 evaluation += sum(len(p) + new for p in tt.prompts)
             else:
-                evaluation += sum(len(_pack(p, tt.candidates)[0]) for p in tt.prompts)
+                evaluation += request_tokens([(p, tt.candidates) for p in tt.prompts])
         per_ckpt = evaluation
         if inputs.probe is not None:
-            per_ckpt += sum(len(_pack(p, c)[0]) for p, c in inputs.probe[0])
+            per_ckpt += request_tokens(inputs.probe[0])
         per_ckpt += sum(len(t) for t in inputs.heldout)
         n = len(inputs.tasks)
         prepare = 2 * sum(replay) * cfg.scale.workers if r.method == "tm" else 0
@@ -133,7 +136,11 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
             if e.probe_format == "continuation":
                 per_ckpt += q * (a["continuation_prompt"] + 4 * a["label_tokens"])
             else:
-                per_ckpt += q * (a["letter_prompt"] if e.probe_shots else a["letter_prompt_0shot"])
+                # k-shot: each subject's shared few-shot block once, then each question
+                per_ckpt += q * a["letter_prompt_0shot"]
+                if e.probe_shots:
+                    shared = a["letter_prompt"] - a["letter_prompt_0shot"]
+                    per_ckpt += min(q, a["mmlu_subjects"]) * shared
         if e.heldout:
             per_ckpt += (e.heldout_max_texts or 500) * e.heldout_max_tokens
         prepare = 2 * r.size * replay_len * cfg.scale.workers if r.method == "tm" else 0
@@ -210,7 +217,7 @@ def describe(costs: dict[str, Cost]) -> list[str]:
     for tid, c in costs.items():
         lines.append(
             f"  {tid}: training {_m(c.train)} ({_m(c.train_compute)} compute), evaluation "
-            f"{_m(c.evaluation)} over {c.checkpoints} checkpoints"
+            f"{_m(c.evaluation)} over {c.checkpoints} checkpoints (R {c.ratio:.2f})"
             + (f", TM prepare {_m(c.prepare)}" if c.prepare else "")
         )
     total = sum(costs.values(), Cost())

@@ -95,6 +95,68 @@ def _pack(prompt: Sequence[int], cands: Sequence[Sequence[int]]):
     return ids, pos, seg, readers
 
 
+MIN_SHARED_PREFIX = 64
+"""Prompts that share at least this many leading tokens (the few-shot block of a probe
+subject, a long task definition) have the shared part computed once (a KV cache)."""
+
+
+def shared_prefixes(requests: Sequence[Request]) -> list[tuple[int, list[int]]]:
+    """Groups of request indices as (shared prefix length, indices): prompts that agree on
+    their first :data:`MIN_SHARED_PREFIX` tokens share their longest common prefix (at most
+    the shortest prompt less one token: the last prompt token is scored from); the rest form
+    one group with prefix 0. Deterministic: groups and members in first-seen order."""
+    by_head: dict[tuple, list[int]] = {}
+    alone: list[int] = []
+    for i, (p, _) in enumerate(requests):
+        if len(p) > MIN_SHARED_PREFIX:
+            by_head.setdefault(tuple(p[:MIN_SHARED_PREFIX]), []).append(i)
+        else:
+            alone.append(i)
+    groups = []
+    for members in by_head.values():
+        if len(members) < 2:
+            alone += members
+            continue
+        first = requests[members[0]][0]
+        n = min(len(requests[i][0]) for i in members) - 1
+        for i in members[1:]:
+            p = requests[i][0]
+            k = MIN_SHARED_PREFIX
+            while k < n and p[k] == first[k]:
+                k += 1
+            n = k
+        if n < MIN_SHARED_PREFIX:
+            alone += members
+        else:
+            groups.append((n, members))
+    return ([(0, sorted(alone))] if alone else []) + groups
+
+
+def _plan(requests: Sequence[Request], batch_size: int):
+    """(prefix length, batches of request indices, packed suffix rows) per prefix group."""
+    plan = []
+    for plen, members in shared_prefixes(requests):
+        packed = {i: _pack(requests[i][0][plen:], requests[i][1]) for i in members}
+        order = sorted(members, key=lambda i: len(packed[i][0]))
+        batches = length_batches([len(packed[i][0]) for i in order], order, batch_size)
+        plan.append((plen, batches, packed))
+    return plan
+
+
+def candidate_forwards(requests: Sequence[Request], batch_size: int) -> int:
+    """Forward calls :func:`candidate_logliks` makes for these requests (for ranks that must
+    all make the same number of calls)."""
+    return sum(int(plen > 0) + len(batches) for plen, batches, _ in _plan(requests, batch_size))
+
+
+def request_tokens(requests: Sequence[Request], batch_size: int = 16) -> int:
+    """Tokens :func:`candidate_logliks` pushes through the model for these requests."""
+    return sum(
+        plen + sum(len(packed[i][0]) for b in batches for i in b)
+        for plen, batches, packed in _plan(requests, batch_size)
+    )
+
+
 @torch.no_grad()
 def candidate_logliks(
     model: torch.nn.Module,
@@ -112,50 +174,71 @@ def candidate_logliks(
     the earlier tokens of its own candidate only, and position ids restart after the prompt for
     each candidate, so each candidate is scored exactly as if it followed the prompt alone.
     Single-token candidates (MMLU letters, most labels) cost no extra token: they are read at
-    the prompt's last position. The output head and the log-softmax run only at the positions
-    that are scored. Rows are sorted by length so batches waste little padding. Equal to
+    the prompt's last position. Prompts that share a long beginning (a probe subject's few-shot
+    examples: :func:`shared_prefixes`) have it computed once, and their rows continue from its
+    KV cache. The output head and the log-softmax run only at the positions that are scored.
+    Rows are sorted by length so batches waste little padding. Equal to
     :func:`pairwise_logliks` up to float rounding (tests: 1e-4). ``forwards``: make at least
     this many forward calls (extra ones on a one-token dummy), so ranks that hold a shard of
     the weights each make the same calls (:func:`candidate_forwards` counts them).
     """
+    import copy
+
     decoder, head = _decoder_and_head(model)
-    packed = [_pack(p, c) for p, c in requests]
-    order = sorted(range(len(requests)), key=lambda i: len(packed[i][0]))
     out = [[0.0] * len(cands) for _, cands in requests]
     device = device_of(model)
     calls = 0
     with eval_mode(model):
         dtype = next(model.parameters()).dtype
-        for chunk in length_batches([len(packed[i][0]) for i in order], order, batch_size):
-            width = max(len(packed[i][0]) for i in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            pos = torch.zeros((len(chunk), width), dtype=torch.long)
-            seg = torch.full((len(chunk), width), -2, dtype=torch.long)  # -2: padding
-            for row, i in enumerate(chunk):
-                n = len(packed[i][0])
-                ids[row, :n] = torch.tensor(packed[i][0])
-                pos[row, :n] = torch.tensor(packed[i][1])
-                seg[row, :n] = torch.tensor(packed[i][2])
-            if bool((seg >= 0).any()):  # packed candidates: the block mask
-                mask = _block_mask(seg, dtype).to(device)
-            else:  # prompts only (single-token candidates): plain causal attention
-                mask = (seg != -2).long().to(device)
-            hidden = decoder(
-                input_ids=ids.to(device), attention_mask=mask, position_ids=pos.to(device)
-            ).last_hidden_state
-            rows, cols, targets, owners = [], [], [], []
-            for row, i in enumerate(chunk):
-                for j, (cand, readers) in enumerate(zip(requests[i][1], packed[i][3], strict=True)):
-                    rows += [row] * len(readers)
-                    cols += readers
-                    targets += list(cand)
-                    owners += [(i, j)] * len(readers)
-            logits = head(hidden[torch.tensor(rows), torch.tensor(cols)]).float()
-            picked = logits.gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
-            logp = (picked - torch.logsumexp(logits, dim=-1)).tolist()
-            for (i, j), v in zip(owners, logp, strict=True):
-                out[i][j] += v
-            calls += 1
+        for plen, batches, packed in _plan(requests, batch_size):
+            cache = None
+            if plen:
+                prefix = torch.tensor([requests[batches[0][0]][0][:plen]], device=device)
+                cache = decoder(input_ids=prefix, use_cache=True).past_key_values
+                calls += 1
+            for chunk in batches:
+                width = max(len(packed[i][0]) for i in chunk)
+                ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+                pos = torch.zeros((len(chunk), width), dtype=torch.long)
+                seg = torch.full((len(chunk), width), -2, dtype=torch.long)  # -2: padding
+                for row, i in enumerate(chunk):
+                    n = len(packed[i][0])
+                    ids[row, :n] = torch.tensor(packed[i][0])
+                    pos[row, :n] = torch.tensor(packed[i][1]) + plen
+                    seg[row, :n] = torch.tensor(packed[i][2])
+                past = None
+                if cache is not None:
+                    past = copy.deepcopy(cache)
+                    past.batch_repeat_interleave(len(chunk))
+                    block = _block_mask(seg, dtype)
+                    seen = torch.zeros((*block.shape[:3], plen), dtype=dtype)
+                    mask = torch.cat([seen, block], dim=-1).to(device)
+                elif bool((seg >= 0).any()):  # packed candidates: the block mask
+                    mask = _block_mask(seg, dtype).to(device)
+                else:  # prompts only (single-token candidates): plain causal attention
+                    mask = (seg != -2).long().to(device)
+                hidden = decoder(
+                    input_ids=ids.to(device),
+                    attention_mask=mask,
+                    position_ids=pos.to(device),
+                    past_key_values=past,
+                    use_cache=past is not None,
+                ).last_hidden_state
+                rows, cols, targets, owners = [], [], [], []
+                for row, i in enumerate(chunk):
+                    for j, (cand, readers) in enumerate(
+                        zip(requests[i][1], packed[i][3], strict=True)
+                    ):
+                        rows += [row] * len(readers)
+                        cols += readers
+                        targets += list(cand)
+                        owners += [(i, j)] * len(readers)
+                logits = head(hidden[torch.tensor(rows), torch.tensor(cols)]).float()
+                picked = logits.gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
+                logp = (picked - torch.logsumexp(logits, dim=-1)).tolist()
+                for (i, j), v in zip(owners, logp, strict=True):
+                    out[i][j] += v
+                calls += 1
         while forwards is not None and calls < forwards:
             _idle_decoder_forward(model, pad_id)
             calls += 1
@@ -190,13 +273,6 @@ def _block_mask(seg: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     mask = torch.zeros(allowed.shape, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[:, None]
-
-
-def candidate_forwards(requests: Sequence[Request], batch_size: int) -> int:
-    """Forward calls :func:`candidate_logliks` makes for these requests (for ranks that must
-    all make the same number of calls)."""
-    lengths = sorted(len(_pack(p, c)[0]) for p, c in requests)
-    return len(length_batches(lengths, lengths, batch_size))
 
 
 def _idle_decoder_forward(model: torch.nn.Module, pad_id: int) -> None:

@@ -111,3 +111,25 @@ def test_normalize_answer_is_the_papers_lower_case_no_punctuation_collapsed():
     assert normalize_answer("  The Entailment. ") == "the entailment"  # articles stay (SAPT)
     assert normalize_answer("not_entailment") == "notentailment"
     assert normalize_answer("Yes!\t") == normalize_answer("yes")
+
+
+def test_prompts_with_a_long_shared_beginning_continue_from_its_kv_cache():
+    from harness.evaluate import MIN_SHARED_PREFIX, request_tokens, shared_prefixes
+
+    built = tiny_built()
+    shots = list(range(3, 3 + MIN_SHARED_PREFIX + 10))  # a few-shot block, then questions
+    reqs = [
+        (shots + [90, 91], [[80], [81]]),
+        (shots + [92, 93, 94], [[80], [81, 82]]),
+        (shots, [[85], [86]]),  # the prefix itself: it keeps its last token to score from
+        ([0, 7, 8], [[80], [81]]),
+    ]
+    groups = shared_prefixes(reqs)
+    assert groups == [(0, [3]), (len(shots) - 1, [0, 1, 2])]
+    assert request_tokens(reqs) < sum(len(p) for p, _ in reqs)
+    pad = built.tokenizer.pad_token_id
+    want = pairwise_logliks(built.model, reqs, pad_id=pad, batch_size=4)
+    for batch_size in (1, 3):
+        got = candidate_logliks(built.model, reqs, pad_id=pad, batch_size=batch_size)
+        for g, w in zip(got, want, strict=True):
+            assert g == pytest.approx(w, abs=1e-4)
