@@ -13,7 +13,7 @@ Counts forward tokens, the unit both training and evaluation spend:
   prompts and the held-out texts. The ranks share the work (each scores its share), so the
   sum over ranks is one evaluation's tokens.
 * **TM prepare** (method ``tm``): two passes of the frozen model over the replay buffer
-  (thresholds, then states), made on every rank today; reported on its own line.
+  (thresholds, then states), shared by the ranks; reported on its own line.
 
 With the trial's inputs at hand (local data, a tokenizer that loads offline) every length is
 the real one; otherwise the lengths are assumptions, printed with the figures:
@@ -114,7 +114,7 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
             per_ckpt += request_tokens(inputs.probe[0])
         per_ckpt += sum(len(t) for t in inputs.heldout)
         n = len(inputs.tasks)
-        prepare = 2 * sum(replay) * cfg.scale.workers if r.method == "tm" else 0
+        prepare = 2 * sum(replay) if r.method == "tm" else 0
         notes.append("lengths measured on the trial's tokenised inputs")
     else:
         a = ASSUMED
@@ -143,7 +143,7 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
                     per_ckpt += min(q, a["mmlu_subjects"]) * shared
         if e.heldout:
             per_ckpt += (e.heldout_max_texts or 500) * e.heldout_max_tokens
-        prepare = 2 * r.size * replay_len * cfg.scale.workers if r.method == "tm" else 0
+        prepare = 2 * r.size * replay_len if r.method == "tm" else 0
         notes.append(
             f"assumed lengths: task row {task_len}, replay text {replay_len} (its cap), probe "
             f"prompt {a['letter_prompt'] if e.probe_shots else a['letter_prompt_0shot']} "

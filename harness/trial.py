@@ -28,11 +28,12 @@ import torch
 from harness import __version__
 from harness.backend import Backend, make_backend
 from harness.config import TrialConfig
-from harness.core import eval_mode
+from harness.core import device_of, eval_mode
 from harness.hooks import Hook
 from harness.inputs import TrialData, landscape_stages, load_data, tokenize_inputs
 from harness.metrics import all_metrics, matrix_from_long
 from harness.models import last_hidden_and_logits
+from harness.replay.base import Ranks
 from harness.train import train_task
 
 log = logging.getLogger(__name__)
@@ -161,12 +162,24 @@ class Trial:
         if saved is not None and saved.exists():
             self.method.load_state(saved)
             return
-        # Before the first step the model being trained *is* the starting model.
-        with eval_mode(self.backend.module) as m:
+        # Before the first step the model being trained *is* the starting model. The ranks
+        # share the work: each runs the frozen model over its part of the buffer.
+        backend, pad = self.backend, self.inputs.pad_id
+        with eval_mode(backend.module) as m:
+            ranks = None
+            if backend.world_size > 1:
+                one = torch.full((1, 1), pad, dtype=torch.long, device=device_of(m))
+                ranks = Ranks(
+                    backend.rank,
+                    backend.world_size,
+                    backend.gather,
+                    lambda: last_hidden_and_logits(m, one, torch.ones_like(one)),
+                )
             self.method.prepare(
                 lambda i, a, m=m: last_hidden_and_logits(m, i, a)[1],
                 self.inputs.buffer,
                 batch_size=self.cfg.eval.batch_size,
+                ranks=ranks,
             )
 
     # -- stages ---------------------------------------------------------------------------

@@ -149,3 +149,72 @@ def test_every_replay_method_completes_on_two_ranks(zero: int, tmp_path: Path) -
             if kind == "predictions":
                 la, lb = (np.concatenate(x.logliks.tolist()) for x in (a, b))
                 assert la == pytest.approx(lb, abs=1e-5)
+
+
+def _tm_rank(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(
+        "gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60)
+    )
+    from harness.replay.base import Ranks
+    from harness.replay.states import TMStates
+
+    model, buffer = _tm_inputs()
+
+    def gather(obj):
+        got = [None, None]
+        torch.distributed.all_gather_object(got, obj)
+        return got
+
+    calls = []
+
+    def forward(i, a):
+        calls.append(i.shape[0])
+        return model(input_ids=i, attention_mask=a, output_hidden_states=True).hidden_states[-1]
+
+    ranks = Ranks(rank, 2, gather, lambda: calls.append(0))
+    states = TMStates.build(forward, buffer, k=1.0, batch_size=2, ranks=ranks)
+    states.save(Path(out) / f"rank{rank}")
+    (Path(out) / f"calls{rank}").write_text(" ".join(map(str, calls)))
+    torch.distributed.destroy_process_group()
+
+
+def _tm_inputs():
+    from harness.replay import ReplayBuffer
+    from tests.helpers import tiny_model
+
+    gen = torch.Generator().manual_seed(3)
+    lengths = [7, 3, 12, 5, 9, 4]  # batches of 2: 3 batches, 2 on rank 0 and 1 on rank 1
+    buffer = ReplayBuffer(
+        token_ids=tuple(tuple(torch.randint(3, 60, (n,), generator=gen).tolist()) for n in lengths),
+        pad_id=2,
+    )
+    return tiny_model(64, seed=1), buffer
+
+
+@pytest.mark.slow
+def test_tm_states_built_by_two_ranks_equal_the_one_rank_states(tmp_path: Path) -> None:
+    from harness.replay.states import TMStates
+
+    model, buffer = _tm_inputs()
+    serial = TMStates.build(
+        lambda i, a: model(input_ids=i, attention_mask=a, output_hidden_states=True).hidden_states[
+            -1
+        ],
+        buffer,
+        k=1.0,
+        batch_size=2,
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_tm_rank, args=(port, str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        got = TMStates.load(tmp_path / f"rank{rank}", mmap=False)
+        assert np.array_equal(np.asarray(got.packed), np.asarray(serial.packed))
+        for name in ("pos", "neg", "mean", "std"):
+            assert torch.allclose(getattr(got, name), getattr(serial, name), rtol=0, atol=1e-6)
+    # Each pass: rank 0 ran 2 batches, rank 1 its 1 batch and one idle forward (same calls).
+    calls = [(tmp_path / f"calls{r}").read_text().split() for r in (0, 1)]
+    assert calls[0] == ["2", "2", "2", "2"] and calls[1] == ["2", "0", "2", "0"]

@@ -28,6 +28,18 @@ HiddenForward = Callable[[Tensor, Tensor], Tensor]
 """``forward(input_ids, attention_mask) -> last hidden state [B, L, D]`` of the frozen model."""
 
 
+@dataclass(frozen=True)
+class Ranks:
+    """How a trial's ranks share a preparation: this rank, their number, ``gather(obj) ->
+    [obj of rank 0, rank 1, ...]`` on every rank, and ``idle()``, a discarded forward a rank
+    with less work makes so that every rank makes the same forward calls (sharded weights)."""
+
+    rank: int
+    world: int
+    gather: Callable[[object], list]
+    idle: Callable[[], None]
+
+
 @dataclass
 class ReplayView:
     """The replay rows of one training forward pass."""
@@ -78,10 +90,12 @@ class ReplayMethod:
         *,
         batch_size: int,
         cache_dir: Path | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         """Precompute what the term needs, once per trial, with the frozen starting model.
 
-        Default: nothing. ``forward`` runs the frozen model without gradients.
+        Default: nothing. ``forward`` runs the frozen model without gradients. ``ranks``: the
+        trial's ranks share the work (each a part of the buffer) and all end with the result.
         """
 
     def term(self, view: ReplayView) -> Tensor | None:

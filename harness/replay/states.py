@@ -32,7 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from harness.core import shard
+
 if TYPE_CHECKING:
+    from harness.replay.base import Ranks
     from harness.replay.buffer import ReplayBuffer
 
 log = logging.getLogger(__name__)
@@ -203,31 +206,41 @@ class TMStates:
         k: float,
         batch_size: int,
         path: Path | None = None,
+        ranks: Ranks | None = None,
     ) -> TMStates:
         """Two passes over the buffer with the frozen model: statistics, then states.
 
         Never materialises all h0 (only one batch at a time), so memory stays bounded at any
         model size. With ``path`` the packed array is written straight into a memmap file there
-        (plus stats and metadata beside it); otherwise it lives in RAM.
+        (plus stats and metadata beside it); otherwise it lives in RAM. With ``ranks`` each rank
+        runs its contiguous share of the batches: the partial statistics are gathered and merged
+        in rank order, then each rank's states, so every rank ends with the same states after
+        1/world of the forwards (a rank with one batch fewer makes one idle forward per pass).
         """
         batches = _batches(len(buffer), batch_size)
+        mine = batches if ranks is None else shard(batches, ranks.world, ranks.rank)
+        most = (
+            len(batches)
+            if ranks is None
+            else max(len(shard(batches, ranks.world, r)) for r in range(ranks.world))
+        )
         # Pass 1: per-dim mean and population variance, merging batches with Chan et al.'s
         # pairwise update in float64 (no E[x^2] - E[x]^2 cancellation).
-        count, mean, m2 = 0, None, None
-        for rows in batches:
+        stats = None
+        for rows in mine:
             h0 = _hidden(forward, buffer, rows).double()
-            n_b = h0.shape[0]
             mean_b = h0.mean(0)
-            m2_b = ((h0 - mean_b) ** 2).sum(0)
-            if mean is None:
-                count, mean, m2 = n_b, mean_b, m2_b
-            else:
-                delta = mean_b - mean
-                total = count + n_b
-                mean = mean + delta * (n_b / total)
-                m2 = m2 + m2_b + delta**2 * (count * n_b / total)
-                count = total
-        assert mean is not None and m2 is not None  # buffer is never empty
+            stats = _merge(stats, (h0.shape[0], mean_b, ((h0 - mean_b) ** 2).sum(0)))
+        if ranks is not None:
+            for _ in range(most - len(mine)):
+                ranks.idle()
+            parts = ranks.gather(None if stats is None else tuple(_cpu(x) for x in stats))
+            stats = None
+            for part in parts:
+                if part is not None:
+                    stats = _merge(stats, part)
+        assert stats is not None  # buffer is never empty
+        count, mean, m2 = stats
         var = m2 / count
         std = var.sqrt()
         pos32 = (mean + k * std).float().cpu()
@@ -243,11 +256,19 @@ class TMStates:
             path = Path(path)
             path.mkdir(parents=True, exist_ok=True)
             packed = np.memmap(path / _PACKED_FILE, dtype=np.uint8, mode="w+", shape=shape)
-        for rows in batches:
+        done = []
+        for rows in mine:
             h0 = _hidden(forward, buffer, rows)
             codes = pack_codes(_states(h0, pos32.to(h0.device), neg32.to(h0.device)).cpu().numpy())
             start, end = offsets[rows[0]], offsets[rows[-1] + 1]  # rows are contiguous
             packed[start:end] = codes
+            done.append((int(start), codes))
+        if ranks is not None:
+            for _ in range(most - len(mine)):
+                ranks.idle()
+            for part in ranks.gather(done):
+                for start, codes in part:
+                    packed[start : start + len(codes)] = codes
         states = cls(
             mean=mean.float().cpu(),
             var=var.float().cpu(),
@@ -347,6 +368,20 @@ class TMStates:
         if device is not None:
             packed = packed.to(device)
         return _unpack_torch(packed, self.hidden_size)
+
+
+def _merge(a, b):
+    """Chan et al.'s pairwise merge of (count, mean, M2) statistics (``a`` may be None)."""
+    if a is None:
+        return b
+    (n_a, mean_a, m2_a), (n_b, mean_b, m2_b) = a, b
+    mean_b, m2_b = mean_b.to(mean_a.device), m2_b.to(m2_a.device)
+    delta, total = mean_b - mean_a, n_a + n_b
+    return total, mean_a + delta * (n_b / total), m2_a + m2_b + delta**2 * (n_a * n_b / total)
+
+
+def _cpu(x):
+    return x.cpu() if isinstance(x, Tensor) else x
 
 
 def _hidden(

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from harness.replay.base import HiddenForward, ReplayMethod, ReplayView, register
+from harness.replay.base import HiddenForward, Ranks, ReplayMethod, ReplayView, register
 from harness.replay.buffer import ReplayBuffer
 from harness.replay.states import TMStates, build_or_load, tm_loss
 
@@ -43,10 +43,14 @@ class TMReplay(ReplayMethod):
         *,
         batch_size: int,
         cache_dir: Path | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
-        """Build (or reuse from ``cache_dir``, which must belong to this starting model) the states."""
+        """Build (or reuse from ``cache_dir``, which must belong to this starting model) the
+        states; with ``ranks`` the ranks build them together, each over its share."""
         if cache_dir is None:
-            self.states = TMStates.build(forward, buffer, k=self.k, batch_size=batch_size)
+            self.states = TMStates.build(
+                forward, buffer, k=self.k, batch_size=batch_size, ranks=ranks
+            )
         else:
             self.states = build_or_load(
                 forward, buffer, k=self.k, batch_size=batch_size, cache_dir=cache_dir
