@@ -3,17 +3,18 @@
 How an answer is scored (``eval.scoring``):
 
 * ``loglik`` (default): for every candidate label c, the summed log-probability of c's tokens
-  after the prompt; the prediction is the arg-max over the task's labels (labels.json). The model
-  can only ever "answer" a valid label, so this measures what it prefers, not whether it has
-  learnt the output format.
-* ``generate``: greedy decoding of up to (longest label + 2) tokens; correct when the decoded
-  text, stripped of whitespace and cut at the first newline, equals the gold label exactly.
+  after the prompt (:func:`candidate_logliks`, one forward per prompt); the prediction is the
+  arg-max over the task's labels (labels.json). The model can only ever "answer" a valid label,
+  so this measures what it prefers, not whether it has learnt the output format.
+* ``exact_match``: greedy decoding (:func:`generate_answers`) of up to (longest label + 2)
+  tokens, the first line compared after :func:`normalize_answer` (the Long-Sequence papers').
+* ``generate``: the same decoding, the stripped first line compared case-sensitively.
 
 The multiple-choice probe always uses ``loglik`` over its choices (letters or choice texts,
 ``eval.probe_format``). Perplexity is exp(total NLL / total predicted tokens) over held-out texts,
-with the NLL sum and token count kept so any aggregation can be redone.
-
-:class:`EvaluationHook` runs all of it for a trial: before the first task and after every task.
+with the NLL sum and token count kept so any aggregation can be redone. Every function takes
+``forwards`` so the ranks of a sharded model can all make the same calls; the evaluation stage
+itself (sharding, rows, the hook) is :mod:`harness.eval_stage`.
 """
 
 from __future__ import annotations
@@ -30,16 +31,6 @@ from harness.core import device_of, eval_mode, pad
 
 Request = tuple[Sequence[int], Sequence[Sequence[int]]]
 """(prompt token ids, [candidate token ids, ...]) — one multiple-choice decision."""
-
-
-@dataclass(frozen=True)
-class Scores:
-    n_correct: int
-    n_total: int
-
-    @property
-    def accuracy(self) -> float:
-        return self.n_correct / self.n_total if self.n_total else float("nan")
 
 
 @torch.no_grad()
@@ -352,22 +343,6 @@ def generate_answers(
                 ok = normalize_answer(line) == normalize_answer(gold) if normalize else line == gold
                 out.append(Generation(line, ok))
     return out
-
-
-def generate_exact_match(
-    model: torch.nn.Module,
-    tokenizer,
-    prompts: Sequence[Sequence[int]],
-    golds: Sequence[str],
-    *,
-    max_new_tokens: int,
-    batch_size: int,
-) -> Scores:
-    """Greedy decoding; exact match of the stripped first line with the gold label."""
-    gens = generate_answers(
-        model, tokenizer, prompts, golds, max_new_tokens=max_new_tokens, batch_size=batch_size
-    )
-    return Scores(sum(g.correct for g in gens), len(gens))
 
 
 @dataclass(frozen=True)
