@@ -218,3 +218,15 @@ def test_ray_job_submit_against_a_local_head_node(tmp_path):
         assert sorted(tables["summary"].tuning) == ["full", "full", "lora", "lora"]
     finally:
         subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_the_demo_alias_runs_the_demo_study_smoke_test(tmp_path):
+    """python -m harness demo is studies/demo.py: its smoke test through the alias prints the
+    demo's table and writes the study's dataset."""
+    cmd = [sys.executable, "-m", "harness", "demo", "--smoke-test", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "General ability (probe accuracy, held-out perplexity)" in proc.stdout
+    assert "probe chance = 0.125" in proc.stdout
+    summary = read_study(tmp_path / "study=demo")["summary"]
+    assert sorted(summary.method) == ["none", "tm"] and summary.status.eq("completed").all()
