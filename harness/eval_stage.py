@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from harness.core import shard
 from harness.data.mmlu import LETTERS
 from harness.evaluate import (
+    Perplexity,
     candidate_forwards,
     candidate_logliks,
     generate_answers,
@@ -180,8 +181,6 @@ def evaluate_checkpoint(trial, stage: int, after_task: str):
             lambda mine: perplexity_forwards(mine, bs),
         )
         nll, tokens = sum(p.nll_sum for p in parts), sum(p.tokens for p in parts)
-        from harness.evaluate import Perplexity
-
         general.update(ppl=Perplexity(nll, tokens).ppl, nll_sum=nll, ppl_tokens=tokens)
     return acc_rows, [general], pred_rows
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.core import CACHE_ENV_VAR
 from harness.world import generate as gen
 from harness.world import pretrain as pt
 
@@ -292,9 +293,9 @@ def test_base_model_cache_is_keyed_and_hit(
 def test_cache_root_defaults_to_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(pt.CACHE_ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))
     assert pt.default_cache_root() == tmp_path / "base"
-    monkeypatch.delenv(pt.CACHE_ENV_VAR)
+    monkeypatch.delenv(CACHE_ENV_VAR)
     assert pt.default_cache_root() == Path.home() / ".cache" / "gere-harness" / "base"
 
 

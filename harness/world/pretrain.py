@@ -32,7 +32,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from harness.core import CACHE_ENV_VAR, cache_root  # noqa: F401  (CACHE_ENV_VAR: tests)
+from harness.core import cache_root
 
 logger = logging.getLogger(__name__)
 
