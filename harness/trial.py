@@ -328,6 +328,9 @@ class Trial:
             raise ValueError(
                 f"checkpoint {path} belongs to trial {state.trial_id!r}, not {self.cfg.id!r}"
             )
+        log.info(
+            "trial %s resumes after task %d from %s", state.trial_id, state.finished_stage, path
+        )
         self.state = state
 
 

@@ -132,21 +132,13 @@ def _train_worker(config: dict) -> dict | None:
     """One Ray Train worker = one DeepSpeed rank running the trial; resumes from a checkpoint."""
     import ray.train
 
-    from harness.trial import CHECKPOINT_STATE, run_trial
+    from harness.trial import run_trial
 
     cfg = from_dict(config["trial"])
     rank = ray.train.get_context().get_world_rank()
     hooks = [RayCheckpointHook(), *config.get("hooks", ())]
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else nullcontext(None) as ckpt_dir:
-        if ckpt_dir:
-            resumed = json.loads((Path(ckpt_dir) / CHECKPOINT_STATE).read_text())
-            log.info(
-                "trial %s resumes after task %d from %s",
-                cfg.id,
-                resumed["finished_stage"],
-                ckpt_dir,
-            )
         result = run_trial(cfg, resume_from=Path(ckpt_dir) if ckpt_dir else None, hooks=hooks)
     # The trial's own work: its wall time less its set-up (data, model, DeepSpeed init).
     work = result.summary["wall_time_s"] - result.setup_seconds
