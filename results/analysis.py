@@ -11,6 +11,9 @@ the first time methods are sorted. Conventions shared by every function:
 * **Only completed trials are averaged.** Diverged and failed trials are *counted* per group
   (``n_diverged``, ``n_failed``) next to ``n`` (completed trials averaged), never averaged in and
   never silently dropped; a group whose trials all diverged still gets a row, with NaN means.
+  Trials still ``running`` (in progress, or interrupted before they finished) are likewise left
+  out of the means and counted in ``n_running``, a column added to the count tables only when
+  some trial of the input is running (so finished studies keep their columns).
 * **Spread is the sample standard deviation** (``ddof=1``, pandas' default) over the completed
   trials of a group, usually seeds; NaN when ``n < 2``.
 * **NaN is not skipped.** If a metric is NaN in any completed trial of a group, the group's mean
@@ -99,7 +102,19 @@ PAPER_METRICS = ("general_acc_start", "general_acc_final", "ap", "bwt", "fwt", "
 PERCENT_METRICS = frozenset(METRICS) | {"general_acc_start", "general_acc_final"}
 """Summary metrics on the accuracy scale (fractions); shown x100 as % / percentage points."""
 
-_STATUSES = ("completed", "diverged", "failed")
+_STATUSES = ("completed", "diverged", "failed", "running")
+"""Every summary status. 'running' is written when a trial (re-)starts, before its records."""
+
+_OPTIONAL_STATUSES = ("running",)
+"""Statuses whose count columns ``group_stats``/``paper_table`` add only when they occur."""
+
+
+def _counted(summary: pd.DataFrame) -> list[str]:
+    """The count columns (besides ``n``) for the tables of ``summary``."""
+    status = summary["status"] if "status" in summary else pd.Series(dtype=object)
+    return [
+        f"n_{s}" for s in _STATUSES[1:] if s not in _OPTIONAL_STATUSES or bool(status.eq(s).any())
+    ]
 
 
 def _need(df: pd.DataFrame, columns: Iterable[str], where: str) -> None:
@@ -165,7 +180,8 @@ def varying_settings(summary: pd.DataFrame, *, include_seed: bool = False) -> li
 
 
 def status_counts(summary: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
-    """Trials per group by how they ended: columns ``n_completed, n_diverged, n_failed, n_total``.
+    """Trials per group by how they ended: columns ``n_completed, n_diverged, n_failed,
+    n_running, n_total``.
 
     With ``by=()`` a single row for the whole study. Unknown statuses count only in n_total.
     """
@@ -181,11 +197,12 @@ def status_counts(summary: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame
 
 
 def group_stats(summary: pd.DataFrame, by: Sequence[str], metric: str) -> pd.DataFrame:
-    """One metric per group: ``[*by, mean, std, n, n_diverged, n_failed]`` (long form).
+    """One metric per group: ``[*by, mean, std, n, n_diverged, n_failed]`` (long form), plus
+    ``n_running`` when some trial is still running.
 
     ``mean``/``std`` are over the group's completed trials (std with ddof=1; NaN when n < 2, and
     NaN when any completed trial's value is NaN); ``n`` counts them. Groups with no completed
-    trial keep their row (n = 0, NaN mean) so their diverged/failed counts stay visible.
+    trial keep their row (n = 0, NaN mean) so their diverged/failed/running counts stay visible.
     """
     by = list(by)
     _need(summary, ["status", metric, *by], "group_stats")
@@ -204,7 +221,7 @@ def group_stats(summary: pd.DataFrame, by: Sequence[str], metric: str) -> pd.Dat
             std=values.std(ddof=1, skipna=False) if len(values) else np.nan,
         )
     out = out.rename(columns={"n_completed": "n"})
-    return out[[*by, "mean", "std", "n", "n_diverged", "n_failed"]]
+    return out[[*by, "mean", "std", "n", *_counted(summary)]]
 
 
 def wilson_interval(n_correct, n_total, *, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
@@ -248,7 +265,8 @@ def paper_table(
     """The paper-style table: one row per group, mean and std of each metric over seeds.
 
     Layout (flat columns, chosen over a MultiIndex so the table survives CSV/Parquet): index =
-    the ``by`` columns; then ``n`` (completed trials averaged), ``n_diverged``, ``n_failed``;
+    the ``by`` columns; then ``n`` (completed trials averaged), ``n_diverged``, ``n_failed``
+    (and ``n_running`` when some trial is still running);
     then ``<metric>_mean`` and ``<metric>_std`` for each metric in order. Statistics follow
     ``group_stats`` (completed trials only, sample std ddof=1). Values keep the records' units
     (fractions); ``format_mean_std`` renders "60.7 ± 1.2" strings in percent. With the
@@ -260,7 +278,7 @@ def paper_table(
     if not metrics:
         raise ValueError("paper_table: metrics is empty")
     out = status_counts(summary, by).rename(columns={"n_completed": "n"})
-    out = out[[*by, "n", "n_diverged", "n_failed"]]
+    out = out[[*by, "n", *_counted(summary)]]
     for m in metrics:
         stats = group_stats(summary, by, m)[[*by, "mean", "std"]]
         stats = stats.rename(columns={"mean": f"{m}_mean", "std": f"{m}_std"})
@@ -319,7 +337,7 @@ def lr_robustness_table(
     metric: str = "general_acc_final",
     *,
     by: str = "method",
-    stat: Literal["mean", "std", "n", "n_diverged", "n_failed"] = "mean",
+    stat: Literal["mean", "std", "n", "n_diverged", "n_failed", "n_running"] = "mean",
 ) -> pd.DataFrame:
     """``by`` (rows) x ``lr_multiplier`` (columns, ascending) of one statistic of ``metric``.
 
@@ -327,6 +345,8 @@ def lr_robustness_table(
     of diverged-trial counts — a cell whose trials all diverged is NaN in the mean table.
     """
     stats = group_stats(summary, [by, "lr_multiplier"], metric)
+    if stat == "n_running" and stat not in stats.columns:  # no trial running: all zero
+        stats[stat] = 0
     if stat not in stats.columns:
         raise ValueError(f"lr_robustness_table: unknown stat {stat!r}; use one of {list(stats)}")
     table = stats.pivot(index=by, columns="lr_multiplier", values=stat)
@@ -339,7 +359,7 @@ def replay_size_curve(
     summary: pd.DataFrame, metric: str = "general_acc_final", *, by: Sequence[str] = ("method",)
 ) -> pd.DataFrame:
     """Metric against replay-buffer size: ``[*by, replay_size, mean, std, n, n_diverged,
-    n_failed]``, sorted by group then size (``group_stats`` statistics)."""
+    n_failed(, n_running)]``, sorted by group then size (``group_stats`` statistics)."""
     keys = [*by, "replay_size"]
     return sort_groups(group_stats(summary, keys, metric), keys).reset_index(drop=True)
 

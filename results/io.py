@@ -6,14 +6,24 @@ them. Writes are atomic on local disks and NFS: a dot-prefixed temp file in the 
 is renamed over the target with ``os.replace``, and dot files are skipped by this reader and by
 ``pyarrow.dataset``, so nobody ever reads half a file. (Object stores have no atomic rename;
 there the unique per-trial key is what prevents duplicates.)
+
+A file that cannot be read (not Parquet, truncated, another schema or schema version) is
+*damaged*. Readers name every damaged file they meet: by default they raise one
+``DamagedResultsError`` listing them all (path and reason), so one bad trial is found by name
+instead of failing the whole read with a bare Arrow error; with ``skip_damaged=True`` they log a
+warning per file and return the rest. ``damaged_files`` lists them without reading anything
+else, and ``trial_problems`` checks one trial's files (missing or damaged) so a trial with a
+damaged file can be re-run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -23,13 +33,19 @@ import pyarrow.parquet as pq
 from results.schema import FILLED, KINDS, SCHEMA_VERSION, schema_for, to_table, validate_table
 
 __all__ = [
+    "DamagedResultsError",
+    "damaged_files",
     "read_records",
     "read_study",
+    "read_trial_rows",
     "record_path",
     "safe_name",
     "study_dir",
+    "trial_problems",
     "write_records",
 ]
+
+log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _MAX_STEM = 120
@@ -113,41 +129,125 @@ def _kind_files(path: Path, kind: str) -> list[Path]:
     ]
 
 
-def _read_file(path: Path, kind: str) -> pa.Table:
-    """Read one trial file; refuse other schema versions by name before comparing columns."""
-    table = pq.ParquetFile(path).read()
+class DamagedResultsError(ValueError):
+    """Results files that cannot be read: ``problems`` maps each file's path to the reason.
+
+    The message lists every damaged file (not just the first) and how to proceed.
+    """
+
+    def __init__(self, problems: Mapping[Path, str]) -> None:
+        self.problems: dict[Path, str] = {Path(p): str(r) for p, r in problems.items()}
+        n = len(self.problems)
+        lines = [f"{n} damaged results file(s) (unreadable, so their records were not read):"]
+        lines += [f"  {p}: {r}" for p, r in self.problems.items()]
+        lines.append(
+            "Delete or re-run those trials, or pass skip_damaged=True / --skip-damaged to read "
+            "the rest."
+        )
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self):  # pickles (e.g. across Ray workers) with its problems, not its text
+        return (type(self), (self.problems,))
+
+
+_UNREADABLE = (pa.ArrowException, OSError, EOFError, ValueError)
+"""What reading a broken Parquet file raises: ArrowInvalid (not Parquet, truncated: "magic bytes
+not found"), OSError (corrupt footer or pages, unreadable file), and friends."""
+
+
+def _load_file(path: Path, kind: str) -> pa.Table:
+    """Read and validate one trial file; raise ValueError(reason) without the path."""
+    try:
+        table = pq.ParquetFile(path).read()
+    except _UNREADABLE as e:
+        size = path.stat().st_size if path.exists() else 0
+        raise ValueError(
+            f"not a readable Parquet file ({size} bytes; truncated or corrupt?): "
+            f"{type(e).__name__}: {e}"
+        ) from e
     if "schema_version" in table.column_names:
-        versions = sorted({v for v in table.column("schema_version").to_pylist() if v is not None})
+        try:
+            versions = sorted(
+                {v for v in table.column("schema_version").to_pylist() if v is not None}
+            )
+        except (TypeError, *_UNREADABLE):  # a mistyped column: validate_table names its type
+            versions = []
         if versions and versions != [SCHEMA_VERSION]:
             raise ValueError(
-                f"{path}: schema_version {versions} but this code reads version "
-                f"{SCHEMA_VERSION}; re-run the trial or migrate the file"
+                f"schema_version {versions} but this code reads version {SCHEMA_VERSION}; "
+                "re-run the trial or migrate the file"
             )
-    try:
-        validate_table(kind, table)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from e
+    validate_table(kind, table)
     return table.select(schema_for(kind).names)
 
 
-def read_records(path_or_study_dir: str | Path, kind: str) -> pd.DataFrame:
+def _read_file(path: Path, kind: str) -> pa.Table:
+    """Read one trial file; a damaged one raises ``DamagedResultsError`` naming it.
+
+    Other schema versions are refused by name before columns are compared.
+    """
+    try:
+        return _load_file(path, kind)
+    except ValueError as e:
+        raise DamagedResultsError({path: str(e)}) from e
+
+
+def _read_kinds(
+    path: Path, kinds: Iterable[str]
+) -> tuple[dict[str, list[pa.Table]], dict[Path, str]]:
+    """Every readable file's table per kind, and ``{path: reason}`` for the damaged ones."""
+    tables: dict[str, list[pa.Table]] = {}
+    problems: dict[Path, str] = {}
+    for kind in kinds:
+        schema_for(kind)
+        tables[kind] = []
+        for p in _kind_files(path, kind):
+            try:
+                tables[kind].append(_load_file(p, kind))
+            except ValueError as e:
+                problems[p] = str(e)
+    return tables, problems
+
+
+def _settle(problems: dict[Path, str], skip_damaged: bool) -> None:
+    """Raise for the damaged files, or (skipping them) warn about each one."""
+    if not problems:
+        return
+    if not skip_damaged:
+        raise DamagedResultsError(problems)
+    for p, reason in problems.items():
+        log.warning("skipping damaged results file %s: %s", p, reason)
+
+
+def _frame(kind: str, tables: list[pa.Table]) -> pd.DataFrame:
+    if not tables:
+        return schema_for(kind).empty_table().to_pandas()
+    return pa.concat_tables(tables).to_pandas()
+
+
+def read_records(
+    path_or_study_dir: str | Path, kind: str, *, skip_damaged: bool = False
+) -> pd.DataFrame:
     """Every trial's records of one kind as one DataFrame, each file validated first.
 
     Accepts a study dir (``<out>/study=<s>``), the kind dir inside it, one ``.parquet`` file,
     or an output root with several ``study=*`` dirs. A kind with no files gives an empty
     DataFrame with the schema's columns, so analysis code needs no special case; a path that
-    does not exist raises, since that is a typo rather than an empty study.
+    does not exist raises FileNotFoundError, since that is a typo rather than an empty study.
+
+    Damaged files (not Parquet, truncated, wrong schema or version) raise one
+    ``DamagedResultsError`` naming them all; with ``skip_damaged=True`` each is logged as a
+    warning and the other files are returned.
     """
-    schema = schema_for(kind)
-    tables = [_read_file(p, kind) for p in _kind_files(Path(path_or_study_dir), kind)]
-    if not tables:
-        return schema.empty_table().to_pandas()
-    return pa.concat_tables(tables).to_pandas()
+    tables, problems = _read_kinds(Path(path_or_study_dir), [kind])
+    _settle(problems, skip_damaged)
+    return _frame(kind, tables[kind])
 
 
 def read_trial_rows(out: str | Path, kind: str, *, study: str, trial_id: str) -> list[dict]:
     """One trial's stored rows of one kind as plain dicts, without the filled columns
-    (schema_version, study, trial_id) so they can be written back; [] if none are stored."""
+    (schema_version, study, trial_id) so they can be written back; [] if none are stored.
+    A damaged file raises ``DamagedResultsError`` naming it."""
     path = record_path(out, kind, study=study, trial_id=trial_id)
     if not path.is_file():
         return []
@@ -158,6 +258,63 @@ def read_trial_rows(out: str | Path, kind: str, *, study: str, trial_id: str) ->
     return rows
 
 
-def read_study(path: str | Path) -> dict[str, pd.DataFrame]:
-    """``read_records`` for every kind: ``{kind: DataFrame}``."""
-    return {kind: read_records(path, kind) for kind in KINDS}
+def _file_kinds(path: Path) -> list[str]:
+    """The kind(s) a single file passed to ``read_study`` is read as: its directory's name,
+    else the kind its schema metadata names, else every kind (it will then be refused)."""
+    if path.parent.name in KINDS:
+        return [path.parent.name]
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except _UNREADABLE:
+        meta = {}
+    kind = meta.get(b"kind", b"").decode(errors="replace")
+    return [kind] if kind in KINDS else list(KINDS)
+
+
+def read_study(path: str | Path, *, skip_damaged: bool = False) -> dict[str, pd.DataFrame]:
+    """``read_records`` for every kind: ``{kind: DataFrame}``.
+
+    Damaged files of every kind are collected first and reported together in one
+    ``DamagedResultsError``; with ``skip_damaged=True`` each is logged and skipped. Given one
+    ``.parquet`` file, only its kind (its directory's name) is read from it.
+    """
+    path = Path(path)
+    kinds = _file_kinds(path) if path.is_file() else list(KINDS)
+    tables, problems = _read_kinds(path, kinds)
+    _settle(problems, skip_damaged)
+    return {kind: _frame(kind, tables.get(kind, [])) for kind in KINDS}
+
+
+def damaged_files(path: str | Path, kinds: Iterable[str] | None = None) -> dict[Path, str]:
+    """``{path: reason}`` for every unreadable results file of ``kinds`` (default: all) under
+    a study dir, kind dir, file or output root; ``{}`` when every file reads and validates.
+    Each file is read in full (that is what finds a damaged page), one at a time."""
+    path = Path(path)
+    problems: dict[Path, str] = {}
+    for kind in list(kinds) if kinds is not None else list(KINDS):
+        schema_for(kind)
+        for p in _kind_files(path, kind):
+            try:
+                _load_file(p, kind)
+            except ValueError as e:
+                problems[p] = str(e)
+    return problems
+
+
+def trial_problems(
+    out: str | Path, *, study: str, trial_id: str, kinds: Iterable[str]
+) -> list[str]:
+    """What is wrong with one trial's stored files: one string per kind in ``kinds`` whose
+    file is missing or damaged (``"<kind>: ..."`` naming the path and reason); ``[]`` if every
+    file reads and validates. A zero-row file is readable, hence not a problem here."""
+    found = []
+    for kind in kinds:
+        path = record_path(out, kind, study=study, trial_id=trial_id)
+        if not path.is_file():
+            found.append(f"{kind}: no file {path}")
+            continue
+        try:
+            _load_file(path, kind)
+        except ValueError as e:
+            found.append(f"{kind}: damaged file {path}: {e}")
+    return found

@@ -6,12 +6,20 @@ someone who did not run the study: it says what was varied, how many trials fini
 the paper-style table and every table and figure that applies to the data present, each with a
 line on how to read it. Sections whose records are absent are left out; a figure that cannot be
 drawn from the data is replaced by a note saying why, never by a crash.
+
+Trials that did not complete (diverged, failed, still running) and completed trials whose
+records are incomplete (accuracy stages missing, records without a summary row) are listed by
+name under "Trials" with the reason, and marked wherever one of them is shown. A damaged
+results file (not Parquet, truncated, another schema) stops the report with every such file
+named (exit status 2); ``--skip-damaged`` writes the report from the other files and lists the
+skipped ones in it. A path that does not exist or holds no summary records is an error too.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,7 +29,7 @@ from matplotlib.figure import Figure
 
 from results import analysis as an
 from results import plots
-from results.io import read_study, safe_name
+from results.io import DamagedResultsError, read_study, safe_name
 from results.schema import SCHEMA_VERSION
 
 __all__ = ["build_report", "main"]
@@ -41,6 +49,7 @@ HEADERS = {
     "n": "n",
     "n_diverged": "diverged",
     "n_failed": "failed",
+    "n_running": "running",
     "lr_multiplier": "LR ×",
     "replay_size": "replay size",
 }
@@ -50,7 +59,8 @@ METRICS_HELP = (
     "(ddof=1) over the completed trials (seeds) of each row; [±x] after the final general "
     "accuracy = mean 95% Wilson half-width of the trials' probe accuracy (the sampling "
     "uncertainty of one run, from its n_correct / n_total); `n` = completed trials averaged, "
-    "`diverged`/`failed` = trials of that row left out of the means. "
+    "`diverged`/`failed` (and `running`, when some trial is) = trials of that row left out "
+    "of the means. "
     "**general acc.**: the general-ability probe (multiple choice) of the starting model and "
     "after the last task; **AP** = mean accuracy over all tasks after the last one; "
     "**BWT** = mean change on earlier tasks from just after learning them to the end "
@@ -71,7 +81,11 @@ GLOSSARY = [
     "**forgetting prevented** = 1 - drop_method / drop_baseline with the baseline trial of the "
     "same seed and settings: 1 = no general-ability loss, 0 = as much loss as no replay.",
     "**diverged**: training loss became non-finite or exploded; such trials are counted, not "
-    "averaged. **failed**: the trial raised an error.",
+    "averaged. **failed**: the trial raised an error. **running**: the trial was started (or "
+    "re-started) and has not finished, or was interrupted; counted, not averaged.",
+    "**incomplete records**: a completed trial whose accuracy matrix lacks stages of 0..T (or "
+    "cells) or whose general records lack stages, or records whose trial has no summary row; "
+    "listed under Trials and marked where shown; re-run such a trial to restore its records.",
 ]
 
 _MAX_ROWS = 40
@@ -185,7 +199,9 @@ def _mean_std_cells(summary: pd.DataFrame, index: str, columns: str, metric: str
         if pd.notna(r["mean"]) and pd.notna(r["std"]):
             text += f" ± {r['std'] * s:.1f}"
         bad = int(r["n_diverged"] + r["n_failed"])
-        return text + (f" ({bad} div./failed)" if bad else "")
+        text += f" ({bad} div./failed)" if bad else ""
+        running = int(r.get("n_running", 0))
+        return text + (f" ({running} running)" if running else "")
 
     stats["cell"] = stats.apply(cell, axis=1)
     table = stats.pivot(index=index, columns=columns, values="cell")
@@ -220,6 +236,135 @@ def _grouping(summary: pd.DataFrame, varying: list[str]) -> list[str]:
     ]
 
 
+_STATUS_WHY = {
+    "running": "still running, or interrupted before it finished (not in the means)",
+    "failed": "failed (not in the means)",
+}
+
+
+def _stages_text(stages: Sequence[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``"1–3, 5"``."""
+    runs: list[list[int]] = []
+    for s in sorted(stages):
+        if runs and s == runs[-1][-1] + 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+
+
+def _accuracy_gaps(rows: pd.DataFrame, n_tasks: int) -> str | None:
+    """What a completed trial's accuracy records lack (stages 0..T, T tasks each); None if all
+    there."""
+    if rows.empty:
+        return "no accuracy records"
+    have = rows.groupby("stage")["task_position"].nunique()
+    missing = [s for s in range(n_tasks + 1) if s not in have.index]
+    short = [int(s) for s, k in have.items() if 0 <= s <= n_tasks and k < n_tasks]
+    parts = []
+    if missing:
+        parts.append(f"accuracy stages {_stages_text(missing)} of 0–{n_tasks} missing")
+    if short:
+        parts.append(f"accuracy cells missing at stage(s) {_stages_text(short)}")
+    return "; ".join(parts) or None
+
+
+def incomplete_trials(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Trials that must not be read as complete: ``[study, trial_id, status, problem]``.
+
+    Every summary row whose status is not 'completed' (diverged, failed, running); every
+    completed trial whose accuracy matrix lacks stages 0..n_tasks or cells, or whose general
+    records lack stages (each checked when the study has records of that kind at all); and
+    every trial with records of some kind but no summary row (status '–': running, crashed
+    before its summary, or its summary was damaged).
+    """
+    summary = data["summary"]
+    accuracy = data.get("accuracy")
+    out = []
+    by_trial = (
+        dict(tuple(accuracy.groupby(["study", "trial_id"], sort=False)))
+        if accuracy is not None and len(accuracy)
+        else None
+    )
+    general = data.get("general")
+    gen_stages = (
+        general.groupby(["study", "trial_id"], sort=False)["stage"].agg(set).to_dict()
+        if general is not None and len(general)
+        else None
+    )
+    for r in summary.itertuples(index=False):
+        status = str(r.status)
+        if status == "diverged":
+            at = "" if pd.isna(r.diverged_stage) else f" at task {int(r.diverged_stage)}"
+            out.append((r.study, r.trial_id, status, f"diverged{at} (not in the means)"))
+        elif status != "completed":
+            why = _STATUS_WHY.get(status, f"status {status!r} (not in the means)")
+            out.append((r.study, r.trial_id, status, why))
+        else:
+            gaps = []
+            if by_trial is not None:
+                rows = by_trial.get((r.study, r.trial_id), accuracy.iloc[:0])
+                gaps.append(_accuracy_gaps(rows, int(r.n_tasks)))
+            if gen_stages is not None:
+                have = gen_stages.get((r.study, r.trial_id), set())
+                missing = sorted(set(range(int(r.n_tasks) + 1)) - have)
+                if missing:
+                    gaps.append(
+                        f"general stages {_stages_text(missing)} of 0–{int(r.n_tasks)} missing"
+                        if have
+                        else "no general records"
+                    )
+            gap = "; ".join(g for g in gaps if g)
+            if gap:
+                out.append((r.study, r.trial_id, status, f"incomplete records: {gap}"))
+    known = set(zip(summary["study"], summary["trial_id"], strict=True))
+    orphans: dict[tuple[str, str], list[str]] = {}
+    for kind, df in data.items():
+        if kind == "summary" or df is None or df.empty:
+            continue
+        for key in df[["study", "trial_id"]].drop_duplicates().itertuples(index=False):
+            if tuple(key) not in known:
+                orphans.setdefault(tuple(key), []).append(kind)
+    for (study, tid), kinds in sorted(orphans.items()):
+        out.append(
+            (
+                study,
+                tid,
+                "–",
+                f"no summary row ({', '.join(kinds)} records only): still running, crashed "
+                "before writing its summary, or its summary file was damaged",
+            )
+        )
+    return pd.DataFrame(out, columns=["study", "trial_id", "status", "problem"])
+
+
+def _flag_of(flagged: pd.DataFrame) -> dict[tuple[str, str], str]:
+    return {(r.study, r.trial_id): r.problem for r in flagged.itertuples(index=False)}
+
+
+def _partial(summary: pd.DataFrame, flagged: pd.DataFrame) -> pd.Series:
+    """Completed summary rows whose records are incomplete (flagged although completed)."""
+    bad = set(
+        zip(
+            flagged.loc[flagged["status"] == "completed", "study"],
+            flagged.loc[flagged["status"] == "completed", "trial_id"],
+            strict=True,
+        )
+    )
+    keys = zip(summary["study"], summary["trial_id"], strict=True)
+    return pd.Series([k in bad for k in keys], index=summary.index, dtype=bool)
+
+
+def _representatives(base: pd.DataFrame, flagged: pd.DataFrame) -> pd.DataFrame:
+    """``an.representative_trials``, passing over completed trials with incomplete records
+    while the method has a complete one."""
+    partial = _partial(base, flagged)
+    pool = base.assign(_status=base["status"])
+    pool.loc[partial, "status"] = "incomplete"
+    reps = an.representative_trials(pool)
+    return reps.assign(status=reps["_status"]).drop(columns="_status")
+
+
 def _section_setup(w: _Writer, summary: pd.DataFrame) -> list[str]:
     varying = an.varying_settings(summary)
     w.add("## What the study varied")
@@ -246,19 +391,46 @@ def _section_setup(w: _Writer, summary: pd.DataFrame) -> list[str]:
     return varying
 
 
-def _section_trials(w: _Writer, summary: pd.DataFrame, group: list[str]) -> None:
-    c = an.status_counts(summary).iloc[0]
-    w.add(
-        "## Trials",
+def _status_line(c: pd.Series) -> str:
+    line = (
         f"{int(c['n_total'])} trials: {int(c['n_completed'])} completed, "
-        f"{int(c['n_diverged'])} diverged, {int(c['n_failed'])} failed.",
+        f"{int(c['n_diverged'])} diverged, {int(c['n_failed'])} failed"
     )
-    bad = summary[summary["status"] != "completed"]
+    if c.get("n_running", 0):
+        line += f", {int(c['n_running'])} running"
+    return line + "."
+
+
+def _section_trials(
+    w: _Writer, summary: pd.DataFrame, group: list[str], flagged: pd.DataFrame
+) -> None:
+    c = an.status_counts(summary).iloc[0]
+    w.add("## Trials", _status_line(c))
+    running = bool(c.get("n_running", 0))
+    partial = flagged[flagged["status"] == "completed"]
+    orphans = flagged[flagged["status"] == "–"]
+    warn = []
+    if running:
+        warn.append(
+            f"{int(c['n_running'])} trial(s) are still running or were interrupted: the tables "
+            "leave them out; re-run the study to finish them"
+        )
+    if len(partial):
+        warn.append(
+            f"{len(partial)} completed trial(s) have incomplete records (their summary metrics "
+            "are averaged, their accuracy matrices are shown incomplete)"
+        )
+    if len(orphans):
+        warn.append(f"{len(orphans)} trial(s) have records but no summary row (not in any table)")
+    if warn:
+        w.add("**Incomplete trials:** " + "; ".join(warn) + ". They are listed below.")
     if group:
         counts = an.status_counts(summary, group)
+        if not running:
+            counts = counts.drop(columns="n_running")
         how = (
             "trials per setting by how they ended; only completed trials enter the means "
-            "below, diverged and failed ones are counted in every table instead."
+            "below, diverged, failed and running ones are counted in every table instead."
         )
         if len(counts) > _MAX_ROWS:  # long grids: only the settings where something went wrong
             counts = counts[counts["n_completed"] < counts["n_total"]]
@@ -266,23 +438,53 @@ def _section_trials(w: _Writer, summary: pd.DataFrame, group: list[str]) -> None
         for col in group:
             counts[col] = [_fmt_value(col, v) for v in counts[col]]
         if len(counts):
-            names = {"n_completed": "completed", "n_diverged": "diverged", "n_failed": "failed"}
+            names = {f"n_{s}": s for s in ("completed", "diverged", "failed", "running")}
             w.table(counts.rename(columns={**names, "n_total": "total"}), how, index=False)
-    if len(bad):
-        cols = [c for c in ("trial_id", "status", "diverged_stage", "error") if c in bad]
-        listing = bad[cols].copy()
-        if "error" in listing:
-            listing["error"] = listing["error"].fillna("").astype(str).str.slice(0, 100)
+    if len(flagged):
+        listing = flagged.merge(summary, on=["study", "trial_id", "status"], how="left")
+        cols = ["trial_id", "status", "problem", "diverged_stage", "error"]
+        if listing["study"].nunique() > 1:
+            cols.insert(0, "study")
+        listing = listing[cols].copy()
+        listing["error"] = listing["error"].fillna("").astype(str).str.slice(0, 100)
         w.table(
             listing,
-            "trials left out of the means, with the task index at which the loss "
-            "diverged and the (truncated) error message.",
+            "trials that did not complete (left out of the means) and trials whose records "
+            "are incomplete, with why: the task index at which the loss diverged, the "
+            "(truncated) error message, or which records are missing. Re-run a trial to "
+            "complete it.",
             index=False,
         )
 
 
+def _section_damaged(w: _Writer, study: Path, skipped: dict[Path, str]) -> None:
+    w.add(
+        "## Damaged files (skipped)",
+        f"**{len(skipped)} results file(s) could not be read and were left out** "
+        "(`--skip-damaged`): their trials are missing from, or incomplete in, every table and "
+        "figure below. Delete or re-run those trials to restore them.",
+    )
+    rows = []
+    for path, reason in skipped.items():
+        try:
+            shown = path.relative_to(study)
+        except ValueError:
+            shown = path
+        rows.append({"file": f"`{shown}`", "reason": reason[:200]})
+    w.table(
+        pd.DataFrame(rows),
+        f"one row per unreadable file (path relative to `{study}`) and why it was refused.",
+        index=False,
+        max_rows=None,
+    )
+
+
 def _section_main(
-    w: _Writer, summary: pd.DataFrame, group: list[str], general: pd.DataFrame | None = None
+    w: _Writer,
+    summary: pd.DataFrame,
+    group: list[str],
+    general: pd.DataFrame | None = None,
+    flagged: pd.DataFrame | None = None,
 ) -> None:
     by = group or ["method"]
     table = an.paper_table(summary, by=by, general=general)
@@ -290,6 +492,24 @@ def _section_main(
     for col in by:
         shown[col] = [_fmt_value(col, v) for v in shown[col]]
     w.add("## Main results (paper-style table)")
+    if flagged is not None and len(flagged):
+        running = int((flagged["status"] == "running").sum())
+        orphans = int((flagged["status"] == "–").sum())
+        partial = flagged.loc[flagged["status"] == "completed", "trial_id"].tolist()
+        notes = []
+        if running:
+            notes.append(f"{running} running trial(s) are counted under `running`, not averaged")
+        if orphans:
+            notes.append(f"{orphans} trial(s) with records but no summary row are not in it")
+        if partial:
+            notes.append(
+                "completed trial(s) with incomplete records are averaged from their summary "
+                "rows: "
+                + ", ".join(f"`{t}`" for t in partial[:10])
+                + (f" and {len(partial) - 10} more" if len(partial) > 10 else "")
+            )
+        if notes:
+            w.add("**Incomplete trials (see Trials):** " + "; ".join(notes) + ".")
     w.table(shown, METRICS_HELP, index=False, max_rows=None)
 
 
@@ -442,17 +662,29 @@ def _section_general(
     )
 
 
-def _section_heatmaps(w: _Writer, accuracy: pd.DataFrame, reps: pd.DataFrame) -> None:
+def _section_heatmaps(
+    w: _Writer, accuracy: pd.DataFrame, reps: pd.DataFrame, flagged: pd.DataFrame
+) -> None:
     w.add("## Accuracy matrices (one representative trial per method)")
     w.add(
         "Representative = the completed trial at the base setting whose AP is closest to its "
-        "method's median."
+        "method's median (a trial with complete records where the method has one); a method "
+        "with no such trial shows one of its others, marked incomplete with the reason."
     )
+    why = _flag_of(flagged)
     for _, rep in reps.iterrows():
         tid = rep["trial_id"]
         if not (accuracy["trial_id"] == tid).any():
+            if (rep["study"], tid) in why:
+                w.add(
+                    f"### {plots.method_label(rep['method'])}: `{tid}`",
+                    f"*(not drawn: no accuracy records; {why[(rep['study'], tid)]})*",
+                )
             continue
-        w.add(f"### {plots.method_label(rep['method'])}: `{tid}`")
+        title = f"### {plots.method_label(rep['method'])}: `{tid}`"
+        if (rep["study"], tid) in why:
+            title += f" — **incomplete**: {why[(rep['study'], tid)]}"
+        w.add(title)
         w.figure(
             f"accuracy_{rep['method']}",
             f"accuracy matrix {rep['method']}",
@@ -565,12 +797,35 @@ def _section_plasticity(w: _Writer, plast: pd.DataFrame, summary: pd.DataFrame) 
             )
 
 
-def build_report(study: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``<out>/report.md`` and its figures for the study at ``study``; return the path."""
+def build_report(
+    study: str | Path, out: str | Path | None = None, *, skip_damaged: bool = False
+) -> Path:
+    """Write ``<out>/report.md`` and its figures for the study at ``study``; return the path.
+
+    Damaged results files raise ``DamagedResultsError`` naming all of them, before anything is
+    written; with ``skip_damaged=True`` the report is built from the other files and lists the
+    skipped ones. A study without summary records gets a report that says so.
+    """
     study = Path(study)
+    data, skipped = _load(study, skip_damaged=skip_damaged)
+    return _write_report(study, out, data, skipped)
+
+
+def _load(study: Path, *, skip_damaged: bool) -> tuple[dict[str, pd.DataFrame], dict[Path, str]]:
+    """``read_study`` and the damaged files it skipped (read twice only when some are)."""
+    try:
+        return read_study(study), {}
+    except DamagedResultsError as e:
+        if not skip_damaged:
+            raise
+        return read_study(study, skip_damaged=True), e.problems
+
+
+def _write_report(
+    study: Path, out: str | Path | None, data: dict[str, pd.DataFrame], skipped: dict[Path, str]
+) -> Path:
     out = Path(out) if out is not None else study / "report"
     out.mkdir(parents=True, exist_ok=True)
-    data = read_study(study)
     summary = data["summary"]
     w = _Writer(out)
 
@@ -581,15 +836,18 @@ def build_report(study: str | Path, out: str | Path | None = None) -> Path:
         "`python -m results.report`; tables are computed by `results.analysis`, so they can be "
         "reproduced in a notebook from the same Parquet files.",
     )
+    if skipped:
+        _section_damaged(w, study, skipped)
     if summary.empty:
         w.add(
             "No summary records found: no trial has finished yet, so there is nothing to tabulate."
         )
     else:
+        flagged = incomplete_trials(data)
         varying = _section_setup(w, summary)
         group = _grouping(summary, varying)
-        _section_trials(w, summary, group)
-        _section_main(w, summary, group, data.get("general"))
+        _section_trials(w, summary, group, flagged)
+        _section_main(w, summary, group, data.get("general"), flagged)
         if "lr_multiplier" in varying:
             _section_lr(w, summary)
         if "replay_size" in group:
@@ -601,11 +859,11 @@ def build_report(study: str | Path, out: str | Path | None = None) -> Path:
         _section_prevented(w, summary)
 
         base, _ = _reference_subset(summary, keep=())
-        reps = an.representative_trials(base)
+        reps = _representatives(base, flagged)
         if len(data["general"]):
             _section_general(w, data["general"], summary, varying)
         if len(data["accuracy"]):
-            _section_heatmaps(w, data["accuracy"], reps)
+            _section_heatmaps(w, data["accuracy"], reps, flagged)
         land = data.get("landscape")
         if land is not None and len(land):
             _section_landscape(w, land, summary, reps)
@@ -619,8 +877,18 @@ def build_report(study: str | Path, out: str | Path | None = None) -> Path:
     return path
 
 
+_LAYOUT = (
+    "expected a study directory <out>/study=<name> holding <kind>/<trial_id>.parquet files "
+    "(summary/, accuracy/, ...), or an output root <out> holding study=* directories"
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: build the report and print its path."""
+    """Command line: build the report and print its path.
+
+    Exit status 2, with the reason on stderr and no report written, when the path does not
+    exist, holds no summary records, or holds damaged files (without ``--skip-damaged``).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m results.report",
         description=__doc__,
@@ -630,9 +898,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="output directory (default: <study>/report)"
     )
+    parser.add_argument(
+        "--skip-damaged",
+        action="store_true",
+        help="report from the readable files, listing (and logging) the damaged ones it skipped "
+        "(default: stop, naming every damaged file)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    path = build_report(args.study, args.out)
+
+    def fail(message: str) -> int:
+        print(f"python -m results.report: error: {message}", file=sys.stderr)
+        return 2
+
+    if not args.study.exists():
+        return fail(f"{args.study} does not exist; {_LAYOUT}")
+    try:
+        data, skipped = _load(args.study, skip_damaged=args.skip_damaged)
+    except DamagedResultsError as e:
+        return fail(str(e))
+    if data["summary"].empty:
+        others = sorted(k for k, df in data.items() if len(df))
+        found = (
+            f"records of {', '.join(others)} but no summary records"
+            if others
+            else "no results records"
+        )
+        if skipped:
+            found += f" ({len(skipped)} damaged file(s) skipped)"
+        return fail(f"{args.study} holds {found}, so there is nothing to report; {_LAYOUT}")
+    path = _write_report(args.study, args.out, data, skipped)
     print(path)
     return 0
 

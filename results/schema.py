@@ -181,11 +181,19 @@ _SUMMARY = pa.schema(
         _f(
             "status",
             pa.string(),
-            "How the trial ended.",
-            allowed=("completed", "diverged", "failed"),
+            "How the trial ended: 'completed' (every task trained and scored; the only status "
+            "whose records are complete), 'diverged' (a non-finite or exploding loss stopped "
+            "training; every row measured until then is kept), 'failed' (an error; see "
+            "`error`), or 'running' (written before a run or re-run rewrites any record: an "
+            "interrupted run leaves 'running', never a stale 'completed').",
+            allowed=("completed", "diverged", "failed", "running"),
         ),
         _f(
-            "error", pa.string(), "Error message when failed or diverged; else null.", nullable=True
+            "error",
+            pa.string(),
+            "Why the trial failed or diverged (for a hung collective: the rank, how long it "
+            "waited and what it was doing); else null.",
+            nullable=True,
         ),
         _f(
             "diverged_stage",
