@@ -27,7 +27,9 @@ gradients and optimizer states sharded). llama-3.1-8b full fine-tuning on 8 GPUs
 
 Commands:
     python studies/landscape.py --smoke-test --report
-    ray job submit --working-dir . -- python studies/landscape.py \\
+    # on a cluster, with its token (clusters/README.md, "Token authentication"):
+    RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$HOME/.ray-gere/auth_token \\
+        ray job submit --working-dir . -- python studies/landscape.py \\
         --preset llama-3.1-8b --storage-path s3://YOUR-BUCKET/gere --out /mnt/shared/results
 """
 

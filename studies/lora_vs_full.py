@@ -13,7 +13,9 @@ optimizer state); LoRA trials fit one 80 GB GPU each (pass --set scale.workers=1
 
 Commands:
     python studies/lora_vs_full.py --smoke-test
-    ray job submit --working-dir . -- python studies/lora_vs_full.py \\
+    # on a cluster, with its token (clusters/README.md, "Token authentication"):
+    RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$HOME/.ray-gere/auth_token \\
+        ray job submit --working-dir . -- python studies/lora_vs_full.py \\
         --preset llama-3.1-8b --storage-path s3://YOUR-BUCKET/gere --out /mnt/shared/results
 """
 

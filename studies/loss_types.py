@@ -12,7 +12,9 @@ replay row); tm reads 2-bit cached states instead. llama-3.1-8b: 18 trials x 8 G
 
 Commands:
     python studies/loss_types.py --smoke-test
-    ray job submit --working-dir . -- python studies/loss_types.py \\
+    # on a cluster, with its token (clusters/README.md, "Token authentication"):
+    RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$HOME/.ray-gere/auth_token \\
+        ray job submit --working-dir . -- python studies/loss_types.py \\
         --preset llama-3.1-8b --storage-path s3://YOUR-BUCKET/gere --out /mnt/shared/results
 """
 

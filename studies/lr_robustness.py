@@ -12,7 +12,9 @@ Cost: llama-3.1-8b preset: 30 trials x 15 tasks x (3 epochs x <=1,000 examples +
 
 Commands:
     python studies/lr_robustness.py --smoke-test                     # here, minutes
-    ray job submit --working-dir . -- python studies/lr_robustness.py \\
+    # on a cluster, with its token (clusters/README.md, "Token authentication"):
+    RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$HOME/.ray-gere/auth_token \\
+        ray job submit --working-dir . -- python studies/lr_robustness.py \\
         --preset llama-3.1-8b --storage-path s3://YOUR-BUCKET/gere --out /mnt/shared/results
 """
 

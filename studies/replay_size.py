@@ -12,7 +12,9 @@ in proportion to the buffer size (1,000 texts x <=563 tokens per task epoch). ti
 
 Commands:
     python studies/replay_size.py --smoke-test
-    ray job submit --working-dir . -- python studies/replay_size.py \\
+    # on a cluster, with its token (clusters/README.md, "Token authentication"):
+    RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$HOME/.ray-gere/auth_token \\
+        ray job submit --working-dir . -- python studies/replay_size.py \\
         --preset llama-3.1-8b --storage-path s3://YOUR-BUCKET/gere --out /mnt/shared/results
 """
 
