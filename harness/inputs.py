@@ -116,6 +116,17 @@ def tokenize_task(task: Task, tok, cfg: TrialConfig, cache: Path | None) -> Task
     label_of = dict(zip(task.labels, label_ids, strict=True))
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
     longest = max(len(x) for x in label_ids) + len(eos)
+    need = longest + 1 + int(tok.bos_token_id is not None)  # label (+EOS), BOS, 1 prompt token
+    if max_len < need:
+        label = max(task.labels, key=lambda lb: len(label_of[lb]))
+        raise ConfigError(
+            [
+                f"data.max_seq_len: {max_len} tokens cannot hold task {task.name!r}'s longest "
+                f"label {label!r} ({longest} tokens with EOS) after a prompt of at least one "
+                f"token; labels would be cut and every answer scored on a prefix. Raise "
+                f"data.max_seq_len to at least {need} (realistic prompts need far more)"
+            ]
+        )
 
     def prompts(examples) -> list[list[int]]:
         ids = tokenize_cached(

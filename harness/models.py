@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from harness.config import ModelConfig
+from harness.suggest import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +125,8 @@ class Built:
         )
 
 
-def load_tokenizer_and_model(name: str, *, dtype: torch.dtype, seed: int):
-    """Resolve a preset / Hub id / local directory to (tokenizer, model)."""
-    if name == "tiny":
-        tok = byte_level_tokenizer()
-        return tok, tiny_llama(len(tok), seed=seed)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def _source(name: str) -> str:
+    """The Hub id or local directory a model name stands for (checked if local)."""
     source = HUB_PRESETS.get(name, name)
     local = Path(source).expanduser()
     if local.exists():
@@ -141,12 +137,65 @@ def load_tokenizer_and_model(name: str, *, dtype: torch.dtype, seed: int):
                 f"{', '.join(HUB_PRESETS)}) or a Hugging Face id"
             )
         source = str(local)
-    tok = AutoTokenizer.from_pretrained(source)
+    return source
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of a preset / Hub id / local directory (no weights are loaded)."""
+    if name == "tiny":
+        return byte_level_tokenizer()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(_source(name))
     if tok.pad_token_id is None:
         # Llama ships no pad token; padding is always masked, so EOS is a safe stand-in.
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    return tok, model
+    return tok
+
+
+def load_tokenizer_and_model(name: str, *, dtype: torch.dtype, seed: int):
+    """Resolve a preset / Hub id / local directory to (tokenizer, model)."""
+    tok = load_tokenizer(name)
+    if name == "tiny":
+        return tok, tiny_llama(len(tok), seed=seed)
+    from transformers import AutoModelForCausalLM
+
+    return tok, AutoModelForCausalLM.from_pretrained(_source(name), dtype=dtype)
+
+
+def module_names(name: str) -> list[str]:
+    """The module names of a model, from its config alone (built on the meta device: no
+    weights are read or allocated)."""
+    if name == "tiny":
+        with torch.device("meta"):
+            model = tiny_llama(len(byte_level_tokenizer()))
+    else:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(_source(name))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    return [n for n, _ in model.named_modules() if n]
+
+
+def check_lora_targets(cfg: ModelConfig) -> None:
+    """ConfigError naming every LoRA target module the model lacks (PEFT matches a target by
+    the last parts of a module's name), before any weights load."""
+    from harness.config import ConfigError
+
+    names = module_names(cfg.name)
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in names} - set(map(str, range(len(names)))))
+    missing = [
+        t for t in cfg.lora_target_modules if not any(n == t or n.endswith("." + t) for n in names)
+    ]
+    if missing:
+        raise ConfigError(
+            [
+                f"model.lora_target_modules: {missing} are not modules of {cfg.name!r}"
+                f"{did_you_mean(missing[0], leaves)}; its module names end in "
+                f"{', '.join(leaves)}"
+            ]
+        )
 
 
 def build(

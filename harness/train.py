@@ -73,6 +73,8 @@ def plan_steps(
     if per_batch and n_replay:
         n_task_per_step = effective_batch - per_batch
         n_steps = math.ceil(epochs * n_task / n_task_per_step)
+        if max_steps:  # never plan steps the cap drops (epochs=1e8 with a cap is fine)
+            n_steps = min(n_steps, max_steps)
         task_stream = _stream(n_task, n_steps * n_task_per_step, rng)
         replay_stream = _stream(n_replay, n_steps * per_batch, rng)
         for s in range(n_steps):
@@ -85,6 +87,8 @@ def plan_steps(
     else:
         items = [(False, i) for i in range(n_task)] + [(True, j) for j in range(n_replay)]
         total = math.ceil(epochs * len(items))
+        if max_steps:
+            total = min(total, max_steps * effective_batch)
         order = _stream(len(items), total, rng)
         steps = [
             [items[k] for k in order[s : s + effective_batch]]
@@ -108,7 +112,9 @@ class TaskOutcome:
     curve: list[dict] = field(default_factory=list)
     steps: int = 0
     diverged_step: int | None = None
-    """Global step at which the loss or gradient became non-finite (training stopped)."""
+    """Global step at which the loss or gradient became non-finite, or the loss exploded past
+    ``train.divergence_factor`` times its start (training stopped)."""
+    diverged_reason: str | None = None
     tokens: int = 0
 
 
@@ -183,11 +189,13 @@ def train_task(
         leave=False,
         unit="step",
     )
+    first_ce: float | None = None  # this task's first-step LM loss (the divergence baseline)
     for k, step_items in enumerate(bar, start=1):
         share = step_items[rank::world]
         micro = [share[i :: cfg.grad_accum] for i in range(cfg.grad_accum)]
         micro = [m for m in micro if m]
         finite = True
+        step_ce: list[float] = []
         for items in micro:
             rows = [replay_rows[i] if rep else task_examples[i] for rep, i in items]
             is_replay = torch.tensor([rep for rep, _ in items])
@@ -201,6 +209,7 @@ def train_task(
                 finite = False
                 break
             backend.backward(loss, len(micro))
+            step_ce += [v for key in ("task_ce", "replay_ce") if (v := stats[key]) is not None]
             for key, v in stats.items():
                 if key == "tokens":
                     window.tokens += int(v)
@@ -208,8 +217,25 @@ def train_task(
                     window.add(key, v)
         lr_now = lr_at(k - 1, len(steps), peak=peak, warmup=cfg.warmup_steps, schedule=cfg.schedule)
         grad_norm = backend.step(lr_now) if finite else float("nan")
-        if not finite or not backend.all_true(math.isfinite(grad_norm)):
+        ce = sum(step_ce) / len(step_ce) if step_ce else float("nan")
+        if first_ce is None and math.isfinite(ce):
+            first_ce = ce
+        limit = cfg.divergence_factor * max(first_ce or 0.0, 1.0) if cfg.divergence_factor else None
+        exploded = limit is not None and ce > limit
+        if not finite or not backend.all_true(math.isfinite(grad_norm) and not exploded):
             out.diverged_step = global_step + k
+            out.diverged_reason = (
+                "non-finite loss"
+                if not finite
+                else f"loss {ce:.4g} > train.divergence_factor {cfg.divergence_factor:g} x "
+                f"max(first-step loss {first_ce:.4g}, 1)"
+                if exploded
+                else "non-finite gradient (on this or another rank)"
+            )
+            if window.counts:  # the steps up to the divergence stay on the curve
+                out.curve.append(_curve_row(window, stage, task, global_step + k, k, lr_now))
+                out.tokens += window.tokens
+                window = _Window()
             break
         window.add("grad_norm", grad_norm)
         out.steps = k

@@ -178,6 +178,11 @@ class TrainConfig:
     """Gradient clipping norm; None disables clipping."""
     log_every: int = 10
     """Record a training-curve row every this many optimiser steps (and at each task's end)."""
+    divergence_factor: float | None = 10.0
+    """A step whose language-modelling loss (task and replay CE) exceeds this many times
+    max(the task's first-step CE, 1 nat) counts as divergence, like a non-finite loss or
+    gradient: training stops and the trial ends 'diverged' with every row measured so far.
+    None disables the check (non-finite values still count)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,8 +225,8 @@ class EvalConfig:
     batch; 0 disables. Effective rank needs at least as many tokens as MLP units."""
 
 
-RESOURCE_ONLY = ("cpus_per_worker", "gpus_per_worker", "max_failures")
-"""Scale settings that only change scheduling, never what a trial computes."""
+RESOURCE_ONLY = ("cpus_per_worker", "gpus_per_worker", "max_failures", "collective_timeout_s")
+"""Scale settings that only change scheduling or fault handling, never what a trial computes."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,7 +251,14 @@ class ScaleConfig:
     gpus_per_worker: float = 1.0
     """Ray GPU resources per worker when use_gpu."""
     max_failures: int = 2
-    """Times Ray Train restarts a failed trial run from its last end-of-task checkpoint."""
+    """Times Ray Train restarts a trial whose worker was lost (node gone, process killed), from
+    its last end-of-task checkpoint. A trial's own error (a bug, bad data, a collective
+    timeout) is recorded as 'failed' and not retried: it would fail the same way again."""
+    collective_timeout_s: float = 900.0
+    """Seconds a rank waits in a collective (all-reduce, barrier, ZeRO gather) before the trial
+    fails as hung, naming the rank and what it was doing; frees the workers for the next
+    trial. Must exceed the longest legitimate wait: rank 0 writing an end-of-task checkpoint
+    while the others wait (an 8B full model: 16 GB)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -60,6 +61,9 @@ def _check_value(path: str, value: Any, tp: Any, problems: list[str]) -> Any:
             v = _check_value(path, value, a, sub)
             if not sub:
                 return v
+            if any("finite" in e for e in sub):  # a number, but nan or inf: say that
+                problems.extend(sub)
+                return value
             errs.extend(sub)
         allowed = " or ".join(_type_name(a) for a in args if a is not type(None))
         words = [
@@ -106,15 +110,21 @@ def _check_value(path: str, value: Any, tp: Any, problems: list[str]) -> Any:
         problems.append(f"{path}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        problems.append(f"{path}: expected a number, got {value!r}")
-        return value
+        if number is None:
+            problems.append(f"{path}: expected a number, got {value!r}")
+            return value
+        if not math.isfinite(number):
+            # Every range rule is written `v <= 0`, which NaN never satisfies: refuse here.
+            problems.append(f"{path}: {value!r} must be a finite number (not nan or inf)")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -216,6 +226,16 @@ def _rules(cfg: TrialConfig) -> list[str]:
     positive("train.grad_accum", t.grad_accum, allow_none=False)
     positive("train.max_grad_norm", t.max_grad_norm)
     positive("train.log_every", t.log_every, allow_none=False)
+    if t.divergence_factor is not None and t.divergence_factor <= 1:
+        p.append(
+            f"train.divergence_factor: {t.divergence_factor} must be > 1 (a loss this many "
+            "times the task's first-step loss counts as divergence), or unset to disable"
+        )
+    if t.max_steps_per_task is None and t.epochs > 1e4:
+        p.append(
+            f"train.epochs: {t.epochs:g} epochs per task is not a plan (> 10000); lower it or "
+            "set train.max_steps_per_task"
+        )
     if t.warmup_steps < 0:
         p.append(f"train.warmup_steps: {t.warmup_steps} must be >= 0")
     if t.weight_decay < 0:
@@ -234,6 +254,7 @@ def _rules(cfg: TrialConfig) -> list[str]:
         p.append("eval.probe_shots: few-shot prompts need eval.probe_format 'letter' or 'lm_eval'")
     sc = cfg.scale
     positive("scale.workers", sc.workers, allow_none=False)
+    positive("scale.collective_timeout_s", sc.collective_timeout_s, allow_none=False)
     if sc.workers > 1 and sc.backend != "deepspeed":
         p.append(
             f"scale.workers: {sc.workers} workers need scale.backend='deepspeed' "
@@ -256,6 +277,8 @@ def _rules(cfg: TrialConfig) -> list[str]:
         p.extend(ls.problems())
         if "general" in ls.datasets and not e.heldout:
             p.append("landscape.datasets: 'general' is scored on eval.heldout; set it or drop it")
+    if cfg.seed < 0:
+        p.append(f"seed: {cfg.seed} must be >= 0 (numpy and torch seeds are unsigned)")
     for ch in "/\\":
         if cfg.trial_id and ch in cfg.trial_id:
             p.append(f"trial_id: {cfg.trial_id!r} must not contain {ch!r}")

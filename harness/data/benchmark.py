@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.data.paths import DataError
+from harness.data.paths import DataError, not_utf8
 from harness.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ def _read_json(path: Path) -> Any:
             f"fix or re-export the file"
         ) from e
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e}); re-encode the file as UTF-8") from e
+        raise not_utf8(path, e) from e
 
 
 def _read_split(path: Path) -> tuple[str, tuple[Example, ...]]:

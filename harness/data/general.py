@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.data.paths import DataError, resolve_source_path
+from harness.data.paths import DataError, not_utf8, resolve_source_path
 
 logger = logging.getLogger(__name__)
 
@@ -55,27 +55,30 @@ def _read_jsonl(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path} is not a file; expected a jsonl file with a 'text' per line")
     texts, empty = [], 0
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(
-                    f"{path}:{lineno}: invalid JSON ({e.msg}); each line must be one object "
-                    f'like {{"text": "...", "meta": {{...}}}}'
-                ) from e
-            text = record.get("text") if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                raise DataError(
-                    f"{path}:{lineno}: expected an object with a string 'text' field; "
-                    f"got {str(record)[:80]!r}"
-                )
-            if text.strip():
-                texts.append(text)
-            else:
-                empty += 1
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from e
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(
+                f"{path}:{lineno}: invalid JSON ({e.msg}); each line must be one object "
+                f'like {{"text": "...", "meta": {{...}}}}'
+            ) from e
+        text = record.get("text") if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            raise DataError(
+                f"{path}:{lineno}: expected an object with a string 'text' field; "
+                f"got {str(record)[:80]!r}"
+            )
+        if text.strip():
+            texts.append(text)
+        else:
+            empty += 1
     if empty:
         logger.info("%s: skipped %d empty texts", path, empty)
     if not texts:

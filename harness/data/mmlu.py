@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.data.paths import DataError, resolve_source_path
+from harness.data.paths import DataError, not_utf8, resolve_source_path
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +98,11 @@ def _load_dir(directory: Path, split: str) -> list[MCQuestion]:
 
 def _read_csv(path: Path, subject: str) -> list[MCQuestion]:
     """Parse one subject file, detecting the headered (index) or headerless (letter) form."""
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = [(i, row) for i, row in enumerate(csv.reader(f), start=1) if row]
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = [(i, row) for i, row in enumerate(csv.reader(f), start=1) if row]
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from e
     if not rows:
         raise DataError(f"{path} is empty; expected question,choices...,answer rows")
     header = [cell.strip().lower() for cell in rows[0][1]]

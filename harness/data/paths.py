@@ -83,3 +83,12 @@ def resolve_source_path(source: str | Path, root: Path | None, *, what: str) -> 
             f"or a path relative to the data root (${ENV_VAR} / --data.root)"
         )
     return path
+
+
+def not_utf8(path: Path, e: UnicodeDecodeError) -> DataError:
+    """The error for a text file that is not UTF-8: the file, the byte offset, the fix."""
+    return DataError(
+        f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 4]!r} "
+        f"cannot be decoded: {e.reason}); re-encode the file as UTF-8, e.g. "
+        f"iconv -f latin1 -t utf-8 {path.name} > fixed.{path.suffix.lstrip('.')}"
+    )
