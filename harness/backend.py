@@ -25,6 +25,7 @@ Nothing here imports Ray; DeepSpeed is imported only when that backend is chosen
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
@@ -200,7 +201,7 @@ class DeepSpeedBackend(_Base):
     def __init__(self, cfg: TrialConfig):
         super().__init__(cfg)
         if not torch.distributed.is_initialized():
-            init_single_process()
+            init_single_process(cfg.scale.collective_timeout_s)
         self.rank = torch.distributed.get_rank()
         self.world_size = torch.distributed.get_world_size()
         self.sharded = shards_weights(cfg.scale)
@@ -328,8 +329,10 @@ def deepspeed_config(cfg: TrialConfig) -> dict:
     }
 
 
-def init_single_process() -> None:
-    """Initialise a one-rank gloo process group (DeepSpeed outside Ray, e.g. the CLI)."""
+def init_single_process(timeout_s: float = 900.0) -> None:
+    """Initialise a one-rank gloo process group (DeepSpeed outside Ray, e.g. the CLI), its
+    collectives timing out after ``timeout_s`` (``scale.collective_timeout_s``; under Ray
+    Train the process group comes from ``TorchConfig(timeout_s=...)`` instead)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -339,7 +342,9 @@ def init_single_process() -> None:
             os.environ["MASTER_PORT"] = str(s.getsockname()[1])
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
         os.environ.setdefault(key, value)
-    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+    torch.distributed.init_process_group(
+        "gloo", rank=0, world_size=1, timeout=datetime.timedelta(seconds=timeout_s)
+    )
 
 
 def make_backend(cfg: TrialConfig) -> Backend:

@@ -86,17 +86,23 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
     return from_dict(merge(data, overrides))
 
 
-def summary_table(result) -> str:
+def summary_table(result, cfg) -> str:
     """The final human-readable summary of a trial: accuracy matrix, general ability, metrics."""
     import pandas as pd
 
-    from results.io import read_records
+    from results.io import read_records, record_path, study_dir
+    from results.schema import schema_for
 
-    study = result.files["summary"].parent.parent
-    acc = read_records(study, "accuracy")
-    acc = acc[acc.trial_id == result.trial_id]
-    gen = read_records(study, "general")
-    gen = gen[gen.trial_id == result.trial_id]
+    def own(kind: str) -> pd.DataFrame:  # this trial's file only: others may be damaged
+        path = record_path(cfg.out, kind, study=cfg.study, trial_id=result.trial_id)
+        return (
+            read_records(path, kind)
+            if path.is_file()
+            else schema_for(kind).empty_table().to_pandas()
+        )
+
+    study = study_dir(cfg.out, cfg.study)
+    acc, gen = own("accuracy"), own("general")
     lines = []
     if len(acc):
         mat = acc.pivot_table(
@@ -124,13 +130,15 @@ def summary_table(result) -> str:
             f"({result.train_tokens / result.train_seconds:.0f} tokens/s)"
         )
     lines.append(f"results: {study}")
-    del pd
     return "\n".join(lines)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness import checkpoints
+    from harness.checkpoints import LocalCheckpointHook
     from harness.data import DataError
-    from harness.trial import run_trial
+    from harness.trial import TrialResult, check_output, run_trial, stored_completed
+    from results.io import study_dir
 
     try:
         cfg = config_from_args(args)
@@ -142,12 +150,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     log.info("trial %s: %s", cfg.id, json.dumps(cfg.to_dict(), sort_keys=True))
     t0 = time.perf_counter()
+    hooks = [] if args.no_checkpoints else [LocalCheckpointHook()]
     try:
-        result = run_trial(cfg, progress=not args.no_progress)
-    except DataError as exc:
+        check_output(cfg)
+        if args.rerun or args.overwrite:
+            checkpoints.remove(cfg)
+        elif (done := stored_completed(cfg)) is not None:
+            log.info(
+                "trial %s already completed with these settings (results in %s): nothing to "
+                "do; pass --rerun to run it again",
+                cfg.id,
+                study_dir(cfg.out, cfg.study),
+            )
+            print(summary_table(TrialResult(cfg.id, done["status"], done), cfg))
+            return 0
+        resume = None if args.no_checkpoints else checkpoints.resumable(cfg)
+        result = run_trial(
+            cfg,
+            progress=not args.no_progress,
+            resume_from=resume,
+            hooks=hooks,
+            overwrite=args.overwrite,
+        )
+    except (DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(summary_table(result))
+    print(summary_table(result, cfg))
     log.info("done in %.1fs", time.perf_counter() - t0)
     return 0 if result.status == "completed" else 1
 
@@ -174,6 +202,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--print-config", action="store_true", help="Print the validated config and exit."
     )
     run.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    run.add_argument(
+        "--rerun",
+        action="store_true",
+        help="Run the trial again although it already completed with these settings (by "
+        "default that is reported and nothing runs), ignoring any checkpoint.",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace the results stored under this trial id although they come from other "
+        "settings (by default refused before anything is built).",
+    )
+    run.add_argument(
+        "--no-checkpoints",
+        action="store_true",
+        help="Save no end-of-task checkpoint (by default one is kept beside the results, at "
+        "<out>/study=<study>/_checkpoints/<trial_id>/, so re-running the same command after a "
+        "crash or kill resumes after the last finished task; removed when the trial ends).",
+    )
     run.set_defaults(func=cmd_run)
     sub.add_parser(
         "demo",

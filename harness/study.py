@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError, merge, parse_override
@@ -80,6 +81,19 @@ def build_parser(name: str, doc: str | None, preset: str = "tiny") -> argparse.A
         "(the generated world for tiny/world; $GERE_DATA_DIR for llama-3.1-8b).",
     )
     p.add_argument(
+        "--generate-world",
+        action="store_true",
+        help="With --data-dir naming a directory that does not exist: generate the offline "
+        "world there (without this flag a missing --data-dir is an error, so a typo never "
+        "silently runs on generated data).",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace results stored under this study's trial ids although they come from "
+        "other settings (by default refused before anything runs).",
+    )
+    p.add_argument(
         "--set",
         metavar="KEY=VALUE",
         action="append",
@@ -122,6 +136,25 @@ def study_base(
     return merge(base, dict(overrides or {}))
 
 
+def _check_overrides(overrides: dict[str, Any], axes: Sequence[Axis]) -> None:
+    """ConfigError if --set names a key the grid varies (the grid would silently win)."""
+    varied: dict[str, list] = {}
+    for ax in axes:
+        for setting in ax:
+            for key, value in setting.items():
+                varied.setdefault(key, []).append(value)
+    clash = [k for k in overrides if k in varied]
+    if clash:
+        raise ConfigError(
+            [
+                f"--set {k}={overrides[k]!r}: {k} is an axis of this study's grid (values "
+                f"{', '.join(map(repr, dict.fromkeys(varied[k])))}), which would override it "
+                "in every trial; drop the --set, or run a study whose grid does not vary it"
+                for k in clash
+            ]
+        )
+
+
 def main(
     name: str,
     doc: str | None,
@@ -153,8 +186,17 @@ def main(
         options(parser)
     args = parser.parse_args(argv)
     from harness.inputs import preflight
+    from harness.trial import check_output
 
     try:
+        if args.data_dir and not Path(args.data_dir).exists() and not args.generate_world:
+            raise ConfigError(
+                [
+                    f"--data-dir: {args.data_dir!r} does not exist; give the directory that "
+                    "holds long_sequence/, general/ and mmlu/, or add --generate-world to "
+                    "generate the offline world there"
+                ]
+            )
         overrides = dict(parse_override(item) for item in args.set)
         base = study_base(
             args.preset,
@@ -167,10 +209,12 @@ def main(
         )
         axes = smoke if args.smoke_test else grid
         axes = axes(args) if callable(axes) else axes
+        _check_overrides(overrides, axes)
         configs = expand_grid(name, base, axes)  # a typo fails here, in milliseconds
         if prepare is not None:
             configs = expand_grid(name, prepare(args, base), axes)
         preflight(configs)
+        check_output(configs[0])
     except (ConfigError, ValueError) as exc:  # DataError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -186,13 +230,18 @@ def main(
 
         print("\n".join(describe(grid_costs(configs))))
         return 0
-    from pathlib import Path
-
     storage = args.storage_path or str(Path(args.out).resolve() / "ray")
     try:
         summary = run_study(
-            configs, storage_path=storage, max_concurrent=args.max_concurrent, hooks=hooks
+            configs,
+            storage_path=storage,
+            max_concurrent=args.max_concurrent,
+            hooks=hooks,
+            overwrite=args.overwrite,
         )
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

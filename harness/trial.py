@@ -10,14 +10,19 @@ stage) that a checkpoint saves and restores whole. What is measured around train
 evaluation, plasticity diagnostics, loss landscapes, a Ray checkpoint — is a stage hook
 (:mod:`harness.hooks`). Everything that can fail on bad input fails in
 :func:`harness.inputs.load_data`, before any model is built. Results are written after every
-stage (each trial's file replaced atomically), so a crash keeps what was measured.
+stage (each trial's file replaced atomically), so a crash keeps what was measured; the
+summary says 'running' from before the first write until the last, so a summary says
+'completed' only over complete records. A collective that times out (``scale.
+collective_timeout_s``) fails the trial naming the rank and what it was doing (``phase``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,12 +32,12 @@ import torch
 
 from harness import __version__
 from harness.backend import Backend, make_backend
-from harness.config import TrialConfig
+from harness.config import ConfigError, TrialConfig, computed_settings, from_dict
 from harness.core import device_of, eval_mode
 from harness.hooks import Hook
 from harness.inputs import TrialData, landscape_stages, load_data, tokenize_inputs
 from harness.metrics import all_metrics, matrix_from_long
-from harness.models import last_hidden_and_logits
+from harness.models import check_lora_targets, last_hidden_and_logits, load_tokenizer
 from harness.replay.base import Ranks
 from harness.train import train_task
 
@@ -107,6 +112,8 @@ class Trial:
 
     ``hooks`` are added after :func:`default_hooks` (e.g. the Ray layer's checkpoint reporter).
     ``resume_from``: a directory written by :meth:`save`; the trial continues after its stage.
+    ``overwrite``: replace results stored under this trial id by a trial with other settings
+    (refused otherwise, before anything is built).
     """
 
     def __init__(
@@ -116,9 +123,13 @@ class Trial:
         *,
         resume_from: Path | None = None,
         progress: bool = False,
+        overwrite: bool = False,
     ):
         self.cfg, self.progress, self.resume_from = cfg, progress, resume_from
+        self.overwrite = overwrite
         self.hooks: list[Hook] = [*default_hooks(cfg), *hooks]
+        self.phase = "set-up"
+        """What the trial is doing now (named in the error when a collective times out)."""
         self.state = TrialState(trial_id=cfg.id)
         self.files: dict[str, Path] = {}
         self.started = time.perf_counter()
@@ -134,6 +145,12 @@ class Trial:
         """Data (checked), backend and model, token ids, replay preparation, hooks."""
         t0 = time.perf_counter()
         cfg = self.cfg
+        self.phase = "set-up"
+        check_output(cfg)
+        if not self.overwrite:
+            conflict = stored_conflict(cfg)
+            if conflict:
+                raise ConfigError([conflict])
         torch.manual_seed(cfg.seed)
         self.data: TrialData = load_data(cfg)
         if cfg.landscape.enabled:
@@ -143,12 +160,16 @@ class Trial:
         self.method = cfg.replay.build_method()
         w = cfg.replay.weight
         self.weight = w if w is not None else self.method.default_weight
+        # Token ids and LoRA targets come from the tokenizer and the model's config alone, so
+        # a sequence length too short for a label or a misspelt module fails before the weights.
+        self.inputs = tokenize_inputs(cfg, self.data, load_tokenizer(cfg.model.name))
+        if cfg.model.tuning == "lora":
+            check_lora_targets(cfg.model)
         self.backend: Backend = make_backend(cfg)
         self.built = self.backend.build_model(
             keep_reference=self.method.needs_reference and cfg.model.tuning == "full",
             weights=self.resume_from / "model" if self.resume_from else None,
         )
-        self.inputs = tokenize_inputs(cfg, self.data, self.built.tokenizer)
         if self.inputs.buffer is not None:
             self._prepare_replay()
         for hook in self.hooks:
@@ -158,6 +179,7 @@ class Trial:
         self.setup_seconds = time.perf_counter() - t0
 
     def _prepare_replay(self) -> None:
+        self.phase = "replay preparation (the frozen model over the replay buffer)"
         saved = self.resume_from / "replay" if self.resume_from else None
         if saved is not None and saved.exists():
             self.method.load_state(saved)
@@ -188,7 +210,9 @@ class Trial:
         """Every hook's measurement of the model as it is: stage 0, or after task ``stage``
         (hooks that checkpoint the trial come last, so they save this stage's rows)."""
         self.state.finished_stage = stage
+        when = "before the first task" if stage == 0 else f"after task {stage}"
         for hook in self.hooks:
+            self.phase = f"{type(hook).__name__} {when}"
             if stage == 0:
                 hook.before_first_task(self)
             else:
@@ -198,9 +222,18 @@ class Trial:
     def train_stage(self, stage: int) -> bool:
         """Train task ``stage``; False if the loss or gradient diverged (training stopped)."""
         task, tokens = self.data.tasks[stage - 1], self.inputs.tasks[stage - 1]
+        self.phase = f"before task {stage} ({task.name})"
         for hook in self.hooks:
             hook.before_task(self, stage)
         t0, st = time.perf_counter(), self.state
+        doing = f"training task {stage} ({task.name})"
+        self.phase = f"{doing}, its first step"
+
+        def after_step(step: int) -> None:
+            self.phase = f"{doing}, after global step {step}"
+            for h in self.hooks:
+                h.after_step(self, stage, step)
+
         outcome = train_task(
             self.built,
             self.backend,
@@ -215,7 +248,7 @@ class Trial:
             global_step=st.global_step,
             seed=self.cfg.seed,
             progress=self.progress,
-            on_step=lambda step: [h.after_step(self, stage, step) for h in self.hooks],
+            on_step=after_step,
             extra_terms=lambda: [h.loss_term(self, stage) for h in self.hooks],
         )
         st.train_seconds += time.perf_counter() - t0
@@ -225,13 +258,11 @@ class Trial:
         if outcome.diverged_step is None:
             return True
         self.diverged = (stage, outcome.diverged_step)
-        log.warning(
-            "trial %s diverged at task %d (%s), step %d",
-            self.cfg.id,
-            stage,
-            task.name,
-            outcome.diverged_step,
+        self.error = (
+            f"diverged at task {stage} ({task.name}), global step {outcome.diverged_step}: "
+            f"{outcome.diverged_reason}"
         )
+        log.warning("trial %s %s", self.cfg.id, self.error)
         return False
 
     def run(self) -> TrialResult:
@@ -242,6 +273,10 @@ class Trial:
         self.setup()
         status, self.error, self.diverged = "completed", None, (None, None)
         try:
+            # Before any record is (re)written: a summary that says 'completed' must never
+            # sit beside the partial files of an interrupted re-run.
+            if self.backend.is_main:
+                self.files["summary"] = self._write("summary", [self.summary("running")])
             if not self.resumed:
                 self.evaluate(0)
             for stage in range(self.state.finished_stage + 1, len(self.data.tasks) + 1):
@@ -250,14 +285,21 @@ class Trial:
                     break
                 self.evaluate(stage)
         except Exception as exc:
-            status, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            status, self.error = "failed", failure_reason(exc, self)
+            log.error("trial %s failed: %s", self.cfg.id, self.error)
             self._finish(status)
             raise
         return self._finish(status)
 
     def _finish(self, status: str) -> TrialResult:
         for hook in self.hooks:
-            hook.at_end(self, status)
+            if status == "failed":
+                try:  # the failure is recorded even if a hook cannot end cleanly after it
+                    hook.at_end(self, status)
+                except Exception as exc:
+                    log.warning("%s.at_end after the failure: %s", type(hook).__name__, exc)
+            else:
+                hook.at_end(self, status)
         self.flush()
         summary = self.summary(status)
         if self.backend.is_main:
@@ -340,9 +382,11 @@ def run_trial(
     progress: bool = False,
     resume_from: Path | None = None,
     hooks: Sequence[Hook] = (),
+    overwrite: bool = False,
 ) -> TrialResult:
     """Run one trial (or resume it from a checkpoint written by :meth:`Trial.save`)."""
-    return Trial(cfg, hooks, resume_from=resume_from, progress=progress).run()
+    trial = Trial(cfg, hooks, resume_from=resume_from, progress=progress, overwrite=overwrite)
+    return trial.run()
 
 
 def _summary(trial: Trial, status: str) -> dict:
@@ -382,3 +426,145 @@ def _summary(trial: Trial, status: str) -> dict:
         config_json=json.dumps(cfg.to_dict(), sort_keys=True),
         harness_version=__version__,
     )
+
+
+# -- faults and bad input ----------------------------------------------------------------------
+
+_TIMEOUT = ("timed out", "timeout", "deadline exceeded")
+_PEER_LOST = ("connection closed by peer", "connection reset", "broken pipe", "pair closure")
+
+
+def failure_reason(exc: BaseException, trial: Trial) -> str:
+    """The error a failed trial records: the exception, and for a collective that timed out
+    or lost its peers, which rank waited how long doing what."""
+    text = f"{type(exc).__name__}: {exc}"
+    backend = getattr(trial, "backend", None)
+    if backend is None or backend.world_size == 1 or not isinstance(exc, RuntimeError):
+        return text  # not a collective (torch raises RuntimeError subclasses for those)
+    low, rank = str(exc).lower(), backend.rank
+    timeout = trial.cfg.scale.collective_timeout_s
+    if any(k in low for k in _TIMEOUT):
+        return (
+            f"rank {rank} waited {timeout:g} s (scale.collective_timeout_s) in a collective "
+            f"during {trial.phase}: another rank is hung or gone (its worker log says which). "
+            f"{text}"
+        )
+    if any(k in low for k in _PEER_LOST):
+        return (
+            f"rank {rank} lost its peers in a collective during {trial.phase}: another rank "
+            f"failed or timed out first (its error is in its worker log). {text}"
+        )
+    return text
+
+
+def check_output(cfg: TrialConfig) -> None:
+    """ConfigError unless results can be written under ``cfg.out`` (tried with a temp file)."""
+    if "://" in cfg.out:
+        return  # object stores are checked by their first write
+    out = Path(cfg.out).expanduser()
+    where = f"out: {cfg.out!r}"
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(
+            [f"{where} {existing} is a file, not a directory; pick a directory for results"]
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-check-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            [f"{where} cannot be written ({exc.strerror or exc}); pick a writable directory"]
+        ) from None
+
+
+def _settings(config: dict) -> dict:
+    """The computed settings of a (possibly older) stored config, defaults filled in."""
+    try:
+        config = from_dict(config).to_dict()
+    except ConfigError:
+        pass  # compared as stored
+    return computed_settings(config)
+
+
+def stored_conflict(cfg: TrialConfig) -> str | None:
+    """A message if results stored under this trial's id come from other settings (two
+    configs sharing a ``trial_id`` would silently replace each other's rows), else None."""
+    from results.io import read_trial_rows
+
+    try:
+        rows = read_trial_rows(cfg.out, "summary", study=cfg.study, trial_id=cfg.id)
+    except (OSError, ValueError):
+        return None  # a damaged summary: the trial is re-run and its files replaced
+    if not rows or not rows[0].get("config_json"):
+        return None
+    stored = _settings(json.loads(rows[0]["config_json"]))
+    mine = _settings(cfg.to_dict())
+    if stored == mine:
+        return None
+    diff = sorted(_diff(stored, mine))
+    shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
+    return (
+        f"trial_id: {cfg.id!r} in study {cfg.study!r} under {cfg.out!r} holds results of "
+        f"other settings ({shown}); give this trial another trial_id or study, or pass "
+        "--overwrite to replace them"
+    )
+
+
+def _diff(a: Any, b: Any, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+        return out
+    return [] if a == b else [f"{path} stored {a!r}, now {b!r}"]
+
+
+def completion_problems(cfg: TrialConfig, summary: dict) -> list[str]:
+    """Why a trial whose stored summary says 'completed' is not complete ([] if it is): a
+    record file missing or unreadable, or fewer stages than tasks + 1 in its accuracy or
+    general records. A study re-runs such a trial instead of skipping it."""
+    from results.io import read_trial_rows, trial_problems
+
+    kinds = Trial(cfg).kinds()
+    problems = trial_problems(cfg.out, study=cfg.study, trial_id=cfg.id, kinds=kinds)
+    if problems:
+        return problems
+    want = set(range(int(summary["n_tasks"]) + 1))
+    for kind in ("accuracy", "general"):
+        if kind not in kinds:
+            continue
+        rows = read_trial_rows(cfg.out, kind, study=cfg.study, trial_id=cfg.id)
+        have = {r["stage"] for r in rows}
+        if have != want:
+            problems.append(
+                f"{kind}: stages {sorted(have)} stored, the summary's {len(want) - 1} tasks "
+                f"need stages 0-{len(want) - 1}"
+            )
+    return problems
+
+
+def stored_completed(cfg: TrialConfig) -> dict | None:
+    """The stored summary if this trial completed with these settings and every record
+    agrees with it, else None (logging why a stored 'completed' does not count)."""
+    from results.io import read_trial_rows
+
+    try:
+        rows = read_trial_rows(cfg.out, "summary", study=cfg.study, trial_id=cfg.id)
+    except (OSError, ValueError) as exc:
+        log.warning("trial %s: its summary cannot be read (%s): running it again", cfg.id, exc)
+        return None
+    if not rows or rows[0]["status"] != "completed":
+        return None
+    if _settings(json.loads(rows[0]["config_json"])) != _settings(cfg.to_dict()):
+        return None
+    problems = completion_problems(cfg, rows[0])
+    if problems:
+        log.warning(
+            "trial %s: summary says completed but %s: running it again",
+            cfg.id,
+            "; ".join(problems),
+        )
+        return None
+    return rows[0]

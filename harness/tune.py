@@ -26,7 +26,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, TrialConfig, computed_settings, from_dict, merge
+from harness.config import ConfigError, TrialConfig, from_dict, merge
 from harness.hooks import Hook
 
 log = logging.getLogger(__name__)
@@ -82,31 +82,66 @@ def expand_grid(study: str, base: Mapping[str, Any], grid: Sequence[Axis]) -> li
 
 
 def finished(cfg: TrialConfig, completed: Mapping[str, dict] | None = None) -> dict | None:
-    """The stored summary if this exact trial already completed, else None (a trial stored
-    under the same id with other settings is re-run, and its rows replaced). ``completed``:
-    :func:`completed_trials` of the study, when the caller has read it already."""
+    """The stored summary if this exact trial already completed and every one of its record
+    files agrees (all stages present, every file readable), else None: the trial is run
+    (again) and its rows replaced. ``completed``: :func:`completed_trials` of the study, when
+    the caller has read it already."""
+    from harness.trial import _settings, completion_problems
+
     if completed is None:
         completed = completed_trials(cfg.out, cfg.study)
     done = completed.get(cfg.id)
     if done is None:
         return None
-    stored = computed_settings(json.loads(done["config_json"]))
-    if stored != computed_settings(cfg.to_dict()):
+    if _settings(json.loads(done["config_json"])) != _settings(cfg.to_dict()):
         log.warning("trial %s completed earlier with other settings: running it again", cfg.id)
+        return None
+    problems = completion_problems(cfg, done)
+    if problems:
+        log.warning(
+            "trial %s: summary says completed, but %s: running it again",
+            cfg.id,
+            "; ".join(problems),
+        )
         return None
     return done
 
 
-def completed_trials(out: str | Path, study: str) -> dict[str, dict]:
-    """Summaries of the study's trials that already completed, by trial id."""
+def stored_summaries(out: str | Path, study: str) -> dict[str, dict]:
+    """Every stored summary of the study (any status), by trial id; a damaged summary file is
+    logged and left out (its trial is then run again)."""
     from results.io import read_records, study_dir
 
     path = study_dir(out, study)
     if not (path / "summary").is_dir():
         return {}
-    summary = read_records(path, "summary")
-    done = summary[summary.status == "completed"]
-    return {row["trial_id"]: row for row in done.to_dict("records")}
+    summary = read_records(path, "summary", skip_damaged=True)
+    return {row["trial_id"]: row for row in summary.to_dict("records")}
+
+
+def completed_trials(out: str | Path, study: str) -> dict[str, dict]:
+    """Summaries of the study's trials that say 'completed', by trial id."""
+    stored = stored_summaries(out, study)
+    return {k: v for k, v in stored.items() if v["status"] == "completed"}
+
+
+def id_conflicts(configs: Sequence[TrialConfig], stored: Mapping[str, dict]) -> list[str]:
+    """A problem for every trial whose id already holds results of other settings."""
+    from harness.trial import _settings
+
+    problems = []
+    for c in configs:
+        row = stored.get(c.id)
+        if row is not None and _settings(json.loads(row["config_json"])) != _settings(c.to_dict()):
+            problems.append(
+                f"trial {c.id!r}: results stored under this id in study {c.study!r} come "
+                "from other settings"
+            )
+    if problems:
+        problems.append(
+            "give the study another name (--study), or pass --overwrite to replace those results"
+        )
+    return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,14 +174,27 @@ def _train_worker(config: dict) -> dict | None:
     hooks = [RayCheckpointHook(), *config.get("hooks", ())]
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else nullcontext(None) as ckpt_dir:
-        result = run_trial(cfg, resume_from=Path(ckpt_dir) if ckpt_dir else None, hooks=hooks)
+        try:
+            result = run_trial(
+                cfg,
+                resume_from=Path(ckpt_dir) if ckpt_dir else None,
+                hooks=hooks,
+                overwrite=config.get("overwrite", False),
+            )
+        except Exception as exc:
+            # The trial's own error (recorded as 'failed' by the trial): returned, not raised,
+            # so Ray Train does not restart a run that would fail the same way. Train's
+            # retries stay for lost workers (a dead process or node).
+            log.error("trial %s failed on rank %d: %s", cfg.id, rank, exc)
+            return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000]}
     # The trial's own work: its wall time less its set-up (data, model, DeepSpeed init).
     work = result.summary["wall_time_s"] - result.setup_seconds
     return {**_public(result.summary), "work_s": work} if rank == 0 else None
 
 
 def _public(summary: Mapping[str, Any]) -> dict:
-    keep = ("status", "ap", "bwt", "general_acc_start", "general_acc_final", "wall_time_s")
+    keep = ("status", "error", "ap", "bwt", "general_acc_start", "general_acc_final")
+    keep += ("wall_time_s",)
     return {k: summary[k] for k in keep if k in summary}
 
 
@@ -167,7 +215,11 @@ def _tune_trial(config: dict) -> None:
     resources = {"CPU": sc.cpus_per_worker, **({"GPU": sc.gpus_per_worker} if sc.use_gpu else {})}
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"trial": trial, "hooks": config.get("hooks", ())},
+        train_loop_config={
+            "trial": trial,
+            "hooks": config.get("hooks", ()),
+            "overwrite": config.get("overwrite", False),
+        },
         scaling_config=ScalingConfig(
             num_workers=sc.workers,
             use_gpu=sc.use_gpu,
@@ -175,7 +227,10 @@ def _tune_trial(config: dict) -> None:
             # GPU ranks of one trial on one node (NVLink, no cross-node ZeRO-3 traffic).
             placement_strategy="STRICT_PACK" if sc.use_gpu else "PACK",
         ),
-        torch_config=TorchConfig(backend="nccl" if sc.use_gpu else "gloo"),
+        # A hung collective fails the trial after this long instead of holding its workers.
+        torch_config=TorchConfig(
+            backend="nccl" if sc.use_gpu else "gloo", timeout_s=int(sc.collective_timeout_s)
+        ),
         run_config=RunConfig(
             name=f"train-trial_id={cfg.id}",
             storage_path=config["storage_path"],
@@ -186,6 +241,34 @@ def _tune_trial(config: dict) -> None:
     )
     result = trainer.fit()
     ray.tune.report({**(result.return_value or {}), "skipped": False})
+
+
+def _init_ray() -> None:
+    """``ray.init()``: joins a running cluster (RAY_ADDRESS, or the one ``ray start`` last
+    started here), else starts a local one; never pass num_cpus. A cluster that was killed
+    without ``ray stop`` leaves its address in Ray's temp dir, and ``ray.init()`` would wait on
+    it for ever: an address nobody answers on starts a local Ray instead, saying so."""
+    import os
+    import socket
+
+    import ray
+    from ray._private.utils import read_ray_address  # private: Ray is pinned
+
+    address = None if os.environ.get("RAY_ADDRESS") else read_ray_address()
+    if address:
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=3).close()
+        except (OSError, ValueError):
+            log.warning(
+                "the Ray cluster last started here (%s, from Ray's temp dir) does not answer: "
+                "it was stopped without `ray stop`; starting a local Ray instead (set "
+                "RAY_ADDRESS to join a cluster elsewhere)",
+                address,
+            )
+            ray.init(address="local")
+            return
+    ray.init()
 
 
 def max_concurrent_trials(configs: Sequence[TrialConfig]) -> int | None:
@@ -220,13 +303,16 @@ def run_study(
     max_concurrent: int | None = None,
     verbose: int = 1,
     hooks: Sequence[Hook] = (),
+    overwrite: bool = False,
 ):
     """Run every trial of a study with Ray Tune; returns the study's summary DataFrame.
 
     Connects to a running cluster (``ray job submit``) or starts a local Ray in-process.
     ``hooks``: extra stage hooks for every trial (picklable; they run inside the Ray Train
-    workers, so their module must be importable there). Raises RuntimeError naming the trials
-    that failed after their retries.
+    workers, so their module must be importable there). A trial id that holds results of
+    other settings is refused (ConfigError) unless ``overwrite``. Every trial runs even when
+    some fail; then RuntimeError names the trials that failed (their errors are recorded in
+    their summaries).
     """
     import ray
     from ray import tune
@@ -245,14 +331,18 @@ def run_study(
     storage = (
         str(Path(storage_path).resolve()) if "://" not in str(storage_path) else str(storage_path)
     )
-    completed = completed_trials(out, study)  # read once, not once per trial
+    stored = stored_summaries(out, study)  # read once, not once per trial
+    conflicts = [] if overwrite else id_conflicts(configs, stored)
+    if conflicts:
+        raise ConfigError(conflicts)
+    completed = {k: v for k, v in stored.items() if v["status"] == "completed"}
     todo = [c for c in configs if finished(c, completed) is None]
     log.info(
         "study %s: %d trials, %d already completed", study, len(configs), len(configs) - len(todo)
     )
     if todo:
         if not ray.is_initialized():
-            ray.init()  # joins a running cluster, else starts a local one; never pass num_cpus
+            _init_ray()
         concurrency = max_concurrent or max_concurrent_trials(todo)
         running = min(concurrency or len(todo), len(todo))
         log.info("study %s: running %d trials, %d at a time", study, len(todo), running)
@@ -264,6 +354,7 @@ def run_study(
                 "trials": {c.id: c.to_dict() for c in todo},
                 "storage_path": storage,
                 "hooks": list(hooks),
+                "overwrite": overwrite,
             },
             tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
             run_config=tune.RunConfig(
@@ -294,11 +385,17 @@ def run_study(
             running,
             sum(overhead) / len(overhead) if overhead else float("nan"),
         )
-        if grid.errors:
+        failed = [
+            f"{r.config['trial_id']}: {r.metrics.get('error')}"[:400]
+            for r in grid
+            if r.metrics and r.metrics.get("status") == "failed"
+        ]
+        failed += [f"{type(e).__name__}: {e}"[:400] for e in grid.errors]
+        if failed:
             raise RuntimeError(
-                f"{len(grid.errors)} trial(s) of study {study!r} failed: "
-                + "; ".join(f"{type(e).__name__}: {e}"[:300] for e in grid.errors)
+                f"{len(failed)} trial(s) of study {study!r} failed (each is recorded 'failed' "
+                "with its error in the summary; the other trials ran): " + "; ".join(failed)
             )
-    summary = read_records(study_dir(out, study), "summary")
+    summary = read_records(study_dir(out, study), "summary", skip_damaged=True)
     ids = {c.id for c in configs}
     return summary[summary.trial_id.isin(ids)].reset_index(drop=True)

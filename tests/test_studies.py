@@ -104,7 +104,7 @@ def test_landscape_smoke_records_every_slice_and_reports_it(tmp_path):
         assert f"]({png.name})" in report  # every figure is shown in the report
 
 
-def _study_with_hooks(name: str, out: Path, hooks: str):
+def _study_with_hooks(name: str, out: Path, hooks: str, *argv: str):
     """A study's --smoke-test through harness.study.main with extra stage hooks (the test's
     fault injection: ``hooks`` is Python building a list from tests.fault_hooks). The
     repository goes on PYTHONPATH so the Ray Train workers import the hooks' module."""
@@ -112,9 +112,9 @@ def _study_with_hooks(name: str, out: Path, hooks: str):
         "import sys\n"
         f"import studies.{name} as s\n"
         "from harness.study import main\n"
-        "from tests.fault_hooks import CrashOnce, EventLog\n"
+        "from tests.fault_hooks import CrashOnce, EventLog, FailAt, HangOnRank\n"
         f"sys.exit(main({name!r}, s.__doc__, s.GRID, s.SMOKE, "
-        f"['--smoke-test', '--out', {str(out)!r}], hooks={hooks}))\n"
+        f"['--smoke-test', '--out', {str(out)!r}, *{list(argv)!r}], hooks={hooks}))\n"
     )
     env = {
         **os.environ,
@@ -139,7 +139,7 @@ def test_a_killed_trial_resumes_from_its_last_task_and_a_rerun_runs_nothing(tmp_
     _check_dataset(tmp_path / "runs", "lr_robustness")
     log = [json.loads(line) for line in events.read_text().splitlines()]
     crashes = [e for e in log if e["event"] == "crash"]
-    assert [e["trial_id"] for e in crashes] == [victim]
+    assert {e["trial_id"] for e in crashes} == {victim}  # its worker processes died
     starts = [
         e["resumed_after_stage"] for e in log if e["event"] == "start" and e["trial_id"] == victim
     ]
@@ -157,6 +157,39 @@ def test_a_killed_trial_resumes_from_its_last_task_and_a_rerun_runs_nothing(tmp_
         assert len(after[kind]) == len(before[kind])
 
 
+def test_a_hung_rank_and_a_bug_fail_their_trials_only_and_are_not_retried(tmp_path):
+    """A rank that sleeps in a collective fails its trial within scale.collective_timeout_s,
+    recorded as 'failed' with the rank, the wait and what it was doing; a trial's own error is
+    recorded and not retried (one start per rank); the other trials complete."""
+    events = tmp_path / "events.jsonl"
+    hung, buggy = "lr_multiplier=10,method=tm", "lr_multiplier=1,method=none"
+    hooks = (
+        f"[EventLog({str(events)!r}), HangOnRank({str(events)!r}, {hung!r}, 1, 1, 60), "
+        f"FailAt({str(events)!r}, {buggy!r}, 1)]"
+    )
+    t0 = time.perf_counter()
+    proc = _study_with_hooks(
+        "lr_robustness", tmp_path / "runs", hooks, "--set", "scale.collective_timeout_s=15"
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "2 trial(s) of study 'lr_robustness' failed" in proc.stderr
+    summary = read_study(tmp_path / "runs" / "study=lr_robustness")["summary"]
+    status = dict(zip(summary.trial_id, summary.status, strict=True))
+    assert status.pop(hung) == "failed" and status.pop(buggy) == "failed"
+    assert set(status.values()) == {"completed"} and len(status) == 2
+    errors = dict(zip(summary.trial_id, summary.error, strict=True))
+    assert (
+        "rank 0 waited 15 s (scale.collective_timeout_s) in a collective during " in (errors[hung])
+    ), errors[hung]
+    assert "training task 2" in errors[hung]
+    assert "injected bug" in errors[buggy]
+    log = [json.loads(line) for line in events.read_text().splitlines()]
+    for victim in (hung, buggy):  # two ranks started once each: no retry
+        starts = [e for e in log if e["event"] == "start" and e["trial_id"] == victim]
+        assert len(starts) == 2, (victim, starts)
+    assert time.perf_counter() - t0 < 900
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -166,7 +199,18 @@ def _free_port() -> int:
 def test_ray_job_submit_against_a_local_head_node(tmp_path):
     """The documented cluster path: ray start --head (token auth on), then ray job submit."""
     port, dash = _free_port(), _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    # The README's way: a token made for this cluster (never one left by an earlier run).
+    token = tmp_path / "auth_token"
+    made = subprocess.run(
+        ["ray", "get-auth-token", "--generate"],
+        env={**os.environ, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    token.write_text((tmp_path / ".ray" / "auth_token").read_text())
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     start = subprocess.run(
         [
             "ray",
