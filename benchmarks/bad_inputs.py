@@ -75,7 +75,10 @@ def cases(root: str, tmp: Path) -> list[tuple[str, list[str]]]:
         ("--data.max_seq_len 16 (labels longer)", [*run, "--data.max_seq_len", "16"]),
         ("--data.max_seq_len 8", [*run, "--data.max_seq_len", "8"]),
         ("--data.root /nonexistent", [*run, "--data.root", "/nonexistent"]),
-        ("--data.root (non-UTF-8 corpus)", [*run, "--replay.corpus", str(latin / "general" / "train.jsonl")]),
+        (
+            "--data.root (non-UTF-8 corpus)",
+            [*run, "--replay.corpus", str(latin / "general" / "train.jsonl")],
+        ),
         ("--out <a file>", [*run, "--out", str(afile)]),
         ("--out <under a file>", [*run, "--out", str(afile / "sub")]),
         ("--out /proc/x (unwritable)", [*run, "--out", "/proc/gere-x"]),
@@ -145,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 (
                     x.strip()
                     for x in text.splitlines()
-                    if x.strip().startswith(("- ", "error", "ERROR"))
-                    or "Error" in x.split(":")[0]
+                    if x.strip().startswith(("- ", "error", "ERROR")) or "Error" in x.split(":")[0]
                 ),
                 text.strip().splitlines()[-1] if text.strip() else "",
             )
@@ -157,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(r[0]) for r in rows)
     print(f"{'input':{width}}  exit  model built  caught early  seconds  first error line")
     for name, code, built, early, secs, err in rows:
-        print(f"{name:{width}}  {code:4d}  {str(built):11}  {str(early):12}  {secs:7.1f}  {err[:110]}")
+        print(
+            f"{name:{width}}  {code:4d}  {str(built):11}  {str(early):12}  {secs:7.1f}  {err[:110]}"
+        )
     caught = sum(r[3] for r in rows)
     print(f"\n{len(rows)} bad inputs tried, {caught} caught early (exit != 0, no model built)")
     return 0
