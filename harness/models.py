@@ -127,16 +127,28 @@ class Built:
 
 def _source(name: str) -> str:
     """The Hub id or local directory a model name stands for (checked if local)."""
+    from harness.config import ConfigError
+
     source = HUB_PRESETS.get(name, name)
     local = Path(source).expanduser()
+    presets = ["tiny", *HUB_PRESETS]
     if local.exists():
         if not (local / "config.json").is_file():
-            raise FileNotFoundError(
-                f"model.name={name!r} is a directory without config.json; expected a model "
-                "saved with save_pretrained (model + tokenizer), a preset (tiny, "
-                f"{', '.join(HUB_PRESETS)}) or a Hugging Face id"
+            raise ConfigError(
+                [
+                    f"model.name: {name!r} is a directory without config.json; expected a "
+                    "model saved with save_pretrained (model + tokenizer), a preset "
+                    f"({', '.join(presets)}) or a Hugging Face id (owner/name)"
+                ]
             )
-        source = str(local)
+        return str(local)
+    if source.count("/") != 1 or source.startswith(("/", ".", "~")):
+        raise ConfigError(
+            [
+                f"model.name: {name!r} is neither a preset ({', '.join(presets)}), an existing "
+                f"directory, nor a Hugging Face id (owner/name){did_you_mean(name, presets)}"
+            ]
+        )
     return source
 
 

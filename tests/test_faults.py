@@ -366,3 +366,12 @@ def test_a_stale_ray_address_starts_a_local_ray_instead_of_waiting_for_ever(
     monkeypatch.setattr(ray_utils, "read_ray_address", lambda temp_dir=None: None)
     tune._init_ray()
     assert calls[-1] == {}  # no address recorded: ray.init() as before
+
+
+def test_a_model_name_that_is_no_preset_directory_or_hub_id_fails_before_the_model(
+    mini_root, tmp_path, no_model
+) -> None:
+    for name, rule in (("tinyy", "did you mean 'tiny'"), (str(tmp_path), "without config.json")):
+        cfg = from_dict({**mini_config(mini_root, tmp_path).to_dict(), "model": {"name": name}})
+        with pytest.raises(ConfigError, match=rule):
+            run_trial(cfg)
