@@ -178,6 +178,10 @@ def train_task(
         rng=np.random.default_rng([seed, stage]),
     )
     steps = [s for s in steps if len(s) >= backend.min_step_items(cfg.grad_accum)]
+    # Training mode: a model loaded with from_pretrained (a Hub model, the world base, a resumed
+    # checkpoint) starts in eval mode, which would switch off dropout and HF's gradient
+    # checkpointing (it only applies while training).
+    backend.train_module.train()
     backend.start_task()
     out = TaskOutcome()
     window = _Window()

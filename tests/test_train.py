@@ -13,6 +13,7 @@ from harness.config import ModelConfig, TrainConfig, TrialConfig
 from harness.models import build
 from harness.replay import ReplayBuffer, get_method
 from harness.train import TokenizedExample, plan_steps, train_task
+from tests.helpers import tiny_built
 
 
 def _examples(tok, n=12):
@@ -147,3 +148,15 @@ def test_every_replay_method_trains_with_replay_rows(method):
     assert all(np.isfinite(r["replay_ce"]) for r in out.curve)
     if method != "ce":
         assert all(np.isfinite(r["replay_term"]) for r in out.curve)
+
+
+def test_a_model_loaded_in_eval_mode_trains_in_training_mode():
+    """from_pretrained (Hub models, the world base, resumed checkpoints) returns a model in
+    eval mode; training must switch it to training mode (dropout, HF gradient checkpointing)."""
+    built = tiny_built()
+    built.model.eval()  # as from_pretrained leaves it
+    modes = []
+    handle = built.model.register_forward_pre_hook(lambda m, a: modes.append(m.training))
+    _train(built, "none", steps=2)
+    handle.remove()
+    assert modes and all(modes)
