@@ -10,7 +10,8 @@ one tests the ZeRO stage or the backend's type. What it covers:
   ``train_module`` the one training forwards go through;
 * **optimisation**: ``start_task`` (a fresh optimiser state for every task in the stream),
   ``backward``, ``step(lr)``, ``min_step_items`` (the smallest effective batch every rank can
-  take a micro-batch of);
+  take a micro-batch of), ``reset_optimizer_state`` (after an intervention rewrote weights;
+  :func:`rewrites_weights_problem` says where that is possible);
 * **agreement**: ``all_true`` (every rank stops at the same step), ``gather``, ``barrier``;
 * **keeping collectives in step**: when the weights are sharded every forward is a collective
   (ZeRO-3 gathers each layer's weights as it runs, and hooks every tensor a module returns to
@@ -68,6 +69,9 @@ class Backend(Protocol):
     def all_true(self, flag: bool) -> bool: ...
     def gather(self, obj: object) -> list: ...
     def barrier(self) -> None: ...
+    def reset_optimizer_state(
+        self, params: list[nn.Parameter], index: torch.Tensor | None = None, dim: int = 0
+    ) -> None: ...
     def idle_frozen_forward(self, built: Built, input_ids: torch.Tensor) -> None: ...
     def touch_outputs(self, loss: torch.Tensor, *outputs: torch.Tensor) -> torch.Tensor: ...
     def save_model(self, path: Path) -> None: ...
@@ -76,6 +80,18 @@ class Backend(Protocol):
 def shards_weights(scale: ScaleConfig) -> bool:
     """Whether a trial with these scale settings holds only a shard of the weights per rank."""
     return scale.backend == "deepspeed" and scale.zero_stage == 3
+
+
+def rewrites_weights_problem(scale: ScaleConfig) -> str | None:
+    """Why a trial with these scale settings cannot have its trained weights rewritten in
+    place between steps (plasticity interventions), or None if it can."""
+    if scale.backend == "deepspeed":
+        return (
+            "rewriting the weights being trained is implemented for scale.backend='torch' "
+            "only so far: DeepSpeed ZeRO keeps its own fp32 copy of the weights (sharded under "
+            "ZeRO-1/2/3), which would undo the change at the next step; use scale.backend=torch"
+        )
+    return None
 
 
 def config_problems(cfg: TrialConfig) -> list[str]:
@@ -186,6 +202,21 @@ class TorchBackend(_Base):
     def barrier(self) -> None:
         pass
 
+    def reset_optimizer_state(
+        self, params: list[nn.Parameter], index: torch.Tensor | None = None, dim: int = 0
+    ) -> None:
+        """Forget the optimiser moments of ``params`` (they were just rewritten): all of them,
+        or only the slices ``index`` along ``dim`` (reinitialised units)."""
+        if self.optimizer is None:
+            return
+        for p in params:
+            if index is None:
+                self.optimizer.state.pop(p, None)
+                continue
+            for value in self.optimizer.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.index_fill_(dim, index.to(value.device), 0.0)
+
     def save_model(self, path: Path) -> None:
         _save_pretrained(self.built, self.module, path)
 
@@ -265,6 +296,11 @@ class DeepSpeedBackend(_Base):
 
     def barrier(self) -> None:
         torch.distributed.barrier()
+
+    def reset_optimizer_state(
+        self, params: list[nn.Parameter], index: torch.Tensor | None = None, dim: int = 0
+    ) -> None:
+        raise NotImplementedError(rewrites_weights_problem(self.cfg.scale))
 
     def gather(self, obj):
         """Every rank's ``obj`` (picklable), in rank order, on every rank."""

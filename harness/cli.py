@@ -21,6 +21,7 @@ from harness.config import (
     field_help,
     from_dict,
     iter_fields,
+    iter_intervention_settings,
     iter_method_settings,
     load_file,
     merge,
@@ -42,7 +43,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         help="Override one dotted key, e.g. --set train.lr=1e-4 (repeatable).",
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
-    fields = [*iter_fields(), *iter_method_settings()]
+    fields = [*iter_fields(), *iter_method_settings(), *iter_intervention_settings()]
     for name, tp, default, doc in _after_settings(fields):
         section = name.split(".")[0] if "." in name else "trial"
         if section not in groups:

@@ -142,3 +142,18 @@ def shard(items: Sequence, n_shards: int, index: int) -> list:
 def is_peft(model: nn.Module) -> bool:
     """A PEFT-wrapped model (LoRA adapters)."""
     return hasattr(model, "peft_config")
+
+
+def add_to_registry(registry: dict[str, type], cls: type, what: str) -> None:
+    """Put ``cls`` in ``registry`` under its ``name`` class attribute (the one rule of every
+    registry here: a non-empty name that no other class holds). ``what`` names the registry
+    in errors ('replay method', 'intervention')."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__qualname__} needs a class attribute `name: ClassVar[str]`.")
+    if name in registry and registry[name] is not cls:
+        raise ValueError(
+            f"{what} name {name!r} is taken by {registry[name].__qualname__}; pick another "
+            f"name for {cls.__qualname__}."
+        )
+    registry[name] = cls

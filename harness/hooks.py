@@ -13,6 +13,10 @@ hooks were given:
     after_task(trial, stage)       after task ``stage`` was trained
     at_end(trial, status)          once, when the trial ends ('completed', 'diverged', 'failed')
 
+A hook with state of its own that a resumed trial needs (running statistics, counters) returns
+it from ``state_dict()`` as named tensors; the trial's end-of-task checkpoint saves it
+(safetensors) and a resumed trial hands it back to ``load_state_dict`` after ``setup``.
+
 A hook contributes rows by appending them to ``trial.state.rows[kind]`` for each record kind it
 names in ``kinds`` (``results.schema``); the trial writes those kinds' files after every stage
 and keeps the rows in its checkpoints. ``trial.flush()`` writes them at once (a hook that works
@@ -64,4 +68,10 @@ class Hook(Protocol):
         return None
 
     def at_end(self, trial: Trial, status: str) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
         return None

@@ -94,7 +94,7 @@ class TrialResult:
 
 
 def default_hooks(cfg: TrialConfig) -> list[Hook]:
-    """The measuring hooks a config asks for: evaluation, plasticity, landscape."""
+    """The hooks a config asks for: evaluation, plasticity, landscape, then its interventions."""
     from harness.eval_stage import EvaluationHook
     from harness.landscape import LandscapeHook
     from harness.plasticity import PlasticityHook
@@ -104,7 +104,9 @@ def default_hooks(cfg: TrialConfig) -> list[Hook]:
         hooks.append(PlasticityHook())
     if cfg.landscape.enabled:
         hooks.append(LandscapeHook())
-    return hooks
+    from harness.interventions import build_interventions
+
+    return [*hooks, *build_interventions(cfg)]
 
 
 class Trial:
@@ -174,6 +176,8 @@ class Trial:
             self._prepare_replay()
         for hook in self.hooks:
             hook.setup(self)
+        if self.resume_from is not None:
+            self._load_hook_states(self.resume_from / "hooks")
         if self.state.torch_rng is not None:
             torch.set_rng_state(torch.tensor(self.state.torch_rng, dtype=torch.uint8))
         self.setup_seconds = time.perf_counter() - t0
@@ -353,12 +357,31 @@ class Trial:
 
     # -- checkpoints ----------------------------------------------------------------------
 
+    def _hook_file(self, folder: Path, i: int, hook: Hook) -> Path:
+        return folder / f"{i}-{type(hook).__name__}.safetensors"
+
+    def _load_hook_states(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        for i, hook in enumerate(self.hooks):
+            path = self._hook_file(folder, i, hook)
+            if path.is_file():
+                hook.load_state_dict(load_file(str(path)))
+
     def save(self, path: Path) -> None:
         """A resumable checkpoint after the last finished stage (every rank calls it: ZeRO-3
         gathers shards; the main rank writes the files)."""
         self.backend.save_model(path / "model")
         if self.backend.is_main:
             self.method.save_state(path / "replay")
+            from safetensors.torch import save_file
+
+            for i, hook in enumerate(self.hooks):
+                state = hook.state_dict()
+                if state:
+                    (path / "hooks").mkdir(parents=True, exist_ok=True)
+                    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+                    save_file(tensors, str(self._hook_file(path / "hooks", i, hook)))
             self.state.torch_rng = torch.get_rng_state().tolist()
             (path / CHECKPOINT_STATE).write_text(json.dumps(self.state.to_dict()))
         self.backend.barrier()

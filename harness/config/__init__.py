@@ -17,6 +17,7 @@ from harness.config.docs import (
     field_docs,
     field_help,
     iter_fields,
+    iter_intervention_settings,
     iter_method_settings,
     type_label,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "from_dict",
     "grid_points",
     "iter_fields",
+    "iter_intervention_settings",
     "iter_method_settings",
     "load_file",
     "merge",

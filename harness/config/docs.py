@@ -71,6 +71,19 @@ def iter_method_settings() -> Iterator[tuple[str, Any, Any, str]]:
         yield f"replay.settings.{name}", tp, default, doc
 
 
+def iter_intervention_settings() -> Iterator[tuple[str, Any, Any, str]]:
+    """Yield (``interventions.NAME.SETTING``, type, default, doc) for every setting of every
+    registered plasticity intervention (giving one turns the intervention on)."""
+    from harness.interventions import REGISTRY, intervention_names
+    from harness.replay import settings_spec
+
+    for name in intervention_names():
+        cls = REGISTRY[name]
+        for spec in settings_spec(cls):
+            doc = f"{name} ({cls.source}; setting any of its options turns it on): {spec.doc}"
+            yield f"interventions.{name}.{spec.name}", spec.type, spec.default, doc
+
+
 def field_help(tp: Any, doc: str) -> str:
     """A field's docstring for --help, followed by the valid names of a registry-backed field
     and what each one is."""

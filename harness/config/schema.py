@@ -280,9 +280,17 @@ class TrialConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+    interventions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Plasticity interventions, by name, each with its settings (harness/interventions: one
+    module each, its docstring giving the formula and source), e.g. {shrink_perturb: {shrink:
+    0.9, sigma: 0.01}} or --set interventions.embedding_reset.every=100. They run after the
+    measuring hooks, in the order given, with any replay method. Empty: none."""
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
+
+    def __hash__(self) -> int:  # interventions is a dict; hash the plain form instead
+        return hash(json.dumps(to_dict(self), sort_keys=True, default=str))
 
     @property
     def id(self) -> str:

@@ -290,6 +290,7 @@ def from_dict(data: dict[str, Any] | None = None) -> TrialConfig:
     problems: list[str] = []
     cfg = _build(TrialConfig, data or {}, "", problems)
     cfg = dataclasses.replace(cfg, replay=_check_method_settings(cfg.replay, problems))
+    cfg = _check_interventions(cfg, problems)
     problems.extend(_rules(cfg))
     if problems:
         raise ConfigError(problems)
@@ -334,6 +335,54 @@ def _check_method_settings(r: ReplayConfig, problems: list[str]) -> ReplayConfig
         except (TypeError, ValueError) as exc:
             problems.append(f"replay.settings: {exc}")
     return dataclasses.replace(r, settings=coerced) if ok else r
+
+
+def _check_interventions(cfg: TrialConfig, problems: list[str]) -> TrialConfig:
+    """Check ``interventions``: known names, each one's settings (name, type, its own rules,
+    by building it) and its rules on the trial; returns the config with values coerced."""
+    if not isinstance(cfg.interventions, dict):
+        return cfg  # reported by the type check
+    from harness.interventions import REGISTRY, intervention_names
+    from harness.replay import settings_spec
+
+    coerced: dict[str, dict[str, Any]] = {}
+    for name, settings in cfg.interventions.items():
+        cls = REGISTRY.get(name)
+        if cls is None:
+            problems.append(
+                f"interventions: {name!r} is not an intervention{did_you_mean(name, REGISTRY)}; "
+                f"known: {', '.join(intervention_names())}"
+            )
+            continue
+        if settings is None:
+            settings = {}
+        if not isinstance(settings, dict):
+            problems.append(
+                f"interventions.{name}: expected a mapping of its settings, got {settings!r}"
+            )
+            continue
+        specs = {s.name: s for s in settings_spec(cls)}
+        values: dict[str, Any] = {}
+        before = len(problems)
+        for key, value in settings.items():
+            if key not in specs:
+                listing = ", ".join(f"{s.name} (default {s.default!r})" for s in specs.values())
+                problems.append(
+                    f"unknown key 'interventions.{name}.{key}'{did_you_mean(key, specs)}; "
+                    f"settings of {name!r}: {listing}"
+                )
+                continue
+            values[key] = _check_value(
+                f"interventions.{name}.{key}", value, specs[key].type, problems
+            )
+        if len(problems) == before:
+            try:
+                cls(**values)
+            except (TypeError, ValueError) as exc:
+                problems.append(f"interventions.{name}: {exc}")
+            problems.extend(cls.problems(cfg))
+        coerced[name] = values
+    return dataclasses.replace(cfg, interventions=coerced)
 
 
 def _setting_names_of(cls: type) -> list[str]:

@@ -129,15 +129,9 @@ M = TypeVar("M", bound=type[ReplayMethod])
 
 def register(cls: M) -> M:
     """Class decorator adding a method to :data:`REGISTRY` under ``cls.name``."""
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"{cls.__qualname__} needs a class attribute `name: ClassVar[str]`.")
-    if name in REGISTRY and REGISTRY[name] is not cls:
-        raise ValueError(
-            f"Replay method name {name!r} is taken by {REGISTRY[name].__qualname__}; "
-            f"pick another name for {cls.__qualname__}."
-        )
-    REGISTRY[name] = cls
+    from harness.core import add_to_registry
+
+    add_to_registry(REGISTRY, cls, "Replay method")
     return cls
 
 

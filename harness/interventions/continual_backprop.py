@@ -1,0 +1,138 @@
+"""Continual backprop (Dohare et al. 2024, "Loss of plasticity in deep continual learning").
+
+For every MLP unit i of every decoder layer (h = act(gate(x)) * up(x), the down-projection
+input) a running *contribution utility*
+
+    u_i ← η·u_i + (1 − η)·mean|h_i| · Σ_k |W_down[k, i]|
+
+is updated after every optimiser step (mean|h_i| over every position of the step's training
+forwards), and every unit's age grows by one. Units older than the maturity threshold m are
+eligible; each step adds ρ × (eligible units) to a per-layer allowance, and its whole part is
+spent on replacing that many eligible units of lowest utility: their incoming weights (rows of
+gate_proj and up_proj) are drawn afresh from N(0, r²) (r: the model's initializer_range), their
+outgoing weights (columns of down_proj) are set to 0 so the network's output does not jump,
+their utility and age are reset, and the optimiser moments of those rows and columns are
+forgotten. Utilities, ages and allowances travel with the end-of-task checkpoint.
+
+Full fine-tuning only: under LoRA the units' weights are frozen (an adapter has no units of its
+own to replace), so the config refuses it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from harness.interventions.base import Intervention, register, reinit_units
+
+
+@register
+class ContinualBackprop(Intervention):
+    name: ClassVar[str] = "continual_backprop"
+    source: ClassVar[str] = "Dohare et al. 2024"
+    lora: ClassVar[str | None] = (
+        "under LoRA the MLP units' weights are frozen and an adapter has no units of its own "
+        "to replace"
+    )
+
+    def __init__(self, *, rho: float = 1e-4, maturity: int = 100, decay: float = 0.99):
+        """rho: replacement rate ρ: the share of eligible units replaced per step (fractions
+        accumulate across steps).
+        maturity: m, steps a unit must have lived before it can be replaced.
+        decay: η, the decay of the running utility, in [0, 1)."""
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"continual_backprop rho: {rho} must be in [0, 1)")
+        if maturity < 0:
+            raise ValueError(f"continual_backprop maturity: {maturity} must be >= 0")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"continual_backprop decay: {decay} must be in [0, 1)")
+        self.rho, self.maturity, self.decay = rho, maturity, decay
+        self.replaced = 0
+        """Units replaced so far (all layers)."""
+        self.utility: torch.Tensor | None = None
+        """[layers, units] running contribution utility."""
+        self.age: torch.Tensor | None = None
+        """[layers, units] optimiser steps since each unit was (re)initialised."""
+        self.allowance: torch.Tensor | None = None
+        """[layers] replacements owed (the fractional part carries over)."""
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    def setup(self, trial) -> None:
+        from harness.plasticity import decoder_layers
+
+        self.backend = trial.backend
+        self.seed = trial.cfg.seed
+        _, self.blocks = decoder_layers(trial.backend.module)
+        n_layers, n_units = len(self.blocks), self.blocks[0].mlp.down_proj.weight.shape[1]
+        if self.utility is None:
+            self.utility = torch.zeros(n_layers, n_units, dtype=torch.float64)
+            self.age = torch.zeros(n_layers, n_units, dtype=torch.int64)
+            self.allowance = torch.zeros(n_layers, dtype=torch.float64)
+        self._sums = torch.zeros(n_layers, n_units, dtype=torch.float64)
+        self._counts = torch.zeros(n_layers, dtype=torch.float64)
+        self._handles = [
+            block.mlp.down_proj.register_forward_pre_hook(
+                lambda m, args, i=i: self._observe(m, i, args[0])
+            )
+            for i, block in enumerate(self.blocks)
+        ]
+
+    def at_end(self, trial, status: str) -> None:
+        for handle in getattr(self, "_handles", ()):
+            handle.remove()
+
+    def _observe(self, module: torch.nn.Module, i: int, h: torch.Tensor) -> None:
+        if module.training and torch.is_grad_enabled():  # training forwards only
+            flat = h.detach().reshape(-1, h.shape[-1])
+            self._sums[i] += flat.abs().double().sum(dim=0).cpu()
+            self._counts[i] += flat.shape[0]
+
+    def after_step(self, trial, stage: int, step: int) -> None:
+        self.update_and_replace(step)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if self.utility is None:
+            return {}
+        return {"utility": self.utility, "age": self.age, "allowance": self.allowance}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.utility, self.age = state["utility"].clone(), state["age"].clone()
+        self.allowance = state["allowance"].clone()
+
+    # -- the method -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def update_and_replace(self, step: int) -> dict[int, torch.Tensor]:
+        """One step of the method from the activations seen since the last call; returns the
+        replaced unit indices by layer."""
+        assert self.utility is not None and self.age is not None and self.allowance is not None
+        replaced: dict[int, torch.Tensor] = {}
+        g = self.generator(self.seed, step)
+        for i, block in enumerate(self.blocks):
+            mlp = block.mlp
+            if self._counts[i] > 0:
+                mean_abs = self._sums[i] / self._counts[i]
+                out_size = mlp.down_proj.weight.detach().abs().double().sum(dim=0).cpu()
+                self.utility[i] = self.decay * self.utility[i] + (1 - self.decay) * (
+                    mean_abs * out_size
+                )
+            self.age[i] += 1
+            eligible = torch.nonzero(self.age[i] > self.maturity).flatten()
+            self.allowance[i] += self.rho * len(eligible)
+            n = int(self.allowance[i])
+            if n == 0 or not len(eligible):
+                continue
+            n = min(n, len(eligible))
+            self.allowance[i] -= n
+            order = torch.argsort(self.utility[i][eligible], stable=True)
+            idx = eligible[order[:n]].sort().values
+            reinit_units(self.backend, mlp, idx, g)
+            self.utility[i, idx] = 0.0
+            self.age[i, idx] = 0
+            self.replaced += n
+            replaced[i] = idx
+        self._sums.zero_()
+        self._counts.zero_()
+        return replaced

@@ -1,0 +1,88 @@
+"""ReDo: recycle dormant neurons (Sokar et al. 2023, "The Dormant Neuron Phenomenon in Deep
+Reinforcement Learning").
+
+Every ``every`` optimiser steps, on a fixed batch of the current task's training examples, each
+MLP unit i of every decoder layer gets the dormant score (the diagnostic of
+:mod:`harness.plasticity`)
+
+    s_i = E|h_i| / mean_k E|h_k|,      h = act(gate(x)) * up(x)  (the down-projection input)
+
+and every unit with ``s_i <= tau`` is recycled: its incoming weights (its row of ``gate_proj``
+and ``up_proj``) are drawn afresh from N(0, r²) (r: the model's initializer_range), its outgoing
+weights (its column of ``down_proj``) are set to 0 — so the network's function is unchanged at
+that moment — and the optimiser moments of those rows and columns are forgotten. Full
+fine-tuning only: under LoRA the units' weights are frozen.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from harness.interventions.base import Intervention, register, reinit_units
+
+
+@register
+class ReDo(Intervention):
+    name: ClassVar[str] = "redo"
+    source: ClassVar[str] = "Sokar et al. 2023"
+    lora: ClassVar[str | None] = (
+        "under LoRA the MLP units' weights are frozen, so they cannot be recycled"
+    )
+
+    def __init__(self, *, every: int = 100, tau: float = 0.025, batch_texts: int = 16):
+        """every: look for dormant units after every this many optimiser steps.
+        tau: a unit whose dormant score s_i is <= tau is recycled (Sokar et al.: 0.025-0.1).
+        batch_texts: the first this many training examples of the current task score the
+        units."""
+        if every < 1:
+            raise ValueError(f"redo every: {every} must be >= 1")
+        if tau < 0:
+            raise ValueError(f"redo tau: {tau} must be >= 0")
+        if batch_texts < 1:
+            raise ValueError(f"redo batch_texts: {batch_texts} must be >= 1")
+        self.every, self.tau, self.batch_texts = every, tau, batch_texts
+        self.recycled = 0
+        """Units recycled so far (all layers)."""
+        self.scans = 0
+        """Times the units were scored."""
+
+    def after_step(self, trial, stage: int, step: int) -> None:
+        if step % self.every:
+            return
+        from harness.core import EvalBatch
+
+        rows = trial.inputs.tasks[stage - 1].train[: self.batch_texts]
+        batch = EvalBatch.from_examples(rows, trial.inputs.pad_id)
+        self.apply(trial.backend, batch, seed=trial.cfg.seed, step=step)
+
+    def dormant(self, model: torch.nn.Module, batch) -> dict[int, torch.Tensor]:
+        """Layer -> indices of its units whose dormant score on ``batch`` is <= tau."""
+        from harness.plasticity import _forward, _mlp_hooks, dormant_scores
+
+        out: dict[int, torch.Tensor] = {}
+
+        def on_input(i: int, acts: torch.Tensor) -> None:
+            out[i] = torch.nonzero(dormant_scores(acts) <= self.tau).flatten()
+
+        with _mlp_hooks(model, batch, on_input):
+            _forward(model, batch)
+        return out
+
+    @torch.no_grad()
+    def apply(self, backend, batch, *, seed: int, step: int) -> dict[int, torch.Tensor]:
+        """Recycle the dormant units of every layer; returns the recycled indices by layer."""
+        from harness.plasticity import decoder_layers
+
+        model = backend.module
+        picked = self.dormant(model, batch)
+        self.scans += 1
+        _, blocks = decoder_layers(model)
+        g = self.generator(seed, step)
+        for i, block in enumerate(blocks):
+            idx = picked.get(i)
+            if idx is not None and len(idx):
+                reinit_units(backend, block.mlp, idx, g)
+                self.recycled += len(idx)
+        return picked

@@ -1,0 +1,70 @@
+"""Shrink & perturb (Ash & Adams 2020, "On warm-starting neural network training").
+
+    θ ← λ·θ + σ·ε      for every trainable weight matrix (ndim ≥ 2: linear layers, embeddings;
+                        norm gains and biases are left alone)
+
+with ε ~ N(0, r²), r = the model's initialisation std (``initializer_range``), or, with
+``noise='scaled'``, ε ~ N(0, std(θ)²) per tensor. Applied before every task but the first (the
+start of a warm-started round of training: the first task starts from the pretrained model as
+it is), or, with ``every=k``, after every k-th optimiser step instead. Dohare et al. (2024) use
+it as the baseline that slows loss of plasticity. Under LoRA the trainable matrices are the
+adapters', so only they are shrunk and perturbed.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+
+from harness.interventions.base import Intervention, init_std, register
+
+
+@register
+class ShrinkPerturb(Intervention):
+    name: ClassVar[str] = "shrink_perturb"
+    source: ClassVar[str] = "Ash & Adams 2020"
+
+    def __init__(
+        self,
+        *,
+        shrink: float = 0.9,
+        sigma: float = 0.01,
+        noise: Literal["init", "scaled"] = "init",
+        every: int | None = None,
+    ):
+        """shrink: λ in θ ← λθ + σε, in (0, 1].
+        sigma: σ, the scale of the noise ε (>= 0).
+        noise: 'init': ε ~ N(0, r²) with r the model's initializer_range; 'scaled': ε ~ N(0,
+        std(θ)²) per tensor.
+        every: apply after every this many optimiser steps; unset: before every task but the
+        first."""
+        if not 0.0 < shrink <= 1.0:
+            raise ValueError(f"shrink_perturb shrink: {shrink} must be in (0, 1]")
+        if sigma < 0:
+            raise ValueError(f"shrink_perturb sigma: {sigma} must be >= 0")
+        if every is not None and every < 1:
+            raise ValueError(f"shrink_perturb every: {every} must be >= 1 (or unset)")
+        self.shrink, self.sigma, self.noise, self.every = shrink, sigma, noise, every
+        self.applied = 0
+
+    def before_task(self, trial, stage: int) -> None:
+        if self.every is None and stage > 1:
+            self.apply(trial.backend.module, trial.cfg.seed, stage, trial.state.global_step)
+
+    def after_step(self, trial, stage: int, step: int) -> None:
+        if self.every is not None and step % self.every == 0:
+            self.apply(trial.backend.module, trial.cfg.seed, stage, step)
+
+    @torch.no_grad()
+    def apply(self, model: torch.nn.Module, seed: int, stage: int, step: int) -> None:
+        """θ ← λθ + σε on the model's trainable matrices, ε drawn for (seed, stage, step)."""
+        g = self.generator(seed, stage, step)
+        r = init_std(model)
+        for _, p in sorted(model.named_parameters()):
+            if not p.requires_grad or p.ndim < 2:
+                continue
+            scale = r if self.noise == "init" else float(p.float().std())
+            eps = torch.randn(p.shape, generator=g, dtype=torch.float32)
+            p.mul_(self.shrink).add_((self.sigma * scale * eps).to(p.dtype).to(p.device))
+        self.applied += 1
