@@ -37,7 +37,7 @@ def checkpoint_dir(cfg: TrialConfig) -> Path:
 def resumable(cfg: TrialConfig) -> Path | None:
     """The trial's checkpoint if one is complete and was saved with these settings, else None
     (an unreadable or foreign checkpoint is logged and ignored: the trial starts over)."""
-    from harness.trial import CHECKPOINT_STATE, _settings
+    from harness.trial import CHECKPOINT_STATE, comparable_settings
 
     path = checkpoint_dir(cfg)
     old = path.with_name(f".{path.name}.old")
@@ -51,7 +51,7 @@ def resumable(cfg: TrialConfig) -> Path | None:
     except (OSError, ValueError) as exc:
         log.warning("ignoring the unreadable checkpoint %s (%s): starting over", path, exc)
         return None
-    if _settings(stored) != _settings(cfg.to_dict()):
+    if comparable_settings(stored) != comparable_settings(cfg.to_dict()):
         log.warning("ignoring checkpoint %s: saved with other settings; starting over", path)
         return None
     log.info("found checkpoint %s after task %s", path, state.get("finished_stage"))

@@ -138,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness import checkpoints
     from harness.checkpoints import LocalCheckpointHook
     from harness.data import DataError
-    from harness.trial import TrialResult, check_output, run_trial, stored_completed
+    from harness.trial import TrialResult, run_trial, stored_completed
     from results.io import study_dir
 
     try:
@@ -152,8 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("trial %s: %s", cfg.id, json.dumps(cfg.to_dict(), sort_keys=True))
     t0 = time.perf_counter()
     hooks = [] if args.no_checkpoints else [LocalCheckpointHook()]
-    try:
-        check_output(cfg)
+    try:  # a bad --out is reported by the trial's set-up, before any model is built
         if args.rerun or args.overwrite:
             checkpoints.remove(cfg)
         elif (done := stored_completed(cfg)) is not None:

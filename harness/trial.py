@@ -502,8 +502,9 @@ def check_output(cfg: TrialConfig) -> None:
         ) from None
 
 
-def _settings(config: dict) -> dict:
-    """The computed settings of a (possibly older) stored config, defaults filled in."""
+def comparable_settings(config: dict) -> dict:
+    """The computed settings of a (possibly older) stored config, defaults filled in: two
+    configs compute the same trial when these are equal."""
     try:
         config = from_dict(config).to_dict()
     except ConfigError:
@@ -511,28 +512,39 @@ def _settings(config: dict) -> dict:
     return computed_settings(config)
 
 
-def stored_conflict(cfg: TrialConfig) -> str | None:
-    """A message if results stored under this trial's id come from other settings (two
-    configs sharing a ``trial_id`` would silently replace each other's rows), else None."""
+def _stored_summary(cfg: TrialConfig) -> dict | None:
+    """This trial's stored summary row, or None; raises if its file is damaged."""
     from results.io import read_trial_rows
 
-    try:
-        rows = read_trial_rows(cfg.out, "summary", study=cfg.study, trial_id=cfg.id)
-    except (OSError, ValueError):
-        return None  # a damaged summary: the trial is re-run and its files replaced
-    if not rows or not rows[0].get("config_json"):
+    rows = read_trial_rows(cfg.out, "summary", study=cfg.study, trial_id=cfg.id)
+    return rows[0] if rows else None
+
+
+def settings_conflict(cfg: TrialConfig, stored: dict | None) -> str | None:
+    """A message if the summary ``stored`` under this trial's id comes from other settings
+    (two configs sharing an id would silently replace each other's rows), else None."""
+    if not stored or not stored.get("config_json"):
         return None
-    stored = _settings(json.loads(rows[0]["config_json"]))
-    mine = _settings(cfg.to_dict())
-    if stored == mine:
+    theirs = comparable_settings(json.loads(stored["config_json"]))
+    mine = comparable_settings(cfg.to_dict())
+    if theirs == mine:
         return None
-    diff = sorted(_diff(stored, mine))
+    diff = sorted(_diff(theirs, mine))
     shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
     return (
         f"trial_id: {cfg.id!r} in study {cfg.study!r} under {cfg.out!r} holds results of "
-        f"other settings ({shown}); give this trial another trial_id or study, or pass "
+        f"other settings ({shown}); give this trial another trial_id, study or out, or pass "
         "--overwrite to replace them"
     )
+
+
+def stored_conflict(cfg: TrialConfig) -> str | None:
+    """:func:`settings_conflict` with this trial's stored summary (none if it is damaged:
+    the trial is then re-run and its files replaced)."""
+    try:
+        return settings_conflict(cfg, _stored_summary(cfg))
+    except (OSError, ValueError):
+        return None
 
 
 def _diff(a: Any, b: Any, path: str = "") -> list[str]:
@@ -568,26 +580,31 @@ def completion_problems(cfg: TrialConfig, summary: dict) -> list[str]:
     return problems
 
 
-def stored_completed(cfg: TrialConfig) -> dict | None:
-    """The stored summary if this trial completed with these settings and every record
-    agrees with it, else None (logging why a stored 'completed' does not count)."""
-    from results.io import read_trial_rows
-
-    try:
-        rows = read_trial_rows(cfg.out, "summary", study=cfg.study, trial_id=cfg.id)
-    except (OSError, ValueError) as exc:
-        log.warning("trial %s: its summary cannot be read (%s): running it again", cfg.id, exc)
-        return None
-    if not rows or rows[0]["status"] != "completed":
-        return None
-    if _settings(json.loads(rows[0]["config_json"])) != _settings(cfg.to_dict()):
-        return None
-    problems = completion_problems(cfg, rows[0])
+def counts_as_completed(cfg: TrialConfig, stored: dict | None) -> bool:
+    """Whether the stored summary ``stored`` shows this trial done: status 'completed', the
+    same settings, and every record agreeing with it (logging why a 'completed' does not
+    count; the trial is then run again)."""
+    if not stored or stored["status"] != "completed":
+        return False
+    if comparable_settings(json.loads(stored["config_json"])) != comparable_settings(cfg.to_dict()):
+        log.warning("trial %s completed earlier with other settings: running it again", cfg.id)
+        return False
+    problems = completion_problems(cfg, stored)
     if problems:
         log.warning(
-            "trial %s: summary says completed but %s: running it again",
+            "trial %s: summary says completed, but %s: running it again",
             cfg.id,
             "; ".join(problems),
         )
+        return False
+    return True
+
+
+def stored_completed(cfg: TrialConfig) -> dict | None:
+    """The stored summary if this trial :func:`counts_as_completed`, else None."""
+    try:
+        stored = _stored_summary(cfg)
+    except (OSError, ValueError) as exc:
+        log.warning("trial %s: its summary cannot be read (%s): running it again", cfg.id, exc)
         return None
-    return rows[0]
+    return stored if counts_as_completed(cfg, stored) else None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
 import re
 import tempfile
@@ -86,25 +85,12 @@ def finished(cfg: TrialConfig, completed: Mapping[str, dict] | None = None) -> d
     files agrees (all stages present, every file readable), else None: the trial is run
     (again) and its rows replaced. ``completed``: :func:`completed_trials` of the study, when
     the caller has read it already."""
-    from harness.trial import _settings, completion_problems
+    from harness.trial import counts_as_completed
 
     if completed is None:
         completed = completed_trials(cfg.out, cfg.study)
     done = completed.get(cfg.id)
-    if done is None:
-        return None
-    if _settings(json.loads(done["config_json"])) != _settings(cfg.to_dict()):
-        log.warning("trial %s completed earlier with other settings: running it again", cfg.id)
-        return None
-    problems = completion_problems(cfg, done)
-    if problems:
-        log.warning(
-            "trial %s: summary says completed, but %s: running it again",
-            cfg.id,
-            "; ".join(problems),
-        )
-        return None
-    return done
+    return done if counts_as_completed(cfg, done) else None
 
 
 def stored_summaries(out: str | Path, study: str) -> dict[str, dict]:
@@ -127,21 +113,9 @@ def completed_trials(out: str | Path, study: str) -> dict[str, dict]:
 
 def id_conflicts(configs: Sequence[TrialConfig], stored: Mapping[str, dict]) -> list[str]:
     """A problem for every trial whose id already holds results of other settings."""
-    from harness.trial import _settings
+    from harness.trial import settings_conflict
 
-    problems = []
-    for c in configs:
-        row = stored.get(c.id)
-        if row is not None and _settings(json.loads(row["config_json"])) != _settings(c.to_dict()):
-            problems.append(
-                f"trial {c.id!r}: results stored under this id in study {c.study!r} come "
-                "from other settings"
-            )
-    if problems:
-        problems.append(
-            "give the study another name (--study), or pass --overwrite to replace those results"
-        )
-    return problems
+    return [p for c in configs if (p := settings_conflict(c, stored.get(c.id)))]
 
 
 # --------------------------------------------------------------------------------------------

@@ -297,44 +297,69 @@ def from_dict(data: dict[str, Any] | None = None) -> TrialConfig:
     return cfg
 
 
+def _check_class_settings(
+    cls: type,
+    settings: dict[str, Any],
+    *,
+    where: str,
+    name: str,
+    problems: list[str],
+    owner: str = "",
+    hint: Any = lambda key: "",
+) -> dict[str, Any] | None:
+    """Check ``settings`` against the keyword settings of ``cls`` (a replay method or an
+    intervention): names (did-you-mean, and the valid ones listed), types, then the class's own
+    rules by building it. Returns the coerced values, or None if a problem was recorded.
+    ``where``: the settings' dotted path; ``owner``/``hint(key)``: text for an unknown key."""
+    from harness.replay import settings_spec
+
+    specs = {s.name: s for s in settings_spec(cls)}
+    listing = ", ".join(f"{s.name} (default {s.default!r})" for s in specs.values()) or "none"
+    coerced: dict[str, Any] = {}
+    before = len(problems)
+    for key, value in settings.items():
+        path = f"{where}.{key}"
+        if key not in specs:
+            problems.append(
+                f"unknown key {path!r}{did_you_mean(key, specs)}{owner}{hint(key)}; "
+                f"settings of {name!r}: {listing}"
+            )
+            continue
+        coerced[key] = _check_value(path, value, specs[key].type, problems)
+    if len(problems) > before:
+        return None
+    try:
+        cls(**coerced)
+    except (TypeError, ValueError) as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+    return coerced
+
+
 def _check_method_settings(r: ReplayConfig, problems: list[str]) -> ReplayConfig:
     """Check ``replay.settings`` against the chosen method's settings (name, type, and the
     method's own rules, by building it); returns the config with the values coerced."""
-    from harness.replay import method_names, settings_spec
+    from harness.replay import method_names
 
     registry = _replay_registry()
     cls = registry.get(r.method)
     if cls is None or not isinstance(r.settings, dict):
         return r  # the method (or the mapping) is reported already
-    specs = {s.name: s for s in settings_spec(cls)}
-    listing = ", ".join(f"{s.name} (default {s.default!r})" for s in specs.values()) or "none"
-    coerced: dict[str, Any] = {}
-    ok = True
-    for key, value in r.settings.items():
-        where = f"replay.settings.{key}"
-        if key not in specs:
-            owners = [m for m in method_names() if key in _setting_names_of(registry[m])]
-            elsewhere = (
-                f" ({key!r} is a setting of {', '.join(map(repr, owners))})" if owners else ""
-            )
-            problems.append(
-                f"unknown key {where!r}{did_you_mean(key, specs)} for replay method "
-                f"{r.method!r}{elsewhere}; settings of {r.method!r}: {listing}"
-            )
-            ok = False
-            continue
-        before = len(problems)
-        checked = _check_value(where, value, specs[key].type, problems)
-        if len(problems) == before:
-            coerced[key] = checked
-        else:
-            ok = False
-    if ok:
-        try:
-            cls(**coerced)
-        except (TypeError, ValueError) as exc:
-            problems.append(f"replay.settings: {exc}")
-    return dataclasses.replace(r, settings=coerced) if ok else r
+
+    def elsewhere(key: str) -> str:
+        owners = [m for m in method_names() if key in _setting_names_of(registry[m])]
+        return f" ({key!r} is a setting of {', '.join(map(repr, owners))})" if owners else ""
+
+    coerced = _check_class_settings(
+        cls,
+        r.settings,
+        where="replay.settings",
+        name=r.method,
+        problems=problems,
+        owner=f" for replay method {r.method!r}",
+        hint=elsewhere,
+    )
+    return r if coerced is None else dataclasses.replace(r, settings=coerced)
 
 
 def _check_interventions(cfg: TrialConfig, problems: list[str]) -> TrialConfig:
@@ -343,7 +368,6 @@ def _check_interventions(cfg: TrialConfig, problems: list[str]) -> TrialConfig:
     if not isinstance(cfg.interventions, dict):
         return cfg  # reported by the type check
     from harness.interventions import REGISTRY, intervention_names
-    from harness.replay import settings_spec
 
     coerced: dict[str, dict[str, Any]] = {}
     for name, settings in cfg.interventions.items():
@@ -354,34 +378,17 @@ def _check_interventions(cfg: TrialConfig, problems: list[str]) -> TrialConfig:
                 f"known: {', '.join(intervention_names())}"
             )
             continue
-        if settings is None:
-            settings = {}
-        if not isinstance(settings, dict):
+        if not isinstance(settings, dict | None):
             problems.append(
                 f"interventions.{name}: expected a mapping of its settings, got {settings!r}"
             )
             continue
-        specs = {s.name: s for s in settings_spec(cls)}
-        values: dict[str, Any] = {}
-        before = len(problems)
-        for key, value in settings.items():
-            if key not in specs:
-                listing = ", ".join(f"{s.name} (default {s.default!r})" for s in specs.values())
-                problems.append(
-                    f"unknown key 'interventions.{name}.{key}'{did_you_mean(key, specs)}; "
-                    f"settings of {name!r}: {listing}"
-                )
-                continue
-            values[key] = _check_value(
-                f"interventions.{name}.{key}", value, specs[key].type, problems
-            )
-        if len(problems) == before:
-            try:
-                cls(**values)
-            except (TypeError, ValueError) as exc:
-                problems.append(f"interventions.{name}: {exc}")
+        values = _check_class_settings(
+            cls, settings or {}, where=f"interventions.{name}", name=name, problems=problems
+        )
+        if values is not None:
             problems.extend(cls.problems(cfg))
-        coerced[name] = values
+            coerced[name] = values
     return dataclasses.replace(cfg, interventions=coerced)
 
 
