@@ -10,8 +10,14 @@ one tests the ZeRO stage or the backend's type. What it covers:
   ``train_module`` the one training forwards go through;
 * **optimisation**: ``start_task`` (a fresh optimiser state for every task in the stream),
   ``backward``, ``step(lr)``, ``min_step_items`` (the smallest effective batch every rank can
-  take a micro-batch of), ``reset_optimizer_state`` (after an intervention rewrote weights;
-  :func:`rewrites_weights_problem` says where that is possible);
+  take a micro-batch of);
+* **rewriting weights between steps** (plasticity interventions): an intervention edits
+  ``module``'s parameters in place, identically on every rank, then calls
+  ``weights_edited(params)`` so the backend's own copies agree (DeepSpeed ZeRO-1/2 keeps an
+  fp32 master partition per rank, which would undo the edit at the next step), and
+  ``reset_optimizer_state`` to forget the moments of what it replaced; ``sum_across_ranks``
+  pools statistics that every rank must decide on alike. :func:`rewrites_weights_problem`
+  says where this is possible (not under ZeRO-3, whose ranks hold shards);
 * **agreement**: ``all_true`` (every rank stops at the same step), ``gather``, ``barrier``;
 * **keeping collectives in step**: when the weights are sharded every forward is a collective
   (ZeRO-3 gathers each layer's weights as it runs, and hooks every tensor a module returns to
@@ -72,6 +78,8 @@ class Backend(Protocol):
     def reset_optimizer_state(
         self, params: list[nn.Parameter], index: torch.Tensor | None = None, dim: int = 0
     ) -> None: ...
+    def weights_edited(self, params: list[nn.Parameter]) -> None: ...
+    def sum_across_ranks(self, tensor: torch.Tensor) -> torch.Tensor: ...
     def idle_frozen_forward(self, built: Built, input_ids: torch.Tensor) -> None: ...
     def touch_outputs(self, loss: torch.Tensor, *outputs: torch.Tensor) -> torch.Tensor: ...
     def save_model(self, path: Path) -> None: ...
@@ -84,12 +92,25 @@ def shards_weights(scale: ScaleConfig) -> bool:
 
 def rewrites_weights_problem(scale: ScaleConfig) -> str | None:
     """Why a trial with these scale settings cannot have its trained weights rewritten in
-    place between steps (plasticity interventions), or None if it can."""
-    if scale.backend == "deepspeed":
+    place between steps (plasticity interventions), or None if it can.
+
+    The torch backend and DeepSpeed ZeRO-0/1/2 can (every rank holds whole weights; ZeRO keeps
+    an fp32 master copy, partitioned over ranks under ZeRO-1/2, which
+    :meth:`DeepSpeedBackend.weights_edited` rewrites). ZeRO-3 cannot: each rank holds a shard
+    of every weight, and an intervention reads whole units (a row of one matrix, the column of
+    another) and whole tensors' statistics."""
+    if shards_weights(scale):
         return (
-            "rewriting the weights being trained is implemented for scale.backend='torch' "
-            "only so far: DeepSpeed ZeRO keeps its own fp32 copy of the weights (sharded under "
-            "ZeRO-1/2/3), which would undo the change at the next step; use scale.backend=torch"
+            "rewriting the weights being trained needs whole weights on every rank, and ZeRO-3 "
+            "holds a shard of each; use scale.zero_stage=2 (weights replicated, gradients and "
+            "optimizer states sharded; an 8B LoRA model fits one 80 GB GPU, full fine-tuning "
+            "needs ~30 GB per GPU on 8 GPUs)"
+        )
+    if scale.backend == "deepspeed" and scale.offload_optimizer:
+        return (
+            "rewriting the weights being trained is not supported with "
+            "scale.offload_optimizer=true (the fp32 master copy then lives in DeepSpeed's CPU "
+            "optimizer, untested here); set scale.offload_optimizer=false"
         )
     return None
 
@@ -217,6 +238,12 @@ class TorchBackend(_Base):
                 if torch.is_tensor(value) and value.shape == p.shape:
                     value.index_fill_(dim, index.to(value.device), 0.0)
 
+    def weights_edited(self, params: list[nn.Parameter]) -> None:
+        """Nothing to do: the optimiser updates the module's own tensors."""
+
+    def sum_across_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
     def save_model(self, path: Path) -> None:
         _save_pretrained(self.built, self.module, path)
 
@@ -263,13 +290,24 @@ class DeepSpeedBackend(_Base):
                 0
             ].module
 
-    def start_task(self) -> None:
-        # Reset the innermost torch optimiser's moments; the ZeRO wrappers keep their
-        # (fp32 master) partitions, which hold the current weights and must not be reset.
+    def _inner_optimizer(self) -> torch.optim.Optimizer:
         inner = self.optimizer
         while not isinstance(inner, torch.optim.Optimizer) and hasattr(inner, "optimizer"):
             inner = inner.optimizer
-        inner.state.clear()
+        return inner
+
+    def start_task(self) -> None:
+        # Reset the innermost torch optimiser's moments; the ZeRO wrappers keep their
+        # (fp32 master) partitions, which hold the current weights and must not be reset.
+        # Zeroed in place, not cleared: ZeRO-1/2 links each parameter to its fragment of these
+        # tensors once, at the first step (what weights_edited and reset_optimizer_state use),
+        # and a fresh AdamW state is exactly zero moments and step 0.
+        for state in self._inner_optimizer().state.values():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    value.zero_()
+                else:
+                    state[key] = type(value)(0)
 
     def backward(self, loss: torch.Tensor, n_micro: int) -> None:
         # DeepSpeed divides by gradient_accumulation_steps itself.
@@ -297,10 +335,57 @@ class DeepSpeedBackend(_Base):
     def barrier(self) -> None:
         torch.distributed.barrier()
 
+    def _check_rewritable(self) -> None:
+        problem = rewrites_weights_problem(self.cfg.scale)
+        if problem:
+            raise NotImplementedError(problem)
+
     def reset_optimizer_state(
         self, params: list[nn.Parameter], index: torch.Tensor | None = None, dim: int = 0
     ) -> None:
-        raise NotImplementedError(rewrites_weights_problem(self.cfg.scale))
+        """Zero the Adam moments of ``params`` (or of their slices ``index`` along ``dim``) in
+        every rank's partition. A collective under ZeRO-1/2: every rank must call it with the
+        same parameters in the same order."""
+        self._check_rewritable()
+        from deepspeed.utils import safe_get_full_optimizer_state, safe_set_full_optimizer_state
+
+        inner = self._inner_optimizer().state
+        if not inner:
+            return  # no step yet in this task: there are no moments to forget
+        first = next(iter(inner.values()))
+        keys = [k for k, v in first.items() if torch.is_tensor(v) and v.ndim >= 1]
+        for p in params:
+            for key in keys:
+                # ZeRO-1/2 (and bf16 at stage 0): this rank's fragment of the fp32 state,
+                # assembled by an all-reduce; None: a plain optimiser, keyed by the parameter.
+                full = safe_get_full_optimizer_state(p, key)
+                own = full is None
+                if own:
+                    full = inner.get(p, {}).get(key)
+                    if full is None:
+                        continue
+                if index is None:
+                    full.zero_()
+                else:
+                    full.index_fill_(dim, index.to(full.device), 0.0)
+                if not own:
+                    safe_set_full_optimizer_state(p, full, key)
+
+    def weights_edited(self, params: list[nn.Parameter]) -> None:
+        """Copy ``params``' new values (edited in place, alike on every rank) into DeepSpeed's
+        fp32 master partitions, which the next step would otherwise copy back over them."""
+        self._check_rewritable()
+        from deepspeed.utils import safe_set_full_fp32_param  # a no-op without a master copy
+
+        for p in params:
+            safe_set_full_fp32_param(p, p.detach())
+
+    def sum_across_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of every rank's ``tensor`` (on the model's device for the
+        collective: NCCL reduces GPU tensors only), returned where ``tensor`` was."""
+        out = tensor.to(device_of(self.module), copy=True)
+        torch.distributed.all_reduce(out)
+        return out.to(tensor.device)
 
     def gather(self, obj):
         """Every rank's ``obj`` (picklable), in rank order, on every rank."""

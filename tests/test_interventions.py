@@ -93,9 +93,13 @@ def test_interventions_are_validated_like_every_setting() -> None:
         "must be a finite number": {"interventions": {"shrink_perturb": {"sigma": "inf"}}},
         "must be in (0, 1]": {"interventions": {"shrink_perturb": {"shrink": 1.5}}},
         "else it never acts": {"interventions": {"embedding_reset": {}}},
-        "scale.backend='torch' only": {
+        "ZeRO-3 holds a shard of each": {
             "interventions": {"shrink_perturb": {}},
-            "scale": {"backend": "deepspeed"},
+            "scale": {"backend": "deepspeed", "zero_stage": 3},
+        },
+        "offload_optimizer=false": {
+            "interventions": {"redo": {}},
+            "scale": {"backend": "deepspeed", "zero_stage": 2, "offload_optimizer": True},
         },
         "LoRA trains adapters": {
             "interventions": {"embedding_reset": {"every": 5}},
@@ -108,6 +112,9 @@ def test_interventions_are_validated_like_every_setting() -> None:
         assert needle in str(err.value) or needle.split(".")[-1] in str(err.value), needle
     cfg = from_dict({"interventions": {"shrink_perturb": {"shrink": "0.8", "every": 4}}})
     assert cfg.interventions == {"shrink_perturb": {"shrink": 0.8, "every": 4}}
+    for stage in (0, 1, 2):  # whole weights on every rank: allowed
+        scale = {"backend": "deepspeed", "zero_stage": stage, "workers": 2}
+        assert from_dict({"interventions": {"redo": {}}, "scale": scale}).scale.zero_stage == stage
 
 
 SETTINGS = {
@@ -297,3 +304,119 @@ def test_continual_backprop_refuses_lora_and_bad_settings() -> None:
         from_dict({"model": {"tuning": "lora"}, "interventions": {"continual_backprop": {}}})
     with pytest.raises(ConfigError, match="decay: 1.0 must be in"):
         from_dict({"interventions": {"continual_backprop": {"decay": 1}}})
+
+
+# -- ZeRO-2 on two ranks ------------------------------------------------------------------------
+
+
+def _zero2_rank(rank: int, port: int, out: str, errors) -> None:
+    """One rank: train a step, edit with every intervention, then check the edits reached
+    DeepSpeed's fp32 master partitions and optimiser states, survive a step at lr 0, and are
+    the same on both ranks."""
+    import datetime
+    import os
+    import traceback
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+    )
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(
+        "gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60)
+    )
+    try:
+        from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
+
+        from harness.backend import DeepSpeedBackend
+        from harness.interventions.base import reinit_units
+        from harness.interventions.continual_backprop import ContinualBackprop
+        from harness.plasticity import decoder_layers
+
+        cfg = from_dict(
+            {"model": {"name": "tiny"}, "scale": {"backend": "deepspeed", "zero_stage": 2,
+             "workers": 2}, "train": {"batch_size": 1}}
+        )  # fmt: skip
+        backend = DeepSpeedBackend(cfg)
+        model = backend.build_model(keep_reference=False, weights=None).model
+        _, blocks = decoder_layers(model)
+        named = dict(model.named_parameters())
+
+        def step(lr: float, tokens: list[int]) -> None:
+            model.train()
+            loss = backend.train_module(input_ids=torch.tensor([tokens])).logits.square().mean()
+            backend.backward(loss, 1)
+            backend.step(lr)
+
+        backend.start_task()
+        step(1e-2, [5 + rank, 6, 7, 8])  # each rank its own data: moments everywhere
+        mlp = blocks[1].mlp
+        idx = torch.tensor([2, 9, 17])
+        # Continual backprop on statistics pooled over the ranks: the same picks on both.
+        cbp = ContinualBackprop(rho=0.1, maturity=0, decay=0.0)
+        cbp.setup(_Trial(model, backend))
+        step(1e-2, [9, 10 + 3 * rank, 11])
+        picks = cbp.update_and_replace(step=2)
+        reinit_units(backend, mlp, idx, cbp.generator(0, 1))
+        edited = ShrinkPerturb(shrink=0.5, sigma=0.1).apply(model, seed=0, stage=2, step=3)
+        backend.weights_edited(edited)
+        emb = _Trial(model, backend)
+        EmbeddingReset(every=1).apply(emb, stage=2, step=3)
+        want = {n: p.detach().clone() for n, p in named.items()}
+        master = {n: safe_get_full_fp32_param(p) for n, p in named.items()}
+        moments = {
+            k: safe_get_full_optimizer_state(w, k)
+            for w in (mlp.gate_proj.weight,)
+            for k in ("exp_avg", "exp_avg_sq")
+        }
+        moments["down"] = safe_get_full_optimizer_state(mlp.down_proj.weight, "exp_avg")
+        moments["emb"] = safe_get_full_optimizer_state(
+            model.get_input_embeddings().weight, "exp_avg"
+        )
+        step(0.0, [12, 13, 14 + rank])  # lr 0: the step copies the master back into the model
+        after = {n: p.detach().clone() for n, p in named.items()}
+        result = {
+            "master_equal": all(torch.equal(master[n], want[n]) for n in want),
+            "kept_after_step": all(torch.equal(after[n], want[n]) for n in want),
+            "rows_zero": all(bool((moments[k][idx] == 0).all()) for k in ("exp_avg", "exp_avg_sq")),
+            "others_kept": bool((moments["exp_avg"].abs().sum(dim=1) > 0).sum() > len(idx)),
+            "down_zero": bool((moments["down"][:, idx] == 0).all()),
+            "emb_zero": bool((moments["emb"] == 0).all()),
+            "picks": {i: t.tolist() for i, t in picks.items()},
+            "checksum": [float(p.double().sum()) for p in after.values()],
+        }
+        torch.save(result, f"{out}/rank{rank}.pt")
+    except BaseException:
+        errors.put(f"rank {rank}: {traceback.format_exc()}")
+        raise
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_interventions_edit_the_zero2_master_copy_alike_on_two_ranks(tmp_path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    errors = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.spawn(_zero2_rank, args=(port, str(tmp_path), errors), nprocs=2)
+    except Exception as exc:
+        found = []
+        while not errors.empty():
+            found.append(errors.get())
+        pytest.fail(f"{exc}\n" + "\n".join(found))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for r in (r0, r1):
+        assert r["master_equal"] and r["kept_after_step"], r
+        assert r["rows_zero"] and r["others_kept"] and r["down_zero"] and r["emb_zero"], r
+        assert sum(map(len, r["picks"].values())) > 0
+    assert r0["picks"] == r1["picks"]
+    assert r0["checksum"] == r1["checksum"]  # one model, two ranks

@@ -9,7 +9,11 @@ the measuring hooks, in the order given.
 An intervention's settings are the keyword-only arguments of its ``__init__`` (documented there,
 ``name: text``), checked like every other setting (:func:`harness.replay.settings_spec` reads
 them). Its randomness comes from a generator seeded by the trial seed and the step it acts at,
-never from the global RNG, so a resumed trial draws the same noise as an uninterrupted one.
+never from the global RNG, so a resumed trial draws the same noise as an uninterrupted one --
+and every rank of a multi-rank trial draws the same: each rank edits its own whole copy of the
+weights alike, and decisions from data (which units to replace) are taken on statistics pooled
+over the ranks, then handed to ``Backend.weights_edited`` (DeepSpeed ZeRO-1/2's fp32 master
+copy). ZeRO-3 is refused (:func:`harness.backend.rewrites_weights_problem`).
 """
 
 from __future__ import annotations
@@ -108,5 +112,6 @@ def reinit_units(backend, mlp: torch.nn.Module, idx: torch.Tensor, g: torch.Gene
         w[idx.to(w.device)] = (fresh * r).to(w.dtype).to(w.device)
     down = mlp.down_proj.weight
     down[:, idx.to(down.device)] = 0
+    backend.weights_edited([*incoming, down])
     backend.reset_optimizer_state(incoming, idx, dim=0)
     backend.reset_optimizer_state([down], idx, dim=1)

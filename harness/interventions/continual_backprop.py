@@ -6,7 +6,7 @@ input) a running *contribution utility*
     u_i ← η·u_i + (1 − η)·mean|h_i| · Σ_k |W_down[k, i]|
 
 is updated after every optimiser step (mean|h_i| over every position of the step's training
-forwards), and every unit's age grows by one. Units older than the maturity threshold m are
+forwards, pooled over the ranks of a multi-rank trial), and every unit's age grows by one. Units older than the maturity threshold m are
 eligible; each step adds ρ × (eligible units) to a per-layer allowance, and its whole part is
 spent on replacing that many eligible units of lowest utility: their incoming weights (rows of
 gate_proj and up_proj) are drawn afresh from N(0, r²) (r: the model's initializer_range), their
@@ -110,10 +110,13 @@ class ContinualBackprop(Intervention):
         assert self.utility is not None and self.age is not None and self.allowance is not None
         replaced: dict[int, torch.Tensor] = {}
         g = self.generator(self.seed, step)
+        # Pooled over the ranks (each saw its own micro-batches), so every rank picks alike.
+        sums = self.backend.sum_across_ranks(self._sums)
+        counts = self.backend.sum_across_ranks(self._counts)
         for i, block in enumerate(self.blocks):
             mlp = block.mlp
-            if self._counts[i] > 0:
-                mean_abs = self._sums[i] / self._counts[i]
+            if counts[i] > 0:
+                mean_abs = sums[i] / counts[i]
                 out_size = mlp.down_proj.weight.detach().abs().double().sum(dim=0).cpu()
                 self.utility[i] = self.decay * self.utility[i] + (1 - self.decay) * (
                     mean_abs * out_size

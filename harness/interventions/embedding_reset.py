@@ -52,5 +52,6 @@ class EmbeddingReset(Intervention):
         g = self.generator(trial.cfg.seed, stage, step)
         eps = torch.randn(weight.shape, generator=g, dtype=torch.float32) * init_std(model)
         weight.copy_(eps.to(weight.dtype).to(weight.device))
+        trial.backend.weights_edited([weight])
         trial.backend.reset_optimizer_state([weight])
         self.applied += 1

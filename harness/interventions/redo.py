@@ -76,7 +76,9 @@ class ReDo(Intervention):
         from harness.plasticity import decoder_layers
 
         model = backend.module
-        picked = self.dormant(model, batch)
+        # Every rank scores the same batch with the same weights; rank 0's picks are used by
+        # all, so float noise between processes can never make their copies of the weights part.
+        picked = backend.gather(self.dormant(model, batch))[0]
         self.scans += 1
         _, blocks = decoder_layers(model)
         g = self.generator(seed, step)

@@ -50,21 +50,31 @@ class ShrinkPerturb(Intervention):
 
     def before_task(self, trial, stage: int) -> None:
         if self.every is None and stage > 1:
-            self.apply(trial.backend.module, trial.cfg.seed, stage, trial.state.global_step)
+            self._apply(trial, stage, trial.state.global_step)
 
     def after_step(self, trial, stage: int, step: int) -> None:
         if self.every is not None and step % self.every == 0:
-            self.apply(trial.backend.module, trial.cfg.seed, stage, step)
+            self._apply(trial, stage, step)
+
+    def _apply(self, trial, stage: int, step: int) -> None:
+        edited = self.apply(trial.backend.module, trial.cfg.seed, stage, step)
+        trial.backend.weights_edited(edited)
 
     @torch.no_grad()
-    def apply(self, model: torch.nn.Module, seed: int, stage: int, step: int) -> None:
-        """θ ← λθ + σε on the model's trainable matrices, ε drawn for (seed, stage, step)."""
+    def apply(
+        self, model: torch.nn.Module, seed: int, stage: int, step: int
+    ) -> list[torch.nn.Parameter]:
+        """θ ← λθ + σε on the model's trainable matrices, ε drawn for (seed, stage, step);
+        returns the parameters it changed."""
         g = self.generator(seed, stage, step)
         r = init_std(model)
+        edited = []
         for _, p in sorted(model.named_parameters()):
             if not p.requires_grad or p.ndim < 2:
                 continue
             scale = r if self.noise == "init" else float(p.float().std())
             eps = torch.randn(p.shape, generator=g, dtype=torch.float32)
             p.mul_(self.shrink).add_((self.sigma * scale * eps).to(p.dtype).to(p.device))
+            edited.append(p)
         self.applied += 1
+        return edited
