@@ -31,12 +31,13 @@ log = logging.getLogger(__name__)
 PRESETS = ("tiny", "world", "llama-3.1-8b")
 
 
-def world_dir(seed: int = 0) -> Path:
-    """Where the generated world of this seed lives (its format version is in the name, so a
-    newer generator never meets an old world)."""
+def world_dir(seed: int = 0, stream: int = 0) -> Path:
+    """Where the generated world of this seed (with ``stream`` long-stream tasks) lives (its
+    format version is in the name, so a newer generator never meets an old world)."""
     from harness.world.generate import WORLD_VERSION
 
-    return cache_root() / f"world-v{WORLD_VERSION}-seed{seed}"
+    suffix = f"-stream{stream}" if stream else ""
+    return cache_root() / f"world-v{WORLD_VERSION}-seed{seed}{suffix}"
 
 
 def world_root(seed: int = 0) -> Path:

@@ -142,7 +142,8 @@ def _check_overrides(overrides: dict[str, Any], axes: Sequence[Axis]) -> None:
     for ax in axes:
         for setting in ax:
             for key, value in setting.items():
-                varied.setdefault(key, []).append(value)
+                if not key.startswith("@"):  # a label, not a setting
+                    varied.setdefault(key, []).append(value)
     clash = [k for k in overrides if k in varied]
     if clash:
         raise ConfigError(

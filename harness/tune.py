@@ -58,14 +58,20 @@ def point_id(point: Mapping[str, Any]) -> str:
 def expand_grid(study: str, base: Mapping[str, Any], grid: Sequence[Axis]) -> list[TrialConfig]:
     """Every grid point merged into ``base``, validated on the driver before anything runs.
 
-    Raises one ConfigError listing every invalid point and its problems.
+    A value of an axis may carry a label: a key starting with '@' is not a setting but names
+    that value in the trial id in place of its settings (``{"@regime": "redo",
+    "interventions.redo": {}}`` reads ``regime=redo``), for values whose settings make a poor
+    id. Raises one ConfigError listing every invalid point and its problems.
     """
     configs, problems = [], []
     for combo in itertools.product(*grid) if grid else [()]:
         point: dict[str, Any] = {}
+        named: dict[str, Any] = {}
         for setting in combo:
-            point.update(setting)
-        tid = point_id(point)
+            labels = {k[1:]: v for k, v in setting.items() if k.startswith("@")}
+            point.update({k: v for k, v in setting.items() if not k.startswith("@")})
+            named.update(labels or setting)
+        tid = point_id(named)
         data = merge(dict(base), {**point, "study": study, "trial_id": tid})
         try:
             configs.append(from_dict(data))

@@ -44,6 +44,9 @@ __all__ = [
     "general_drop",
     "group_stats",
     "interpolation_summary",
+    "just_learned",
+    "plasticity_table",
+    "regimes",
     "lora_vs_full_table",
     "loss_type_table",
     "lr_robustness_table",
@@ -84,6 +87,7 @@ def __getattr__(name: str) -> Any:
 
 SETTINGS = (
     "method",
+    "regime",
     "tuning",
     "lr_multiplier",
     "replay_size",
@@ -94,7 +98,9 @@ SETTINGS = (
     "tasks",
     "seed",
 )
-"""Summary columns that describe how a trial was run (as opposed to how it ended)."""
+"""Summary columns that describe how a trial was run (as opposed to how it ended). ``regime``
+(interventions / weight decay) is not stored: :func:`regimes` derives it from the config, and
+the report adds it where it varies."""
 
 PAPER_METRICS = ("general_acc_start", "general_acc_final", "ap", "bwt", "fwt", "forgetting")
 """The columns of the GeRe paper's main table, in its order."""
@@ -615,6 +621,9 @@ def interpolation_summary(
         landscape,
         ["trial_id", "slice", "slice_kind", "dataset", "alpha", "loss_sum", "tokens"],
         "interpolation_summary",
+        "just_learned",
+        "plasticity_table",
+        "regimes",
     )
     rows = landscape[landscape["slice_kind"] == "interpolation"]
     keys = [k for k in ("study", "trial_id", "slice", "dataset") if k in rows.columns]
@@ -770,3 +779,103 @@ def rescore(predictions: pd.DataFrame, scoring: str) -> pd.DataFrame:
     )
     out["accuracy"] = out["n_correct"] / out["n_total"]
     return out.assign(scoring=scoring)
+
+
+# -- loss of plasticity (studies/plasticity.py) ------------------------------------------------
+
+
+REGIME_ORDER = ("backprop", "weight_decay", "shrink_perturb", "continual_backprop", "redo")
+"""Display order of the plasticity study's regimes (others follow, sorted)."""
+
+
+def regimes(summary: pd.DataFrame) -> pd.Series:
+    """Each trial's plasticity regime, from its config: the names of its interventions in the
+    order they run ('+'-joined), else 'weight_decay' when AdamW decay is on, else 'backprop'
+    (plain fine-tuning). Indexed like ``summary``.
+
+    Read from ``config_json`` (the summary has no interventions column), so it also labels
+    trials of any other study.
+    """
+    import json
+
+    _need(summary, ["config_json"], "regimes(summary)")
+
+    def one(text: str) -> str:
+        cfg = json.loads(text)
+        names = list((cfg.get("interventions") or {}).keys())
+        if names:
+            return "+".join(names)
+        return "weight_decay" if cfg.get("train", {}).get("weight_decay", 0.0) else "backprop"
+
+    return summary["config_json"].map(one).rename("regime")
+
+
+def _regime_rank(values: pd.Series) -> pd.Series:
+    rank = {r: i for i, r in enumerate(REGIME_ORDER)}
+    return values.map(lambda r: (rank.get(r, len(rank)), r))
+
+
+def just_learned(accuracy: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy on each task right after training on it (the diagonal of A: stage = the task's
+    position), the plasticity measure of the continual-learning literature: one row per
+    (trial, task) with ``regime``, ``seed``, ``task_position``, ``task``, ``accuracy``.
+    Completed trials only (a partial trial would bias the later positions)."""
+    _need(accuracy, ["trial_id", "stage", "task_position", "task", "accuracy"], "accuracy")
+    _need(summary, ["trial_id", "status", "seed", "config_json"], "summary")
+    done = summary[summary["status"] == "completed"]
+    done = done.assign(regime=regimes(done))[["trial_id", "regime", "seed"]]
+    diag = accuracy[accuracy["stage"] == accuracy["task_position"]]
+    out = diag.merge(done, on="trial_id", how="inner")
+    return (
+        out[["trial_id", "regime", "seed", "task_position", "task", "accuracy"]]
+        .sort_values(
+            ["regime", "seed", "task_position"],
+            key=lambda c: _regime_rank(c) if c.name == "regime" else c,
+        )
+        .reset_index(drop=True)
+    )
+
+
+def plasticity_table(
+    accuracy: pd.DataFrame, summary: pd.DataFrame, k: int = 5, *, formatted: bool = True
+) -> pd.DataFrame:
+    """Per regime: the mean just-learned accuracy of the first ``k`` and the last ``k`` tasks,
+    their difference (last − first: negative = plasticity lost), and the trials' AP and
+    forgetting after the whole stream -- each mean ± std over seeds (a seed's value is the mean
+    over its k tasks). ``k`` is cut to half the stream when the stream is shorter than 2k.
+
+    ``formatted=False`` returns the numbers (``<m>_mean``/``<m>_std`` columns, fractions)."""
+    jl = just_learned(accuracy, summary)
+    if jl.empty:
+        raise ValueError("plasticity_table: no completed trial has accuracy rows")
+    n_tasks = int(jl["task_position"].max())
+    k = max(1, min(k, n_tasks // 2))
+    per_seed = jl.groupby(["regime", "trial_id"]).apply(
+        lambda g: pd.Series(
+            {
+                "first": g.loc[g.task_position <= k, "accuracy"].mean(),
+                "last": g.loc[g.task_position > n_tasks - k, "accuracy"].mean(),
+            }
+        ),
+        include_groups=False,
+    )
+    per_seed["last_minus_first"] = per_seed["last"] - per_seed["first"]
+    done = summary[summary["status"] == "completed"].set_index("trial_id")
+    for col in ("ap", "forgetting"):
+        per_seed[col] = done.loc[per_seed.index.get_level_values("trial_id"), col].to_numpy()
+    stats = per_seed.groupby(level="regime").agg(["mean", "std"])
+    stats.columns = [f"{m}_{s}" for m, s in stats.columns]
+    stats.insert(0, "seeds", per_seed.groupby(level="regime").size())
+    stats = stats.loc[sorted(stats.index, key=lambda r: _regime_rank(pd.Series([r]))[0])]
+    renamed = {
+        f"{c}_{part}": f"{c}_{k}_{part}" for c in ("first", "last") for part in ("mean", "std")
+    }
+    stats = stats.rename(columns=renamed)
+    if not formatted:
+        return stats
+    # AP, forgetting and the accuracies are fractions: shown in % / percentage points.
+    shown = stats.copy()
+    for col in shown.columns:
+        if col.endswith(("_mean", "_std")):
+            shown[col] = shown[col] * 100
+    return format_mean_std(shown, percent=False)

@@ -409,6 +409,36 @@ def plot_plasticity(
     return fig
 
 
+def plot_just_learned(accuracy: pd.DataFrame, summary: pd.DataFrame) -> Figure:
+    """Accuracy on each task right after training on it, against the task's position in the
+    stream: one line per regime, mean ± std over seeds (``analysis.just_learned``). A falling
+    line is lost plasticity."""
+    jl = an.just_learned(accuracy, summary)
+    fig, axes = _figure(1, 1, w=7.5)
+    ax = axes[0, 0]
+    regimes = list(dict.fromkeys(jl["regime"]))
+    for i, (regime, g) in enumerate(jl.groupby("regime", sort=False)):
+        stats = g.groupby("task_position")["accuracy"].agg(["mean", "std", "size"])
+        x = stats.index.to_numpy(dtype=float) + (i - (len(regimes) - 1) / 2) * 0.08
+        ax.errorbar(
+            x,
+            stats["mean"] * 100,
+            yerr=stats["std"].fillna(0) * 100,
+            marker="o",
+            ms=3,
+            capsize=2,
+            color=method_colour(regime),
+            label=f"{regime} ({int(stats['size'].max())} seeds)",
+        )
+    ax.set_xlabel("task position in the stream")
+    ax.set_ylabel("accuracy right after training on the task (%)")
+    _int_xaxis(ax)
+    ax.set_title("plasticity: how well each new task is learned")
+    ax.grid(alpha=0.3)
+    _legend(ax)
+    return fig
+
+
 def _completed_general(general: pd.DataFrame, summary: pd.DataFrame, probe: str | None):
     rows = an.with_settings(general, summary)
     rows = rows[rows["status"] == "completed"]

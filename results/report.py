@@ -797,6 +797,32 @@ def _section_plasticity(w: _Writer, plast: pd.DataFrame, summary: pd.DataFrame) 
             )
 
 
+def _section_plasticity_study(w: _Writer, accuracy: pd.DataFrame, summary: pd.DataFrame) -> None:
+    """studies/plasticity.py: is each new task learned as well as the first ones?"""
+    w.add("## Loss of plasticity")
+    jl = an.just_learned(accuracy, summary)
+    if jl.empty:
+        w.add("No completed trial yet.")
+        return
+    n_tasks = int(jl["task_position"].max())
+    k = max(1, min(5, n_tasks // 2))
+    w.add(
+        f"Plasticity is the accuracy on each task right after training on it (the diagonal of "
+        f"the accuracy matrix). Per regime (interventions, or AdamW weight decay, else plain "
+        f"backprop): the mean over the first {k} and the last {k} of {n_tasks} tasks, their "
+        "difference (negative = later tasks learned worse), and AP / forgetting after the "
+        "stream; mean ± std over seeds, in % (differences in points). Completed trials only."
+    )
+    w.add(markdown_table(an.plasticity_table(accuracy, summary, k)))
+    w.figure(
+        "plasticity_just_learned",
+        "just-learned accuracy by task",
+        "accuracy on each task right after training on it, against its position in the stream; "
+        "one line per regime, mean ± std over seeds (dodged sideways).",
+        lambda: plots.plot_just_learned(accuracy, summary),
+    )
+
+
 def build_report(
     study: str | Path, out: str | Path | None = None, *, skip_damaged: bool = False
 ) -> Path:
@@ -843,6 +869,10 @@ def _write_report(
             "No summary records found: no trial has finished yet, so there is nothing to tabulate."
         )
     else:
+        if "config_json" in summary and an.regimes(summary).nunique() > 1:
+            # Interventions / weight decay varied: a setting of its own in every table.
+            summary = summary.assign(regime=an.regimes(summary))
+            data = {**data, "summary": summary}
         flagged = incomplete_trials(data)
         varying = _section_setup(w, summary)
         group = _grouping(summary, varying)
@@ -868,8 +898,11 @@ def _write_report(
         if land is not None and len(land):
             _section_landscape(w, land, summary, reps)
         plast = data.get("plasticity")
+        if "regime" in varying and len(data["accuracy"]):
+            _section_plasticity_study(w, data["accuracy"], summary)
         if plast is not None and len(plast):
-            _section_plasticity(w, plast, summary)
+            by_regime = summary.assign(method=summary["regime"]) if "regime" in varying else summary
+            _section_plasticity(w, plast, by_regime)
 
     w.add("## Glossary", *(f"- {g}" for g in GLOSSARY))
     path = out / "report.md"

@@ -527,3 +527,53 @@ def test_rescore_generated_predictions_under_the_papers_normalisation() -> None:
     assert an.rescore(ll, "loglik").iloc[0].n_correct == 2
     with pytest.raises(ValueError, match="hold no generated text"):
         an.rescore(ll, "exact_match")
+
+
+# --- loss of plasticity -------------------------------------------------------------------
+
+
+def _stream_trial(tid: str, seed: int, config: dict, **values) -> dict:
+    import json
+
+    return trial(tid, "none", seed, config_json=json.dumps(config), **values)
+
+
+def test_plasticity_table_reads_the_diagonal_per_regime_first_k_against_last_k() -> None:
+    bp, cbp = {"train": {"weight_decay": 0.0}}, {"interventions": {"continual_backprop": {}}}
+    summary = pd.DataFrame(
+        [
+            _stream_trial("b0", 0, bp, ap=0.5, forgetting=0.1),
+            _stream_trial("b1", 1, bp, ap=0.7, forgetting=0.3),
+            _stream_trial("c0", 0, cbp, ap=0.6, forgetting=0.2),
+            _stream_trial("wd", 0, {"train": {"weight_decay": 0.1}}, status="failed"),
+        ]
+    )
+    assert an.regimes(summary).tolist() == [
+        "backprop", "backprop", "continual_backprop", "weight_decay"
+    ]  # fmt: skip
+    # 4 tasks: diagonal (stage == position) accuracies below; off-diagonal rows must be ignored.
+    diag = {"b0": [0.9, 0.8, 0.6, 0.5], "b1": [0.7, 0.8, 0.4, 0.3], "c0": [0.8, 0.8, 0.8, 0.6]}
+    rows = []
+    for tid, accs in diag.items():
+        for stage in range(5):
+            for pos in range(1, 5):
+                acc = accs[pos - 1] if stage == pos else 0.01
+                rows.append(dict(trial_id=tid, stage=stage, task_position=pos, task=f"t{pos}",
+                                 accuracy=acc))  # fmt: skip
+    acc = pd.DataFrame(rows)
+    jl = an.just_learned(acc, summary)
+    assert len(jl) == 12 and jl.accuracy.min() > 0.1  # 3 completed trials x 4 tasks
+    t = an.plasticity_table(acc, summary, k=5, formatted=False)  # k cut to 4 // 2 = 2
+    assert list(t.index) == ["backprop", "continual_backprop"]  # the failed trial is left out
+    # backprop: first-2 means 0.85 (b0), 0.75 (b1) -> 0.80 ± sqrt(0.005); last-2 0.55, 0.35.
+    b = t.loc["backprop"]
+    assert b["first_2_mean"] == pytest.approx(0.80) and b["last_2_mean"] == pytest.approx(0.45)
+    assert b["first_2_std"] == pytest.approx(math.sqrt(0.005))
+    assert b["last_minus_first_mean"] == pytest.approx(-0.35)  # (-0.30 + -0.40) / 2
+    assert b["ap_mean"] == pytest.approx(0.6) and b["forgetting_mean"] == pytest.approx(0.2)
+    c = t.loc["continual_backprop"]
+    assert (c["first_2_mean"], c["last_2_mean"]) == pytest.approx((0.8, 0.7))
+    assert math.isnan(c["first_2_std"]) and c["seeds"] == 1
+    shown = an.plasticity_table(acc, summary)
+    assert shown.loc["backprop", "first_2"] == "80.0 ± 7.1"  # %: 100 * sqrt(0.005) = 7.07
+    assert shown.loc["continual_backprop", "last_minus_first"] == "-10.0"

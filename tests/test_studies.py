@@ -104,6 +104,34 @@ def test_landscape_smoke_records_every_slice_and_reports_it(tmp_path):
         assert f"]({png.name})" in report  # every figure is shown in the report
 
 
+def test_plasticity_smoke_runs_every_intervention_on_two_zero2_ranks_and_reports_it(tmp_path):
+    """Five regimes (plain backprop, weight decay, shrink & perturb, continual backprop, ReDo)
+    on the long stream's first 3 tasks, 2 DeepSpeed ZeRO-2 ranks per trial under Ray."""
+    out = tmp_path / "runs"
+    proc = _study("plasticity", out, "--report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "first_1" in proc.stdout and "continual_backprop" in proc.stdout  # the table
+    tables = read_study(out / "study=plasticity")
+    summary = tables["summary"]
+    regimes = ["backprop", "continual_backprop", "redo", "shrink_perturb", "weight_decay"]
+    assert sorted(summary.trial_id) == [f"regime={r}" for r in regimes]
+    assert summary.status.eq("completed").all(), summary[["trial_id", "error"]]
+    assert set(summary.tasks) == {"stream01,stream02,stream03"}
+    assert len(tables["accuracy"]) == 5 * 4 * 3  # stages 0..3 x 3 tasks
+    # Every intervention changed the weights the ranks trained (the same data and seed
+    # otherwise): the whole-model weight norm after the last task differs from backprop's.
+    plast = tables["plasticity"]
+    norm = plast[(plast.metric == "weight_norm") & (plast.layer == -1) & (plast.stage == 3)]
+    final = norm.groupby("trial_id").value.mean()
+    for r in regimes[1:]:
+        assert final[f"regime={r}"] != pytest.approx(final["regime=backprop"], rel=1e-7), r
+    report_dir = out / "study=plasticity" / "report"
+    report = (report_dir / "report.md").read_text()
+    assert "## Loss of plasticity" in report and "| regime |" in report
+    assert (report_dir / "plasticity_just_learned.png").is_file()
+    assert "](plasticity_just_learned.png)" in report
+
+
 def _study_with_hooks(name: str, out: Path, hooks: str, *argv: str):
     """A study's --smoke-test through harness.study.main with extra stage hooks (the test's
     fault injection: ``hooks`` is Python building a list from tests.fault_hooks). The

@@ -82,3 +82,19 @@ def test_resource_only_settings_do_not_make_a_completed_trial_stale(mini_root, t
     assert finished(more_cpus) is not None  # same computation, other reservation: still done
     other_backend = replace(cfg, scale=replace(cfg.scale, backend="deepspeed"))
     assert finished(other_backend) is None
+
+
+def test_a_labelled_axis_value_names_the_trial_and_is_not_a_setting():
+    regimes = [
+        {"@regime": "backprop", "train.weight_decay": 0.0},
+        {"@regime": "redo", "interventions.redo": {"tau": 0.05}},
+    ]
+    configs = expand_grid("s", BASE, [regimes, axis("seed", [0, 1])])
+    assert [c.id for c in configs] == [
+        "regime=backprop,seed=0",
+        "regime=backprop,seed=1",
+        "regime=redo,seed=0",
+        "regime=redo,seed=1",
+    ]
+    assert configs[2].interventions == {"redo": {"tau": 0.05}} and configs[0].interventions == {}
+    assert "@regime" not in configs[2].to_dict() and "regime" not in configs[2].to_dict()

@@ -341,3 +341,45 @@ def test_default_base_model_knows_the_world(tmp_path: Path) -> None:
     model_dir = pt.ensure_base_model(info.general_train, cache_root=tmp_path / "cache")
     accuracy = _cloze_accuracy(model_dir, info.mmlu_dir)
     assert accuracy >= 3 * info.chance, f"probe accuracy {accuracy:.3f} vs chance {info.chance}"
+
+
+# --- the long stream (plasticity) -------------------------------------------------------------
+
+
+def test_the_long_stream_is_label_permuted_deterministic_and_leaves_the_rest(
+    tmp_path: Path, world: gen.WorldInfo
+) -> None:
+    from harness.data.benchmark import load_task
+    from harness.world.tasks import STREAM_LABELS, TASKS
+
+    stream = {**SMALL, "n_stream_tasks": 21, "n_stream_train": 30, "n_stream_test": 10}
+    a = gen.generate_world(tmp_path / "a", seed=3, **stream)
+    b = gen.generate_world(tmp_path / "b", seed=3, **stream)
+    assert _files(a.root) == _files(b.root)  # same seeds, same bytes
+    assert a.stream == tuple(f"stream{k:02d}" for k in range(1, 22)) and a.tasks == world.tasks
+    # Adding the stream changes no file of the world without it (only the manifest).
+    base = _files(world.root)
+    assert {k: v for k, v in _files(a.root).items() if k in base and k != "world.json"} == {
+        k: v for k, v in base.items() if k != "world.json"
+    }
+    mappings = set()
+    for k, name in enumerate(a.stream):
+        task = load_task(a.long_sequence_dir, name)
+        labels = json.loads((a.long_sequence_dir / name / "labels.json").read_text())
+        spec = TASKS[k % len(TASKS)]
+        assert len(labels) == len(spec.labels) and set(labels) <= set(STREAM_LABELS)
+        assert len(task.train) == 30 and len(task.test) == 10
+        assert {x.output for x in (*task.train, *task.test)} <= set(labels)
+        assert not {x.input for x in task.train} & {x.input for x in task.test}
+        # The same generator as the base task: its inputs are inputs of that kind of task.
+        definition = task.definition
+        assert "Answer " + ", ".join(labels[:-1]) in definition
+        mappings.add((spec.name, tuple(labels)))
+    assert len(mappings) > 10  # a new label set (and order) almost every task
+    other = gen.generate_world(tmp_path / "c", seed=4, **stream)
+    assert (
+        _files(other.root)["long_sequence/stream01/train.json"]
+        != _files(a.root)["long_sequence/stream01/train.json"]
+    )
+    with pytest.raises(ValueError, match="n_stream_tasks=100 must be in 0..99"):
+        gen.generate_world(tmp_path / "d", n_stream_tasks=100)

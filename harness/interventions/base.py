@@ -18,6 +18,7 @@ copy). ZeRO-3 is refused (:func:`harness.backend.rewrites_weights_problem`).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
@@ -27,6 +28,8 @@ from harness.hooks import Hook
 
 if TYPE_CHECKING:
     from harness.config import TrialConfig
+
+log = logging.getLogger("harness.interventions")
 
 REGISTRY: dict[str, type[Intervention]] = {}
 """Interventions by name; filled by the ``@register`` lines of their modules."""
@@ -66,6 +69,14 @@ class Intervention(Hook):
         g = torch.Generator()
         g.manual_seed(int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0]))
         return g
+
+    counters: ClassVar[tuple[str, ...]] = ()
+    """Attributes counting what the intervention did (logged after every task)."""
+
+    def after_task(self, trial, stage: int) -> None:
+        if trial.backend.is_main and self.counters:
+            done = ", ".join(f"{c} {getattr(self, c)}" for c in self.counters)
+            log.info("%s after task %d: %s (so far)", self.name, stage, done)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())

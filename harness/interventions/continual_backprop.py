@@ -31,6 +31,7 @@ from harness.interventions.base import Intervention, register, reinit_units
 class ContinualBackprop(Intervention):
     name: ClassVar[str] = "continual_backprop"
     source: ClassVar[str] = "Dohare et al. 2024"
+    counters: ClassVar[tuple[str, ...]] = ("replaced",)
     lora: ClassVar[str | None] = (
         "under LoRA the MLP units' weights are frozen and an adapter has no units of its own "
         "to replace"

@@ -23,6 +23,7 @@ from harness.interventions.base import Intervention, init_std, register
 class EmbeddingReset(Intervention):
     name: ClassVar[str] = "embedding_reset"
     source: ClassVar[str] = "Chen et al. 2023"
+    counters: ClassVar[tuple[str, ...]] = ("applied",)
     lora: ClassVar[str | None] = "LoRA trains adapters, not the embeddings"
 
     def __init__(self, *, every: int | None = None, before_each_task: bool = False):

@@ -27,6 +27,7 @@ from harness.interventions.base import Intervention, register, reinit_units
 class ReDo(Intervention):
     name: ClassVar[str] = "redo"
     source: ClassVar[str] = "Sokar et al. 2023"
+    counters: ClassVar[tuple[str, ...]] = ("scans", "recycled")
     lora: ClassVar[str | None] = (
         "under LoRA the MLP units' weights are frozen, so they cannot be recycled"
     )

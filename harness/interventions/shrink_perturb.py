@@ -24,6 +24,7 @@ from harness.interventions.base import Intervention, init_std, register
 class ShrinkPerturb(Intervention):
     name: ClassVar[str] = "shrink_perturb"
     source: ClassVar[str] = "Ash & Adams 2020"
+    counters: ClassVar[tuple[str, ...]] = ("applied",)
 
     def __init__(
         self,

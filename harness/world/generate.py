@@ -16,6 +16,9 @@ README's "Data" section) so the same loaders read both:
 - ``long_sequence/<task>/{train,test,labels}.json``: downstream tasks whose text (product
   reviews, news headlines, size comparisons) looks nothing like the biographies,
   so fine-tuning on them moves the model away from what it memorised.
+- with ``n_stream_tasks`` > 0, a **long stream** ``long_sequence/stream01..streamNN``:
+  label-permuted variants of those tasks (:func:`harness.world.tasks.stream_task`), each
+  learnable on its own, for measuring loss of plasticity (``studies/plasticity.py``).
 
 Everything is drawn from one ``random.Random(seed)`` per artefact, so a seed fixes every byte.
 The word lists below are the whole "world"; edit them here, not in the output.
@@ -36,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.world.population import ATTRIBUTES, SUBJECTS, Attribute, Entity, make_entities
-from harness.world.tasks import TASKS, _task_json, task_splits
+from harness.world.tasks import TASKS, TaskSpec, _task_json, stream_task, task_splits
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +232,15 @@ class WorldSettings:
     heldout_filler_docs: int = 200
     n_task_train: int = 300
     n_task_test: int = 150
+    n_stream_tasks: int = 0
+    """Tasks of the long stream (0: none; the default world's bytes are those without it)."""
+    n_stream_train: int = 200
+    n_stream_test: int = 100
     version: int = WORLD_VERSION
+
+    def stream(self) -> tuple[TaskSpec, ...]:
+        """The long stream's tasks, in order."""
+        return tuple(stream_task(k, self.seed) for k in range(self.n_stream_tasks))
 
 
 @dataclass(frozen=True)
@@ -245,6 +256,8 @@ class WorldInfo:
     """Probe subjects (MMLU file stems), one per fact kind."""
     counts: dict[str, int] = field(default_factory=dict)
     """Documents, words, probe questions and task instances written."""
+    stream: tuple[str, ...] = ()
+    """The long stream's task names, in order (empty unless n_stream_tasks > 0)."""
 
     @property
     def general_train(self) -> Path:
@@ -302,9 +315,11 @@ def render_world(settings: WorldSettings) -> tuple[dict[str, str], dict[str, int
         )
         files[f"mmlu/dev/{attribute.subject}_dev.csv"] = _csv(dev, s.n_choices)
         counts["probe_questions"] += len(rows)
-    for spec in TASKS:
+    sizes = {spec.name: (s.n_task_train, s.n_task_test) for spec in TASKS}
+    sizes |= {spec.name: (s.n_stream_train, s.n_stream_test) for spec in s.stream()}
+    for spec in (*TASKS, *s.stream()):
         rng = random.Random(f"task-{spec.name}-{s.seed}")
-        train_items, test_items = task_splits(spec, rng, s.n_task_train, s.n_task_test)
+        train_items, test_items = task_splits(spec, rng, *sizes[spec.name])
         files[f"long_sequence/{spec.name}/train.json"] = _task_json(spec, train_items)
         files[f"long_sequence/{spec.name}/test.json"] = _task_json(spec, test_items)
         files[f"long_sequence/{spec.name}/labels.json"] = json.dumps(list(spec.labels))
@@ -314,6 +329,7 @@ def render_world(settings: WorldSettings) -> tuple[dict[str, str], dict[str, int
         {
             "settings": asdict(s),
             "tasks": [t.name for t in TASKS],
+            **({"stream": [t.name for t in s.stream()]} if s.n_stream_tasks else {}),
             "subjects": list(SUBJECTS),
             "counts": counts,
             "entities": [asdict(e) for e in entities],
@@ -334,6 +350,9 @@ def generate_world(
     heldout_filler_docs: int = WorldSettings.heldout_filler_docs,
     n_task_train: int = WorldSettings.n_task_train,
     n_task_test: int = WorldSettings.n_task_test,
+    n_stream_tasks: int = WorldSettings.n_stream_tasks,
+    n_stream_train: int = WorldSettings.n_stream_train,
+    n_stream_test: int = WorldSettings.n_stream_test,
 ) -> WorldInfo:
     """Write the world into ``out_dir`` (a data root) unless it is already there.
 
@@ -350,7 +369,12 @@ def generate_world(
         heldout_filler_docs=heldout_filler_docs,
         n_task_train=n_task_train,
         n_task_test=n_task_test,
+        n_stream_tasks=n_stream_tasks,
+        n_stream_train=n_stream_train,
+        n_stream_test=n_stream_test,
     )
+    if not 0 <= n_stream_tasks <= 99:
+        raise ValueError(f"n_stream_tasks={n_stream_tasks} must be in 0..99 (names stream01..99)")
     out_dir = Path(out_dir)
     manifest = out_dir / MANIFEST
     if manifest.is_file():
@@ -391,7 +415,14 @@ def generate_world(
         n_choices,
         ", ".join(t.name for t in TASKS),
     )
-    return WorldInfo(out_dir, settings, tuple(t.name for t in TASKS), SUBJECTS, counts)
+    return WorldInfo(
+        out_dir,
+        settings,
+        tuple(t.name for t in TASKS),
+        SUBJECTS,
+        counts,
+        tuple(t.name for t in settings.stream()),
+    )
 
 
 def _existing(out_dir: Path, settings: WorldSettings) -> WorldInfo:
@@ -407,7 +438,14 @@ def _existing(out_dir: Path, settings: WorldSettings) -> WorldInfo:
             f"{out_dir} holds a world generated with other settings: {', '.join(diffs)}; "
             f"delete it or pass another directory"
         )
-    return WorldInfo(out_dir, stored, tuple(data["tasks"]), tuple(data["subjects"]), data["counts"])
+    return WorldInfo(
+        out_dir,
+        stored,
+        tuple(data["tasks"]),
+        tuple(data["subjects"]),
+        data["counts"],
+        tuple(data.get("stream", ())),
+    )
 
 
 def load_entities(root: Path) -> list[Entity]:

@@ -155,6 +155,46 @@ TASKS: tuple[TaskSpec, ...] = (
 )
 """The task stream, in training order."""
 
+# --- the long stream: label-permuted variants, for plasticity ----------------------------------
+
+STREAM_LABELS = ("red", "blue", "green", "gold", "grey", "pink", "black", "white")
+"""The label words of the long stream: colours, none of which is a label of the base tasks."""
+
+
+def stream_task(k: int, seed: int) -> TaskSpec:
+    """The k-th task (0-based) of the long stream: a label-permuted variant of a base task.
+
+    Task k takes base task ``k mod 3`` (reviews, headlines, sizes) and answers it with label
+    words drawn for this task from :data:`STREAM_LABELS`, in a drawn order: the inputs are the
+    same kind of text, but which word answers which class is new each time, and the definition
+    names the words without the mapping. A model must learn each mapping from the task's own
+    examples, and a mapping learned earlier is no help later -- the label-permuted protocol of
+    the plasticity literature (Lyle et al. 2023; Elsayed & Mahmood 2024) on the world's text.
+    Learnable on its own: the base task is (the demo learns it to ~0.95), and only the label
+    words change.
+    """
+    base = TASKS[k % len(TASKS)]
+    rng = random.Random(f"stream-{k}-{seed}")
+    words = tuple(rng.sample(STREAM_LABELS, len(base.labels)))
+    mapping = dict(zip(base.labels, words, strict=True))
+    topic = {
+        "world_reviews": "the product review",
+        "world_headlines": "the topic of the news headline",
+        "world_sizes": "which of the two things is bigger",
+    }[base.name]
+
+    def make(r: random.Random, _make=base.make, _map=mapping) -> tuple[str, str]:
+        text, label = _make(r)
+        return text, _map[label]
+
+    names = ", ".join(sorted(words)[:-1]) + " or " + sorted(words)[-1]
+    return TaskSpec(
+        f"stream{k + 1:02d}",
+        f"Classify {topic}. Answer {names}.",
+        tuple(sorted(words)),
+        make,
+    )
+
 
 def task_splits(
     spec: TaskSpec, rng: random.Random, n_train: int, n_test: int

@@ -1,0 +1,194 @@
+"""Does fine-tuning a language model on a long stream of tasks make it learn new tasks worse,
+and do the plasticity interventions keep it able to learn?
+
+Question: Dohare et al. (Nature 2024) find that with plain backprop a network trained on a long
+sequence of tasks learns each new one worse and worse, while its dormant units grow, its weights
+grow and its representation's effective rank falls; L2 / weight decay and shrink & perturb slow
+this, continual backprop keeps plasticity -- on vision and RL nets, not on language models. Here
+the world base model (a small pretrained Llama) is fine-tuned on the world's long stream: 20
+label-permuted variants of the world's tasks (``harness.world.tasks.stream_task``: the same kind
+of text, a new mapping from classes to colour words each task), each learnable on its own. The
+measure of plasticity is the accuracy on each task right after training on it; the report plots
+it against the task index, with the dormant fraction, effective rank and weight norm, and tables
+the first 5 against the last 5 tasks.
+
+Grid: regime in {backprop (plain fine-tuning), weight_decay (AdamW decay 0.1), shrink_perturb
+(λ 0.9, σ 0.01 before every task), continual_backprop (ρ 1e-4, maturity 100, η 0.99), redo
+(every 100 steps, τ 0.025)} x seed in --seeds (default 0, 1, 2): 15 trials. Every
+intervention at its documented default (harness/interventions), not tuned here. No replay:
+the question is learning, not keeping. Each task: 200 training examples x 5 epochs at lr 1e-3
+(63 steps of 16), 50 test examples. Smoke: the five regimes, seed 0, 3 tasks of a few steps
+on the tiny random model (2 DeepSpeed ZeRO-2 ranks per trial), interventions set to act
+within those steps.
+
+Cost: world preset on a 2-core CPU: ~5 min per trial (20 tasks x ~9 s of training, and every
+task scored after every task), two trials side by side: ~40 min for the grid. On the
+llama-3.1-8b preset the stream is the same generated world (the interventions need
+scale.zero_stage=2, which this study sets).
+
+Commands:
+    python studies/plasticity.py --report                  # the grid, here (~40 min)
+    python studies/plasticity.py --smoke-test --report     # minutes
+    python studies/plasticity.py --stream-tasks 30 --seeds 0,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.config import ConfigError, merge, parse_override
+from harness.study import axis, main
+
+NAME = "plasticity"
+STREAM = 20
+
+REGIMES = [
+    {"@regime": "backprop", "train.weight_decay": 0.0},
+    {"@regime": "weight_decay", "train.weight_decay": 0.1},
+    {"@regime": "shrink_perturb", "interventions.shrink_perturb": {}},
+    {"@regime": "continual_backprop", "interventions.continual_backprop": {}},
+    {"@regime": "redo", "interventions.redo": {}},
+]
+"""The five regimes; every intervention at its defaults (documented in harness/interventions)."""
+
+SMOKE_REGIMES = [
+    {"@regime": "backprop", "train.weight_decay": 0.0},
+    {"@regime": "weight_decay", "train.weight_decay": 0.1},
+    {"@regime": "shrink_perturb", "interventions.shrink_perturb": {}},
+    {
+        "@regime": "continual_backprop",
+        "interventions.continual_backprop": {"rho": 0.05, "maturity": 1},
+    },
+    {"@regime": "redo", "interventions.redo": {"every": 1, "tau": 0.5, "batch_texts": 4}},
+]
+"""The smoke test's regimes: the same methods, set to act within its few steps."""
+
+
+def stream_tasks(n: int) -> str:
+    return ",".join(f"stream{k:02d}" for k in range(1, n + 1))
+
+
+SETTINGS = {
+    "data": {
+        "tasks": stream_tasks(STREAM),
+        "max_train_per_task": 200,
+        "max_test_per_task": 50,
+        "max_seq_len": 128,
+    },
+    "replay": {"method": "none"},
+    "train": {"lr": 1e-3, "batch_size": 16, "epochs": 5.0, "warmup_steps": 5, "log_every": 10},
+    "eval": {
+        "probe": "mmlu",
+        "probe_format": "continuation",
+        "probe_shots": 0,
+        "probe_max_questions": 100,
+        "heldout": "general/heldout.jsonl",
+        "heldout_max_texts": 20,
+        "heldout_max_tokens": 256,
+        "batch_size": 32,
+        "plasticity_texts": 16,
+    },
+    "scale": {"zero_stage": 2},  # interventions rewrite whole weights: not ZeRO-3
+}
+"""Settings of every trial (the grid adds the regime and the seed)."""
+
+SMOKE_SETTINGS = {
+    "data": {"tasks": stream_tasks(3), "max_train_per_task": 24, "max_test_per_task": 12},
+    "train": {"epochs": 1.0, "max_steps_per_task": 3, "warmup_steps": 1, "log_every": 1},
+    "eval": {
+        "probe_max_questions": 24,
+        "heldout_max_texts": 8,
+        "heldout_max_tokens": 64,
+        "plasticity_texts": 4,
+    },
+}
+"""--smoke-test: 3 tasks of a few steps on small samples (the preset's tiny random model)."""
+
+
+def options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", default="0,1,2", help="Seeds, comma-separated (default: 0,1,2).")
+    p.add_argument(
+        "--stream-tasks",
+        type=int,
+        default=STREAM,
+        help=f"Tasks of the long stream (default: {STREAM}; the smoke test uses 3).",
+    )
+    p.add_argument(
+        "--world-seed", type=int, default=0, help="Seed of the generated world. Default: 0."
+    )
+
+
+def grid(args: argparse.Namespace) -> list:
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    return [REGIMES, axis("seed", seeds)]
+
+
+GRID = grid(argparse.Namespace(seeds="0,1,2"))
+SMOKE = [SMOKE_REGIMES]
+
+
+def prepare(args: argparse.Namespace, base: dict) -> dict:
+    """The world with its long stream, and (world preset) the base model pretrained on it."""
+    from harness.presets import world_dir
+    from harness.world.generate import generate_world
+    from harness.world.pretrain import ensure_base_model
+
+    n = 3 if args.smoke_test else args.stream_tasks
+    if not 1 <= n <= 99:
+        raise ConfigError([f"--stream-tasks {n}: must be in 1..99"])
+    where = Path(args.data_dir) if args.data_dir else world_dir(args.world_seed, stream=n)
+    try:
+        info = generate_world(where, seed=args.world_seed, n_stream_tasks=max(n, 3))
+    except FileExistsError as exc:
+        raise ConfigError([f"--data-dir: {exc}"]) from exc
+    if len(info.stream) < n:
+        raise ConfigError(
+            [
+                f"--data-dir {str(where)!r} holds a stream of {len(info.stream)} tasks, fewer "
+                f"than --stream-tasks {n}; pass an empty directory (with --generate-world) or "
+                "a smaller --stream-tasks"
+            ]
+        )
+    args.world = info
+    print(f"world: {info.root}  stream: {n} tasks ({info.stream[0]} .. {info.stream[n - 1]})")
+    world: dict = {"data": {"root": str(info.root), "tasks": ",".join(info.stream[:n])}}
+    if args.preset == "world" and not args.smoke_test:  # smoke: the tiny random model
+        world["model"] = {"name": str(ensure_base_model(info.general_train))}
+    if args.preset != "llama-3.1-8b" and not args.smoke_test:
+        # 0.99 + the trial's 0.01 CPU: two trials side by side on a 2-core laptop.
+        world["scale"] = {"cpus_per_worker": 0.99}
+    return merge(merge(base, world), dict(parse_override(s) for s in args.set))
+
+
+def present(args: argparse.Namespace, summary) -> None:
+    from results.analysis import plasticity_table
+    from results.io import read_study, study_dir
+
+    tables = read_study(study_dir(args.out, NAME))
+    table = plasticity_table(tables["accuracy"], tables["summary"])
+    print()
+    print("Accuracy right after training on each task (plasticity), first vs last tasks, and")
+    print("final AP / forgetting, per regime (mean ± std over seeds, %):")
+    print(table.to_string())
+
+
+def run(argv: list[str] | None = None) -> int:
+    return main(
+        NAME,
+        __doc__,
+        grid,
+        SMOKE,
+        argv,
+        settings=SETTINGS,
+        smoke_settings=SMOKE_SETTINGS,
+        preset="world",
+        options=options,
+        prepare=prepare,
+        present=present,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run())
