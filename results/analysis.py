@@ -39,6 +39,7 @@ __all__ = [
     "PERCENT_METRICS",
     "SETTINGS",
     "accuracy_matrix",
+    "adaptation_table",
     "format_mean_std",
     "forgetting_prevented",
     "general_drop",
@@ -875,6 +876,49 @@ def plasticity_table(
         return stats
     # AP, forgetting and the accuracies are fractions: shown in % / percentage points.
     shown = stats.copy()
+    for col in shown.columns:
+        if col.endswith(("_mean", "_std")):
+            shown[col] = shown[col] * 100
+    return format_mean_std(shown, percent=False)
+
+
+# -- active forgetting (studies/active_forgetting.py) ------------------------------------------
+
+
+def adaptation_table(adaptation: pd.DataFrame, *, formatted: bool = True) -> pd.DataFrame:
+    """One row per base (standard, forgetful): its probe accuracy in the first language as
+    pretrained, then in the new language after each (adaptation, budget), mean ± std over the
+    adaptation seeds (in %, formatted). Columns ``first_language`` and ``<adapt>_<steps>``."""
+    _need(
+        adaptation,
+        ["base", "adapt", "budget_steps", "seed", "language", "probe_accuracy"],
+        "adaptation",
+    )
+    if adaptation.empty:
+        raise ValueError("adaptation_table: no adaptation rows")
+    first = adaptation[(adaptation["adapt"] == "none") & (adaptation["language"] == "first")]
+    new = adaptation[adaptation["language"] == "new"]
+    cols: dict[str, pd.DataFrame] = {}
+    cols["first_language"] = first.groupby("base")["probe_accuracy"].agg(["mean", "std"])
+    order = {"none": 0, "embeddings": 1, "full": 2}
+    keys = sorted(
+        {(a, int(b)) for a, b in zip(new["adapt"], new["budget_steps"], strict=True)},
+        key=lambda k: (order.get(k[0], 3), k[1]),
+    )
+    for adapt, steps in keys:
+        g = new[(new["adapt"] == adapt) & (new["budget_steps"] == steps)]
+        cols[f"{adapt}_{steps}"] = g.groupby("base")["probe_accuracy"].agg(["mean", "std"])
+    out = pd.concat(
+        {name: df.rename(columns=lambda c, n=name: f"{n}_{c}") for name, df in cols.items()},
+        axis=1,
+    )
+    out.columns = out.columns.droplevel(0)
+    out = out.loc[sorted(out.index, key=lambda b: (b != "standard", b))]
+    seeds = new.groupby("base")["seed"].nunique()
+    out.insert(0, "seeds", seeds.reindex(out.index).fillna(0).astype(int))
+    if not formatted:
+        return out
+    shown = out.copy()
     for col in shown.columns:
         if col.endswith(("_mean", "_std")):
             shown[col] = shown[col] * 100

@@ -439,6 +439,36 @@ def plot_just_learned(accuracy: pd.DataFrame, summary: pd.DataFrame) -> Figure:
     return fig
 
 
+def plot_adaptation(adaptation: pd.DataFrame) -> Figure:
+    """New-language probe accuracy against the adaptation budget: one line per (base,
+    adaptation), mean ± std over seeds (``studies/active_forgetting.py``)."""
+    new = adaptation[(adaptation["language"] == "new") & (adaptation["adapt"] != "none")]
+    fig, axes = _figure(1, 1)
+    ax = axes[0, 0]
+    styles = {"embeddings": "-", "full": "--"}
+    colours = {"standard": "tab:blue", "forgetful": "tab:red"}
+    for (base, adapt), g in new.groupby(["base", "adapt"], sort=True):
+        stats = g.groupby("budget_steps")["probe_accuracy"].agg(["mean", "std"])
+        ax.errorbar(
+            stats.index,
+            stats["mean"] * 100,
+            yerr=stats["std"].fillna(0) * 100,
+            marker="o",
+            capsize=3,
+            ls=styles.get(adapt, ":"),
+            color=colours.get(base, "black"),
+            label=f"{base} base, {adapt}",
+        )
+    ax.axhline(100 * float(adaptation["chance"].iloc[0]), ls=":", color="grey")
+    ax.set_xscale("log")
+    ax.set_xlabel("adaptation steps")
+    ax.set_ylabel("new-language probe accuracy (%)")
+    ax.set_title("adapting to a new language: forgetful vs standard base")
+    ax.grid(alpha=0.3)
+    _legend(ax)
+    return fig
+
+
 def _completed_general(general: pd.DataFrame, summary: pd.DataFrame, probe: str | None):
     rows = an.with_settings(general, summary)
     rows = rows[rows["status"] == "completed"]

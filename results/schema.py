@@ -386,6 +386,47 @@ _PREDICTIONS = pa.schema(
     ]
 )
 
+_ADAPTATION = pa.schema(
+    [
+        *_common(),
+        _f(
+            "base",
+            pa.string(),
+            "The pretrained base: 'standard', or 'forgetful' (token embeddings reset every "
+            "embedding_reset_every pretraining steps; Chen et al. 2023).",
+            allowed=("standard", "forgetful"),
+        ),
+        _f("embedding_reset_every", pa.int64(), "The base's reset period in steps (0: never)."),
+        _f(
+            "adapt",
+            pa.string(),
+            "How the base was adapted to the new language: 'none' (the base as pretrained), "
+            "'embeddings' (a new tokenizer, fresh embeddings, the body frozen) or 'full' (the "
+            "same, every parameter trained).",
+            allowed=("none", "embeddings", "full"),
+        ),
+        _f("budget_steps", pa.int64(), "Adaptation steps (0 for the base as pretrained)."),
+        _f("seed", pa.int64(), "Seed of the adaptation (embedding draw, batch order)."),
+        _f(
+            "language",
+            pa.string(),
+            "Language of the probe scored: 'first' (the world as pretrained) or 'new' (the "
+            "world respelled, harness.world.language).",
+            allowed=("first", "new"),
+        ),
+        _f("probe_accuracy", pa.float64(), "Cloze probe accuracy (n_correct / n_total)."),
+        _f("n_correct", pa.int64(), "Probe questions answered correctly."),
+        _f("n_total", pa.int64(), "Probe questions scored."),
+        _f("chance", pa.float64(), "Probe accuracy of guessing (1 / choices)."),
+        _f(
+            "final_loss",
+            pa.float64(),
+            "Mean language-modelling loss over the last 5% of adaptation steps; NaN for 'none'.",
+        ),
+        _f("wall_time_s", pa.float64(), "Adaptation wall-clock seconds (0 for 'none')."),
+    ]
+)
+
 _KIND_DOCS = {
     "accuracy": "The CL accuracy matrix in long form: one row per (stage, evaluated task).",
     "general": "General ability per checkpoint: one row per (stage, probe).",
@@ -395,6 +436,8 @@ _KIND_DOCS = {
     "interpolation between checkpoints (harness.landscape).",
     "plasticity": "Plasticity diagnostics per checkpoint: one row per (stage, layer, metric, "
     "tau) (harness.plasticity).",
+    "adaptation": "Active forgetting (studies/active_forgetting.py): one row per (base, "
+    "adaptation, budget, seed, probe language); each run is one trial_id.",
     "predictions": "Every scored example per checkpoint (eval.predictions): one row per "
     "(stage, task or probe, example). Size: one row per test instance and probe question per "
     "checkpoint; the llama-3.1-8b preset (15 tasks x 500 + 2,000 questions, 16 checkpoints) "
@@ -411,6 +454,7 @@ KINDS: dict[str, pa.Schema] = {
         "landscape": _LANDSCAPE,
         "plasticity": _PLASTICITY,
         "predictions": _PREDICTIONS,
+        "adaptation": _ADAPTATION,
     }.items()
 }
 """Record kind -> its Arrow schema. Each kind is stored in its own directory."""

@@ -19,7 +19,9 @@ from harness.study import study_base
 from harness.tune import axis, expand_grid
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = sorted((ROOT / "studies").glob("*.py"))
+STUDIES = sorted(p for p in (ROOT / "studies").glob("*.py") if "\nGRID" in p.read_text())
+"""The grid studies (active_forgetting.py runs adaptations, not a grid of trials: its own
+tests are in test_active_forgetting.py and test_studies.py)."""
 
 
 def _load(path: Path) -> ModuleType:

@@ -132,6 +132,23 @@ def test_plasticity_smoke_runs_every_intervention_on_two_zero2_ranks_and_reports
     assert "](plasticity_just_learned.png)" in report
 
 
+def test_active_forgetting_smoke_adapts_both_bases_resumes_and_reports(tmp_path):
+    out = tmp_path / "runs"
+    proc = _study("active_forgetting", out, "--report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "first_language" in proc.stdout and "embeddings_5" in proc.stdout
+    rows = read_study(out / "study=active_forgetting")["adaptation"]
+    # 2 bases x (first + new language unadapted) + 2 bases x 2 adaptations x 2 budgets x 1 seed
+    assert len(rows) == 4 + 8 and rows.trial_id.nunique() == 2 + 8
+    assert set(rows.base) == {"standard", "forgetful"}
+    assert set(rows[rows.base == "forgetful"].embedding_reset_every) == {5}
+    assert rows.probe_accuracy.between(0, 1).all() and (rows.n_total == 24).all()
+    report = (out / "study=active_forgetting" / "report" / "report.md").read_text()
+    assert "## Active forgetting" in report and "](adaptation.png)" in report
+    again = _study("active_forgetting", out)  # everything stored: nothing runs again
+    assert again.returncode == 0 and again.stderr.count("stored, skipped") == 10
+
+
 def _study_with_hooks(name: str, out: Path, hooks: str, *argv: str):
     """A study's --smoke-test through harness.study.main with extra stage hooks (the test's
     fault injection: ``hooks`` is Python building a list from tests.fault_hooks). The

@@ -89,9 +89,18 @@ class PretrainConfig:
     """Global gradient-norm clip."""
     seed: int = 0
     """Seeds initialisation and the order of documents."""
+    embedding_reset_every: int = 0
+    """Active forgetting (Chen et al. 2023): after every this many optimiser steps (but the
+    last), redraw the token embeddings (and the tied output head) from N(0, r²), r the
+    model's initializer_range, and zero their AdamW moments, so the body learns to work with
+    embeddings it must relearn -- a "forgetful" base. 0: standard pretraining."""
 
     def __post_init__(self) -> None:
         problems = []
+        if self.embedding_reset_every < 0:
+            problems.append(
+                f"embedding_reset_every={self.embedding_reset_every} must be >= 0 (0: never)"
+            )
         if self.hidden_size % self.num_heads:
             problems.append(
                 f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}"
@@ -145,7 +154,11 @@ def cache_key(corpus: Path, config: PretrainConfig) -> str:
     """sha256 of the corpus bytes, the settings and the code version."""
     digest = hashlib.sha256()
     digest.update(Path(corpus).read_bytes())
-    settings = {"config": dataclasses.asdict(config), "version": PRETRAIN_VERSION}
+    fields = dataclasses.asdict(config)
+    if not fields["embedding_reset_every"]:
+        # Added later; at its default (off) the key stays that of the bases cached before it.
+        del fields["embedding_reset_every"]
+    settings = {"config": fields, "version": PRETRAIN_VERSION}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -240,6 +253,59 @@ def _lr_lambda(config: PretrainConfig):
     return factor
 
 
+def train_steps(
+    model: LlamaForCausalLM,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    batches: Iterator[torch.Tensor],
+    config: PretrainConfig,
+    params: list[torch.nn.Parameter],
+    *,
+    progress: bool,
+    desc: str,
+    after_step=None,
+) -> list[float]:
+    """``config.steps`` steps of next-token prediction on packed ``batches`` (clipped to
+    ``config.grad_clip`` over ``params``); ``after_step(step)`` after each (1-based). The
+    losses, one per step."""
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(range(config.steps), desc=desc, disable=not progress, mininterval=1.0)
+    for step in bar:
+        batch = next(batches)
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        if after_step is not None:
+            after_step(step + 1)
+    bar.close()
+    return losses
+
+
+@torch.no_grad()
+def reset_embeddings(
+    model: LlamaForCausalLM, optimizer: torch.optim.Optimizer | None, seed: int, step: int
+) -> None:
+    """Active forgetting's reset: the input embeddings (the output head too, when tied: one
+    tensor) redrawn from N(0, r²) by a generator seeded with (seed, step), their AdamW moments
+    zeroed. The same formula as the trial intervention ``embedding_reset``."""
+    from harness.interventions.base import Intervention, init_std
+
+    weight = model.get_input_embeddings().weight
+    g = Intervention.generator(seed, 0, step)
+    fresh = torch.randn(weight.shape, generator=g, dtype=torch.float32) * init_std(model)
+    weight.copy_(fresh.to(weight.dtype))
+    state = optimizer.state.get(weight, {}) if optimizer is not None else {}
+    for value in state.values():
+        if torch.is_tensor(value) and value.shape == weight.shape:
+            value.zero_()
+
+
 def pretrain(
     corpus: Path, out_dir: Path, *, config: PretrainConfig = PretrainConfig(), progress: bool = True
 ) -> dict:
@@ -285,20 +351,25 @@ def pretrain(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
     batches = _blocks(docs, config.block_size, config.batch_size, config.seed)
 
-    model.train()
-    losses: list[float] = []
-    bar = tqdm(range(config.steps), desc="pretrain", disable=not progress, mininterval=1.0)
-    for _ in bar:
-        batch = next(batches)
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-    bar.close()
+    resets: list[int] = []
+    every = config.embedding_reset_every
+
+    def forget(step: int) -> None:
+        if every and step % every == 0 and step < config.steps:
+            reset_embeddings(model, optimizer, config.seed, step)
+            resets.append(step)
+
+    losses = train_steps(
+        model,
+        optimizer,
+        scheduler,
+        batches,
+        config,
+        list(model.parameters()),
+        progress=progress,
+        desc="pretrain",
+        after_step=forget,
+    )
 
     model.eval()
     out_dir = Path(out_dir)
@@ -316,6 +387,7 @@ def pretrain(
         "first_loss": losses[0],
         "final_loss": sum(tail) / len(tail),
         "losses": losses,
+        "embedding_resets": resets,
         "wall_s": time.perf_counter() - start,
     }
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
