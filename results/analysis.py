@@ -622,9 +622,6 @@ def interpolation_summary(
         landscape,
         ["trial_id", "slice", "slice_kind", "dataset", "alpha", "loss_sum", "tokens"],
         "interpolation_summary",
-        "just_learned",
-        "plasticity_table",
-        "regimes",
     )
     rows = landscape[landscape["slice_kind"] == "interpolation"]
     keys = [k for k in ("study", "trial_id", "slice", "dataset") if k in rows.columns]

@@ -389,6 +389,7 @@ _PREDICTIONS = pa.schema(
 _ADAPTATION = pa.schema(
     [
         *_common(),
+        _f("budget_steps", pa.int64(), "Adaptation steps (0 for the base as pretrained)."),
         _f(
             "base",
             pa.string(),
@@ -405,7 +406,6 @@ _ADAPTATION = pa.schema(
             "same, every parameter trained).",
             allowed=("none", "embeddings", "full"),
         ),
-        _f("budget_steps", pa.int64(), "Adaptation steps (0 for the base as pretrained)."),
         _f("seed", pa.int64(), "Seed of the adaptation (embedding draw, batch order)."),
         _f(
             "language",
