@@ -107,6 +107,28 @@ def cases(root: str, tmp: Path) -> list[tuple[str, list[str]]]:
             ["studies/lr_robustness.py", "--data-dir", str(tmp / "nope"), "--dry-run"],
         ),
         ("study --preset llama-3.2", ["studies/lr_robustness.py", "--preset", "llama-3.2"]),
+        (
+            "intervention under ZeRO-3",
+            [
+                *run,
+                "--interventions.redo.tau",
+                "0.1",
+                "--scale.backend",
+                "deepspeed",
+                "--scale.zero_stage",
+                "3",
+            ],
+        ),  # fmt: skip
+        ("plasticity --seeds x", ["studies/plasticity.py", "--seeds", "x", "--dry-run"]),
+        (
+            "plasticity --stream-tasks 0",
+            ["studies/plasticity.py", "--stream-tasks", "0", "--dry-run"],
+        ),
+        ("active_forgetting --budgets 0", ["studies/active_forgetting.py", "--budgets", "0"]),
+        (
+            "active_forgetting --data-dir not a world",
+            ["studies/active_forgetting.py", "--data-dir", str(tmp)],
+        ),
         ("report on a mistyped path", ["-m", "results.report", str(tmp / "runs/study=typo")]),
         ("report on an empty directory", ["-m", "results.report", str(tmp)]),
         (

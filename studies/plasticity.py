@@ -121,7 +121,12 @@ def options(p: argparse.ArgumentParser) -> None:
 
 
 def grid(args: argparse.Namespace) -> list:
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise ConfigError([f"--seeds {args.seeds!r}: give comma-separated integers, e.g. 0,1,2"])
     return [REGIMES, axis("seed", seeds)]
 
 
