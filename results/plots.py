@@ -457,10 +457,13 @@ def plot_adaptation(adaptation: pd.DataFrame) -> Figure:
             capsize=3,
             ls=styles.get(adapt, ":"),
             color=colours.get(base, "black"),
-            label=f"{base} base, {adapt}",
+            label=f"{base} base, {adapt}" + (" (dashed)" if adapt == "full" else ""),
         )
     ax.axhline(100 * float(adaptation["chance"].iloc[0]), ls=":", color="grey")
     ax.set_xscale("log")
+    budgets = sorted(int(b) for b in new["budget_steps"].unique())
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.minorticks_off()
     ax.set_xlabel("adaptation steps")
     ax.set_ylabel("new-language probe accuracy (%)")
     ax.set_title("adapting to a new language: forgetful vs standard base")
