@@ -64,6 +64,12 @@ _METHOD_COLOURS = {
     "l1": "tab:olive",
     "l2": "tab:brown",
     "tm": "tab:red",
+    # plasticity regimes (studies/plasticity.py): interventions, weight decay, plain backprop
+    "backprop": "black",
+    "weight_decay": "tab:orange",
+    "shrink_perturb": "tab:cyan",
+    "continual_backprop": "tab:pink",
+    "redo": "tab:green",
 }
 _METHOD_NAMES = {
     "none": "none (sequential FT)",

@@ -23,7 +23,8 @@ Cost (2-core CPU): the forgetful base ~3 min (the standard base is the cached wo
 an adaptation ~0.3 s per step (40 steps: ~15 s; 400: ~2.5 min), the probe ~5 s: ~35 min for
 the grid. Each base and each adaptation is cached by content hash (weights, corpus, settings,
 code version); each run's row is written as it finishes, and a re-run skips the runs already
-stored, so an interrupted study resumes. The runs execute in this process, one after another
+stored, so an interrupted study resumes. Measured 2026-12-01: 40 min for the grid (sharing the
+2 cores with a running study). The runs execute in this process, one after another
 (they are minutes each on one machine; no Ray).
 
 Results: ``<out>/study=active_forgetting/adaptation/<run>.parquet`` (the ``adaptation`` record

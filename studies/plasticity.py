@@ -21,13 +21,14 @@ the question is learning, not keeping. Each task: 200 training examples x 5 epoc
 on the tiny random model (2 DeepSpeed ZeRO-2 ranks per trial), interventions set to act
 within those steps.
 
-Cost: world preset on a 2-core CPU: ~5 min per trial (20 tasks x ~9 s of training, and every
-task scored after every task), two trials side by side: ~40 min for the grid. On the
+Cost: world preset on a 2-core CPU, two trials side by side: 8 min per pair of trials (20
+tasks x ~9 s of training each, every task scored after every task), about 1-2 h for the grid
+(measured 2026-12-01: 110 min, the 2 cores shared with other work for part of it). On the
 llama-3.1-8b preset the stream is the same generated world (the interventions need
 scale.zero_stage=2, which this study sets).
 
 Commands:
-    python studies/plasticity.py --report                  # the grid, here (~40 min)
+    python studies/plasticity.py --report                  # the grid, here (1-2 h)
     python studies/plasticity.py --smoke-test --report     # minutes
     python studies/plasticity.py --stream-tasks 30 --seeds 0,1
 """
