@@ -236,7 +236,7 @@ class TorchBackend(_Base):
                 continue
             for value in self.optimizer.state.get(p, {}).values():
                 if torch.is_tensor(value) and value.shape == p.shape:
-                    value.index_fill_(dim, index.to(value.device), 0.0)
+                    _forget_rows(value, index, dim)
 
     def weights_edited(self, params: list[nn.Parameter]) -> None:
         """Nothing to do: the optimiser updates the module's own tensors."""
@@ -364,10 +364,7 @@ class DeepSpeedBackend(_Base):
                     full = inner.get(p, {}).get(key)
                     if full is None:
                         continue
-                if index is None:
-                    full.zero_()
-                else:
-                    full.index_fill_(dim, index.to(full.device), 0.0)
+                _forget_rows(full, index, dim)
                 if not own:
                     safe_set_full_optimizer_state(p, full, key)
 
@@ -410,6 +407,14 @@ class DeepSpeedBackend(_Base):
         elif self.rank == 0:
             _save_pretrained(self.built, self.module, path)
         self.barrier()
+
+
+def _forget_rows(moment: torch.Tensor, index: torch.Tensor | None, dim: int) -> None:
+    """Zero an optimiser moment in place: all of it, or its slices ``index`` along ``dim``."""
+    if index is None:
+        moment.zero_()
+    else:
+        moment.index_fill_(dim, index.to(moment.device), 0.0)
 
 
 def _save_pretrained(built: Built, module: torch.nn.Module, path: Path) -> None:

@@ -298,6 +298,16 @@ def paper_table(
     return sort_groups(out, by).set_index(by) if by else out
 
 
+def _format_percent(df: pd.DataFrame) -> pd.DataFrame:
+    """``format_mean_std`` with every ``<m>_mean``/``<m>_std`` pair a fraction shown in %
+    (for tables whose column names are not the summary's metrics)."""
+    shown = df.copy()
+    for col in shown.columns:
+        if col.endswith(("_mean", "_std")):
+            shown[col] = shown[col] * 100
+    return format_mean_std(shown, percent=False)
+
+
 def _fmt(x: float, digits: int) -> str:
     return "–" if pd.isna(x) else f"{x:.{digits}f}"
 
@@ -872,11 +882,7 @@ def plasticity_table(
     if not formatted:
         return stats
     # AP, forgetting and the accuracies are fractions: shown in % / percentage points.
-    shown = stats.copy()
-    for col in shown.columns:
-        if col.endswith(("_mean", "_std")):
-            shown[col] = shown[col] * 100
-    return format_mean_std(shown, percent=False)
+    return _format_percent(stats)
 
 
 # -- active forgetting (studies/active_forgetting.py) ------------------------------------------
@@ -915,8 +921,4 @@ def adaptation_table(adaptation: pd.DataFrame, *, formatted: bool = True) -> pd.
     out.insert(0, "seeds", seeds.reindex(out.index).fillna(0).astype(int))
     if not formatted:
         return out
-    shown = out.copy()
-    for col in shown.columns:
-        if col.endswith(("_mean", "_std")):
-            shown[col] = shown[col] * 100
-    return format_mean_std(shown, percent=False)
+    return _format_percent(out)

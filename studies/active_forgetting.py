@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import math
 import sys
@@ -204,8 +205,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             start = time.perf_counter()
             model = ensure_adapted(bases[base], corpus2, steps=steps, train=adapt, seed=seed)
-            import json
-
             summary = json.loads((model / "adapt.json").read_text())
             c, n = probe_accuracy(model, language, max_questions=questions)
             rows.append(

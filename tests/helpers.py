@@ -2,7 +2,90 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from harness.config import from_dict
+from harness.world.pretrain import PretrainConfig
+
+SMALL_WORLD = dict(
+    n_entities=24,
+    mentions=5,
+    n_choices=8,
+    train_filler_docs=20,
+    heldout_filler_docs=10,
+    n_task_train=40,
+    n_task_test=20,
+)
+"""generate_world settings of a world that generates in a fraction of a second."""
+
+TINY_PRETRAIN = PretrainConfig(
+    vocab_size=400,
+    hidden_size=32,
+    num_layers=1,
+    num_heads=2,
+    intermediate_size=64,
+    block_size=32,
+    max_position_embeddings=64,
+    batch_size=4,
+    steps=4,
+    warmup_steps=1,
+)
+"""A pretraining config of a few seconds (a 1-layer Llama of width 32)."""
+
+
+def tiny_pretrain(**changes) -> PretrainConfig:
+    return dataclasses.replace(TINY_PRETRAIN, **changes)
+
+
+# -- two gloo ranks in spawned processes ---------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def join_gloo(rank: int, port: int, world_size: int = 2, timeout_s: float = 60) -> None:
+    """In a spawned rank: the environment DeepSpeed reads, one torch thread, and a gloo group
+    whose collectives time out (a hang becomes an error naming the rank, not a stuck test)."""
+    import datetime
+    import os
+
+    import torch
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+    )
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(
+        "gloo",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
+
+
+def spawn_ranks(fn, *args, nprocs: int = 2) -> None:
+    """Run ``fn(rank, port, *args, errors)`` in ``nprocs`` spawned processes; when one fails,
+    fail the test with every rank's traceback (each rank puts its own into ``errors``)."""
+    import pytest
+    import torch.multiprocessing as mp
+
+    errors = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.spawn(fn, args=(free_port(), *args, errors), nprocs=nprocs)
+    except Exception as exc:
+        found = []
+        while not errors.empty():
+            found.append(errors.get())
+        pytest.fail(f"{exc}\n" + "\n".join(found))
 
 
 def mini_config(root, out, **overrides):

@@ -18,15 +18,10 @@ from harness.world import pretrain as pt
 from harness.world.adapt import adapt, base_config, ensure_adapted, probe_accuracy
 from harness.world.language import cipher, render_language, translate
 from results import analysis as an
+from tests.helpers import SMALL_WORLD, tiny_pretrain
 
-SMALL = dict(
-    n_entities=24, mentions=5, n_choices=8, train_filler_docs=20, heldout_filler_docs=10,
-    n_task_train=40, n_task_test=20,
-)  # fmt: skip
-TINY = pt.PretrainConfig(
-    vocab_size=400, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-    block_size=32, max_position_embeddings=64, batch_size=4, steps=6, warmup_steps=1,
-)  # fmt: skip
+SMALL = SMALL_WORLD
+TINY = tiny_pretrain(steps=6)
 
 
 @pytest.fixture(scope="module")

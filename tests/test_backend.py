@@ -6,9 +6,6 @@ collective timeout naming the rank, within a minute, instead of a stuck Ray work
 
 from __future__ import annotations
 
-import datetime
-import os
-import socket
 import traceback
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import torch.multiprocessing as mp
 from harness.backend import Backend, TorchBackend, config_problems, shards_weights
 from harness.config import from_dict, merge
 from harness.replay import REGISTRY
+from tests.helpers import free_port, join_gloo, spawn_ranks
 
 METHODS = sorted(REGISTRY)
 
@@ -42,18 +40,8 @@ def _trial_dict(out: Path, method: str, tuning: str, zero: int, world: Path) -> 
 
 
 def _rank(rank: int, port: int, trials: list[dict], errors) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE="2",
-    )
-    torch.set_num_threads(1)
     # A hang (ranks out of step) becomes an error within the timeout instead of forever.
-    torch.distributed.init_process_group(
-        "gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60)
-    )
+    join_gloo(rank, port)
     from harness.trial import run_trial
 
     try:
@@ -104,17 +92,7 @@ def test_every_replay_method_completes_on_two_ranks(zero: int, tmp_path: Path) -
         for tuning in ("full", "lora")
         for m in METHODS
     ]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    errors = mp.get_context("spawn").SimpleQueue()
-    try:
-        mp.spawn(_rank, args=(port, trials, errors), nprocs=2)
-    except Exception as exc:
-        found = []
-        while not errors.empty():
-            found.append(errors.get())
-        pytest.fail(f"{exc}\n" + "\n".join(found))
+    spawn_ranks(_rank, trials)
     from results.io import read_study
 
     tables = read_study(tmp_path / "out" / f"study=zero{zero}")
@@ -152,11 +130,7 @@ def test_every_replay_method_completes_on_two_ranks(zero: int, tmp_path: Path) -
 
 
 def _tm_rank(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group(
-        "gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60)
-    )
+    join_gloo(rank, port)
     from harness.replay.base import Ranks
     from harness.replay.states import TMStates
 
@@ -206,10 +180,7 @@ def test_tm_states_built_by_two_ranks_equal_the_one_rank_states(tmp_path: Path) 
         k=1.0,
         batch_size=2,
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_tm_rank, args=(port, str(tmp_path)), nprocs=2)
+    mp.spawn(_tm_rank, args=(free_port(), str(tmp_path)), nprocs=2)
     for rank in (0, 1):
         got = TMStates.load(tmp_path / f"rank{rank}", mmap=False)
         assert np.array_equal(np.asarray(got.packed), np.asarray(serial.packed))

@@ -14,7 +14,7 @@ from harness.interventions.embedding_reset import EmbeddingReset
 from harness.interventions.shrink_perturb import ShrinkPerturb
 from harness.trial import Trial, run_trial
 from results.io import read_records
-from tests.helpers import mini_config, tiny_built
+from tests.helpers import join_gloo, mini_config, spawn_ranks, tiny_built
 
 
 def _params(model) -> dict[str, torch.Tensor]:
@@ -313,21 +313,9 @@ def _zero2_rank(rank: int, port: int, out: str, errors) -> None:
     """One rank: train a step, edit with every intervention, then check the edits reached
     DeepSpeed's fp32 master partitions and optimiser states, survive a step at lr 0, and are
     the same on both ranks."""
-    import datetime
-    import os
     import traceback
 
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE="2",
-    )
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group(
-        "gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60)
-    )
+    join_gloo(rank, port)
     try:
         from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
 
@@ -398,21 +386,7 @@ def _zero2_rank(rank: int, port: int, out: str, errors) -> None:
 
 @pytest.mark.slow
 def test_interventions_edit_the_zero2_master_copy_alike_on_two_ranks(tmp_path) -> None:
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    errors = mp.get_context("spawn").SimpleQueue()
-    try:
-        mp.spawn(_zero2_rank, args=(port, str(tmp_path), errors), nprocs=2)
-    except Exception as exc:
-        found = []
-        while not errors.empty():
-            found.append(errors.get())
-        pytest.fail(f"{exc}\n" + "\n".join(found))
+    spawn_ranks(_zero2_rank, str(tmp_path))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     for r in (r0, r1):
         assert r["master_equal"] and r["kept_after_step"], r

@@ -19,28 +19,8 @@ import torch
 from harness.core import CACHE_ENV_VAR
 from harness.world import generate as gen
 from harness.world import pretrain as pt
-
-SMALL = dict(
-    n_entities=24,
-    mentions=5,
-    n_choices=8,
-    train_filler_docs=20,
-    heldout_filler_docs=10,
-    n_task_train=40,
-    n_task_test=20,
-)
-TINY = pt.PretrainConfig(
-    vocab_size=400,
-    hidden_size=32,
-    num_layers=1,
-    num_heads=2,
-    intermediate_size=64,
-    block_size=32,
-    max_position_embeddings=64,
-    batch_size=4,
-    steps=4,
-    warmup_steps=1,
-)
+from tests.helpers import SMALL_WORLD as SMALL
+from tests.helpers import TINY_PRETRAIN as TINY
 
 
 @pytest.fixture(scope="module")

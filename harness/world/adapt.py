@@ -16,8 +16,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -30,9 +28,11 @@ from harness.world.pretrain import (
     PretrainConfig,
     _blocks,
     _lr_lambda,
+    build_cached,
     default_cache_root,
     read_texts,
     reset_embeddings,
+    save_trained,
     train_steps,
     train_tokenizer,
 )
@@ -100,10 +100,6 @@ def adapt(
     for p in model.parameters():
         p.requires_grad_(True)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    tail = losses[-max(1, len(losses) // 20) :]
     summary = {
         "base": str(base_dir),
         "corpus": str(corpus),
@@ -111,9 +107,7 @@ def adapt(
         "train": train,
         "seed": seed,
         "trainable_params": sum(p.numel() for p in params),
-        "first_loss": losses[0],
-        "final_loss": sum(tail) / len(tail),
-        "losses": losses,
+        **save_trained(model, tokenizer, out_dir, losses),
         "version": ADAPT_VERSION,
         "wall_s": time.perf_counter() - start,
     }
@@ -153,19 +147,14 @@ def ensure_adapted(
     key = digest.hexdigest()[:20]
     root = Path(cache_root) if cache_root is not None else default_cache_root().parent / "adapted"
     final = root / key
-    if (final / ADAPT_FILE).is_file():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{key}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        adapt(base_dir, corpus, tmp, steps=steps, train=train, seed=seed, progress=progress)
-        tmp.rename(final)
-    except OSError:
-        if not (final / ADAPT_FILE).is_file():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not (final / ADAPT_FILE).is_file():
+        build_cached(
+            final,
+            ADAPT_FILE,
+            lambda tmp: adapt(
+                base_dir, corpus, tmp, steps=steps, train=train, seed=seed, progress=progress
+            ),
+        )
     return final
 
 

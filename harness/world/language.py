@@ -19,11 +19,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import random
-import shutil
 import string
 from pathlib import Path
+
+from harness.world.pretrain import build_cached
 
 LANGUAGE_VERSION = 1
 """Bump when the respelling changes for the same world and seed (part of cache keys)."""
@@ -100,15 +100,11 @@ def render_language(world_root: Path, out_dir: Path, *, seed: int = 1) -> Path:
         files[rel] = _probe_csv(path.read_text(encoding="utf-8"), table)
     key = "".join(table[c] for c in string.ascii_lowercase)
     files[MANIFEST] = json.dumps({**meta, "cipher": key}, indent=1)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for rel, text in files.items():
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / rel).write_text(text, encoding="utf-8")
-    try:
-        tmp.rename(out_dir)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out_dir / MANIFEST).is_file():
-            raise
+
+    def write(tmp: Path) -> None:
+        for rel, text in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_text(text, encoding="utf-8")
+
+    build_cached(out_dir, MANIFEST, write)  # atomically, like the world and the base
     return out_dir

@@ -23,7 +23,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -287,6 +287,18 @@ def train_steps(
     return losses
 
 
+def save_trained(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: Path, losses: list[float]
+) -> dict:
+    """Save model and tokenizer to ``out_dir`` (Hugging Face format); return the losses'
+    summary: ``first_loss``, ``final_loss`` (mean over the last 5% of steps), ``losses``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    tail = losses[-max(1, len(losses) // 20) :]
+    return {"first_loss": losses[0], "final_loss": sum(tail) / len(tail), "losses": losses}
+
+
 @torch.no_grad()
 def reset_embeddings(
     model: LlamaForCausalLM, optimizer: torch.optim.Optimizer | None, seed: int, step: int
@@ -372,11 +384,6 @@ def pretrain(
     )
 
     model.eval()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    tail = losses[-max(1, len(losses) // 20) :]
     summary = {
         "config": dataclasses.asdict(config),
         "version": PRETRAIN_VERSION,
@@ -384,13 +391,11 @@ def pretrain(
         "corpus_docs": len(docs),
         "corpus_tokens": n_tokens,
         "params": n_params,
-        "first_loss": losses[0],
-        "final_loss": sum(tail) / len(tail),
-        "losses": losses,
+        **save_trained(model, tokenizer, Path(out_dir), losses),
         "embedding_resets": resets,
         "wall_s": time.perf_counter() - start,
     }
-    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    (Path(out_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     logger.info(
         "pretrained in %.0fs: loss %.3f -> %.3f; saved to %s",
         summary["wall_s"],
@@ -421,23 +426,34 @@ def ensure_base_model(
             f"(one {{'text': ...}} per line), e.g. <world>/general/train.jsonl"
         )
     root = Path(cache_root) if cache_root is not None else default_cache_root()
-    key = cache_key(corpus, config)
-    final = root / key[:20]
+    final = root / cache_key(corpus, config)[:20]
     if (final / SUMMARY_FILE).is_file():
         logger.info("base model cache hit: %s", final)
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{key[:20]}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     logger.info("base model cache miss (%s); pretraining", final)
+    if not build_cached(
+        final, SUMMARY_FILE, lambda tmp: pretrain(corpus, tmp, config=config, progress=progress)
+    ):
+        logger.info("another process cached %s first; using it", final)
+    return final
+
+
+def build_cached(final: Path, marker: str, build: Callable[[Path], object]) -> bool:
+    """Make the cache entry ``final`` by ``build(tmp)`` into a temporary sibling renamed into
+    place, so an interrupted build leaves nothing that looks finished (``final / marker`` is
+    written last). True if this call built it; False if a concurrent one finished first (its
+    entry, holding ``marker``, is kept). Errors of ``build`` propagate; the temporary is
+    always removed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        pretrain(corpus, tmp, config=config, progress=progress)
+        build(tmp)
         tmp.rename(final)
     except OSError:
-        if (final / SUMMARY_FILE).is_file():  # a concurrent run finished first
-            logger.info("another process cached %s first; using it", final)
-            return final
+        if (final / marker).is_file():
+            return False
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return True
