@@ -8,8 +8,16 @@ hooks were given:
     before_first_task(trial)       stage 0 of a fresh trial (the starting model)
     before_task(trial, stage)      before training task ``stage`` (1-based)
     after_step(trial, stage, step) after every optimiser step (``step``: the global step)
-    loss_term(trial, stage)        inside every micro-batch: an extra term added to the loss,
-                                   or None (the default)
+    loss_term(trial, stage, batch) inside every micro-batch, after its forward: an extra term
+                                   added to the loss, or None (the default); ``batch`` is a
+                                   :class:`harness.train.Batch` (ids, mask, labels, logits)
+
+Two optional methods change what is trained (a hook without them changes nothing):
+
+    plan_stages(trial, n_tasks)    the task positions trained at each stage, e.g. [(1, .., T)]
+                                   for multitask; None: one task per stage (the first hook
+                                   with a plan decides)
+    extra_examples(trial, stage)   more training rows for this stage (task replay's buffer)
     after_task(trial, stage)       after task ``stage`` was trained
     at_end(trial, status)          once, when the trial ends ('completed', 'diverged', 'failed')
 
@@ -40,6 +48,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from harness.train import Batch
     from harness.trial import Trial
 
 
@@ -61,7 +70,7 @@ class Hook(Protocol):
     def after_step(self, trial: Trial, stage: int, step: int) -> None:
         return None
 
-    def loss_term(self, trial: Trial, stage: int) -> Tensor | None:
+    def loss_term(self, trial: Trial, stage: int, batch: Batch) -> Tensor | None:
         return None
 
     def after_task(self, trial: Trial, stage: int) -> None:

@@ -207,7 +207,13 @@ def tokenize_inputs(cfg: TrialConfig, data: TrialData, tok) -> TrialInputs:
     )
     buffer = None
     if data.replay:
-        ids = tokenize_cached(tok, data.replay, max_length=cfg.replay.max_tokens, cache_dir=cache)
+        ids = tokenize_cached(
+            tok,
+            data.replay,
+            max_length=cfg.replay.max_tokens,
+            add_bos=cfg.replay.add_bos,
+            cache_dir=cache,
+        )
         buffer = ReplayBuffer(token_ids=tuple(tuple(x) for x in ids), pad_id=tok.pad_token_id)
     return TrialInputs(
         data=data,

@@ -412,7 +412,7 @@ class PlasticityHook(Hook):
         self._record(trial, 0, "<start>")
 
     def after_task(self, trial, stage: int) -> None:
-        self._record(trial, stage, trial.inputs.data.tasks[stage - 1].name)
+        self._record(trial, stage, trial.stage_name(stage))
 
     def _record(self, trial, stage: int, after_task: str) -> None:
         if not self.kinds:

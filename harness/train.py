@@ -1,13 +1,28 @@
 """Train one task of the stream: plain PyTorch, no Ray, no printing.
 
 Each optimiser step sees one *effective batch* of task examples and (unless the method is
-``none``) replay texts, split into ``grad_accum`` micro-batches. Per micro-batch, one forward
-pass over task and replay rows together gives
+``none``) replay texts, split into ``grad_accum`` micro-batches. How the rows' losses are
+weighted is ``train.loss_weighting``:
 
-    CE   = mean(CE_task, CE_replay)   (each a token mean; only the parts present)
-    loss = CE + w * term              (term = the replay method's loss on the replay rows)
+* ``microbatch_mean`` (the harness's first weighting): per micro-batch, one forward pass over
+  task and replay rows together gives
 
-as in GeRe. A non-finite loss or gradient stops the task *before* the optimiser step and is
+      CE   = mean(CE_task, CE_replay)   (each a token mean; only the parts present)
+      loss = CE + w * term              (term = the replay method's loss on the replay rows)
+
+  so task and replay weigh half each whatever share of the batch they are.
+* ``per_sample`` (what GeRe's reference code trains: a per-device batch of 1 with gradient
+  accumulation): every row's CE is its own token mean, every replay row gets its own term, and
+  the step's objective is the mean over the effective batch of
+
+      L_i = CE_i (task row)      or      L_i = CE_i + w * term_i (replay row)
+
+  i.e. (1 - f) * CE_task + f * (CE_replay + w * TM) with f the replay share. The objective no
+  longer depends on how rows are grouped, so each rank's rows are sorted by length before they
+  are cut into micro-batches (less padding: ``pad_share`` in the curve records).
+
+Terms from stage hooks (``extra_terms``: EWC's penalty, LwF's distillation) are added once
+per micro-batch on top, after the weighting. A non-finite loss or gradient stops the task *before* the optimiser step and is
 reported as divergence, so the weights stay finite and the trial can end cleanly. The
 optimiser itself lives in a backend (harness.backend: plain PyTorch or DeepSpeed ZeRO).
 
@@ -97,6 +112,15 @@ def plan_steps(
     return steps[:max_steps] if max_steps else steps
 
 
+def _split(items: Sequence, n: int) -> list[Sequence]:
+    """``items`` cut into ``n`` contiguous parts of sizes differing by at most one."""
+    q, r = divmod(len(items), n)
+    bounds = [0]
+    for i in range(n):
+        bounds.append(bounds[-1] + q + (i < r))
+    return [items[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
 def _stream(n: int, length: int, rng: np.random.Generator) -> list[int]:
     """``length`` indices from back-to-back fresh permutations of range(n)."""
     out: list[int] = []
@@ -118,6 +142,21 @@ class TaskOutcome:
     tokens: int = 0
 
 
+@dataclass
+class Batch:
+    """One training micro-batch as a stage hook's ``loss_term`` sees it (after the forward)."""
+
+    input_ids: torch.Tensor
+    """[B, L] right-padded token ids (task rows and replay rows)."""
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    """[B, L] the ids at positions that carry loss, -100 elsewhere (prompt, padding)."""
+    logits: torch.Tensor
+    """[B, L, V] the current model's logits (with gradient)."""
+    is_replay: torch.Tensor
+    """[B] bool: the row is a general replay text (not a task example)."""
+
+
 class _Window:
     """Running means of the logged quantities between two curve rows."""
 
@@ -125,6 +164,8 @@ class _Window:
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.tokens = 0
+        self.positions = 0
+        """Token positions the forward passes computed (tokens + padding)."""
 
     def add(self, key: str, value: float | None) -> None:
         if value is None:
@@ -152,7 +193,7 @@ def train_task(
     seed: int,
     progress: bool = False,
     on_step: Callable[[int], object] | None = None,
-    extra_terms: Callable[[], Sequence[torch.Tensor | None]] | None = None,
+    extra_terms: Callable[[Batch], Sequence[torch.Tensor | None]] | None = None,
 ) -> TaskOutcome:
     """Fine-tune on one task (fresh optimiser state and LR schedule), mixing in replay.
 
@@ -160,8 +201,10 @@ def train_task(
     every world_size-th item of each effective batch; a final step too small to give each
     rank ``grad_accum`` items is dropped, so all ranks run the same number of micro-steps.
 
-    ``on_step(global_step)`` runs after every optimiser step; ``extra_terms()`` returns loss
-    terms (or None) added to every micro-batch's loss (the stage hooks' ``loss_term``).
+    ``on_step(global_step)`` runs after every optimiser step; ``extra_terms(batch)`` returns
+    loss terms (or None) added to every micro-batch's loss (the stage hooks' ``loss_term``).
+    ``task_examples`` may hold more than the task's own examples (task replay adds earlier
+    tasks' examples); they all count as task rows.
     """
     replay_rows: list[TokenizedExample] = []
     if method.uses_replay and buffer is not None:
@@ -194,18 +237,32 @@ def train_task(
         unit="step",
     )
     first_ce: float | None = None  # this task's first-step LM loss (the divergence baseline)
+    per_sample = cfg.loss_weighting == "per_sample"
+
+    def row(item: Item) -> TokenizedExample:
+        return replay_rows[item[1]] if item[0] else task_examples[item[1]]
+
     for k, step_items in enumerate(bar, start=1):
         share = step_items[rank::world]
-        micro = [share[i :: cfg.grad_accum] for i in range(cfg.grad_accum)]
+        if per_sample:  # grouping cannot change the objective: cut by length, least padding
+            share = sorted(share, key=lambda it: len(row(it).ids))
+            micro = [list(m) for m in _split(share, cfg.grad_accum)]
+        else:
+            micro = [share[i :: cfg.grad_accum] for i in range(cfg.grad_accum)]
         micro = [m for m in micro if m]
         finite = True
         step_ce: list[float] = []
         for items in micro:
-            rows = [replay_rows[i] if rep else task_examples[i] for rep, i in items]
+            rows = [row(it) for it in items]
             is_replay = torch.tensor([rep for rep, _ in items])
             index = torch.tensor([i for rep, i in items if rep], dtype=torch.long)
-            loss, stats = _micro_loss(built, backend, rows, is_replay, index, method, weight)
-            for extra in extra_terms() if extra_terms else ():
+            # per_sample: this micro-batch's share of the mean over the rank's rows, times the
+            # number of micro-batches (the backend divides by it)
+            scale = len(micro) / len(share) if per_sample else None
+            loss, stats, batch = _micro_loss(
+                built, backend, rows, is_replay, index, method, weight, per_sample_scale=scale
+            )
+            for extra in extra_terms(batch) if extra_terms else ():
                 if extra is not None:
                     loss = loss + extra
             # Every rank must agree before anyone calls backward (collectives under ZeRO).
@@ -215,8 +272,8 @@ def train_task(
             backend.backward(loss, len(micro))
             step_ce += [v for key in ("task_ce", "replay_ce") if (v := stats[key]) is not None]
             for key, v in stats.items():
-                if key == "tokens":
-                    window.tokens += int(v)
+                if key in ("tokens", "positions"):
+                    setattr(window, key, getattr(window, key) + int(v))
                 else:
                     window.add(key, v)
         lr_now = lr_at(k - 1, len(steps), peak=peak, warmup=cfg.warmup_steps, schedule=cfg.schedule)
@@ -263,8 +320,14 @@ def _micro_loss(
     index: torch.Tensor,
     method: ReplayMethod,
     weight: float | str,
-) -> tuple[torch.Tensor, dict[str, float | None]]:
-    """Loss of one micro-batch (task and replay rows in one forward pass) and its parts.
+    *,
+    per_sample_scale: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float | None], Batch]:
+    """Loss of one micro-batch (task and replay rows in one forward pass), its parts, and the
+    batch as the hooks' ``loss_term`` sees it.
+
+    ``per_sample_scale`` set: the ``per_sample`` weighting, each row's loss on its own, their
+    sum times this factor (see the module docstring); unset: ``microbatch_mean``.
 
     A micro-batch without replay rows still lets the backend keep the ranks in step: it runs
     the frozen-model forward the other ranks run (``idle_frozen_forward``) and backpropagates
@@ -285,43 +348,110 @@ def _micro_loss(
         hidden = None
     nll = token_nll(logits, labels)
     counted = (labels[:, 1:] != IGNORE).float()
-    ces: dict[str, torch.Tensor] = {}
-    for name, rows_mask in (("task_ce", ~is_replay), ("replay_ce", is_replay)):
-        rows_mask = rows_mask.to(device)
-        n_tok = counted[rows_mask].sum()
-        if n_tok > 0:
-            ces[name] = nll[rows_mask].sum() / n_tok
-    ce = torch.stack(list(ces.values())).mean()
-    term = None
+    replay_dev = is_replay.to(device)
+    view = None
     if is_replay.any():
-        r = is_replay.to(device)
-        r_ids, r_mask = input_ids[r], attention_mask[r]
+        r_ids, r_mask = input_ids[replay_dev], attention_mask[replay_dev]
+        cached: list[tuple[torch.Tensor, torch.Tensor]] = []
 
         def reference() -> tuple[torch.Tensor, torch.Tensor]:
-            with torch.no_grad(), built.starting_model() as ref:
-                return last_hidden_and_logits(ref, r_ids, r_mask)
+            if not cached:  # one frozen forward per micro-batch, also when cut per sample
+                with torch.no_grad(), built.starting_model() as ref:
+                    cached.append(last_hidden_and_logits(ref, r_ids, r_mask))
+            return cached[0]
 
         view = ReplayView(
-            logits=logits[r],
-            hidden=hidden[r] if hidden is not None else None,
+            logits=logits[replay_dev],
+            hidden=hidden[replay_dev] if hidden is not None else None,
             mask=r_mask.bool(),
             index=index,
             reference=reference,
         )
-        term = method.term(view)
     elif method.needs_reference:
         backend.idle_frozen_forward(built, input_ids)
-    loss, w = combine(ce, term, weight)
-    if hidden is not None and term is None:
+    if per_sample_scale is None:
+        loss, stats = _mean_loss(nll, counted, is_replay.to(device), view, method, weight)
+    else:
+        loss, stats = _per_sample_loss(nll, counted, is_replay, view, method, weight)
+        loss = loss * per_sample_scale
+    if hidden is not None and stats["replay_term"] is None:
         loss = backend.touch_outputs(loss, hidden)
+    stats["tokens"] = int(attention_mask.sum())
+    stats["positions"] = int(attention_mask.numel())
+    batch = Batch(input_ids, attention_mask, labels, logits, replay_dev)
+    return loss, stats, batch
+
+
+def _mean_loss(nll, counted, replay, view, method, weight):
+    """``microbatch_mean``: mean(CE_task, CE_replay) + w * term over the replay rows."""
+    ces: dict[str, torch.Tensor] = {}
+    for name, rows_mask in (("task_ce", ~replay), ("replay_ce", replay)):
+        n_tok = counted[rows_mask].sum()
+        if n_tok > 0:
+            ces[name] = nll[rows_mask].sum() / n_tok
+    ce = torch.stack(list(ces.values())).mean()
+    term = method.term(view) if view is not None else None
+    loss, w = combine(ce, term, weight)
     return loss, {
         "loss": float(loss.detach()),
         "task_ce": float(ces["task_ce"].detach()) if "task_ce" in ces else None,
         "replay_ce": float(ces["replay_ce"].detach()) if "replay_ce" in ces else None,
         "replay_term": float(term.detach()) if term is not None else None,
         "replay_weight": float(w),
-        "tokens": int(attention_mask.sum()),
     }
+
+
+def _per_sample_loss(nll, counted, is_replay, view, method, weight):
+    """``per_sample``: sum over rows of CE_i (+ w * term_i on replay rows), each row's CE its
+    own token mean and each replay row's term computed on that row alone (GeRe's batch of 1);
+    a row with no target token adds nothing. Logged values are means over the rows."""
+    row_ce = nll.sum(1) / counted.sum(1).clamp(min=1)
+    losses: list[torch.Tensor] = []
+    task_ce, replay_ce, terms, weights = [], [], [], []
+    j = 0  # position among the replay rows
+    for i, rep in enumerate(is_replay.tolist()):
+        ce_i = row_ce[i]
+        if not rep:
+            losses.append(ce_i)
+            task_ce.append(float(ce_i.detach()))
+            continue
+        term_i = method.term(_row_view(view, j)) if view is not None else None
+        j += 1
+        total, w = combine(ce_i, term_i, weight)
+        losses.append(total)
+        replay_ce.append(float(ce_i.detach()))
+        if term_i is not None:
+            terms.append(float(term_i.detach()))
+            weights.append(float(w))
+
+    def mean(xs: list[float]) -> float | None:
+        return sum(xs) / len(xs) if xs else None
+
+    loss = torch.stack(losses).sum()
+    return loss, {
+        "loss": float(loss.detach()) / len(losses),
+        "task_ce": mean(task_ce),
+        "replay_ce": mean(replay_ce),
+        "replay_term": mean(terms),
+        "replay_weight": mean(weights) if weights else 0.0,
+    }
+
+
+def _row_view(view: ReplayView, j: int) -> ReplayView:
+    """Replay row ``j`` of ``view`` alone (its reference forward shared with the others)."""
+    one = slice(j, j + 1)
+
+    def reference() -> tuple[torch.Tensor, torch.Tensor]:
+        ref_logits, ref_hidden = view.reference()
+        return ref_logits[one], ref_hidden[one]
+
+    return ReplayView(
+        logits=view.logits[one],
+        hidden=view.hidden[one] if view.hidden is not None else None,
+        mask=view.mask[one],
+        index=view.index[one],
+        reference=reference,
+    )
 
 
 def _curve_row(
@@ -340,4 +470,5 @@ def _curve_row(
         "lr": lr,
         "grad_norm": window.mean("grad_norm"),
         "tokens": window.tokens,
+        "pad_share": 1.0 - window.tokens / window.positions if window.positions else float("nan"),
     }

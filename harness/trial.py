@@ -18,6 +18,7 @@ collective_timeout_s``) fails the trial naming the rank and what it was doing (`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -94,7 +95,8 @@ class TrialResult:
 
 
 def default_hooks(cfg: TrialConfig) -> list[Hook]:
-    """The hooks a config asks for: evaluation, plasticity, landscape, then its interventions."""
+    """The hooks a config asks for: evaluation, plasticity, landscape, then its interventions
+    and continual-learning methods."""
     from harness.eval_stage import EvaluationHook
     from harness.landscape import LandscapeHook
     from harness.plasticity import PlasticityHook
@@ -104,9 +106,10 @@ def default_hooks(cfg: TrialConfig) -> list[Hook]:
         hooks.append(PlasticityHook())
     if cfg.landscape.enabled:
         hooks.append(LandscapeHook())
+    from harness.cl import build_cl_methods
     from harness.interventions import build_interventions
 
-    return [*hooks, *build_interventions(cfg)]
+    return [*hooks, *build_interventions(cfg), *build_cl_methods(cfg)]
 
 
 class Trial:
@@ -182,6 +185,22 @@ class Trial:
             torch.set_rng_state(torch.tensor(self.state.torch_rng, dtype=torch.uint8))
         self.setup_seconds = time.perf_counter() - t0
 
+    @property
+    def stages(self) -> list[tuple[int, ...]]:
+        """The task positions (1-based) trained at each stage: one task per stage, or what a
+        hook's ``plan_stages`` plans instead (multitask: every task in one stage)."""
+        n = len(self.data.tasks)
+        for hook in self.hooks:
+            plan = getattr(hook, "plan_stages", None)
+            planned = plan(self, n) if plan is not None else None
+            if planned is not None:
+                return planned
+        return [(k,) for k in range(1, n + 1)]
+
+    def stage_name(self, stage: int) -> str:
+        """What was trained at ``stage``: its task's name, or the names '+'-joined."""
+        return "+".join(self.data.tasks[k - 1].name for k in self.stages[stage - 1])
+
     def _prepare_replay(self) -> None:
         self.phase = "replay preparation (the frozen model over the replay buffer)"
         saved = self.resume_from / "replay" if self.resume_from else None
@@ -225,12 +244,21 @@ class Trial:
 
     def train_stage(self, stage: int) -> bool:
         """Train task ``stage``; False if the loss or gradient diverged (training stopped)."""
-        task, tokens = self.data.tasks[stage - 1], self.inputs.tasks[stage - 1]
-        self.phase = f"before task {stage} ({task.name})"
+        positions, name = self.stages[stage - 1], self.stage_name(stage)
+        self.phase = f"before task {stage} ({name})"
         for hook in self.hooks:
             hook.before_task(self, stage)
+        examples = [ex for k in positions for ex in self.inputs.tasks[k - 1].train]
+        for hook in self.hooks:  # task replay: earlier tasks' examples join this task's
+            extra = getattr(hook, "extra_examples", None)
+            examples += list(extra(self, stage)) if extra is not None else []
+        train_cfg = self.cfg.train
+        if len(positions) > 1 and train_cfg.max_steps_per_task:  # the cap is per task trained
+            train_cfg = dataclasses.replace(
+                train_cfg, max_steps_per_task=train_cfg.max_steps_per_task * len(positions)
+            )
         t0, st = time.perf_counter(), self.state
-        doing = f"training task {stage} ({task.name})"
+        doing = f"training task {stage} ({name})"
         self.phase = f"{doing}, its first step"
 
         def after_step(step: int) -> None:
@@ -241,19 +269,19 @@ class Trial:
         outcome = train_task(
             self.built,
             self.backend,
-            task_examples=tokens.train,
+            task_examples=examples,
             buffer=self.inputs.buffer,
             method=self.method,
             weight=self.weight,
-            cfg=self.cfg.train,
+            cfg=train_cfg,
             per_batch=self.cfg.replay.per_batch,
             stage=stage,
-            task=task.name,
+            task=name,
             global_step=st.global_step,
             seed=self.cfg.seed,
             progress=self.progress,
             on_step=after_step,
-            extra_terms=lambda: [h.loss_term(self, stage) for h in self.hooks],
+            extra_terms=lambda batch: [h.loss_term(self, stage, batch) for h in self.hooks],
         )
         st.train_seconds += time.perf_counter() - t0
         st.train_tokens += outcome.tokens
@@ -263,7 +291,7 @@ class Trial:
             return True
         self.diverged = (stage, outcome.diverged_step)
         self.error = (
-            f"diverged at task {stage} ({task.name}), global step {outcome.diverged_step}: "
+            f"diverged at task {stage} ({name}), global step {outcome.diverged_step}: "
             f"{outcome.diverged_reason}"
         )
         log.warning("trial %s %s", self.cfg.id, self.error)
@@ -283,7 +311,7 @@ class Trial:
                 self.files["summary"] = self._write("summary", [self.summary("running")])
             if not self.resumed:
                 self.evaluate(0)
-            for stage in range(self.state.finished_stage + 1, len(self.data.tasks) + 1):
+            for stage in range(self.state.finished_stage + 1, len(self.stages) + 1):
                 if not self.train_stage(stage):
                     status = "diverged"
                     break
@@ -343,11 +371,12 @@ class Trial:
         """A few numbers of the latest stage (what the Ray layer reports to Tune)."""
         acc = [r for r in self.state.rows["accuracy"] if r["stage"] == stage]
         general = [r for r in self.state.rows["general"] if r["stage"] == stage]
+        seen = max(self.stages[stage - 1])  # tasks trained so far: positions 1..seen
         return {
             "stage": stage,
-            "task": self.data.tasks[stage - 1].name,
-            "task_accuracy": acc[stage - 1]["accuracy"],
-            "mean_accuracy": sum(r["accuracy"] for r in acc[:stage]) / stage,
+            "task": self.stage_name(stage),
+            "task_accuracy": acc[seen - 1]["accuracy"],
+            "mean_accuracy": sum(r["accuracy"] for r in acc[:seen]) / seen,
             "general_accuracy": general[0]["accuracy"],
             "general_ppl": general[0]["ppl"],
         }
@@ -419,11 +448,15 @@ def _summary(trial: Trial, status: str) -> dict:
 
     cfg, acc, general = trial.cfg, trial.state.rows["accuracy"], trial.state.rows["general"]
     data = trial.data
-    n = len(data.tasks)
+    n, n_stages = len(data.tasks), len(trial.stages)
     metrics = dict.fromkeys(METRICS, float("nan"))
-    if acc and len({r["stage"] for r in acc}) == n + 1:
+    done = acc and len({r["stage"] for r in acc}) == n_stages + 1
+    if done and n_stages == n:
         A, _ = matrix_from_long(pd.DataFrame(acc))
         metrics = all_metrics(A)
+    elif done:  # every task trained in one stage (multitask): only the final scores mean much
+        final = [r["accuracy"] for r in acc if r["stage"] == n_stages]
+        metrics["ap"] = sum(final) / len(final)
     diverged = trial.diverged
     return dict(
         status=status,
@@ -432,6 +465,7 @@ def _summary(trial: Trial, status: str) -> dict:
         diverged_step=diverged[1],
         wall_time_s=time.perf_counter() - trial.started,
         n_tasks=n,
+        n_stages=n_stages,
         tasks=",".join(t.name for t in data.tasks),
         model=cfg.model.name,
         tuning=cfg.model.tuning,
@@ -566,7 +600,9 @@ def completion_problems(cfg: TrialConfig, summary: dict) -> list[str]:
     problems = trial_problems(cfg.out, study=cfg.study, trial_id=cfg.id, kinds=kinds)
     if problems:
         return problems
-    want = set(range(int(summary["n_tasks"]) + 1))
+    n_stages = summary.get("n_stages")
+    n_stages = summary["n_tasks"] if n_stages is None or n_stages != n_stages else n_stages
+    want = set(range(int(n_stages) + 1))
     for kind in ("accuracy", "general"):
         if kind not in kinds:
             continue
@@ -574,7 +610,7 @@ def completion_problems(cfg: TrialConfig, summary: dict) -> list[str]:
         have = {r["stage"] for r in rows}
         if have != want:
             problems.append(
-                f"{kind}: stages {sorted(have)} stored, the summary's {len(want) - 1} tasks "
+                f"{kind}: stages {sorted(have)} stored, the summary's {len(want) - 1} stages "
                 f"need stages 0-{len(want) - 1}"
             )
     return problems

@@ -35,11 +35,14 @@ import pandas as pd
 from harness.metrics import METRICS, matrix_from_long
 
 __all__ = [
+    "BASELINE_ORDER",
     "PAPER_METRICS",
     "PERCENT_METRICS",
     "SETTINGS",
     "accuracy_matrix",
     "adaptation_table",
+    "baselines",
+    "baselines_table",
     "format_mean_std",
     "forgetting_prevented",
     "general_drop",
@@ -922,3 +925,86 @@ def adaptation_table(adaptation: pd.DataFrame, *, formatted: bool = True) -> pd.
     if not formatted:
         return out
     return _format_percent(out)
+
+
+# -- continual-learning baselines (studies/baselines.py) ---------------------------------------
+
+
+BASELINE_ORDER = (
+    "none",
+    "none (lora)",
+    "ce",
+    "kl",
+    "tm",
+    "task_replay",
+    "ewc",
+    "lwf",
+    "olora (lora)",
+    "multitask",
+)
+"""Display order of the baselines study's rows (others follow, sorted)."""
+
+
+def baselines(summary: pd.DataFrame) -> pd.Series:
+    """Each trial's method as a continual-learning table names it, from its config: the general
+    replay method (unless 'none') and the ``cl`` methods, '+'-joined, else 'none'; ' (lora)'
+    added for LoRA trials. Indexed like ``summary``."""
+    import json
+
+    _need(summary, ["config_json"], "baselines(summary)")
+
+    def one(text: str) -> str:
+        cfg = json.loads(text)
+        replay = cfg.get("replay", {}).get("method", "tm")
+        parts = ([replay] if replay != "none" else []) + list((cfg.get("cl") or {}).keys())
+        name = "+".join(parts) or "none"
+        return f"{name} (lora)" if cfg.get("model", {}).get("tuning") == "lora" else name
+
+    return summary["config_json"].map(one).rename("baseline")
+
+
+def _baseline_rank(name: str) -> tuple[int, str]:
+    rank = {b: i for i, b in enumerate(BASELINE_ORDER)}
+    return (rank.get(name, len(rank)), name)
+
+
+BASELINE_COLUMNS = (
+    "ap",
+    "bwt",
+    "fwt",
+    "forgetting",
+    "general_acc_final",
+    "general_ppl_final",
+    "gap_to_multitask",
+)
+
+
+def baselines_table(summary: pd.DataFrame, *, formatted: bool = True) -> pd.DataFrame:
+    """The continual-learning table: per method (:func:`baselines`), over its completed trials,
+    AP, BWT, FWT, forgetting, the final general-ability probe accuracy and held-out perplexity,
+    and the gap to multitask (the method's AP minus multitask's mean AP; NaN without a
+    multitask row) -- mean ± std over seeds (%, perplexity as is). Multitask has only AP: its
+    BWT, FWT and forgetting have no task order to be read on.
+
+    ``formatted=False`` returns the numbers (``<m>_mean``/``<m>_std`` columns, fractions)."""
+    _need(summary, ["status", "config_json", *BASELINE_COLUMNS[:-1]], "baselines_table")
+    done = summary[summary["status"] == "completed"].copy()
+    if done.empty:
+        raise ValueError("baselines_table: no completed trial in the summary")
+    done["baseline"] = baselines(done)
+    multitask = done.loc[done["baseline"].str.startswith("multitask"), "ap"]
+    done["gap_to_multitask"] = done["ap"] - (multitask.mean() if len(multitask) else float("nan"))
+    stats = done.groupby("baseline")[list(BASELINE_COLUMNS)].agg(["mean", "std"])
+    stats.columns = [f"{m}_{s}" for m, s in stats.columns]
+    stats.insert(0, "seeds", done.groupby("baseline").size())
+    stats = stats.loc[sorted(stats.index, key=_baseline_rank)]
+    if not formatted:
+        return stats
+    ppl = {c: stats.pop(c) for c in ("general_ppl_final_mean", "general_ppl_final_std")}
+    shown = _format_percent(stats)
+    ppl_text = [
+        "–" if pd.isna(m) else f"{m:.2f}" + ("" if pd.isna(s) else f" ± {s:.2f}")
+        for m, s in zip(ppl["general_ppl_final_mean"], ppl["general_ppl_final_std"], strict=True)
+    ]
+    shown.insert(len(shown.columns) - 1, "general_ppl_final", ppl_text)
+    return shown

@@ -166,6 +166,12 @@ _CURVE = pa.schema(
         _f("lr", pa.float64(), "Learning rate at this step."),
         _f("grad_norm", pa.float64(), "Gradient norm before clipping; NaN if not measured."),
         _f("tokens", pa.int64(), "Training tokens (non-padding) in the logged window."),
+        _f(
+            "pad_share",
+            pa.float64(),
+            "Share of the positions the forward passes computed that were padding, in the "
+            "window (1 - tokens / positions). Null in results written before it existed.",
+        ),
     ]
 )
 
@@ -209,6 +215,13 @@ _SUMMARY = pa.schema(
         ),
         _f("wall_time_s", pa.float64(), "Trial wall-clock time in seconds."),
         _f("n_tasks", pa.int32(), "Number of tasks in the sequence (T)."),
+        _f(
+            "n_stages",
+            pa.int32(),
+            "Training stages: T (one task each), or 1 for multitask (every task at once, the "
+            "upper bound; stages 0 and 1 are scored and only ap is computed). Null in results "
+            "written before it existed: T.",
+        ),
         _f("tasks", pa.string(), "Task names in sequence order, comma-joined."),
         _f("model", pa.string(), "Model name or path."),
         _f("tuning", pa.string(), "Which parameters were trained.", allowed=("lora", "full")),

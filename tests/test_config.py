@@ -152,7 +152,11 @@ def test_method_settings_are_one_mapping_checked_against_the_method():
     assert cfg.replay.settings == {"k": 2.0}  # coerced to the setting's type
     assert repr(cfg.replay.build_method()) == "TMReplay(k=2.0)"
     assert from_dict({"replay": {"method": "kl"}}).replay.build_method().temperature == 2.0
-    assert from_dict({"replay": {"method": "kl"}}).replay.full_settings() == {"temperature": 2.0}
+    assert from_dict({"replay": {"method": "kl"}}).replay.full_settings() == {
+        "temperature": 2.0,
+        "t2_scale": True,
+        "mask_padding": True,
+    }
     assert from_dict(cfg.to_dict()) == cfg and hash(cfg) == hash(from_dict(cfg.to_dict()))
     cases = {
         "kk": (

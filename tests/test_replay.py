@@ -386,7 +386,7 @@ def test_registry_order_and_settings_are_the_one_source_for_names() -> None:
     assert method_names() == ["none", "ce", "kl", "l1", "l2", "tm"]  # baseline first, GeRe last
     specs = {name: settings_spec(cls) for name, cls in REGISTRY.items()}
     assert {n: [(s.name, s.type, s.default) for s in v] for n, v in specs.items() if v} == {
-        "kl": [("temperature", float, 2.0)],
+        "kl": [("temperature", float, 2.0), ("t2_scale", bool, True), ("mask_padding", bool, True)],
         "tm": [("k", float, 1.0)],
     }
     undocumented = [(n, s.name) for n, v in specs.items() for s in v if not s.doc]

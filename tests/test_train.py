@@ -160,3 +160,129 @@ def test_a_model_loaded_in_eval_mode_trains_in_training_mode():
     _train(built, "none", steps=2)
     handle.remove()
     assert modes and all(modes)
+
+
+def test_per_sample_weighting_equals_the_mean_of_batch_one_losses():
+    """GeRe's reference trains with a per-device batch of 1: per_sample on a micro-batch of 4
+    (2 task rows, 2 replay rows of other lengths) gives the mean of the four batch-1 losses,
+    value and gradient; the harness's microbatch_mean does not."""
+    from harness.train import _micro_loss
+
+    built = tiny_built()
+    tok = built.tokenizer
+    buffer = ReplayBuffer(
+        token_ids=(tuple(tok("a river runs to the sea").input_ids), tuple(tok("hills").input_ids)),
+        pad_id=tok.pad_token_id,
+    )
+    method = get_method("tm")
+    method.prepare(
+        lambda i, a: built.model(
+            input_ids=i, attention_mask=a, output_hidden_states=True
+        ).hidden_states[-1],
+        buffer,
+        batch_size=4,
+    )
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # move away from the start so TM is not 0
+        for p in built.model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    backend = TorchBackend(TrialConfig())
+    backend.wrap(built)
+    rows = _examples(tok, 2) + [
+        TokenizedExample(ids=buffer.token_ids[j], n_prompt=0) for j in (0, 1)
+    ]
+    is_replay = torch.tensor([False, False, True, True])
+    params = built.trainable_parameters()
+
+    def loss_and_grad(rows, is_replay, index, scale):
+        loss, stats, _ = _micro_loss(
+            built, backend, rows, is_replay, index, method, 100.0, per_sample_scale=scale
+        )
+        return loss, torch.autograd.grad(loss, params), stats
+
+    together, grad, stats = loss_and_grad(rows, is_replay, torch.tensor([0, 1]), 1 / 4)
+    assert stats["replay_term"] > 0
+    singles = [
+        loss_and_grad(
+            [rows[k]],
+            is_replay[k : k + 1],
+            torch.tensor([k - 2] if k >= 2 else [], dtype=torch.long),
+            None,  # one row: the microbatch_mean of a batch of 1 is that row's own loss
+        )
+        for k in range(4)
+    ]
+    mean = sum(s[0] for s in singles) / 4
+    assert float(together) == pytest.approx(float(mean), rel=1e-5)
+    for k, gk in enumerate(grad):
+        expected = sum(s[1][k] for s in singles) / 4
+        assert (gk - expected).abs().max() <= 1e-4 * expected.abs().max() + 1e-6, k
+    harness_loss, _, _ = loss_and_grad(rows, is_replay, torch.tensor([0, 1]), None)
+    assert float(harness_loss) != pytest.approx(float(mean), rel=1e-2)
+
+
+def test_per_sample_groups_rows_by_length_and_pads_less():
+    built = tiny_built()
+    tok = built.tokenizer
+    long_texts = [" ".join(["general text about rivers and hills"] * (1 + i % 4)) for i in range(8)]
+    buffer = ReplayBuffer(
+        token_ids=tuple(tuple(tok(t).input_ids) for t in long_texts), pad_id=tok.pad_token_id
+    )
+    shares = {}
+    for weighting in ("microbatch_mean", "per_sample"):
+        method = get_method("ce")
+        cfg = TrainConfig(
+            lr=1e-4,
+            batch_size=4,
+            grad_accum=4,
+            max_steps_per_task=3,
+            epochs=3,
+            log_every=1,
+            loss_weighting=weighting,
+        )
+        backend = TorchBackend(TrialConfig(train=cfg))
+        backend.wrap(tiny_built())
+        out = train_task(
+            backend.built,
+            backend,
+            task_examples=_examples(tok, 24),
+            buffer=buffer,
+            method=method,
+            weight=1.0,
+            cfg=cfg,
+            per_batch=None,
+            stage=1,
+            task="t",
+            global_step=0,
+            seed=0,
+        )
+        shares[weighting] = sum(r["pad_share"] for r in out.curve) / len(out.curve)
+        assert all(0 <= r["pad_share"] < 1 for r in out.curve)
+    assert shares["per_sample"] < 0.75 * shares["microbatch_mean"], shares  # 0.31 vs 0.57
+
+
+def test_replay_texts_start_with_bos_only_when_asked(mini_root, tmp_path):
+    from harness.inputs import load_data, tokenize_inputs
+    from harness.models import load_tokenizer
+    from tests.helpers import mini_config
+
+    for add_bos in (True, False):
+        cfg = mini_config(mini_root, tmp_path, **{"replay.add_bos": add_bos})
+        tok = load_tokenizer(cfg.model.name)
+        inputs = tokenize_inputs(cfg, load_data(cfg), tok)
+        firsts = {ids[0] for ids in inputs.buffer.token_ids}
+        assert (firsts == {tok.bos_token_id}) is add_bos
+
+
+def test_kl_without_t2_and_over_padding_as_the_reference_computes_it():
+    from harness.replay.kl import kl_term
+
+    g = torch.Generator().manual_seed(0)
+    cur, ref = torch.randn(2, 5, 7, generator=g), torch.randn(2, 5, 7, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    t = 2.0
+    scaled = kl_term(cur, ref, mask, t)
+    assert float(kl_term(cur, ref, mask, t, t2_scale=False)) == pytest.approx(float(scaled) / 4)
+    p_ref, log_cur = torch.softmax(ref / t, -1), torch.log_softmax(cur / t, -1)
+    every = (p_ref * (p_ref.log() - log_cur)).sum(-1).mean()  # calc_kl: all 10 positions
+    unmasked = kl_term(cur, ref, mask, t, t2_scale=False, mask_padding=False)
+    assert float(unmasked) == pytest.approx(float(every), rel=1e-5)

@@ -269,7 +269,7 @@ def test_a_hook_loss_term_is_added_to_the_training_loss(mini_root, tmp_path):
     import torch
 
     class ShrinkToZero(Hook):
-        def loss_term(self, trial, stage):
+        def loss_term(self, trial, stage, batch):
             return 1e3 * sum(p.pow(2).sum() for p in trial.built.trainable_parameters())
 
     norms = {}

@@ -72,16 +72,35 @@ def iter_method_settings() -> Iterator[tuple[str, Any, Any, str]]:
 
 
 def iter_intervention_settings() -> Iterator[tuple[str, Any, Any, str]]:
-    """Yield (``interventions.NAME.SETTING``, type, default, doc) for every setting of every
-    registered plasticity intervention (giving one turns the intervention on)."""
-    from harness.interventions import REGISTRY, intervention_names
+    """Yield (``interventions.NAME.SETTING`` / ``cl.NAME.SETTING``, type, default, doc) for
+    every setting of every registered plasticity intervention and continual-learning method
+    (giving one turns it on)."""
+    from harness.cl import REGISTRY as CL
+    from harness.interventions import REGISTRY as INTERVENTIONS
     from harness.replay import settings_spec
 
-    for name in intervention_names():
-        cls = REGISTRY[name]
-        for spec in settings_spec(cls):
-            doc = f"{name} ({cls.source}; setting any of its options turns it on): {spec.doc}"
-            yield f"interventions.{name}.{spec.name}", spec.type, spec.default, doc
+    for section, registry in (("interventions", INTERVENTIONS), ("cl", CL)):
+        for name in sorted(registry):
+            cls = registry[name]
+            specs = settings_spec(cls)
+            if not specs:  # a method without settings: --set cl.NAME={} turns it on
+                doc = (
+                    f"{name} ({cls.source}): {(cls.__doc__ or '').strip()} Give {{}} to turn it on."
+                )
+                yield f"{section}.{name}", dict, None, _module_line(cls) or doc
+                continue
+            for spec in specs:
+                doc = f"{name} ({cls.source}; setting any of its options turns it on): {spec.doc}"
+                yield f"{section}.{name}.{spec.name}", spec.type, spec.default, doc
+
+
+def _module_line(cls: type) -> str:
+    """The first sentence of a class's module docstring, and how to turn it on."""
+    import sys
+
+    doc = (sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0]
+    first = " ".join(doc.split()).split(". ")[0].rstrip(".")
+    return f"{cls.name} ({cls.source}): {first}. Give {{}} to turn it on." if first else ""
 
 
 def field_help(tp: Any, doc: str) -> str:

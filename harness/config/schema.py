@@ -127,6 +127,9 @@ class ReplayConfig:
     """Number of replay texts (GeRe: 1,000). Ignored when method='none'."""
     max_tokens: int = 563
     """Each replay text is truncated to this many tokens (GeRe: 563)."""
+    add_bos: bool = True
+    """Start every replay text with the tokenizer's BOS token, as task prompts do. GeRe's
+    reference tokenises replay texts with add_special_tokens=False (no BOS): false."""
     weight: float | Literal["dynamic"] | None = None
     """Weight w of the replay-loss term in L = CE + w*term: a number, 'dynamic'
     (w = CE/term, both detached), or unset = the method's default (tm: 100, others: 1)."""
@@ -176,6 +179,13 @@ class TrainConfig:
     """AdamW weight decay."""
     max_grad_norm: float | None = 1.0
     """Gradient clipping norm; None disables clipping."""
+    loss_weighting: Literal["microbatch_mean", "per_sample"] = "microbatch_mean"
+    """How rows' losses make a step's objective. 'microbatch_mean': per micro-batch
+    mean(CE_task, CE_replay) + w*term (task and replay half each, whatever their share).
+    'per_sample': each row's CE its own token mean, each replay row its own term, averaged
+    over the effective batch: (1-f)*CE_task + f*(CE_replay + w*TM) with f the replay share,
+    GeRe's reference objective (its per-device batch of 1) at any batch size; each rank's
+    rows are then grouped by length into micro-batches (less padding)."""
     log_every: int = 10
     """Record a training-curve row every this many optimiser steps (and at each task's end)."""
     divergence_factor: float | None = 10.0
@@ -285,11 +295,17 @@ class TrialConfig:
     module each, its docstring giving the formula and source), e.g. {shrink_perturb: {shrink:
     0.9, sigma: 0.01}} or --set interventions.embedding_reset.every=100. They run after the
     measuring hooks, in the order given, with any replay method. Empty: none."""
+    cl: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Continual-learning baselines beyond general replay, by name, each with its settings
+    (harness/cl: task_replay, ewc, lwf, olora, multitask; one module each, its docstring giving
+    the formula and source), e.g. {ewc: {lam: 5000}} or --set cl.task_replay.size=50. They
+    compose with replay.method where that makes sense (a combination that does not is refused
+    with the reason) and run after the interventions. Empty: none."""
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
-    def __hash__(self) -> int:  # interventions is a dict; hash the plain form instead
+    def __hash__(self) -> int:  # interventions and cl are dicts; hash the plain form instead
         return hash(json.dumps(to_dict(self), sort_keys=True, default=str))
 
     @property

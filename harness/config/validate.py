@@ -363,33 +363,41 @@ def _check_method_settings(r: ReplayConfig, problems: list[str]) -> ReplayConfig
 
 
 def _check_interventions(cfg: TrialConfig, problems: list[str]) -> TrialConfig:
-    """Check ``interventions``: known names, each one's settings (name, type, its own rules,
-    by building it) and its rules on the trial; returns the config with values coerced."""
-    if not isinstance(cfg.interventions, dict):
-        return cfg  # reported by the type check
-    from harness.interventions import REGISTRY, intervention_names
+    """Check ``interventions`` and ``cl``: known names, each one's settings (name, type, its
+    own rules, by building it) and its rules on the trial; returns the config with values
+    coerced."""
+    from harness.cl import REGISTRY as CL
+    from harness.interventions import REGISTRY as INTERVENTIONS
 
-    coerced: dict[str, dict[str, Any]] = {}
-    for name, settings in cfg.interventions.items():
-        cls = REGISTRY.get(name)
-        if cls is None:
-            problems.append(
-                f"interventions: {name!r} is not an intervention{did_you_mean(name, REGISTRY)}; "
-                f"known: {', '.join(intervention_names())}"
+    for section, registry, noun in (
+        ("interventions", INTERVENTIONS, "an intervention"),
+        ("cl", CL, "a continual-learning method"),
+    ):
+        given = getattr(cfg, section)
+        if not isinstance(given, dict):
+            continue  # reported by the type check
+        coerced: dict[str, dict[str, Any]] = {}
+        for name, settings in given.items():
+            cls = registry.get(name)
+            if cls is None:
+                problems.append(
+                    f"{section}: {name!r} is not {noun}{did_you_mean(name, registry)}; "
+                    f"known: {', '.join(sorted(registry))}"
+                )
+                continue
+            if not isinstance(settings, dict | None):
+                problems.append(
+                    f"{section}.{name}: expected a mapping of its settings, got {settings!r}"
+                )
+                continue
+            values = _check_class_settings(
+                cls, settings or {}, where=f"{section}.{name}", name=name, problems=problems
             )
-            continue
-        if not isinstance(settings, dict | None):
-            problems.append(
-                f"interventions.{name}: expected a mapping of its settings, got {settings!r}"
-            )
-            continue
-        values = _check_class_settings(
-            cls, settings or {}, where=f"interventions.{name}", name=name, problems=problems
-        )
-        if values is not None:
-            problems.extend(cls.problems(cfg))
-            coerced[name] = values
-    return dataclasses.replace(cfg, interventions=coerced)
+            if values is not None:
+                problems.extend(cls.problems(cfg))
+                coerced[name] = values
+        cfg = dataclasses.replace(cfg, **{section: coerced})
+    return cfg
 
 
 def _setting_names_of(cls: type) -> list[str]:

@@ -18,13 +18,24 @@ from torch import Tensor
 from harness.replay.base import ReplayMethod, ReplayView, register
 
 
-def kl_term(logits: Tensor, ref_logits: Tensor, mask: Tensor, temperature: float) -> Tensor:
-    """T^2 * mean over non-padding positions of KL(softmax(ref/T) || softmax(cur/T)), in float32."""
-    mask = mask.to(logits.device, torch.bool)
-    cur = torch.log_softmax(logits[mask].float() / temperature, dim=-1)  # [N, V]
-    ref = torch.log_softmax(ref_logits.to(logits.device)[mask].float() / temperature, dim=-1)
+def kl_term(
+    logits: Tensor,
+    ref_logits: Tensor,
+    mask: Tensor,
+    temperature: float,
+    *,
+    t2_scale: bool = True,
+    mask_padding: bool = True,
+) -> Tensor:
+    """(T^2 *) mean over non-padding (or all) positions of KL(softmax(ref/T) || softmax(cur/T)),
+    in float32."""
+    keep = mask.to(logits.device, torch.bool)
+    if not mask_padding:
+        keep = torch.ones_like(keep)
+    cur = torch.log_softmax(logits[keep].float() / temperature, dim=-1)  # [N, V]
+    ref = torch.log_softmax(ref_logits.to(logits.device)[keep].float() / temperature, dim=-1)
     kl = (ref.exp() * (ref - cur)).sum(-1)
-    return temperature**2 * kl.mean()
+    return (temperature**2 if t2_scale else 1.0) * kl.mean()
 
 
 @register
@@ -35,13 +46,26 @@ class KLReplay(ReplayMethod):
     display_order: ClassVar[int] = 20
     needs_reference: ClassVar[bool] = True
 
-    def __init__(self, *, temperature: float = 2.0) -> None:
-        """temperature: softmax temperature T of both distributions; the term is scaled by
-        T^2 so its gradients keep their size across temperatures; > 0."""
+    def __init__(
+        self, *, temperature: float = 2.0, t2_scale: bool = True, mask_padding: bool = True
+    ) -> None:
+        """temperature: softmax temperature T of both distributions; > 0 (reference: 2.0).
+        t2_scale: multiply the term by T^2 so its gradients keep their size across
+        temperatures (Hinton et al.); GeRe's reference calc_kl does not: false.
+        mask_padding: average over non-padding positions only; GeRe's reference calc_kl
+        averages over every position, padding included: false."""
         if not temperature > 0:
             raise ValueError(f"kl temperature must be > 0, got {temperature!r} (reference: 2.0).")
         self.temperature = float(temperature)
+        self.t2_scale, self.mask_padding = bool(t2_scale), bool(mask_padding)
 
     def term(self, view: ReplayView) -> Tensor | None:
         ref_logits, _ = view.reference()
-        return kl_term(view.logits, ref_logits, view.mask, self.temperature)
+        return kl_term(
+            view.logits,
+            ref_logits,
+            view.mask,
+            self.temperature,
+            t2_scale=self.t2_scale,
+            mask_padding=self.mask_padding,
+        )

@@ -1,0 +1,8 @@
+"""Continual-learning baseline methods (one module each): task replay, EWC, LwF, O-LoRA and the
+multitask upper bound. Importing this package registers every method in :data:`REGISTRY`; a
+trial names the ones it uses in ``cl`` (see :mod:`harness.cl.base`)."""
+
+from harness.cl import ewc, lwf, multitask, olora, task_replay  # noqa: F401  (registration)
+from harness.cl.base import REGISTRY, CLMethod, build_cl_methods, cl_method_names, register
+
+__all__ = ["REGISTRY", "CLMethod", "build_cl_methods", "cl_method_names", "register"]

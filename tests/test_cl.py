@@ -1,0 +1,310 @@
+"""The continual-learning baselines (harness/cl): each against values computed by hand on a
+tiny model, and every one through a checkpoint and resume."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from harness.backend import TorchBackend
+from harness.cl.ewc import EWC
+from harness.cl.olora import OLoRA, lora_layers
+from harness.config import ConfigError, TrialConfig
+from harness.core import IGNORE, collate
+from harness.hooks import Hook
+from harness.train import Batch
+from harness.trial import Trial, run_trial
+from results.io import read_records, read_study
+from tests.helpers import mini_config, tiny_built
+
+METHODS = {
+    "task_replay": {"replay.method": "none", "cl.task_replay": {"size": 3}},
+    "task_replay_reservoir": {
+        "replay.method": "none",
+        "cl.task_replay": {"size": 5, "policy": "reservoir"},
+    },
+    "ewc": {"replay.method": "none", "cl.ewc": {"fisher_samples": 4, "lam": 1e4}},
+    "lwf": {"replay.method": "ce", "cl.lwf": {}},
+    "olora": {
+        "replay.method": "tm",
+        "model.tuning": "lora",
+        "model.lora_r": 4,
+        "cl.olora": {"lambda_l2": 0.01},
+    },
+    "multitask": {"replay.method": "none", "cl.multitask": {}},
+}
+
+
+def _examples(tok, n=4):
+    from harness.core import TokenizedExample
+
+    rows = []
+    for i in range(n):
+        prompt = tok(f"<s>item {i} is", add_special_tokens=False).input_ids
+        target = tok(" even" if i % 2 == 0 else " odd", add_special_tokens=False).input_ids
+        rows.append(TokenizedExample(ids=tuple(prompt + target), n_prompt=len(prompt)))
+    return rows
+
+
+def test_ewc_fisher_and_penalty_equal_a_hand_computation():
+    built = tiny_built()
+    backend = TorchBackend(TrialConfig())
+    backend.wrap(built)
+    examples = _examples(built.tokenizer)
+    trial = SimpleNamespace(backend=backend, inputs=SimpleNamespace(pad_id=0))
+    ewc = EWC(lam=3.0)
+    ewc.setup(trial)
+    fisher = ewc.fisher_of(trial, examples)
+
+    params = dict(built.model.named_parameters())
+    by_hand = {n: torch.zeros_like(p) for n, p in params.items()}
+    built.model.eval()
+    for ex in examples:  # one backward per example, as one would write it by hand
+        built.model.zero_grad()
+        ids, mask, labels = collate([ex], 0)
+        logits = built.model(input_ids=ids, attention_mask=mask).logits
+        logp = torch.log_softmax(logits[0, :-1], -1)
+        targets = labels[0, 1:]
+        keep = targets != IGNORE
+        ce = -logp[keep].gather(1, targets[keep][:, None]).mean()
+        ce.backward()
+        for n, p in params.items():
+            by_hand[n] += p.grad.pow(2) / len(examples)
+    for n in params:
+        assert torch.allclose(fisher[n], by_hand[n], rtol=1e-4, atol=1e-12), n
+    assert sum(float(f.sum()) for f in fisher.values()) > 0
+
+    ewc.fisher, ewc.star = fisher, {n: p.detach().clone() for n, p in params.items()}
+    assert float(ewc.loss_term(trial, 2, None)) == 0.0  # at the anchor
+    with torch.no_grad():
+        w = params["model.layers.0.mlp.up_proj.weight"]
+        w[0, :3] += torch.tensor([0.1, -0.2, 0.3])
+    name = "model.layers.0.mlp.up_proj.weight"
+    expected = 3.0 * float((fisher[name][0, :3] * torch.tensor([0.1, -0.2, 0.3]) ** 2).sum())
+    assert float(ewc.loss_term(trial, 2, None)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_online_ewc_decays_the_running_fisher(mini_root, tmp_path):
+    seen = {}
+
+    class Grab(Hook):
+        def setup(self, trial):
+            self.ewc = next(h for h in trial.hooks if isinstance(h, EWC))
+
+        def after_task(self, trial, stage):
+            seen[stage] = {n: f.clone() for n, f in self.ewc.fisher.items()}
+
+    cfg = mini_config(mini_root, tmp_path, **{"replay.method": "none", "cl.ewc": {"gamma": 0.5}})
+    trial = Trial(cfg, [Grab()])
+    trial.run()
+    ewc = next(h for h in trial.hooks if isinstance(h, EWC))
+    name = next(iter(seen[1]))
+    # F_2 = 0.5 * F_1 + (task 2's Fisher, >= 0)
+    assert torch.all(seen[2][name] - 0.5 * seen[1][name] >= -1e-12)
+    assert not torch.equal(seen[2][name], seen[1][name])
+    assert ewc.star  # the anchor is the weights after the last task
+
+
+def _olora_trial(mini_root, tmp_path, hooks=()):
+    cfg = mini_config(mini_root, tmp_path, **METHODS["olora"])
+    trial = Trial(cfg, list(hooks))
+    return trial
+
+
+def test_olora_orthogonality_equals_a_hand_computed_value(mini_root, tmp_path):
+    trial = _olora_trial(mini_root, tmp_path)
+    trial.setup()
+    olora = next(h for h in trial.hooks if isinstance(h, OLoRA))
+    layers = lora_layers(trial.backend.module)
+    g = torch.Generator().manual_seed(0)
+    expected = 0.0
+    old = {}
+    with torch.no_grad():
+        for name, layer in layers.items():
+            a = layer.lora_A["default"].weight
+            a.copy_(torch.randn(a.shape, generator=g))
+            a_old = torch.randn(a.shape, generator=g)
+            old[name] = (a_old, torch.zeros(layer.lora_B["default"].weight.shape))
+            # |A_old A^T|_1 written out entry by entry
+            for i in range(a.shape[0]):
+                for j in range(a.shape[0]):
+                    expected += abs(float(sum(a_old[i, k] * a[j, k] for k in range(a.shape[1]))))
+    olora.old = [old]
+    assert float(olora.orthogonality()) == pytest.approx(expected, rel=1e-5)
+    l2 = sum(
+        float(la.lora_A["default"].weight.norm() + la.lora_B["default"].weight.norm())
+        for la in layers.values()
+    )
+    assert float(olora.penalty()) == pytest.approx(0.5 * expected + 0.01 * l2, rel=1e-5)
+
+
+def test_olora_keeps_earlier_adapters_unchanged_and_merged(mini_root, tmp_path):
+    adapters, base = {}, {}
+
+    class Snapshot(Hook):
+        def setup(self, trial):
+            self.layers = lora_layers(trial.backend.module)
+            base.update(
+                {n: la.get_base_layer().weight.detach().clone() for n, la in self.layers.items()}
+            )
+
+        def after_task(self, trial, stage):
+            adapters[stage] = {
+                n: (
+                    la.lora_A["default"].weight.detach().clone(),
+                    la.lora_B["default"].weight.detach().clone(),
+                    float(la.scaling["default"]),
+                )
+                for n, la in self.layers.items()
+            }
+
+    trial = _olora_trial(mini_root, tmp_path, [Snapshot()])
+    assert trial.run().status == "completed"
+    olora = next(h for h in trial.hooks if isinstance(h, OLoRA))
+    assert olora.merged == 2  # tasks 1 and 2 merged; task 3's adapter is the live one
+    for t in (0, 1):
+        for name, (a, b) in olora.old[t].items():
+            assert torch.equal(a, adapters[t + 1][name][0])  # as trained, untouched since
+            assert torch.equal(b, adapters[t + 1][name][1])
+    for name, layer in lora_layers(trial.backend.module).items():
+        s = adapters[1][name][2]
+        merged = base[name] + sum(s * (adapters[t][name][1] @ adapters[t][name][0]) for t in (1, 2))
+        assert torch.allclose(layer.get_base_layer().weight, merged, atol=1e-6)
+
+
+def test_olora_is_refused_outside_lora_and_with_reference_replay(mini_root, tmp_path):
+    with pytest.raises(ConfigError, match="cl.olora: is defined for LoRA adapters only"):
+        mini_config(mini_root, tmp_path, **{"replay.method": "none", "cl.olora": {}})
+    with pytest.raises(ConfigError, match="replay method 'kl'"):
+        mini_config(
+            mini_root, tmp_path, **{"replay.method": "kl", "model.tuning": "lora", "cl.olora": {}}
+        )
+    with pytest.raises(ConfigError, match="ZeRO stages 0, 1, 2, not scale.zero_stage=3"):
+        mini_config(
+            mini_root,
+            tmp_path,
+            **{
+                "replay.method": "none",
+                "cl.ewc": {},
+                "scale.backend": "deepspeed",
+                "scale.zero_stage": 3,
+            },
+        )
+
+
+def test_lwf_at_the_first_step_equals_its_frozen_copy(mini_root, tmp_path):
+    cfg = mini_config(mini_root, tmp_path, **{"replay.method": "none", "cl.lwf": {}})
+    trial = Trial(cfg)
+    trial.setup()
+    lwf = trial.hooks[-1]
+    lwf.before_task(trial, 1)
+    rows = trial.inputs.tasks[0].train[:4]
+    ids, mask, labels = collate(rows, trial.inputs.pad_id)
+    model = trial.backend.module
+
+    def batch():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        return Batch(ids, mask, labels, logits, torch.zeros(len(rows), dtype=torch.bool))
+
+    b = batch()
+    term = lwf.loss_term(trial, 1, b)
+    assert abs(float(term)) < 1e-6  # the teacher is the model itself
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    b = batch()
+    term = lwf.loss_term(trial, 1, b)
+    assert float(term) > 1e-4
+    term.backward()  # the gradient reaches the student, not the teacher copy
+    assert all(t.grad is None for t in lwf.teacher.values())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_task_replay_draws_only_from_finished_tasks(mini_root, tmp_path):
+    for policy in ("quota", "reservoir"):
+        seen = {}
+
+        class Look(Hook):
+            def __init__(self, seen):
+                self.seen = seen
+
+            def setup(self, trial):
+                self.tr = next(h for h in trial.hooks if type(h).__name__ == "TaskReplay")
+
+            def before_task(self, trial, stage):
+                self.seen[stage] = (list(self.tr.buffer), len(self.tr.extra_examples(trial, stage)))
+
+        cfg = mini_config(
+            mini_root,
+            tmp_path / policy,
+            **{"replay.method": "none", "cl.task_replay": {"size": 3, "policy": policy}},
+        )
+        assert run_trial(cfg, hooks=[Look(seen)]).status == "completed"
+        assert seen[1] == ([], 0)
+        for stage, (buffer, n_rows) in seen.items():
+            assert all(pos < stage for pos, _ in buffer), (policy, stage, buffer)
+            assert n_rows == len(buffer)
+        if policy == "quota":
+            assert [len(b) for b, _ in seen.values()] == [0, 3, 6]
+            assert {p for p, _ in seen[3][0]} == {1, 2}
+        else:
+            assert [len(b) for b, _ in seen.values()] == [0, 3, 3]
+
+
+def test_multitask_trains_every_task_in_one_stage_and_its_rows_fit_the_schema(mini_root, tmp_path):
+    cfg = mini_config(mini_root, tmp_path, **METHODS["multitask"])
+    result = run_trial(cfg)
+    assert result.status == "completed"
+    tables = read_study(tmp_path / "study=engine")  # validated against results.schema
+    acc, summary, curve = tables["accuracy"], tables["summary"], tables["curve"]
+    assert sorted(acc.stage.unique()) == [0, 1]
+    assert set(acc.task) == {"colour", "animal", "compare"}
+    assert summary.n_stages.iloc[0] == 1 and summary.n_tasks.iloc[0] == 3
+    final = acc[acc.stage == 1].accuracy.mean()
+    assert summary.ap.iloc[0] == pytest.approx(final)
+    assert summary[["bwt", "fwt", "forgetting"]].isna().all().all()
+    assert curve.task.unique().tolist() == ["colour+animal+compare"]
+    assert curve.task_step.max() == 3 * cfg.train.max_steps_per_task  # the same budget
+    from results.analysis import baselines_table
+
+    table = baselines_table(summary)
+    assert "multitask" in table.index
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_cl_method_survives_a_checkpoint_and_resume(mini_root, tmp_path, name):
+    overrides = METHODS[name]
+    cfg = mini_config(mini_root, tmp_path / "full", **overrides)
+    run_trial(cfg)
+    if name == "multitask":  # one stage: resuming after it leaves nothing to train
+        return
+    crashed = mini_config(mini_root, tmp_path / "crashed", **overrides)
+    ckpt = tmp_path / "ckpt"
+
+    class Crash(Exception):
+        pass
+
+    class SaveThenCrash(Hook):
+        def after_task(self, trial, stage):
+            if stage == 1:
+                trial.save(ckpt)
+            else:
+                raise Crash("worker lost")
+
+    with pytest.raises(Crash):
+        run_trial(crashed, hooks=[SaveThenCrash()])
+    assert json.loads((ckpt / "state.json").read_text())["finished_stage"] == 1
+    assert run_trial(crashed, resume_from=ckpt).status == "completed"
+
+    def rows(out):
+        study = out / "study=engine"
+        c = read_records(study, "curve").sort_values("step")
+        a = read_records(study, "accuracy").sort_values(["stage", "task_position"])
+        return c.loss.tolist(), a.accuracy.tolist()
+
+    (loss_a, acc_a), (loss_b, acc_b) = rows(tmp_path / "full"), rows(tmp_path / "crashed")
+    assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    assert acc_b == acc_a
