@@ -11,6 +11,9 @@
   ``"{Definition}\n{input}\nOutput: "`` (``data.prompt_template=long_sequence``) by greedy
   generation and exact match after their normalisation (``eval.scoring=exact_match``), and
   general ability as lm-evaluation-harness's 5-shot ``mmlu`` (``eval.probe_format=lm_eval``).
+  It trains GeRe the way its reference code does: each sample's loss on its own, averaged over
+  the effective batch (``train.loss_weighting=per_sample``), replay texts without BOS
+  (``replay.add_bos=false``).
 
 ``smoke`` shrinks any preset to a run of seconds per trial with 2 Ray Train workers running
 DeepSpeed ZeRO-2 on CPU, so every study's ``--smoke-test`` runs on a 2-core machine.
@@ -105,9 +108,12 @@ def base_config(
                 "corpus": "hf:cerebras/SlimPajama-627B@train",
                 "size": 1000,
                 "max_tokens": 563,
+                "add_bos": False,  # GeRe's reference: add_special_tokens=False
             },
             "train": {
                 "lr": 3e-6,
+                # GeRe's reference objective (its per-device batch of 1), rows grouped by length
+                "loss_weighting": "per_sample",
                 "schedule": "cosine",
                 "warmup_steps": 10,
                 "epochs": 3.0,

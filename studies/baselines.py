@@ -1,0 +1,139 @@
+"""Is GeRe better than the baselines every continual-learning table has?
+
+Question: the Long-Sequence papers (O-LoRA, SAPT, InfLoRA, GeRe) put the same rows in every
+table: sequential fine-tuning (full and LoRA), replay of earlier tasks' examples, EWC, LwF,
+O-LoRA and the multitask upper bound that every other row is read against (GeRe's paper, on
+Llama-3.1-8B: sequential fine-tuning AP 37.5, multitask 81.0). This study runs those rows and
+the general-replay losses (ce, kl, tm) on one stream, and the report prints AP, BWT, FWT,
+forgetting, general ability and each row's gap to multitask.
+
+Grid: baseline in {none, none (LoRA), ce, kl, tm, task_replay, ewc, lwf, olora (LoRA),
+multitask} x seed in --seeds (default 0, 1, 2). Every method at its documented defaults
+(harness/cl and harness/replay; task_replay keeps 50 examples per finished task, ewc lambda
+5000, lwf weight 1 at T 2, olora lambda_orth 0.5), not tuned here. Every row trains with
+GeRe's reference objective (``train.loss_weighting=per_sample``: each sample's loss on its
+own, averaged over the effective batch) and replay texts without BOS, so tm is GeRe as its
+reference trains it and the other rows share its objective. LoRA rows use the same learning
+rate as the full rows. Multitask trains once on the union of the tasks for the same epochs
+(the same number of steps as the sequence).
+
+Settings: the demo's (``studies/demo.py``: the world preset's 3 tasks, 300 training
+examples x 10 epochs at lr 3e-4, 200 general replay texts), so the rows sit beside the
+demo's table. On ``--preset llama-3.1-8b`` it is the paper's table with every row (15 tasks,
+order 6, exact match). Smoke: every row, one seed, 3 tasks of a few steps on the tiny random
+model (2 DeepSpeed ZeRO-2 ranks per trial).
+
+Cost: world preset on a 2-core CPU, two trials side by side: about 5-6 min per pair, so
+about 30 min per seed (10 trials) and 1.5 h for three seeds.
+
+Commands:
+    python studies/baselines.py --report                 # 3 seeds, here (~1.5 h)
+    python studies/baselines.py --seeds 0 --report       # one seed (~30 min)
+    python studies/baselines.py --smoke-test --report    # minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness.config import ConfigError
+from harness.study import axis, main
+
+NAME = "baselines"
+
+BASELINES = [
+    {"@baseline": "none", "replay.method": "none"},
+    {"@baseline": "none_lora", "replay.method": "none", "model.tuning": "lora"},
+    {"@baseline": "ce", "replay.method": "ce"},
+    {"@baseline": "kl", "replay.method": "kl"},
+    {"@baseline": "tm", "replay.method": "tm"},
+    {"@baseline": "task_replay", "replay.method": "none", "cl.task_replay": {}},
+    {"@baseline": "ewc", "replay.method": "none", "cl.ewc": {}},
+    {"@baseline": "lwf", "replay.method": "none", "cl.lwf": {}},
+    {"@baseline": "olora", "replay.method": "none", "model.tuning": "lora", "cl.olora": {}},
+    {"@baseline": "multitask", "replay.method": "none", "cl.multitask": {}},
+]
+"""The table's rows; every method at its defaults."""
+
+
+def demo_settings() -> dict:
+    """The demo study's settings (read from studies/demo.py, so the two stay one)."""
+    import runpy
+    from pathlib import Path
+
+    demo = runpy.run_path(str(Path(__file__).with_name("demo.py")), run_name="baselines_demo")
+    return demo["SETTINGS"], demo["SMOKE_SETTINGS"], demo["prepare"]
+
+
+_DEMO, _DEMO_SMOKE, _demo_prepare = demo_settings()
+
+SETTINGS = {
+    **_DEMO,
+    "train": {**_DEMO["train"], "loss_weighting": "per_sample"},
+    "replay": {**_DEMO["replay"], "add_bos": False},
+}
+"""The demo's settings with GeRe's reference objective for every row."""
+
+SMOKE_SETTINGS = {
+    **_DEMO_SMOKE,
+    "train": {**_DEMO_SMOKE["train"], "max_steps_per_task": 2},
+}
+"""--smoke-test: the demo's smoke settings (a few steps on small samples, tiny model)."""
+
+
+def options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", default="0,1,2", help="Seeds, comma-separated (default: 0,1,2).")
+    p.add_argument(
+        "--world-seed", type=int, default=0, help="Seed of the generated world. Default: 0."
+    )
+
+
+def grid(args: argparse.Namespace) -> list:
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise ConfigError([f"--seeds {args.seeds!r}: give comma-separated integers, e.g. 0,1,2"])
+    return [BASELINES, axis("seed", seeds)]
+
+
+GRID = grid(argparse.Namespace(seeds="0,1,2"))
+SMOKE = [BASELINES]
+
+
+def prepare(args: argparse.Namespace, base: dict) -> dict:
+    """The demo's world and base model (the demo's own preparation)."""
+    args.corpus = None
+    return _demo_prepare(args, base)
+
+
+def present(args: argparse.Namespace, summary) -> None:
+    from results.analysis import baselines_table
+    from results.io import read_study, study_dir
+
+    tables = read_study(study_dir(args.out, NAME))
+    print()
+    print("The continual-learning table (mean ± std over seeds; %, perplexity as is):")
+    print(baselines_table(tables["summary"]).to_string())
+
+
+def run(argv: list[str] | None = None) -> int:
+    return main(
+        NAME,
+        __doc__,
+        grid,
+        SMOKE,
+        argv,
+        settings=SETTINGS,
+        smoke_settings=SMOKE_SETTINGS,
+        preset="world",
+        options=options,
+        prepare=prepare,
+        present=present,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run())
