@@ -120,6 +120,15 @@ def cases(root: str, tmp: Path) -> list[tuple[str, list[str]]]:
             ],
         ),  # fmt: skip
         ("plasticity --seeds x", ["studies/plasticity.py", "--seeds", "x", "--dry-run"]),
+        ("cl.olora on full fine-tuning", [*run, "--cl.olora.lambda_orth", "0.5"]),
+        (
+            "cl.ewc under ZeRO-3",
+            [*run, "--cl.ewc.lam", "10", "--scale.backend", "deepspeed", "--scale.zero_stage", "3"],
+        ),
+        ("cl.ewc.gamma 2 (out of range)", [*run, "--cl.ewc.gamma", "2"]),
+        ("--set cl.ewx={} (typo)", [*run, "--set", "cl.ewx={}"]),
+        ("--train.loss_weighting per_row (typo)", [*run, "--train.loss_weighting", "per_row"]),
+        ("baselines --seeds x", ["studies/baselines.py", "--seeds", "x", "--dry-run"]),
         (
             "plasticity --stream-tasks 0",
             ["studies/plasticity.py", "--stream-tasks", "0", "--dry-run"],

@@ -18,8 +18,9 @@ weighted is ``train.loss_weighting``:
       L_i = CE_i (task row)      or      L_i = CE_i + w * term_i (replay row)
 
   i.e. (1 - f) * CE_task + f * (CE_replay + w * TM) with f the replay share. The objective no
-  longer depends on how rows are grouped, so each rank's rows are sorted by length before they
-  are cut into micro-batches (less padding: ``pad_share`` in the curve records).
+  longer depends on how rows are grouped, so each step's rows are sorted by length before they
+  are dealt to the ranks and cut into micro-batches (:func:`rank_share`,
+  :func:`micro_batches`; less padding: ``pad_share`` in the curve records).
 
 Terms from stage hooks (``extra_terms``: EWC's penalty, LwF's distillation) are added once
 per micro-batch on top, after the weighting. A non-finite loss or gradient stops the task *before* the optimiser step and is
@@ -110,6 +111,33 @@ def plan_steps(
             for s in range(0, total, effective_batch)
         ]
     return steps[:max_steps] if max_steps else steps
+
+
+def rank_share(
+    step: Sequence[Item], world: int, rank: int, by_length: bool, length: Callable[[Item], int]
+) -> list[Item]:
+    """The items of one optimiser step that rank ``rank`` of ``world`` trains on: every
+    world-th item, or, ``by_length`` (``per_sample``), a contiguous run of the step sorted by
+    ``length`` -- the shares' sizes differ by at most one either way, so the ranks' averaged
+    gradients are the mean over the step's rows alike."""
+    if not by_length:
+        return list(step[rank::world])
+    return list(_split(sorted(step, key=length), world)[rank])
+
+
+def micro_batches(
+    share: Sequence[Item], grad_accum: int, by_length: bool, length: Callable[[Item], int]
+) -> list[list[Item]]:
+    """A rank's items of one step cut into (at most) ``grad_accum`` non-empty micro-batches:
+    strided (``share[i::grad_accum]``), or, ``by_length`` (the ``per_sample`` weighting, whose
+    objective does not depend on the grouping), sorted by ``length`` and cut into contiguous
+    runs, so each micro-batch pads to rows of similar length."""
+    if by_length:
+        ordered = sorted(share, key=length)
+        micro = [list(m) for m in _split(ordered, grad_accum)]
+    else:
+        micro = [list(share[i::grad_accum]) for i in range(grad_accum)]
+    return [m for m in micro if m]
 
 
 def _split(items: Sequence, n: int) -> list[Sequence]:
@@ -243,13 +271,8 @@ def train_task(
         return replay_rows[item[1]] if item[0] else task_examples[item[1]]
 
     for k, step_items in enumerate(bar, start=1):
-        share = step_items[rank::world]
-        if per_sample:  # grouping cannot change the objective: cut by length, least padding
-            share = sorted(share, key=lambda it: len(row(it).ids))
-            micro = [list(m) for m in _split(share, cfg.grad_accum)]
-        else:
-            micro = [share[i :: cfg.grad_accum] for i in range(cfg.grad_accum)]
-        micro = [m for m in micro if m]
+        share = rank_share(step_items, world, rank, per_sample, lambda it: len(row(it).ids))
+        micro = micro_batches(share, cfg.grad_accum, per_sample, lambda it: len(row(it).ids))
         finite = True
         step_ce: list[float] = []
         for items in micro:

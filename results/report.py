@@ -18,6 +18,7 @@ skipped ones in it. A path that does not exist or holds no summary records is an
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -253,17 +254,24 @@ def _stages_text(stages: Sequence[int]) -> str:
     return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
 
 
-def _accuracy_gaps(rows: pd.DataFrame, n_tasks: int) -> str | None:
-    """What a completed trial's accuracy records lack (stages 0..T, T tasks each); None if all
-    there."""
+def _n_stages(r) -> int:
+    """A summary row's training stages (n_stages; n_tasks in results written before it)."""
+    n = getattr(r, "n_stages", None)
+    return int(r.n_tasks) if n is None or pd.isna(n) else int(n)
+
+
+def _accuracy_gaps(rows: pd.DataFrame, n_tasks: int, n_stages: int | None = None) -> str | None:
+    """What a completed trial's accuracy records lack (stages 0..S, T tasks each; S = T
+    unless every task was trained in one stage); None if all there."""
     if rows.empty:
         return "no accuracy records"
+    n_stages = n_tasks if n_stages is None else n_stages
     have = rows.groupby("stage")["task_position"].nunique()
-    missing = [s for s in range(n_tasks + 1) if s not in have.index]
-    short = [int(s) for s, k in have.items() if 0 <= s <= n_tasks and k < n_tasks]
+    missing = [s for s in range(n_stages + 1) if s not in have.index]
+    short = [int(s) for s, k in have.items() if 0 <= s <= n_stages and k < n_tasks]
     parts = []
     if missing:
-        parts.append(f"accuracy stages {_stages_text(missing)} of 0–{n_tasks} missing")
+        parts.append(f"accuracy stages {_stages_text(missing)} of 0–{n_stages} missing")
     if short:
         parts.append(f"accuracy cells missing at stage(s) {_stages_text(short)}")
     return "; ".join(parts) or None
@@ -304,13 +312,13 @@ def incomplete_trials(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
             gaps = []
             if by_trial is not None:
                 rows = by_trial.get((r.study, r.trial_id), accuracy.iloc[:0])
-                gaps.append(_accuracy_gaps(rows, int(r.n_tasks)))
+                gaps.append(_accuracy_gaps(rows, int(r.n_tasks), _n_stages(r)))
             if gen_stages is not None:
                 have = gen_stages.get((r.study, r.trial_id), set())
-                missing = sorted(set(range(int(r.n_tasks) + 1)) - have)
+                missing = sorted(set(range(_n_stages(r) + 1)) - have)
                 if missing:
                     gaps.append(
-                        f"general stages {_stages_text(missing)} of 0–{int(r.n_tasks)} missing"
+                        f"general stages {_stages_text(missing)} of 0–{_n_stages(r)} missing"
                         if have
                         else "no general records"
                     )
@@ -682,6 +690,13 @@ def _section_heatmaps(
                 )
             continue
         title = f"### {plots.method_label(rep['method'])}: `{tid}`"
+        if _n_stages(rep) < int(rep["n_tasks"]):  # multitask: no sequence to draw
+            w.add(
+                title,
+                "*(no matrix: every task was trained in one stage; its AP is the mean of the "
+                "accuracies after that stage, in the tables above)*",
+            )
+            continue
         if (rep["study"], tid) in why:
             title += f" — **incomplete**: {why[(rep['study'], tid)]}"
         w.add(title)
@@ -819,6 +834,25 @@ def _section_adaptation(w: _Writer, adaptation: pd.DataFrame) -> None:
     )
 
 
+def _section_baselines(w: _Writer, summary: pd.DataFrame) -> None:
+    """studies/baselines.py: every row of a continual-learning table, read against multitask."""
+    w.add("## Continual-learning baselines")
+    try:
+        table = an.baselines_table(summary)
+    except ValueError as exc:
+        w.add(f"No table yet: {exc}.")
+        return
+    w.add(
+        "Per method (harness/cl and harness/replay, each at its documented defaults): AP, BWT, "
+        "FWT and forgetting of the task sequence, the general-ability probe accuracy and "
+        "held-out perplexity after the last task, and the gap to multitask (the method's AP "
+        "minus multitask's mean AP: how far below the upper bound it ends); mean ± std over "
+        "seeds, in % (perplexity as is). Multitask trains every task at once, so it has no "
+        "BWT, FWT or forgetting. Completed trials only."
+    )
+    w.add(markdown_table(table))
+
+
 def _section_plasticity_study(w: _Writer, accuracy: pd.DataFrame, summary: pd.DataFrame) -> None:
     """studies/plasticity.py: is each new task learned as well as the first ones?"""
     w.add("## Loss of plasticity")
@@ -899,6 +933,15 @@ def _write_report(
                 "tabulate."
             )
     else:
+        baseline_study = (
+            "config_json" in summary
+            and summary["config_json"].map(lambda c: bool(json.loads(c).get("cl"))).any()
+        )
+        if baseline_study:
+            # Continual-learning baselines (harness/cl): each row is named by its method as a
+            # CL table names it (ewc, olora (lora), multitask), in every table and figure.
+            summary = summary.assign(method=an.baselines(summary))
+            data = {**data, "summary": summary}
         if "config_json" in summary and an.regimes(summary).nunique() > 1:
             # Interventions / weight decay varied: a setting of its own in every table.
             summary = summary.assign(regime=an.regimes(summary))
@@ -908,6 +951,8 @@ def _write_report(
         group = _grouping(summary, varying)
         _section_trials(w, summary, group, flagged)
         _section_main(w, summary, group, data.get("general"), flagged)
+        if baseline_study:
+            _section_baselines(w, summary)
         if "lr_multiplier" in varying:
             _section_lr(w, summary)
         if "replay_size" in group:

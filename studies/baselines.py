@@ -37,7 +37,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.config import ConfigError
+from harness.config import ConfigError, merge, parse_override
 from harness.study import axis, main
 
 NAME = "baselines"
@@ -57,29 +57,24 @@ BASELINES = [
 """The table's rows; every method at its defaults."""
 
 
-def demo_settings() -> dict:
-    """The demo study's settings (read from studies/demo.py, so the two stay one)."""
+def _demo():
+    """The demo study's module (studies/demo.py), so the two share one set of settings."""
     import runpy
     from pathlib import Path
 
-    demo = runpy.run_path(str(Path(__file__).with_name("demo.py")), run_name="baselines_demo")
-    return demo["SETTINGS"], demo["SMOKE_SETTINGS"], demo["prepare"]
+    return runpy.run_path(str(Path(__file__).with_name("demo.py")), run_name="baselines_demo")
 
-
-_DEMO, _DEMO_SMOKE, _demo_prepare = demo_settings()
 
 SETTINGS = {
-    **_DEMO,
-    "train": {**_DEMO["train"], "loss_weighting": "per_sample"},
-    "replay": {**_DEMO["replay"], "add_bos": False},
+    "train": {"loss_weighting": "per_sample"},
+    "replay": {"add_bos": False},
+    "scale": {"zero_stage": 2},  # ewc, lwf and olora read whole parameters: not ZeRO-3
 }
-"""The demo's settings with GeRe's reference objective for every row."""
+"""What every trial of the study shares on any preset: GeRe's reference objective (each
+sample's loss on its own, replay texts without BOS) and ZeRO-2."""
 
-SMOKE_SETTINGS = {
-    **_DEMO_SMOKE,
-    "train": {**_DEMO_SMOKE["train"], "max_steps_per_task": 2},
-}
-"""--smoke-test: the demo's smoke settings (a few steps on small samples, tiny model)."""
+SMOKE_SETTINGS = {"train": {"max_steps_per_task": 2}}
+"""--smoke-test, on top of the demo's smoke settings: two steps a task."""
 
 
 def options(p: argparse.ArgumentParser) -> None:
@@ -104,9 +99,20 @@ SMOKE = [BASELINES]
 
 
 def prepare(args: argparse.Namespace, base: dict) -> dict:
-    """The demo's world and base model (the demo's own preparation)."""
+    """On the world preset (and the smoke test): the demo's settings, world and base model
+    (the demo's own preparation), so the rows sit beside the demo's table. Other presets (the
+    8B one) keep their own settings: the paper's table."""
+    if args.preset != "world":
+        return base
+    demo = _demo()
+    layers = [demo["SETTINGS"], SETTINGS]
+    if args.smoke_test:
+        layers += [demo["SMOKE_SETTINGS"], SMOKE_SETTINGS]
+    layers.append(dict(parse_override(s) for s in args.set))
+    for layer in layers:
+        base = merge(base, layer)
     args.corpus = None
-    return _demo_prepare(args, base)
+    return demo["prepare"](args, base)
 
 
 def present(args: argparse.Namespace, summary) -> None:

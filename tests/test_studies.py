@@ -132,6 +132,35 @@ def test_plasticity_smoke_runs_every_intervention_on_two_zero2_ranks_and_reports
     assert "](plasticity_just_learned.png)" in report
 
 
+def test_baselines_smoke_runs_every_row_on_two_zero2_ranks_and_reports_the_table(tmp_path):
+    """Every row of the continual-learning table (none full and LoRA, ce, kl, tm, task replay,
+    EWC, LwF, O-LoRA, multitask) with GeRe's reference objective, 2 DeepSpeed ZeRO-2 ranks per
+    trial under Ray; the report tables them against multitask."""
+    out = tmp_path / "runs"
+    proc = _study("baselines", out, "--report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "gap_to_multitask" in proc.stdout and "olora (lora)" in proc.stdout
+    tables = read_study(out / "study=baselines")
+    summary = tables["summary"]
+    assert summary.status.eq("completed").all(), summary[["trial_id", "error"]]
+    assert len(summary) == 10
+    multitask = summary[summary.trial_id == "baseline=multitask"].iloc[0]
+    assert multitask.n_stages == 1 and summary[summary.n_stages == 3].shape[0] == 9
+    acc = tables["accuracy"]
+    assert len(acc) == 9 * 4 * 3 + 2 * 3  # sequential: stages 0..3; multitask: 0..1
+    config = json.loads(summary.config_json.iloc[0])
+    assert config["train"]["loss_weighting"] == "per_sample"
+    assert config["replay"]["add_bos"] is False
+    # the rows differ from plain sequential fine-tuning where a method acts in 2 steps a task
+    curve = tables["curve"].groupby("trial_id").loss.sum()
+    for row in ("ewc", "lwf", "task_replay", "tm"):
+        assert curve[f"baseline={row}"] != pytest.approx(curve["baseline=none"], rel=1e-9), row
+    assert tables["curve"].pad_share.between(0, 1).all()
+    report = (out / "study=baselines" / "report" / "report.md").read_text()
+    assert "## Continual-learning baselines" in report and "| olora (lora) |" in report
+    assert "no matrix: every task was trained in one stage" in report
+
+
 def test_active_forgetting_smoke_adapts_both_bases_resumes_and_reports(tmp_path):
     out = tmp_path / "runs"
     proc = _study("active_forgetting", out, "--report")

@@ -184,8 +184,8 @@ class TrainConfig:
     mean(CE_task, CE_replay) + w*term (task and replay half each, whatever their share).
     'per_sample': each row's CE its own token mean, each replay row its own term, averaged
     over the effective batch: (1-f)*CE_task + f*(CE_replay + w*TM) with f the replay share,
-    GeRe's reference objective (its per-device batch of 1) at any batch size; each rank's
-    rows are then grouped by length into micro-batches (less padding)."""
+    GeRe's reference objective (its per-device batch of 1) at any batch size; each step's
+    rows are then grouped by length over ranks and micro-batches (less padding)."""
     log_every: int = 10
     """Record a training-curve row every this many optimiser steps (and at each task's end)."""
     divergence_factor: float | None = 10.0
