@@ -12,6 +12,10 @@ Counts forward tokens, the unit both training and evaluation spend:
   most the longest label + 2 new tokens: an upper bound, decoding stops at EOS), the probe's
   prompts and the held-out texts. The ranks share the work (each scores its share), so the
   sum over ranks is one evaluation's tokens.
+* **continual-learning methods** (``cl``): task replay's buffered examples are training rows;
+  LwF adds a no-grad teacher forward over the task rows, EWC a forward + backward per Fisher
+  example after every task (both in the training compute); multitask is scored at 2
+  checkpoints (the start and after its one stage).
 * **TM prepare** (method ``tm``): two passes of the frozen model over the replay buffer
   (thresholds, then states), shared by the ranks; reported on its own line.
 
@@ -86,6 +90,28 @@ def _steps(cfg: TrialConfig, n_task: int, n_replay: int) -> tuple[float, float]:
     return items * share, items * (1 - share)
 
 
+def _buffered(cfg: TrialConfig, k: int, n_task: int) -> int:
+    """Earlier tasks' examples that task replay (``cl.task_replay``) adds to the k-th task
+    (0-based), each task having ``n_task`` training examples."""
+    tr = cfg.cl.get("task_replay")
+    if tr is None:
+        return 0
+    size = int(tr.get("size", 50))
+    if tr.get("policy", "quota") == "reservoir":
+        return min(size, k * n_task)
+    return k * min(size, n_task)
+
+
+def _cl_compute(cfg: TrialConfig, task_tokens: float, task_len: float, n: int) -> float:
+    """Forward-token equivalents the cl methods add: LwF's teacher forward over the task rows
+    (``task_tokens`` in all), EWC's per-example forward + backward for its Fisher after every
+    task (rows of ``task_len`` tokens)."""
+    extra = task_tokens if "lwf" in cfg.cl else 0.0
+    if "ewc" in cfg.cl:
+        extra += 3 * n * int(cfg.cl["ewc"].get("fisher_samples", 64)) * task_len
+    return extra
+
+
 def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cost:
     """The forward tokens of one trial; ``inputs``: its :class:`harness.inputs.TrialInputs`
     (exact lengths), else the config's caps and :data:`ASSUMED` lengths for ``n_tasks``."""
@@ -96,14 +122,17 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
     notes: list[str] = []
     gen = e.scoring != "loglik"
     train = evaluation = prepare = 0.0
+    task_tokens = 0.0
     if inputs is not None:
         replay = [len(x) for x in inputs.buffer.token_ids] if inputs.buffer else []
         mean_replay = sum(replay) / len(replay) if replay else 0.0
-        for tt in inputs.tasks:
+        for k, tt in enumerate(inputs.tasks):
             n_task = len(tt.train)
             task_len = sum(len(x.ids) for x in tt.train) / max(1, n_task)
-            rows_t, rows_r = _steps(cfg, n_task, len(replay) if uses_replay else 0)
+            n_rows = n_task + _buffered(cfg, k, n_task)
+            rows_t, rows_r = _steps(cfg, n_rows, len(replay) if uses_replay else 0)
             train += rows_t * task_len + rows_r * mean_replay
+            task_tokens += rows_t * task_len
             if gen:
                 new = max(len(c) for c in tt.candidates) + 2
                 evaluation += sum(len(p) + new for p in tt.prompts)
@@ -123,8 +152,12 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
         n_test = cfg.data.max_test_per_task or 500
         task_len = min(cfg.data.max_seq_len, a["task_prompt"] + a["label_tokens"] + 1)
         replay_len = r.max_tokens
-        rows_t, rows_r = _steps(cfg, n_task, r.size if uses_replay else 0)
-        train = n * (rows_t * task_len + rows_r * replay_len)
+        for k in range(n):
+            rows_t, rows_r = _steps(
+                cfg, n_task + _buffered(cfg, k, n_task), r.size if uses_replay else 0
+            )
+            train += rows_t * task_len + rows_r * replay_len
+            task_tokens += rows_t * task_len
         prompt = min(cfg.data.max_seq_len, a["task_prompt"])
         if gen:
             per_task = n_test * (prompt + a["label_tokens"] + 2)
@@ -151,12 +184,13 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
             f"{e.heldout_max_tokens} (its cap), {n_test} test and {n_task} train instances per "
             "task (the caps)"
         )
-    checkpoints = n + 1
+    checkpoints = (1 if "multitask" in cfg.cl else n) + 1  # multitask: one training stage
     total_eval = per_ckpt * checkpoints
     factor = 4 if cfg.model.gradient_checkpointing else 3
+    extra = _cl_compute(cfg, task_tokens, task_len, n)
     return Cost(
         train=int(train),
-        train_compute=int(train * factor),
+        train_compute=int(train * factor + extra),
         evaluation=int(total_eval),
         prepare=int(prepare),
         checkpoints=checkpoints,

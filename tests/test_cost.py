@@ -35,6 +35,34 @@ def test_measured_cost_counts_every_training_row_and_every_evaluation_forward(mi
     assert c.ratio == pytest.approx(c.evaluation / c.train_compute)
 
 
+def test_the_cost_counts_what_the_cl_methods_add(mini_root, tmp_path):
+    """Task replay trains on the buffer too (the real trial's rows, counted), multitask is
+    scored at 2 checkpoints, LwF adds a teacher forward over the task rows."""
+    from harness.trial import run_trial
+
+    common = {"data.tasks": "colour,animal", "train.max_steps_per_task": None}
+    tok = tiny_built().tokenizer
+    plain = mini_config(mini_root, tmp_path / "p", **{"replay.method": "none", **common})
+    inputs = tokenize_inputs(plain, load_data(plain), tok)
+    base = trial_cost(plain, inputs)
+    replay = mini_config(
+        mini_root,
+        tmp_path / "r",
+        **{"replay.method": "none", "cl.task_replay": {"size": 3}, **common},
+    )
+    measured = run_trial(replay).train_tokens
+    counted = trial_cost(replay, inputs).train
+    assert measured > base.train and counted == pytest.approx(measured, rel=0.05)
+    multi = mini_config(
+        mini_root, tmp_path / "m", **{"replay.method": "none", "cl.multitask": {}, **common}
+    )
+    assert trial_cost(multi, inputs).checkpoints == 2
+    lwf = mini_config(
+        mini_root, tmp_path / "l", **{"replay.method": "none", "cl.lwf": {}, **common}
+    )
+    assert trial_cost(lwf, inputs).train_compute == pytest.approx(4 * base.train, rel=1e-6)
+
+
 def test_the_8b_dry_run_prints_the_ratio_from_stated_assumptions() -> None:
     from harness.presets import base_config
     from harness.tune import axis, expand_grid
