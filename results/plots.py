@@ -70,6 +70,12 @@ _METHOD_COLOURS = {
     "shrink_perturb": "tab:cyan",
     "continual_backprop": "tab:pink",
     "redo": "tab:green",
+    # continual-learning baselines (studies/baselines.py)
+    "task_replay": "goldenrod",
+    "ewc": "teal",
+    "lwf": "slateblue",
+    "olora": "darkorange",
+    "multitask": "black",
 }
 _METHOD_NAMES = {
     "none": "none (sequential FT)",
@@ -597,4 +603,43 @@ def plot_replay_size(
         ax.grid(alpha=0.3)
         _legend(ax)
     fig.suptitle("Replay-buffer size (mean ± std over seeds)")
+    return fig
+
+
+def plot_baselines(summary: pd.DataFrame) -> Figure:
+    """The continual-learning table as a picture: per method (``analysis.baselines``), the
+    task AP and the final general-ability probe accuracy side by side, mean ± std over seeds,
+    with multitask's AP (the upper bound) and the starting probe accuracy as reference lines."""
+    stats = an.baselines_table(summary, formatted=False)
+    fig, axes = _figure(1, 2, w=5.5, h=0.45 * len(stats) + 1.6)
+    names = list(stats.index)
+    y = np.arange(len(names))
+    for ax, col, title in (
+        (axes[0, 0], "ap", "task AP (mean final accuracy)"),
+        (axes[0, 1], "general_acc_final", "general ability after the last task (probe)"),
+    ):
+        ax.barh(
+            y,
+            stats[f"{col}_mean"] * 100,
+            xerr=stats[f"{col}_std"].fillna(0) * 100,
+            color=[method_colour(n.split(" ")[0]) for n in names],
+            capsize=3,
+        )
+        ax.set_yticks(y, [f"{n} ({int(k)})" for n, k in zip(names, stats["seeds"], strict=True)])
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{title} (%)")
+        ax.grid(alpha=0.3, axis="x")
+    if "multitask" in stats.index:
+        axes[0, 0].axvline(
+            stats.loc["multitask", "ap_mean"] * 100, ls="--", color="black", label="multitask"
+        )
+        _legend(axes[0, 0])
+    done = summary[summary["status"] == "completed"]
+    if len(done) and done["general_acc_start"].notna().any():
+        axes[0, 1].axvline(
+            done["general_acc_start"].mean() * 100, ls=":", color="black", label="at the start"
+        )
+        _legend(axes[0, 1])
+    axes[0, 0].set_title("what each method learned of the tasks")
+    axes[0, 1].set_title("what it kept of what the model knew")
     return fig

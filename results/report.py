@@ -47,6 +47,7 @@ HEADERS = {
     "general_acc_final": "general acc. final (%)",
     "general_ppl_start": "general ppl start",
     "general_ppl_final": "general ppl final",
+    "gap_to_multitask": "gap to multitask (pp)",
     "n": "n",
     "n_diverged": "diverged",
     "n_failed": "failed",
@@ -76,6 +77,8 @@ GLOSSARY = [
     "**AP** (average performance, GEM's ACC) = mean_j a[T][j]: accuracy over all tasks at the end.",
     "**BWT** = 1/(T-1) sum_{j<T} (a[T][j] - a[j][j]); negative = forgetting of learned tasks.",
     "**FWT** = 1/(T-1) sum_{j>=2} (a[j-1][j] - a[0][j]); zero-shot transfer from earlier tasks.",
+    "**Gap to multitask** = a method's AP minus the multitask upper bound's mean AP (every task "
+    "trained at once, the same epochs); 0 = as good as training on everything together.",
     "**forgetting** (Chaudhry) = mean over j<T of max_{j<=l<T} a[l][j] - a[T][j]; >= 0 is loss.",
     "**general acc.**: multiple-choice general-knowledge probe (e.g. MMLU); "
     "**general ppl**: perplexity on held-out general text (lower is better).",
@@ -851,6 +854,14 @@ def _section_baselines(w: _Writer, summary: pd.DataFrame) -> None:
         "BWT, FWT or forgetting. Completed trials only."
     )
     w.add(markdown_table(table))
+    w.figure(
+        "baselines",
+        "continual-learning baselines",
+        "per method, the task AP (left; dashed: multitask, the upper bound) and the general-"
+        "ability probe accuracy after the last task (right; dotted: the starting model), mean ± "
+        "std over seeds (seeds in brackets).",
+        lambda: plots.plot_baselines(summary),
+    )
 
 
 def _section_plasticity_study(w: _Writer, accuracy: pd.DataFrame, summary: pd.DataFrame) -> None:

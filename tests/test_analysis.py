@@ -577,3 +577,38 @@ def test_plasticity_table_reads_the_diagonal_per_regime_first_k_against_last_k()
     shown = an.plasticity_table(acc, summary)
     assert shown.loc["backprop", "first_2"] == "80.0 ± 7.1"  # %: 100 * sqrt(0.005) = 7.07
     assert shown.loc["continual_backprop", "last_minus_first"] == "-10.0"
+
+
+def test_baselines_are_named_from_the_config_and_read_against_multitask() -> None:
+    import json
+
+    def cfg(method="none", cl=None, tuning="full"):
+        return json.dumps(
+            {"replay": {"method": method}, "cl": cl or {}, "model": {"tuning": tuning}}
+        )
+
+    rows = [
+        trial("n0", "none", 0, ap=0.30, config_json=cfg()),
+        trial("n1", "none", 1, ap=0.50, config_json=cfg()),
+        trial("l0", "none", 0, ap=0.20, config_json=cfg(tuning="lora")),
+        trial("o0", "none", 0, ap=0.45, config_json=cfg(cl={"olora": {}}, tuning="lora")),
+        trial("e0", "tm", 0, ap=0.60, config_json=cfg("tm", {"ewc": {}})),
+        trial("m0", "none", 0, ap=0.80, config_json=cfg(cl={"multitask": {}})),
+        trial("m1", "none", 1, ap=0.90, config_json=cfg(cl={"multitask": {}})),
+        trial("x", "none", 2, "failed", ap=0.99, config_json=cfg()),
+    ]
+    summary = pd.DataFrame(rows)
+    names = an.baselines(summary).tolist()
+    assert names == ["none", "none", "none (lora)", "olora (lora)", "tm+ewc", "multitask",
+                     "multitask", "none"]  # fmt: skip
+    t = an.baselines_table(summary, formatted=False)
+    assert list(t.index) == ["none", "none (lora)", "olora (lora)", "multitask", "tm+ewc"]
+    # multitask's mean AP (0.80 + 0.90) / 2 = 0.85; none: (0.30 + 0.50) / 2 - 0.85 = -0.45,
+    # its std sqrt(((0.30-0.40)^2 + (0.50-0.40)^2) / 1) = 0.1414 (the failed trial left out)
+    assert t.loc["none", "gap_to_multitask_mean"] == pytest.approx(-0.45)
+    assert t.loc["none", "gap_to_multitask_std"] == pytest.approx(math.sqrt(0.02))
+    assert t.loc["none", "seeds"] == 2
+    assert t.loc["tm+ewc", "gap_to_multitask_mean"] == pytest.approx(0.60 - 0.85)
+    assert t.loc["multitask", "gap_to_multitask_mean"] == pytest.approx(0.0)
+    shown = an.baselines_table(summary)
+    assert shown.loc["none", "gap_to_multitask"] == "-45.0 ± 14.1"

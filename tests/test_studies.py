@@ -159,6 +159,7 @@ def test_baselines_smoke_runs_every_row_on_two_zero2_ranks_and_reports_the_table
     report = (out / "study=baselines" / "report" / "report.md").read_text()
     assert "## Continual-learning baselines" in report and "| olora (lora) |" in report
     assert "no matrix: every task was trained in one stage" in report
+    assert "](baselines.png)" in report
 
 
 def test_active_forgetting_smoke_adapts_both_bases_resumes_and_reports(tmp_path):
