@@ -286,3 +286,70 @@ def test_kl_without_t2_and_over_padding_as_the_reference_computes_it():
     every = (p_ref * (p_ref.log() - log_cur)).sum(-1).mean()  # calc_kl: all 10 positions
     unmasked = kl_term(cur, ref, mask, t, t2_scale=False, mask_padding=False)
     assert float(unmasked) == pytest.approx(float(every), rel=1e-5)
+
+
+def _per_sample_run(backend_name: str, batch_size: int, workers: int):
+    """Two steps of per_sample training of the tiny model on rows of unequal lengths (task and
+    CE replay), the same seed and effective batch of 4; returns (losses, final weights)."""
+    from harness.backend import make_backend
+    from harness.config import from_dict
+
+    cfg = from_dict(
+        {
+            "model": {"name": "tiny"},
+            "scale": {"backend": backend_name, "zero_stage": 2, "workers": workers},
+            "train": {"batch_size": batch_size, "lr": 1e-3, "warmup_steps": 0, "log_every": 1,
+                      "max_steps_per_task": 2, "epochs": 2, "loss_weighting": "per_sample"},
+        }
+    )  # fmt: skip
+    backend = make_backend(cfg)
+    built = backend.build_model(keep_reference=False, weights=None)
+    tok = built.tokenizer
+    texts = [" ".join(["a long general text about rivers"] * (1 + i % 3)) for i in range(4)]
+    buffer = ReplayBuffer(
+        token_ids=tuple(tuple(tok(t).input_ids) for t in texts), pad_id=tok.pad_token_id
+    )
+    out = train_task(
+        built, backend, task_examples=_examples(tok, 6), buffer=buffer, method=get_method("ce"),
+        weight=1.0, cfg=cfg.train, per_batch=None, stage=1, task="t", global_step=0, seed=0,
+    )  # fmt: skip
+    weights = {n: p.detach().clone() for n, p in built.model.named_parameters()}
+    return [r["loss"] for r in out.curve], weights
+
+
+def _per_sample_rank(rank: int, port: int, out: str, errors) -> None:
+    import traceback
+
+    from tests.helpers import join_gloo
+
+    join_gloo(rank, port)
+    try:
+        losses, weights = _per_sample_run("deepspeed", batch_size=2, workers=2)
+        torch.save({"losses": losses, "weights": weights}, f"{out}/rank{rank}.pt")
+    except BaseException:
+        errors.put(f"rank {rank}: {traceback.format_exc()}")
+        raise
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_per_sample_on_two_zero2_ranks_trains_like_one_process(tmp_path):
+    """The step objective is the mean over the effective batch however its rows are dealt: 2
+    DeepSpeed ZeRO-2 ranks of 2 rows (each step's rows sorted by length and cut between the
+    ranks) reach the weights one process with 4 rows per micro-batch reaches."""
+    from tests.helpers import spawn_ranks
+
+    spawn_ranks(_per_sample_rank, str(tmp_path))
+    losses, expected = _per_sample_run("torch", batch_size=4, workers=1)
+    start = {n: p.detach() for n, p in tiny_built().model.named_parameters()}
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    # each rank logs the mean over its own half of the step; together the step's mean
+    for k, loss in enumerate(losses):
+        assert (ranks[0]["losses"][k] + ranks[1]["losses"][k]) / 2 == pytest.approx(loss, rel=1e-4)
+    assert ranks[0]["losses"][0] != pytest.approx(ranks[1]["losses"][0], rel=1e-6)  # other rows
+    for got in ranks:
+        for n, w in expected.items():
+            moved = float((w - start[n]).abs().max())  # the two Adam steps: ~1.5e-3
+            assert moved > 1e-4, n
+            assert float((got["weights"][n] - w).abs().max()) <= 0.01 * moved, n
