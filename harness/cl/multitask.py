@@ -21,7 +21,7 @@ from harness.cl.base import CLMethod, register
 @register
 class Multitask(CLMethod):
     name: ClassVar[str] = "multitask"
-    source: ClassVar[str] = "the multi-task upper bound (e.g. O-LoRA, GeRe tables)"
+    source: ClassVar[str] = "the upper bound of the O-LoRA and GeRe tables"
 
     def __init__(self):
         """(no settings)"""
