@@ -20,15 +20,19 @@ rate as the full rows. Multitask trains once on the union of the tasks for the s
 Settings: the demo's (``studies/demo.py``: the world preset's 3 tasks, 300 training
 examples x 10 epochs at lr 3e-4, 200 general replay texts), so the rows sit beside the
 demo's table. On ``--preset llama-3.1-8b`` it is the paper's table with every row (15 tasks,
-order 6, exact match). Smoke: every row, one seed, 3 tasks of a few steps on the tiny random
+order 6, exact match), run under ZeRO-2 (ewc, lwf and olora read whole parameters); memory
+per GPU then holds the bf16 weights (16 GB) beside ewc's two fp32 copies of the trainable
+parameters (64 GB for full fine-tuning: use LoRA, or a GPU with room) or lwf's teacher copy
+(16 GB). Smoke: every row, one seed, 3 tasks of a few steps on the tiny random
 model (2 DeepSpeed ZeRO-2 ranks per trial).
 
-Cost: world preset on a 2-core CPU, two trials side by side: about 5-6 min per pair, so
-about 30 min per seed (10 trials) and 1.5 h for three seeds.
+Cost: world preset on a 2-core CPU, two trials side by side (measured 2026-12-01): 24 min for
+seed 0 (1,413 s), 42 min for seeds 1 and 2 (2,514 s); a trial with general replay takes 5-6.5
+min, one without 2.5-4 min.
 
 Commands:
-    python studies/baselines.py --report                 # 3 seeds, here (~1.5 h)
-    python studies/baselines.py --seeds 0 --report       # one seed (~30 min)
+    python studies/baselines.py --report                 # 3 seeds, here (~65 min)
+    python studies/baselines.py --seeds 0 --report       # one seed (~24 min)
     python studies/baselines.py --smoke-test --report    # minutes
 """
 
