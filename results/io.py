@@ -30,7 +30,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from results.schema import FILLED, KINDS, SCHEMA_VERSION, schema_for, to_table, validate_table
+from results.schema import (
+    FILLED,
+    KINDS,
+    SCHEMA_VERSION,
+    schema_for,
+    to_table,
+    validate_table,
+    with_added_columns,
+)
 
 __all__ = [
     "DamagedResultsError",
@@ -177,6 +185,7 @@ def _load_file(path: Path, kind: str) -> pa.Table:
                 f"schema_version {versions} but this code reads version {SCHEMA_VERSION}; "
                 "re-run the trial or migrate the file"
             )
+    table = with_added_columns(kind, table)  # written before a column was added: null
     validate_table(kind, table)
     return table.select(schema_for(kind).names)
 

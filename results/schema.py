@@ -171,6 +171,7 @@ _CURVE = pa.schema(
             pa.float64(),
             "Share of the positions the forward passes computed that were padding, in the "
             "window (1 - tokens / positions). Null in results written before it existed.",
+            nullable=True,
         ),
     ]
 )
@@ -221,6 +222,7 @@ _SUMMARY = pa.schema(
             "Training stages: T (one task each), or 1 for multitask (every task at once, the "
             "upper bound; stages 0 and 1 are scored and only ap is computed). Null in results "
             "written before it existed: T.",
+            nullable=True,
         ),
         _f("tasks", pa.string(), "Task names in sequence order, comma-joined."),
         _f("model", pa.string(), "Model name or path."),
@@ -585,6 +587,25 @@ def to_table(
         arrays.append(_column_array(field, values))
     table = pa.Table.from_arrays(arrays, schema=schema)
     _check_values(kind, schema, table)
+    return table
+
+
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "summary": ("n_stages",),
+    "curve": ("pad_share",),
+}
+"""Nullable columns added to a kind within this schema version: a file written before they
+existed is read with them null (:func:`with_added_columns`), not refused as damaged."""
+
+
+def with_added_columns(kind: str, table: pa.Table) -> pa.Table:
+    """``table`` with every :data:`ADDED_COLUMNS` column it lacks appended as nulls."""
+    schema = schema_for(kind)
+    for name in ADDED_COLUMNS.get(kind, ()):
+        if name not in table.column_names:
+            table = table.append_column(
+                schema.field(name), pa.nulls(len(table), type=schema.field(name).type)
+            )
     return table
 
 

@@ -159,6 +159,33 @@ def test_wrong_schema_version_is_a_damaged_file(out: Path, sdir: Path) -> None:
     assert list(problems) == [path] and "schema_version [99]" in problems[path]
 
 
+def test_a_file_written_before_a_column_was_added_reads_with_it_null(out: Path, sdir: Path) -> None:
+    """Results written before ``n_stages`` / ``pad_share`` existed are read, not refused; a
+    file lacking any other column is still damaged."""
+    from results.schema import ADDED_COLUMNS
+
+    assert set(ADDED_COLUMNS) == {"summary", "curve"}
+    path = _path(out, "summary")
+    pq.write_table(pq.read_table(path).drop_columns(list(ADDED_COLUMNS["summary"])), path)
+    curve = _path(out, "curve")  # this study has no curves: write one the old way
+    rows = [dict(stage=1, task="a", step=1, task_step=1, loss=1.0, task_ce=1.0, replay_ce=None,
+                 replay_term=None, replay_weight=0.0, lr=1e-4, grad_norm=1.0, tokens=10)]  # fmt: skip
+    curve.parent.mkdir(parents=True, exist_ok=True)
+    full = [{**r, "pad_share": 0.5} for r in rows]
+    from results.schema import to_table
+
+    old = to_table("curve", full, study=STUDY, trial_id=TRIAL).drop_columns(["pad_share"])
+    pq.write_table(old, curve)
+    tables = read_study(sdir)
+    assert tables["summary"]["n_stages"].isna().any()
+    assert tables["curve"]["pad_share"].isna().all() and len(tables["curve"]) == 1
+    assert TRIAL not in set(incomplete_trials(tables).trial_id)  # n_stages null: T stages
+    path = _path(out, "summary")
+    pq.write_table(pq.read_table(path).drop_columns(["n_tasks"]), path)
+    problems = damaged_files(sdir)
+    assert list(problems) == [path] and "missing column(s) ['n_tasks']" in problems[path]
+
+
 def test_skip_damaged_returns_the_rest_and_warns(
     out: Path, sdir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
