@@ -76,6 +76,23 @@ def test_trial_id_is_deterministic_content_hash():
     assert from_dict({"trial_id": "mine"}).id == "mine"
 
 
+def test_settings_added_later_keep_the_ids_of_trials_that_do_not_use_them():
+    """Ids as the harness derived them before train.loss_weighting, replay.add_bos, cl and the
+    kl settings t2_scale / mask_padding existed (so a CLI trial's checkpoint still resumes);
+    a trial that sets one of them gets another id."""
+    assert from_dict({}).id == "tm-ea6c3e2883"
+    assert from_dict({"replay": {"method": "kl"}}).id == "kl-f96d800069"
+    assert from_dict({"model": {"tuning": "lora"}}).id == "tm-e79e5e795e"
+    for changed in (
+        {"train": {"loss_weighting": "per_sample"}},
+        {"replay": {"add_bos": False}},
+        {"cl": {"ewc": {}}},
+    ):
+        assert from_dict(changed).id != from_dict({}).id, changed
+    kl = from_dict({"replay": {"method": "kl", "settings": {"t2_scale": False}}})
+    assert kl.id != "kl-f96d800069"
+
+
 def test_merge_and_overrides():
     merged = merge({"train": {"lr": 1.0, "epochs": 2}}, {"train.lr": 0.5, "seed": 3})
     assert merged == {"train": {"lr": 0.5, "epochs": 2}, "seed": 3}

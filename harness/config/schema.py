@@ -315,8 +315,32 @@ class TrialConfig:
             return self.trial_id
         import hashlib
 
-        body = json.dumps(computed_settings(self.to_dict()), sort_keys=True)
+        body = json.dumps(
+            _without_later_defaults(computed_settings(self.to_dict())), sort_keys=True
+        )
         return f"{self.replay.method}-{hashlib.sha256(body.encode()).hexdigest()[:10]}"
+
+
+LATER_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("cl",): {},
+    ("train", "loss_weighting"): "microbatch_mean",
+    ("replay", "add_bos"): True,
+    ("replay", "settings", "t2_scale"): True,
+    ("replay", "settings", "mask_padding"): True,
+}
+"""Settings added after trial ids were first derived, at their defaults: left out of the id's
+hash, so a trial that does not use them keeps the id (and checkpoint) it had before."""
+
+
+def _without_later_defaults(d: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(d))
+    for path, default in LATER_DEFAULTS.items():
+        node = out
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node and node[path[-1]] == default:
+            del node[path[-1]]
+    return out
 
 
 def computed_settings(d: dict[str, Any]) -> dict[str, Any]:
