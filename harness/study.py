@@ -156,6 +156,17 @@ def _check_overrides(overrides: dict[str, Any], axes: Sequence[Axis]) -> None:
         )
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seeds 0,1,2`` as integers; ConfigError naming the value unless it gives at least one."""
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise ConfigError([f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2"])
+    return seeds
+
+
 def main(
     name: str,
     doc: str | None,

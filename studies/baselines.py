@@ -41,8 +41,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.config import ConfigError, merge, parse_override
-from harness.study import axis, main
+from harness.config import merge, parse_override
+from harness.study import axis, main, seed_list
 
 NAME = "baselines"
 
@@ -89,13 +89,7 @@ def options(p: argparse.ArgumentParser) -> None:
 
 
 def grid(args: argparse.Namespace) -> list:
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds:
-        raise ConfigError([f"--seeds {args.seeds!r}: give comma-separated integers, e.g. 0,1,2"])
-    return [BASELINES, axis("seed", seeds)]
+    return [BASELINES, axis("seed", seed_list(args.seeds))]
 
 
 GRID = grid(argparse.Namespace(seeds="0,1,2"))

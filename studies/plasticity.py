@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 
 from harness.config import ConfigError, merge, parse_override
-from harness.study import axis, main
+from harness.study import axis, main, seed_list
 
 NAME = "plasticity"
 STREAM = 20
@@ -122,13 +122,7 @@ def options(p: argparse.ArgumentParser) -> None:
 
 
 def grid(args: argparse.Namespace) -> list:
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds:
-        raise ConfigError([f"--seeds {args.seeds!r}: give comma-separated integers, e.g. 0,1,2"])
-    return [REGIMES, axis("seed", seeds)]
+    return [REGIMES, axis("seed", seed_list(args.seeds))]
 
 
 GRID = grid(argparse.Namespace(seeds="0,1,2"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from harness.config import from_dict
+from harness.hooks import Hook
 from harness.world.pretrain import PretrainConfig
 
 SMALL_WORLD = dict(
@@ -131,3 +132,33 @@ def tiny_built(seed: int = 0, *, keep_reference: bool = False, **model: object):
     from harness.models import build
 
     return build(ModelConfig(name="tiny", **model), seed=seed, keep_reference=keep_reference)
+
+
+def parity_examples(tok, n: int = 12):
+    """``n`` task rows "<s>item i is" + " even"/" odd" (only the answer carries loss)."""
+    from harness.core import TokenizedExample
+
+    rows = []
+    for i in range(n):
+        prompt = tok(f"<s>item {i} is", add_special_tokens=False).input_ids
+        target = tok(" even" if i % 2 == 0 else " odd", add_special_tokens=False).input_ids
+        rows.append(TokenizedExample(ids=tuple(prompt + target), n_prompt=len(prompt)))
+    return rows
+
+
+class Crash(Exception):
+    """A worker lost mid-trial (raised by :class:`SaveThenCrash`)."""
+
+
+class SaveThenCrash(Hook):
+    """A stage hook that checkpoints the trial into ``path`` after task 1 and raises
+    :class:`Crash` after the next task (an interruption with an end-of-task checkpoint)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def after_task(self, trial, stage):
+        if stage == 1:
+            trial.save(self.path)
+        else:
+            raise Crash("worker lost")

@@ -18,7 +18,7 @@ from harness.hooks import Hook
 from harness.train import Batch
 from harness.trial import Trial, run_trial
 from results.io import read_records, read_study
-from tests.helpers import mini_config, tiny_built
+from tests.helpers import Crash, SaveThenCrash, mini_config, parity_examples, tiny_built
 
 METHODS = {
     "task_replay": {"replay.method": "none", "cl.task_replay": {"size": 3}},
@@ -38,22 +38,11 @@ METHODS = {
 }
 
 
-def _examples(tok, n=4):
-    from harness.core import TokenizedExample
-
-    rows = []
-    for i in range(n):
-        prompt = tok(f"<s>item {i} is", add_special_tokens=False).input_ids
-        target = tok(" even" if i % 2 == 0 else " odd", add_special_tokens=False).input_ids
-        rows.append(TokenizedExample(ids=tuple(prompt + target), n_prompt=len(prompt)))
-    return rows
-
-
 def test_ewc_fisher_and_penalty_equal_a_hand_computation():
     built = tiny_built()
     backend = TorchBackend(TrialConfig())
     backend.wrap(built)
-    examples = _examples(built.tokenizer)
+    examples = parity_examples(built.tokenizer, 4)
     trial = SimpleNamespace(backend=backend, inputs=SimpleNamespace(pad_id=0))
     ewc = EWC(lam=3.0)
     ewc.setup(trial)
@@ -284,18 +273,8 @@ def test_every_cl_method_survives_a_checkpoint_and_resume(mini_root, tmp_path, n
     crashed = mini_config(mini_root, tmp_path / "crashed", **overrides)
     ckpt = tmp_path / "ckpt"
 
-    class Crash(Exception):
-        pass
-
-    class SaveThenCrash(Hook):
-        def after_task(self, trial, stage):
-            if stage == 1:
-                trial.save(ckpt)
-            else:
-                raise Crash("worker lost")
-
     with pytest.raises(Crash):
-        run_trial(crashed, hooks=[SaveThenCrash()])
+        run_trial(crashed, hooks=[SaveThenCrash(ckpt)])
     assert json.loads((ckpt / "state.json").read_text())["finished_stage"] == 1
     assert run_trial(crashed, resume_from=ckpt).status == "completed"
 

@@ -13,16 +13,7 @@ from harness.config import ModelConfig, TrainConfig, TrialConfig
 from harness.models import build
 from harness.replay import ReplayBuffer, get_method
 from harness.train import TokenizedExample, plan_steps, train_task
-from tests.helpers import tiny_built
-
-
-def _examples(tok, n=12):
-    rows = []
-    for i in range(n):
-        prompt = tok(f"<s>item {i} is", add_special_tokens=False).input_ids
-        target = tok(" even" if i % 2 == 0 else " odd", add_special_tokens=False).input_ids
-        rows.append(TokenizedExample(ids=tuple(prompt + target), n_prompt=len(prompt)))
-    return rows
+from tests.helpers import parity_examples, tiny_built
 
 
 def _buffer(tok, n=6):
@@ -71,7 +62,7 @@ def _train(
     return train_task(
         built,
         backend,
-        task_examples=_examples(tok, n_examples),
+        task_examples=parity_examples(tok, n_examples),
         buffer=buffer,
         method=method,
         weight=method.default_weight,
@@ -188,7 +179,7 @@ def test_per_sample_weighting_equals_the_mean_of_batch_one_losses():
             p.add_(0.05 * torch.randn(p.shape, generator=g))
     backend = TorchBackend(TrialConfig())
     backend.wrap(built)
-    rows = _examples(tok, 2) + [
+    rows = parity_examples(tok, 2) + [
         TokenizedExample(ids=buffer.token_ids[j], n_prompt=0) for j in (0, 1)
     ]
     is_replay = torch.tensor([False, False, True, True])
@@ -244,7 +235,7 @@ def test_per_sample_groups_rows_by_length_and_pads_less():
         out = train_task(
             backend.built,
             backend,
-            task_examples=_examples(tok, 24),
+            task_examples=parity_examples(tok, 24),
             buffer=buffer,
             method=method,
             weight=1.0,
@@ -310,7 +301,7 @@ def _per_sample_run(backend_name: str, batch_size: int, workers: int):
         token_ids=tuple(tuple(tok(t).input_ids) for t in texts), pad_id=tok.pad_token_id
     )
     out = train_task(
-        built, backend, task_examples=_examples(tok, 6), buffer=buffer, method=get_method("ce"),
+        built, backend, task_examples=parity_examples(tok, 6), buffer=buffer, method=get_method("ce"),
         weight=1.0, cfg=cfg.train, per_batch=None, stage=1, task="t", global_step=0, seed=0,
     )  # fmt: skip
     weights = {n: p.detach().clone() for n, p in built.model.named_parameters()}

@@ -15,6 +15,7 @@ from harness.hooks import Hook
 from harness.trial import Trial, TrialState, run_trial
 from results.io import read_records, read_study
 from results.schema import validate_table
+from tests.helpers import Crash, SaveThenCrash
 from tests.helpers import mini_config as _mini_config
 
 
@@ -146,18 +147,8 @@ def test_a_trial_resumed_from_an_end_of_task_checkpoint_equals_an_uninterrupted_
     )
     ckpt = tmp_path / "ckpt"
 
-    class Crash(Exception):
-        pass
-
-    class SaveThenCrash(Hook):
-        def after_task(self, trial, stage):
-            if stage == 1:
-                trial.save(ckpt)
-            else:
-                raise Crash("worker lost")
-
     with pytest.raises(Crash):
-        run_trial(crashed, hooks=[SaveThenCrash()])
+        run_trial(crashed, hooks=[SaveThenCrash(ckpt)])
     state = json.loads((ckpt / "state.json").read_text())
     assert state["finished_stage"] == 1
     assert (ckpt / "replay").is_dir()  # the TM states travel with the checkpoint
