@@ -450,6 +450,8 @@ def deepspeed_config(cfg: TrialConfig) -> dict:
         },
         "zero_optimization": zero,
         "bf16": {"enabled": cfg.model.dtype == "bfloat16"},
+        # fp16 weights train with DeepSpeed's dynamic loss scaling (loss_scale 0 = dynamic).
+        "fp16": {"enabled": cfg.model.dtype == "float16", "loss_scale": 0},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }

@@ -70,6 +70,11 @@ class Hook(Protocol):
     def after_step(self, trial: Trial, stage: int, step: int) -> None:
         return None
 
+    def after_log(self, trial: Trial, stage: int, row: dict) -> None:
+        """A training-curve row was recorded (every ``train.log_every`` steps; the same steps
+        on every rank): its step, loss terms, lr, grad norm (the ``curve`` record kind)."""
+        return None
+
     def loss_term(self, trial: Trial, stage: int, batch: Batch) -> Tensor | None:
         return None
 

@@ -152,27 +152,40 @@ def _source(name: str) -> str:
     return source
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str, revision: str | None = None):
     """The tokenizer of a preset / Hub id / local directory (no weights are loaded)."""
     if name == "tiny":
         return byte_level_tokenizer()
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(_source(name))
+    tok = AutoTokenizer.from_pretrained(
+        _source(name), **({"revision": revision} if revision else {})
+    )
     if tok.pad_token_id is None:
         # Llama ships no pad token; padding is always masked, so EOS is a safe stand-in.
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_tokenizer_and_model(name: str, *, dtype: torch.dtype, seed: int):
-    """Resolve a preset / Hub id / local directory to (tokenizer, model)."""
-    tok = load_tokenizer(name)
+def load_tokenizer_and_model(
+    name: str,
+    *,
+    dtype: torch.dtype,
+    seed: int,
+    revision: str | None = None,
+    attn_implementation: str | None = None,
+):
+    """Resolve a preset / Hub id / local directory to (tokenizer, model); ``revision`` and
+    ``attn_implementation`` go to transformers' ``from_pretrained`` (None: its defaults)."""
+    tok = load_tokenizer(name, revision=revision)
     if name == "tiny":
         return tok, tiny_llama(len(tok), seed=seed)
     from transformers import AutoModelForCausalLM
 
-    return tok, AutoModelForCausalLM.from_pretrained(_source(name), dtype=dtype)
+    extra: dict = {"revision": revision} if revision else {}
+    if attn_implementation:
+        extra["attn_implementation"] = attn_implementation
+    return tok, AutoModelForCausalLM.from_pretrained(_source(name), dtype=dtype, **extra)
 
 
 def module_names(name: str) -> list[str]:
@@ -195,6 +208,8 @@ def check_lora_targets(cfg: ModelConfig) -> None:
     the last parts of a module's name), before any weights load."""
     from harness.config import ConfigError
 
+    if tuple(cfg.lora_target_modules) == ("all-linear",):
+        return  # PEFT finds the linear layers itself
     names = module_names(cfg.name)
     leaves = sorted({n.rsplit(".", 1)[-1] for n in names} - set(map(str, range(len(names)))))
     missing = [
@@ -230,10 +245,15 @@ def build(
         from transformers.integrations import HfDeepSpeedConfig
 
         keepalive = HfDeepSpeedConfig(zero3_config)  # must stay alive while models load
-    dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+    dtype = getattr(torch, cfg.dtype)
     full_from_ckpt = weights is not None and cfg.tuning == "full"
+    hub = {"revision": cfg.revision, "attn_implementation": cfg.attn_implementation}
     tok, model = load_tokenizer_and_model(
-        str(weights) if full_from_ckpt else cfg.name, dtype=dtype, seed=seed
+        str(weights) if full_from_ckpt else cfg.name,
+        dtype=dtype,
+        seed=seed,
+        revision=None if full_from_ckpt else cfg.revision,
+        attn_implementation=cfg.attn_implementation,
     )
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
@@ -246,7 +266,11 @@ def build(
             r=cfg.lora_r,
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
-            target_modules=list(cfg.lora_target_modules),
+            target_modules=(
+                "all-linear"
+                if tuple(cfg.lora_target_modules) == ("all-linear",)
+                else list(cfg.lora_target_modules)
+            ),
             task_type="CAUSAL_LM",
         )
         with torch.random.fork_rng():
@@ -265,7 +289,7 @@ def build(
         else:
             # Load the starting weights again (a resumed model is no longer the start, and a
             # ZeRO-3 partitioned model cannot be deep-copied).
-            reference = load_tokenizer_and_model(cfg.name, dtype=dtype, seed=seed)[1]
+            reference = load_tokenizer_and_model(cfg.name, dtype=dtype, seed=seed, **hub)[1]
         reference.eval().requires_grad_(False)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())

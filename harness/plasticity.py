@@ -405,7 +405,9 @@ class PlasticityHook(Hook):
         from harness.models import load_tokenizer_and_model
 
         dtype = next(model.parameters()).dtype
-        start = load_tokenizer_and_model(cfg.model.name, dtype=dtype, seed=cfg.seed)[1]
+        start = load_tokenizer_and_model(
+            cfg.model.name, dtype=dtype, seed=cfg.seed, revision=cfg.model.revision
+        )[1]
         self.initial = snapshot_weights(start)
 
     def before_first_task(self, trial) -> None:

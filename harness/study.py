@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, merge, parse_override
+from harness.config import ConfigError, load_file, merge, parse_override
 from harness.presets import PRESETS, base_config
-from harness.tune import Axis, axis, expand_grid, run_study
+from harness.tune import TRACKERS, Axis, axis, expand_grid, run_study
 
 __all__ = ["axis", "main", "study_base"]
 
@@ -72,7 +72,24 @@ def build_parser(name: str, doc: str | None, preset: str = "tiny") -> argparse.A
         "--storage-path",
         default=None,
         help="Ray Tune/Train storage for checkpoints (shared storage such as s3://bucket/gere "
-        "or an NFS path on a multi-node cluster). Default: <out>/ray.",
+        "or an NFS path on a multi-node cluster). Default: <out>/_ray (a folder Parquet "
+        "readers skip, so <out> stays a pure dataset).",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="YAML or JSON of base settings for every trial (nested or dotted keys), applied "
+        "after the preset and the study's own settings; --set wins over it.",
+    )
+    p.add_argument(
+        "--tracker",
+        choices=sorted(TRACKERS),
+        default=None,
+        help="Log every trial as a run of this experiment tracker through Ray Tune's own "
+        "integration (settings as the run's config; the training curve every train.log_every "
+        "steps; per-task metrics): mlflow (MLFLOW_TRACKING_URI), wandb (WANDB_PROJECT, "
+        "WANDB_MODE=offline) or tensorboard (event files in the Ray storage).",
     )
     p.add_argument(
         "--data-dir",
@@ -117,6 +134,13 @@ def build_parser(name: str, doc: str | None, preset: str = "tiny") -> argparse.A
     return p
 
 
+def default_storage(out: str) -> str:
+    """Ray's storage when --storage-path is not given: ``<out>/_ray``. Parquet readers
+    (pyarrow, pandas, DuckDB and polars globs) skip folders starting with '_', so ``<out>``
+    stays a dataset they read whole."""
+    return f"{out.rstrip('/')}/_ray" if "://" in out else str(Path(out).resolve() / "_ray")
+
+
 def study_base(
     preset: str,
     *,
@@ -136,8 +160,23 @@ def study_base(
     return merge(base, dict(overrides or {}))
 
 
-def _check_overrides(overrides: dict[str, Any], axes: Sequence[Axis]) -> None:
-    """ConfigError if --set names a key the grid varies (the grid would silently win)."""
+def _dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys (mappings of free-form settings kept whole)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and name.count(".") < 1:
+            out.update(_dotted(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _check_overrides(
+    overrides: dict[str, Any], axes: Sequence[Axis], source: str = "--set"
+) -> None:
+    """ConfigError if --set (or --config) names a key the grid varies (the grid would
+    silently win)."""
     varied: dict[str, list] = {}
     for ax in axes:
         for setting in ax:
@@ -148,9 +187,9 @@ def _check_overrides(overrides: dict[str, Any], axes: Sequence[Axis]) -> None:
     if clash:
         raise ConfigError(
             [
-                f"--set {k}={overrides[k]!r}: {k} is an axis of this study's grid (values "
+                f"{source} {k}={overrides[k]!r}: {k} is an axis of this study's grid (values "
                 f"{', '.join(map(repr, dict.fromkeys(varied[k])))}), which would override it "
-                "in every trial; drop the --set, or run a study whose grid does not vary it"
+                "in every trial; drop it, or run a study whose grid does not vary it"
                 for k in clash
             ]
         )
@@ -210,18 +249,20 @@ def main(
                 ]
             )
         overrides = dict(parse_override(item) for item in args.set)
+        from_file = load_file(args.config) if args.config else {}
         base = study_base(
             args.preset,
             smoke=args.smoke_test,
             data_dir=args.data_dir,
             settings=settings,
             smoke_settings=smoke_settings,
-            overrides={**overrides, "out": args.out},
+            overrides=merge(from_file, {**overrides, "out": args.out}),
             resolve_model=prepare is None,
         )
         axes = smoke if args.smoke_test else grid
         axes = axes(args) if callable(axes) else axes
         _check_overrides(overrides, axes)
+        _check_overrides(_dotted(from_file), axes, source=f"--config {args.config}:")
         configs = expand_grid(name, base, axes)  # a typo fails here, in milliseconds
         if prepare is not None:
             configs = expand_grid(name, prepare(args, base), axes)
@@ -242,7 +283,7 @@ def main(
 
         print("\n".join(describe(grid_costs(configs))))
         return 0
-    storage = args.storage_path or str(Path(args.out).resolve() / "ray")
+    storage = args.storage_path or default_storage(args.out)
     try:
         summary = run_study(
             configs,
@@ -250,6 +291,7 @@ def main(
             max_concurrent=args.max_concurrent,
             hooks=hooks,
             overwrite=args.overwrite,
+            tracker=args.tracker,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

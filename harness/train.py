@@ -221,6 +221,7 @@ def train_task(
     seed: int,
     progress: bool = False,
     on_step: Callable[[int], object] | None = None,
+    on_log: Callable[[dict], object] | None = None,
     extra_terms: Callable[[Batch], Sequence[torch.Tensor | None]] | None = None,
 ) -> TaskOutcome:
     """Fine-tune on one task (fresh optimiser state and LR schedule), mixing in replay.
@@ -229,7 +230,9 @@ def train_task(
     every world_size-th item of each effective batch; a final step too small to give each
     rank ``grad_accum`` items is dropped, so all ranks run the same number of micro-steps.
 
-    ``on_step(global_step)`` runs after every optimiser step; ``extra_terms(batch)`` returns
+    ``on_step(global_step)`` runs after every optimiser step, ``on_log(row)`` after each
+    curve row is recorded (every ``log_every`` steps and at the end; the same steps on every
+    rank); ``extra_terms(batch)`` returns
     loss terms (or None) added to every micro-batch's loss (the stage hooks' ``loss_term``).
     ``task_examples`` may hold more than the task's own examples (task replay adds earlier
     tasks' examples); they all count as task rows.
@@ -319,6 +322,8 @@ def train_task(
             if window.counts:  # the steps up to the divergence stay on the curve
                 out.curve.append(_curve_row(window, stage, task, global_step + k, k, lr_now))
                 out.tokens += window.tokens
+                if on_log is not None:
+                    on_log(out.curve[-1])
                 window = _Window()
             break
         window.add("grad_norm", grad_norm)
@@ -328,6 +333,8 @@ def train_task(
         if k % cfg.log_every == 0 or k == len(steps):
             out.curve.append(_curve_row(window, stage, task, global_step + k, k, lr_now))
             out.tokens += window.tokens
+            if on_log is not None:
+                on_log(out.curve[-1])
             bar.set_postfix(loss=f"{window.mean('loss'):.3f}")
             window = _Window()
     bar.close()

@@ -167,7 +167,9 @@ class Trial:
         self.weight = w if w is not None else self.method.default_weight
         # Token ids and LoRA targets come from the tokenizer and the model's config alone, so
         # a sequence length too short for a label or a misspelt module fails before the weights.
-        self.inputs = tokenize_inputs(cfg, self.data, load_tokenizer(cfg.model.name))
+        self.inputs = tokenize_inputs(
+            cfg, self.data, load_tokenizer(cfg.model.name, cfg.model.revision)
+        )
         if cfg.model.tuning == "lora":
             check_lora_targets(cfg.model)
         self.backend: Backend = make_backend(cfg)
@@ -266,6 +268,11 @@ class Trial:
             for h in self.hooks:
                 h.after_step(self, stage, step)
 
+        def after_log(row: dict) -> None:
+            for h in self.hooks:  # hooks written before after_log existed lack it
+                if (f := getattr(h, "after_log", None)) is not None:
+                    f(self, stage, row)
+
         outcome = train_task(
             self.built,
             self.backend,
@@ -281,6 +288,7 @@ class Trial:
             seed=self.cfg.seed,
             progress=self.progress,
             on_step=after_step,
+            on_log=after_log,
             extra_terms=lambda batch: [h.loss_term(self, stage, batch) for h in self.hooks],
         )
         st.train_seconds += time.perf_counter() - t0

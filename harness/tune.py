@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
+import os
 import re
 import tempfile
 import time
@@ -61,9 +63,11 @@ def expand_grid(study: str, base: Mapping[str, Any], grid: Sequence[Axis]) -> li
     A value of an axis may carry a label: a key starting with '@' is not a setting but names
     that value in the trial id in place of its settings (``{"@regime": "redo",
     "interventions.redo": {}}`` reads ``regime=redo``), for values whose settings make a poor
-    id. Raises one ConfigError listing every invalid point and its problems.
+    id. Raises one ConfigError listing every problem once, with the grid points it affects.
     """
     configs, problems = [], []
+    by_problem: dict[str, list[str]] = {}
+    n_points = 0
     for combo in itertools.product(*grid) if grid else [()]:
         point: dict[str, Any] = {}
         named: dict[str, Any] = {}
@@ -76,7 +80,16 @@ def expand_grid(study: str, base: Mapping[str, Any], grid: Sequence[Axis]) -> li
         try:
             configs.append(from_dict(data))
         except ConfigError as exc:
-            problems.extend(f"grid point {tid}: {p}" for p in exc.problems)
+            for p in exc.problems:
+                by_problem.setdefault(p, []).append(tid)
+        n_points += 1
+    for p, tids in by_problem.items():  # one line per problem, not one per grid point
+        where = (
+            f"every grid point ({n_points})"
+            if len(tids) == n_points and n_points > 1
+            else f"grid point{'s' if len(tids) > 1 else ''} {', '.join(tids)}"
+        )
+        problems.append(f"{p} [{where}]")
     ids = [c.id for c in configs]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -140,7 +153,26 @@ class RayCheckpointHook(Hook):
         with tempfile.TemporaryDirectory(prefix="gere-ckpt-") as d:
             trial.save(Path(d))
             checkpoint = Checkpoint.from_directory(d) if trial.backend.is_main else None
-            ray.train.report(trial.stage_metrics(stage), checkpoint=checkpoint)
+            metrics = {**trial.stage_metrics(stage), "timesteps_total": trial.state.global_step}
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+    def after_log(self, trial, stage: int, row: dict) -> None:
+        """Every ``train.log_every`` steps: the curve row to Tune (and so to the trackers),
+        keyed by global step (every rank calls it at the same steps: a barrier)."""
+        import ray.train
+
+        ray.train.report(step_metrics(row))
+
+
+def step_metrics(row: Mapping[str, Any]) -> dict:
+    """A curve row as Tune metrics: ``timesteps_total`` is the global step (the step the
+    trackers plot against); NaN terms (no replay in this step) are left out."""
+    out = {"timesteps_total": int(row["step"]), "stage": int(row["stage"]), "task": row["task"]}
+    for key in ("loss", "task_ce", "replay_ce", "replay_term", "lr", "grad_norm", "pad_share"):
+        value = row.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            out[f"train/{key}"] = float(value)
+    return out
 
 
 def _train_worker(config: dict) -> dict | None:
@@ -185,7 +217,7 @@ def _tune_trial(config: dict) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    trial = config["trials"][config["trial_id"]]
+    trial = config["trial"]
     cfg = from_dict(trial)
     done = finished(cfg)
     if done is not None:
@@ -221,6 +253,77 @@ def _tune_trial(config: dict) -> None:
     )
     result = trainer.fit()
     ray.tune.report({**(result.return_value or {}), "skipped": False})
+
+
+def _trial_name(trial) -> str:
+    return trial.config["trial"]["trial_id"]
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_id={trial.config['trial']['trial_id']}"
+
+
+TRACKERS = {
+    "mlflow": "mlflow",
+    "wandb": "wandb",
+    "tensorboard": "tensorboardX",
+}
+"""--tracker values and the package each needs (``pip install 'gere-harness[trackers]'``)."""
+
+
+def check_tracker(tracker: str | None) -> None:
+    """ConfigError naming the value unless ``tracker`` is None or one of :data:`TRACKERS`
+    whose package is installed (checked on the driver, before anything runs)."""
+    if tracker is None:
+        return
+    import importlib.util
+
+    if tracker not in TRACKERS:
+        raise ConfigError(
+            [f"--tracker {tracker!r}: not a tracker; choose one of {', '.join(TRACKERS)}"]
+        )
+    if importlib.util.find_spec(TRACKERS[tracker]) is None:
+        raise ConfigError(
+            [
+                f"--tracker {tracker}: the package {TRACKERS[tracker]!r} is not installed; "
+                f"pip install {TRACKERS[tracker]} (or pip install 'gere-harness[trackers]')"
+            ]
+        )
+
+
+def tracker_callbacks(tracker: str | None, study: str) -> list:
+    """Ray Tune's own logger callback for ``tracker`` (``ray.air.integrations``), configured
+    the tracker's standard way: MLflow from ``MLFLOW_TRACKING_URI`` (else MLflow's default),
+    experiment = the study; W&B from ``WANDB_PROJECT`` (default 'gere-harness'), group = the
+    study, ``WANDB_MODE=offline`` honoured; TensorBoard event files in each trial's folder of
+    the Tune storage (``tensorboard --logdir <storage>/tune-study=<study>``)."""
+    check_tracker(tracker)
+    if tracker == "mlflow":
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        return [
+            MLflowLoggerCallback(
+                tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+                experiment_name=study,
+                tags={"study": study},
+                save_artifact=False,
+            )
+        ]
+    if tracker == "wandb":
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        return [
+            WandbLoggerCallback(
+                project=os.environ.get("WANDB_PROJECT", "gere-harness"),
+                group=study,
+                mode=os.environ.get("WANDB_MODE"),
+            )
+        ]
+    if tracker == "tensorboard":
+        from ray.tune.logger import TBXLoggerCallback
+
+        return [TBXLoggerCallback()]
+    return []
 
 
 def _init_ray() -> None:
@@ -284,6 +387,7 @@ def run_study(
     verbose: int = 1,
     hooks: Sequence[Hook] = (),
     overwrite: bool = False,
+    tracker: str | None = None,
 ):
     """Run every trial of a study with Ray Tune; returns the study's summary DataFrame.
 
@@ -292,7 +396,9 @@ def run_study(
     workers, so their module must be importable there). A trial id that holds results of
     other settings is refused (ConfigError) unless ``overwrite``. Every trial runs even when
     some fail; then RuntimeError names the trials that failed (their errors are recorded in
-    their summaries).
+    their summaries). ``tracker``: 'mlflow', 'wandb' or 'tensorboard' (:data:`TRACKERS`):
+    every trial becomes a run of that tracker, through Ray's own integration, with its
+    settings as the run's config and the training curve every ``train.log_every`` steps.
     """
     import ray
     from ray import tune
@@ -301,6 +407,7 @@ def run_study(
 
     if not configs:
         raise ValueError("a study needs at least one trial")
+    check_tracker(tracker)
     # Ray Train workers do not run in the driver's working directory: a relative results
     # path (the default 'runs') must mean the driver's.
     configs = [
@@ -329,19 +436,25 @@ def run_study(
         tuner = tune.Tuner(
             tune.with_resources(_tune_trial, {"CPU": TRIAL_CPU}),
             param_space={
-                # Tune's table shows the varying key: the readable trial id.
-                "trial_id": tune.grid_search([c.id for c in todo]),
-                "trials": {c.id: c.to_dict() for c in todo},
+                # One grid value per trial: each trial's config is its own settings only
+                # (params.json, the log's config box and a tracker's run config do not grow
+                # with the grid), named by its readable id.
+                "trial": tune.grid_search([c.to_dict() for c in todo]),
                 "storage_path": storage,
                 "hooks": list(hooks),
                 "overwrite": overwrite,
             },
-            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=concurrency,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_dirname,
+            ),
             run_config=tune.RunConfig(
                 name=f"tune-study={study}",
                 storage_path=storage,
                 verbose=verbose,
                 failure_config=tune.FailureConfig(max_failures=1),
+                callbacks=tracker_callbacks(tracker, study),
             ),
         )
         t0 = time.perf_counter()
@@ -366,7 +479,7 @@ def run_study(
             sum(overhead) / len(overhead) if overhead else float("nan"),
         )
         failed = [
-            f"{r.config['trial_id']}: {r.metrics.get('error')}"[:400]
+            f"{r.config['trial']['trial_id']}: {r.metrics.get('error')}"[:400]
             for r in grid
             if r.metrics and r.metrics.get("status") == "failed"
         ]

@@ -77,18 +77,25 @@ def test_trial_id_is_deterministic_content_hash():
 
 
 def test_settings_added_later_keep_the_ids_of_trials_that_do_not_use_them():
-    """Ids as the harness derived them before train.loss_weighting, replay.add_bos, cl and the
-    kl settings t2_scale / mask_padding existed (so a CLI trial's checkpoint still resumes);
+    """Ids as the harness derived them before train.loss_weighting, replay.add_bos, cl,
+    model.revision / attn_implementation and the kl settings t2_scale / mask_padding existed (so a CLI trial's checkpoint still resumes);
     a trial that sets one of them gets another id."""
     assert from_dict({}).id == "tm-ea6c3e2883"
     assert from_dict({"replay": {"method": "kl"}}).id == "kl-f96d800069"
-    assert from_dict({"model": {"tuning": "lora"}}).id == "tm-e79e5e795e"
+    attention = ["q_proj", "k_proj", "v_proj", "o_proj"]  # LoRA's default until 'all-linear'
+    lora = from_dict({"model": {"tuning": "lora", "lora_target_modules": attention}})
+    assert lora.id == "tm-e79e5e795e"
+    # Full fine-tuning ignores LoRA targets: its id is the same whatever they say.
+    assert from_dict({"model": {"lora_target_modules": attention}}).id == "tm-ea6c3e2883"
     for changed in (
+        {"model": {"tuning": "lora"}},  # all-linear trains other weights: another trial
         {"train": {"loss_weighting": "per_sample"}},
         {"replay": {"add_bos": False}},
         {"cl": {"ewc": {}}},
     ):
         assert from_dict(changed).id != from_dict({}).id, changed
+    hub = {"name": "org/model"}
+    assert from_dict({"model": {**hub, "revision": "v1"}}).id != from_dict({"model": hub}).id
     kl = from_dict({"replay": {"method": "kl", "settings": {"t2_scale": False}}})
     assert kl.id != "kl-f96d800069"
 

@@ -31,12 +31,20 @@ def test_grid_is_the_product_of_axes_with_coupled_settings_and_readable_ids():
     assert tm10.train.lr == 1e-3  # base settings survive
 
 
-def test_the_whole_grid_is_validated_at_once_naming_each_point():
+def test_the_whole_grid_is_validated_at_once_each_problem_once_naming_its_points():
     with pytest.raises(ConfigError) as err:
-        expand_grid("s", BASE, [axis("train.lr_multiplier", [1, -2]), axis("replay.methd", ["tm"])])
+        expand_grid(
+            "s", BASE, [axis("train.lr_multiplier", [1, -2, -3]), axis("replay.methd", ["tm"])]
+        )
     text = str(err.value)
-    assert "grid point lr_multiplier=-2,methd=tm: train.lr_multiplier: -2.0 must be > 0" in text
-    assert text.count("unknown key 'replay.methd' (did you mean 'method'?)") == 2
+    assert "train.lr_multiplier: -2.0 must be > 0 [grid point lr_multiplier=-2,methd=tm]" in text
+    assert "train.lr_multiplier: -3.0 must be > 0 [grid point lr_multiplier=-3,methd=tm]" in text
+    # One typo in the study's settings is printed once, not once per grid point.
+    assert text.count("unknown key 'replay.methd' (did you mean 'method'?)") == 1
+    assert "[every grid point (3)]" in text
+    with pytest.raises(ConfigError) as err:  # a problem shared by some points names them
+        expand_grid("s", BASE, [axis("train.lr_multiplier", [-1, 2]), axis("seed", [0, 1])])
+    assert "[grid points lr_multiplier=-1,seed=0, lr_multiplier=-1,seed=1]" in str(err.value)
 
 
 def test_duplicate_points_are_rejected():

@@ -72,10 +72,21 @@ class ModelConfig:
     """LoRA scaling numerator; the update is scaled by lora_alpha / lora_r."""
     lora_dropout: float = 0.0
     """Dropout on the LoRA branch input."""
-    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    """Module names that receive adapters (Llama attention projections by default)."""
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    """Weight dtype. bfloat16 is for GPUs; CPU runs stay in float32."""
+    lora_target_modules: tuple[str, ...] = ("all-linear",)
+    """Modules that receive adapters: 'all-linear' (PEFT's option: every linear layer but the
+    output head, whatever the architecture names them) or module names, e.g. Llama's
+    attention projections q_proj,k_proj,v_proj,o_proj (the default before 2026-12)."""
+    revision: str | None = None
+    """Hub revision of model.name (a branch, tag or commit sha; None: the default branch).
+    Pin a commit sha for a run that reproduces."""
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flex_attention"] | None = (
+        None
+    )
+    """Attention kernel passed to transformers (None: its default, sdpa where available);
+    flash_attention_2 needs the flash-attn package and a GPU."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weight dtype. bfloat16 (or float16 on GPUs without bf16) is for GPUs; CPU runs stay in
+    float32."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (saves memory on long sequences)."""
 
@@ -327,6 +338,8 @@ LATER_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("replay", "add_bos"): True,
     ("replay", "settings", "t2_scale"): True,
     ("replay", "settings", "mask_padding"): True,
+    ("model", "revision"): None,
+    ("model", "attn_implementation"): None,
 }
 """Settings added after trial ids were first derived, at their defaults: left out of the id's
 hash, so a trial that does not use them keeps the id (and checkpoint) it had before."""
@@ -340,7 +353,16 @@ def _without_later_defaults(d: dict[str, Any]) -> dict[str, Any]:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and path[-1] in node and node[path[-1]] == default:
             del node[path[-1]]
+    model = out.get("model")
+    if isinstance(model, dict) and model.get("tuning") == "full":
+        # LoRA targets do not apply to full fine-tuning: such a trial keeps the id it had
+        # under the earlier default (attention projections), whatever the targets say.
+        model["lora_target_modules"] = list(EARLIER_LORA_TARGETS)
     return out
+
+
+EARLIER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+"""model.lora_target_modules' default before 'all-linear'."""
 
 
 def computed_settings(d: dict[str, Any]) -> dict[str, Any]:

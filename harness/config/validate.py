@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -195,6 +196,16 @@ def _rules(cfg: TrialConfig) -> list[str]:
         p.append(f"model.lora_dropout: {m.lora_dropout!r} must be in [0, 1)")
     if m.tuning == "lora" and not m.lora_target_modules:
         p.append("model.lora_target_modules: empty; LoRA needs at least one module name")
+    if "all-linear" in m.lora_target_modules and len(m.lora_target_modules) > 1:
+        p.append(
+            f"model.lora_target_modules: {','.join(m.lora_target_modules)}: 'all-linear' "
+            "stands alone (every linear layer); give it or a list of module names"
+        )
+    if m.revision is not None and not re.fullmatch(r"[\w.\-/]+", m.revision):
+        p.append(
+            f"model.revision: {m.revision!r} is not a branch, tag or commit sha (letters, "
+            "digits, '.', '-', '_', '/')"
+        )
     if not d.tasks.strip():
         p.append("data.tasks: empty; give an order name (e.g. order6) or task names a,b,c")
     positive("data.max_train_per_task", d.max_train_per_task)
@@ -270,8 +281,13 @@ def _rules(cfg: TrialConfig) -> list[str]:
         positive("scale.gpus_per_worker", sc.gpus_per_worker, allow_none=False)
     if sc.max_failures < -1:
         p.append(f"scale.max_failures: {sc.max_failures} must be >= -1 (-1 = retry forever)")
-    if m.dtype == "bfloat16" and m.name == "tiny":
-        p.append("model.dtype: bfloat16 with the 'tiny' CPU preset; use float32")
+    if m.dtype in ("bfloat16", "float16") and m.name == "tiny":
+        p.append(f"model.dtype: {m.dtype} with the 'tiny' CPU preset; use float32")
+    if (m.revision or m.attn_implementation) and m.name in ("tiny", "world"):
+        p.append(
+            f"model.revision / model.attn_implementation: set for the built-in {m.name!r} "
+            "model, which is not loaded from the Hub; leave them unset"
+        )
     ls = cfg.landscape
     if ls.enabled:
         p.extend(ls.problems())
