@@ -152,6 +152,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("trial %s: %s", cfg.id, json.dumps(cfg.to_dict(), sort_keys=True))
     t0 = time.perf_counter()
     hooks = [] if args.no_checkpoints else [LocalCheckpointHook()]
+    if args.tracker:
+        from harness.tracking import TrackerHook
+        from harness.tune import check_tracker
+
+        try:
+            check_tracker(args.tracker)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        hooks.append(TrackerHook(args.tracker))
     try:  # a bad --out is reported by the trial's set-up, before any model is built
         if args.rerun or args.overwrite:
             checkpoints.remove(cfg)
@@ -203,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     run.add_argument(
+        "--tracker",
+        choices=["mlflow", "tensorboard", "wandb"],
+        default=None,
+        help="Log the trial as a run of this experiment tracker (settings as params, the "
+        "training curve every train.log_every steps, each task's scores): mlflow "
+        "(MLFLOW_TRACKING_URI), wandb (WANDB_PROJECT, WANDB_MODE=offline) or tensorboard "
+        "(event files in <out>/_tensorboard/<study>/<trial id>).",
+    )
+    run.add_argument(
         "--rerun",
         action="store_true",
         help="Run the trial again although it already completed with these settings (by "
@@ -228,7 +247,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="The main job: the offline default study (world, base, none vs tm); an alias for "
         "python studies/demo.py (its options: python -m harness demo --help).",
     )
+    from harness.data.prepare import add_data_parser  # data prepare long-sequence
+
+    add_data_parser(sub)
     return parser
+
+
+def _study(argv: list[str]) -> int:
+    """``gere study NAME [options]`` = ``python studies/NAME.py [options]``."""
+    import importlib.util
+    import pkgutil
+    import runpy
+
+    import studies
+
+    names = sorted(m.name for m in pkgutil.iter_modules(studies.__path__))
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in names:
+        given = f"unknown study {argv[0]!r}{did_you_mean(argv[0], names)}; " if argv else ""
+        stream = sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr
+        print(
+            f"{given}usage: gere study NAME [options]  (NAME one of {', '.join(names)}; "
+            "gere study NAME --help shows its options)",
+            file=stream,
+        )
+        return 0 if stream is sys.stdout else 2
+    assert importlib.util.find_spec(f"studies.{argv[0]}") is not None
+    sys.argv = [f"studies/{argv[0]}.py", *argv[1:]]
+    try:
+        runpy.run_module(f"studies.{argv[0]}", run_name="__main__")
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0
 
 
 def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
@@ -255,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         from harness.demo import main as demo
 
         return demo(argv[1:])
+    if argv[:1] == ["study"]:  # a study script of studies/, also from an installed package
+        return _study(argv[1:])
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:

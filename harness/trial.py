@@ -31,14 +31,15 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness import __version__
 from harness.backend import Backend, make_backend
 from harness.config import ConfigError, TrialConfig, computed_settings, from_dict
+from harness.config.flat import flat_settings
 from harness.core import device_of, eval_mode
 from harness.hooks import Hook
 from harness.inputs import TrialData, landscape_stages, load_data, tokenize_inputs
 from harness.metrics import all_metrics, matrix_from_long
 from harness.models import check_lora_targets, last_hidden_and_logits, load_tokenizer
+from harness.provenance import provenance, version_string
 from harness.replay.base import Ranks
 from harness.train import train_task
 
@@ -138,6 +139,7 @@ class Trial:
         self.state = TrialState(trial_id=cfg.id)
         self.files: dict[str, Path] = {}
         self.started = time.perf_counter()
+        self.started_at = time.time()
         self.setup_seconds = 0.0
 
     @property
@@ -474,7 +476,7 @@ def _summary(trial: Trial, status: str) -> dict:
         wall_time_s=time.perf_counter() - trial.started,
         n_tasks=n,
         n_stages=n_stages,
-        tasks=",".join(t.name for t in data.tasks),
+        tasks=[t.name for t in data.tasks],
         model=cfg.model.name,
         tuning=cfg.model.tuning,
         method=cfg.replay.method,
@@ -489,8 +491,21 @@ def _summary(trial: Trial, status: str) -> dict:
         general_ppl_start=general[0]["ppl"] if general else float("nan"),
         general_ppl_final=general[-1]["ppl"] if general else float("nan"),
         config_json=json.dumps(cfg.to_dict(), sort_keys=True),
-        harness_version=__version__,
+        harness_version=version_string(),
+        **provenance(_device(trial), trial.started_at),
+        **flat_settings(cfg.to_dict(), getattr(trial, "weight", None)),
     )
+
+
+def _device(trial: Trial) -> str | None:
+    """'cpu' or 'cuda: <name>', times the world size when several ranks train."""
+    built, backend = getattr(trial, "built", None), getattr(trial, "backend", None)
+    if built is None:
+        return None
+    dev = device_of(built.model)
+    name = f"cuda: {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else dev.type
+    n = backend.world_size if backend is not None else 1
+    return f"{name} x {n}" if n > 1 else name
 
 
 # -- faults and bad input ----------------------------------------------------------------------

@@ -183,6 +183,7 @@ def _train_worker(config: dict) -> dict | None:
 
     cfg = from_dict(config["trial"])
     rank = ray.train.get_context().get_world_rank()
+    _quiet_report_log()
     hooks = [RayCheckpointHook(), *config.get("hooks", ())]
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else nullcontext(None) as ckpt_dir:
@@ -202,6 +203,17 @@ def _train_worker(config: dict) -> dict | None:
     # The trial's own work: its wall time less its set-up (data, model, DeepSpeed init).
     work = result.summary["wall_time_s"] - result.setup_seconds
     return {**_public(result.summary), "work_s": work} if rank == 0 else None
+
+
+def _quiet_report_log() -> None:
+    """Ray Train logs every ``ray.train.report`` of every rank at INFO ("Reporting training
+    result N: ..."): with the curve reported every log_every steps that is most of a study's
+    log. Its logger is named after its file (Ray is pinned; private path)."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def _public(summary: Mapping[str, Any]) -> dict:

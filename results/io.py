@@ -36,6 +36,7 @@ from results.schema import (
     SCHEMA_VERSION,
     schema_for,
     to_table,
+    upgrade,
     validate_table,
     with_added_columns,
 )
@@ -173,6 +174,7 @@ def _load_file(path: Path, kind: str) -> pa.Table:
             f"not a readable Parquet file ({size} bytes; truncated or corrupt?): "
             f"{type(e).__name__}: {e}"
         ) from e
+    table = upgrade(kind, table)  # schema version 1 -> the current one
     if "schema_version" in table.column_names:
         try:
             versions = sorted(

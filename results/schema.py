@@ -33,11 +33,13 @@ __all__ = [
     "schema_for",
     "schema_markdown",
     "to_table",
+    "upgrade",
     "validate_table",
 ]
 
-SCHEMA_VERSION = 1
-"""Bump on any change that makes a stored file read differently: a column's name, type or
+SCHEMA_VERSION = 2
+"""2 (2026-12): the summary's settings as typed columns, ``tasks`` a list, provenance.
+Bump on any change that makes a stored file read differently: a column's name, type or
 meaning, or an allowed value taken away. Additions that every old file still satisfies (a new
 record kind, a new allowed value) keep the version."""
 
@@ -177,6 +179,81 @@ _CURVE = pa.schema(
 )
 
 
+_ARROW = {
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "str": pa.string(),
+    "json": pa.string(),
+    "list[str]": pa.list_(pa.string()),
+    "list[int]": pa.list_(pa.int64()),
+    "list[float]": pa.list_(pa.float64()),
+}
+
+
+def _settings_fields() -> list[pa.Field]:
+    """One typed, nullable column per setting (harness.config.flat): null where it does not
+    apply (NaN for floats) or in results written before it existed."""
+    from harness.config.flat import settings_columns
+
+    fields = []
+    for name, kind, doc in settings_columns():
+        note = " (JSON)" if kind == "json" else ""
+        fields.append(_f(name, _ARROW[kind], f"Setting{note}: {doc}", nullable=True))
+    return fields
+
+
+PROVENANCE = (
+    "git_sha",
+    "git_dirty",
+    "python_version",
+    "torch_version",
+    "transformers_version",
+    "peft_version",
+    "ray_version",
+    "deepspeed_version",
+    "device",
+    "started_at",
+)
+"""Summary columns saying where and with what a trial ran (null in results written before
+schema version 2, or where unknown: no git checkout, Ray or DeepSpeed not installed)."""
+
+
+def _provenance_fields() -> list[pa.Field]:
+    lib = "Version of {} the trial ran with; null if not installed."
+    return [
+        _f(
+            "git_sha",
+            pa.string(),
+            "Git commit of the harness checkout; null if none.",
+            nullable=True,
+        ),
+        _f(
+            "git_dirty",
+            pa.bool_(),
+            "Whether the checkout had uncommitted changes; null if none.",
+            nullable=True,
+        ),
+        _f("python_version", pa.string(), "Python version.", nullable=True),
+        *[
+            _f(f"{name}_version", pa.string(), lib.format(name), nullable=True)
+            for name in ("torch", "transformers", "peft", "ray", "deepspeed")
+        ],
+        _f(
+            "device",
+            pa.string(),
+            "Where rank 0 trained: 'cpu' or 'cuda: <GPU name>' (x the world size).",
+            nullable=True,
+        ),
+        _f(
+            "started_at",
+            pa.timestamp("us", tz="UTC"),
+            "When this run of the trial started (UTC).",
+            nullable=True,
+        ),
+    ]
+
+
 def _metric_doc(name: str) -> str:
     doc = (METRICS[name].__doc__ or "").strip().splitlines()
     return f"harness.metrics.{METRICS[name].__name__}: {doc[0] if doc else name}"
@@ -224,12 +301,18 @@ _SUMMARY = pa.schema(
             "written before it existed: T.",
             nullable=True,
         ),
-        _f("tasks", pa.string(), "Task names in sequence order, comma-joined."),
+        _f("tasks", pa.list_(pa.string()), "Task names in sequence order."),
         _f("model", pa.string(), "Model name or path."),
         _f("tuning", pa.string(), "Which parameters were trained.", allowed=("lora", "full")),
         _f("method", pa.string(), "Replay method: its name in harness.replay (e.g. none, tm)."),
         _f("replay_size", pa.int64(), "Number of general replay samples (0 for none)."),
-        _f("replay_weight", pa.string(), "Configured replay weight: a number or 'dynamic'."),
+        _f(
+            "replay_weight",
+            pa.string(),
+            "The replay weight as a label: a number, 'dynamic' or 'default' (the method's "
+            "default; its value is in the typed column replay.weight, the strategy in "
+            "replay.weight_strategy).",
+        ),
         _f("lr", pa.float64(), "Base learning rate."),
         _f("lr_multiplier", pa.float64(), "Multiplier on lr; the trial trained at lr * this."),
         _f("seed", pa.int64(), "Random seed."),
@@ -239,7 +322,14 @@ _SUMMARY = pa.schema(
         _f("general_ppl_start", pa.float64(), "General-text perplexity of the starting model."),
         _f("general_ppl_final", pa.float64(), "General-text perplexity after the last task."),
         _f("config_json", pa.string(), "The full trial config as JSON (reproduces the trial)."),
-        _f("harness_version", pa.string(), "Harness version (package version and git revision)."),
+        _f(
+            "harness_version",
+            pa.string(),
+            "Harness package version, with '+g<sha>' (and '.dirty') when it runs from a git "
+            "checkout.",
+        ),
+        *_provenance_fields(),
+        *_settings_fields(),
     ]
 )
 
@@ -527,6 +617,17 @@ def _check_values(kind: str, schema: pa.Schema, table: pa.Table) -> None:
                 )
 
 
+def omissible(kind: str) -> tuple[str, ...]:
+    """Nullable columns a writer's rows may leave out (null): the summary's typed settings
+    and provenance (the trial fills them; rows built by hand, in tests or migrations, need
+    not). Every other column must be given, so a writer's typo fails at once."""
+    if kind != "summary":
+        return ()
+    from harness.config.flat import settings_columns
+
+    return (*PROVENANCE, *(name for name, _k, _d in settings_columns()))
+
+
 def to_table(
     kind: str,
     rows: Sequence[Mapping[str, Any]] | pd.DataFrame,
@@ -559,8 +660,9 @@ def to_table(
 
     fill = {"schema_version": SCHEMA_VERSION, "study": study, "trial_id": trial_id}
     expected = [f.name for f in schema if f.name not in FILLED]
+    optional = set(omissible(kind))
     if n or given:
-        missing = [c for c in expected if c not in given]
+        missing = [c for c in expected if c not in given and c not in optional]
         extra = [c for c in given if c not in expected and c not in FILLED]
         if missing or extra:
             parts = []
@@ -583,7 +685,10 @@ def to_table(
         return schema.empty_table()
     arrays = []
     for field in schema:
-        values = [fill[field.name]] * n if field.name in FILLED else columns[field.name]
+        if field.name in FILLED:
+            values = [fill[field.name]] * n
+        else:
+            values = columns.get(field.name, [None] * n)  # only omissible ones can be absent
         arrays.append(_column_array(field, values))
     table = pa.Table.from_arrays(arrays, schema=schema)
     _check_values(kind, schema, table)
@@ -607,6 +712,46 @@ def with_added_columns(kind: str, table: pa.Table) -> pa.Table:
                 schema.field(name), pa.nulls(len(table), type=schema.field(name).type)
             )
     return table
+
+
+def upgrade(kind: str, table: pa.Table) -> pa.Table:
+    """A table written under schema version 1 in version 2's form: ``tasks`` split into a
+    list, the typed settings columns filled from ``config_json``, provenance null (a table of
+    the current version is returned as it is)."""
+    try:
+        versions = {v for v in table.column("schema_version").to_pylist() if v is not None}
+    except (KeyError, TypeError, pa.ArrowInvalid):  # validate_table names what is wrong
+        return table
+    if versions != {1}:
+        return table
+    df = table.to_pandas()
+    df["schema_version"] = SCHEMA_VERSION
+    if kind == "summary":
+        import json
+
+        from harness.config.flat import flat_settings, settings_columns
+
+        df["tasks"] = [t.split(",") if isinstance(t, str) else t for t in df["tasks"]]
+        flat = []
+        for text, weight in zip(df["config_json"], df["replay_weight"], strict=True):
+            try:
+                config = json.loads(text) if isinstance(text, str) else {}
+            except ValueError:
+                config = {}
+            try:
+                w: float | str | None = float(weight)
+            except (TypeError, ValueError):
+                w = "dynamic" if weight == "dynamic" else None
+            flat.append(flat_settings(config, w))
+        for name, _kind, _doc in settings_columns():
+            df[name] = [row[name] for row in flat]
+        for name in PROVENANCE:
+            df[name] = None
+    schema = schema_for(kind)
+    keep = [f for f in schema if f.name in df.columns]
+    return pa.Table.from_arrays(
+        [_column_array(f, df[f.name]) for f in keep], schema=pa.schema(keep)
+    )
 
 
 def validate_table(kind: str, table: pa.Table) -> None:

@@ -85,7 +85,7 @@ def test_study_scripts_pass_their_settings_constants_to_main(path: Path) -> None
 def test_an_invalid_preset_setting_is_caught_like_any_config(world: str) -> None:
     base = study_base("tiny", data_dir=world, settings={"replay.settings.kk": 2})
     with pytest.raises(
-        ConfigError, match=r"grid point method=tm: unknown key 'replay.settings.kk'"
+        ConfigError, match=r"unknown key 'replay.settings.kk'.*\[grid point method=tm\]"
     ):
         expand_grid("s", base, [axis("replay.method", ["tm"])])
 

@@ -42,8 +42,14 @@ def sample_rows(kind: str, n: int = 3) -> list[dict]:
                 row[f.name] = 0.25 * (i + 1)
             elif pa.types.is_boolean(f.type):
                 row[f.name] = i % 2 == 0
+            elif pa.types.is_list(f.type) and pa.types.is_string(f.type.value_type):
+                row[f.name] = [f"{f.name}-{i}-{k}" for k in range(i + 2)]
+            elif pa.types.is_list(f.type) and pa.types.is_integer(f.type.value_type):
+                row[f.name] = [k - i for k in range(i + 2)]
             elif pa.types.is_list(f.type):
                 row[f.name] = [0.5 * k - i for k in range(i + 2)]
+            elif pa.types.is_timestamp(f.type):
+                row[f.name] = pd.Timestamp("2026-12-01T12:00:00Z") + pd.Timedelta(seconds=i)
             else:
                 row[f.name] = f"{f.name}-{i}"
         rows.append(row)
@@ -157,7 +163,7 @@ def test_wrong_schema_version_names_the_file(tmp_path: Path) -> None:
     target = io.study_dir(tmp_path, STUDY) / "general" / "old.parquet"
     target.parent.mkdir(parents=True)
     pq.write_table(table, target)
-    with pytest.raises(ValueError, match=r"old\.parquet: schema_version \[99\].*version 1"):
+    with pytest.raises(ValueError, match=r"old\.parquet: schema_version \[99\].*version 2"):
         io.read_records(io.study_dir(tmp_path, STUDY), "general")
 
 

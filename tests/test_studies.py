@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from results.analysis import interpolation_summary
@@ -68,13 +69,86 @@ def _check_dataset(out: Path, name: str) -> dict:
 
 @pytest.mark.parametrize("name", ["replay_size", "loss_types"])
 def test_study_smoke_test_writes_a_schema_valid_dataset(name, tmp_path):
+    if name == "replay_size":  # also: tracked with MLflow, read by every Parquet reader
+        return _replay_size_tracked_with_mlflow(tmp_path)
     proc = _study(name, tmp_path / "runs")
     assert proc.returncode == 0, proc.stderr[-3000:]
     tables = _check_dataset(tmp_path / "runs", name)
-    if name == "replay_size":
-        assert sorted(tables["summary"].replay_size) == [0, 4, 8, 16]
-    else:
-        assert sorted(tables["summary"].method) == ["ce", "kl", "l1", "l2", "none", "tm"]
+    assert sorted(tables["summary"].method) == ["ce", "kl", "l1", "l2", "none", "tm"]
+
+
+def _replay_size_tracked_with_mlflow(tmp_path):
+    """--tracker mlflow: every trial is an MLflow run (read back with MLflow's own client)
+    with its own settings as params and the training curve per step; each trial's Tune
+    config is its own (params.json < 3 KB); <out> is a dataset that pandas, pyarrow, DuckDB
+    and polars read whole (Ray's storage and checkpoints sit in <out>/_ray, which they skip)."""
+    mlflow = pytest.importorskip("mlflow")
+    out, uri = tmp_path / "runs", f"file://{tmp_path / 'mlruns'}"
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_ALLOW_FILE_STORE": "true"}
+    proc = _study("replay_size", out, "--tracker", "mlflow", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tables = _check_dataset(out, "replay_size")
+    summary = tables["summary"]
+    assert sorted(summary.replay_size) == [0, 4, 8, 16]
+    # Typed settings: a number where it applies, null where not (no LoRA, no replay for none).
+    assert summary["train.lr"].gt(0).all() and summary["model.lora_r"].isna().all()
+    none = summary[summary.method == "none"].iloc[0]
+    assert pd.isna(none["replay.weight_strategy"]) and list(none["tasks"]) == list(
+        tables["accuracy"].task.drop_duplicates()
+    )
+    assert summary["torch_version"].notna().all() and summary["device"].eq("cpu x 2").all()
+
+    client = mlflow.tracking.MlflowClient(uri)
+    exp = client.get_experiment_by_name("replay_size")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert sorted(runs) == sorted(summary.trial_id)
+    curve = tables["curve"]
+    for tid, run in runs.items():
+        assert run.info.status == "FINISHED"
+        assert float(run.data.params["trial/train/lr"]) == pytest.approx(
+            summary.set_index("trial_id").loc[tid, "train.lr"]
+        )
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        assert steps == sorted(curve[curve.trial_id == tid].step), tid  # every curve row
+        losses = client.get_metric_history(run.info.run_id, "train/loss")
+        mine = curve[curve.trial_id == tid].sort_values("step").loss.tolist()
+        assert [m.value for m in losses] == pytest.approx(mine)
+        assert client.get_metric_history(run.info.run_id, "general_accuracy")  # per task
+
+    params = list((out / "_ray" / "tune-study=replay_size").glob("*/params.json"))
+    assert len(params) == 4 and max(p.stat().st_size for p in params) < 3000, [
+        p.stat().st_size for p in params
+    ]
+    assert "Reporting training result" not in proc.stderr  # Ray's per-report line, silenced
+
+    _read_whole_with_every_reader(out, "replay_size", summary)
+
+
+def _read_whole_with_every_reader(out, name, summary):
+    import duckdb
+    import pandas as pd
+    import polars as pl
+    import pyarrow.dataset as ds
+
+    n = len(summary)
+    # The results root as one hive-partitioned dataset (study=<name>), the summary kind.
+    files = sorted((out / f"study={name}" / "summary").glob("*.parquet"))
+    assert len(files) == n
+    whole = ds.dataset(out, format="parquet", partitioning="hive")  # every kind, every study
+    assert "study" in whole.schema.names and whole.files
+    assert all(f.endswith(".parquet") for f in whole.files), whole.files  # nothing else there
+    table = ds.dataset(out / f"study={name}" / "summary", format="parquet").to_table()
+    assert sorted(table.column("trial_id").to_pylist()) == sorted(summary.trial_id)
+    assert len(pd.read_parquet(out / f"study={name}" / "summary")) == n
+    glob = str(out / "**" / "summary" / "*.parquet")
+    con = duckdb.connect()
+    got = con.execute(
+        f'SELECT count(*), count(DISTINCT trial_id), min("train.lr") FROM '
+        f"read_parquet('{glob}', hive_partitioning = true) WHERE study = '{name}'"
+    ).fetchone()
+    assert got[:2] == (n, n) and got[2] == pytest.approx(summary["train.lr"].min())
+    frame = pl.read_parquet(glob, hive_partitioning=True)
+    assert frame.height == n and frame["tasks"].dtype == pl.List(pl.String)
 
 
 def test_landscape_smoke_records_every_slice_and_reports_it(tmp_path):

@@ -1,0 +1,222 @@
+"""The harness among the tools researchers use: trackers, typed results, installs, the CLI.
+
+(The study-level checks -- a smoke study tracked with MLflow, its dataset read by pandas,
+pyarrow, DuckDB and polars -- are in tests/test_studies.py, slow.)"""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from harness.config import ConfigError, from_dict
+from harness.config.flat import flat_settings, settings_columns
+from harness.trial import run_trial
+from harness.tune import check_tracker
+from results import io, schema
+from tests.helpers import mini_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_tracker_names_are_checked_before_anything_runs():
+    check_tracker(None)
+    check_tracker("mlflow")
+    with pytest.raises(ConfigError, match=r"--tracker 'mlfow': not a tracker; choose one of"):
+        check_tracker("mlfow")
+
+
+def test_harness_run_logs_settings_and_the_per_step_curve_to_mlflow(
+    mini_root, tmp_path, monkeypatch
+):
+    mlflow = pytest.importorskip("mlflow")
+    from harness.tracking import TrackerHook
+
+    uri = f"file://{tmp_path / 'mlruns'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    cfg = mini_config(mini_root, tmp_path / "out", **{"data.tasks": "colour,animal"})
+    result = run_trial(cfg, hooks=[TrackerHook("mlflow")])
+    assert result.status == "completed"
+    client = mlflow.tracking.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("engine").experiment_id])
+    assert run.info.run_name == cfg.id and run.info.status == "FINISHED"
+    assert run.data.params["trial/train/lr"] == "0.001"
+    curve = io.read_study(io.study_dir(cfg.out, cfg.study))["curve"].sort_values("step")
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in history] == curve.step.tolist()  # every curve row, by global step
+    assert [m.value for m in history] == pytest.approx(curve.loss.tolist())
+    per_task = client.get_metric_history(run.info.run_id, "general_accuracy")
+    assert len(per_task) == 2  # after each of the two tasks
+
+
+def _tb_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of TensorBoard event files (TFRecord framing, Event protos)."""
+    from tensorboardX.proto import event_pb2
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for path in folder.glob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        i = 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+            i += 12 + n + 4
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out
+
+
+def test_harness_run_writes_tensorboard_events_outside_the_dataset(mini_root, tmp_path):
+    from harness.tracking import TrackerHook
+
+    cfg = mini_config(mini_root, tmp_path / "out", **{"data.tasks": "colour,animal"})
+    assert run_trial(cfg, hooks=[TrackerHook("tensorboard")]).status == "completed"
+    scalars = _tb_scalars(tmp_path / "out" / "_tensorboard" / cfg.study / cfg.id)
+    curve = io.read_study(io.study_dir(cfg.out, cfg.study))["curve"].sort_values("step")
+    assert [s for s, _ in scalars["train/loss"]] == curve.step.tolist()
+    assert [v for _, v in scalars["train/loss"]] == pytest.approx(curve.loss.tolist(), rel=1e-6)
+
+
+def test_settings_columns_are_typed_and_null_where_they_do_not_apply():
+    full = flat_settings(from_dict({"replay": {"method": "none"}}).to_dict())
+    assert full["train.lr"] == 1e-5 and full["model.tuning"] == "full"
+    assert full["model.lora_r"] is None and full["model.lora_target_modules"] is None
+    assert full["replay.size"] is None and full["replay.weight_strategy"] is None
+    lora = flat_settings(from_dict({"model": {"tuning": "lora"}}).to_dict(), 100.0)
+    assert lora["model.lora_r"] == 8 and lora["model.lora_target_modules"] == ["all-linear"]
+    assert lora["replay.weight"] == 100.0 and lora["replay.weight_strategy"] == "fixed"
+    dyn = flat_settings(from_dict({"replay": {"weight": "dynamic"}}).to_dict(), "dynamic")
+    assert dyn["replay.weight"] is None and dyn["replay.weight_strategy"] == "dynamic"
+    assert json.loads(dyn["replay.settings"]) == {}
+    names = [n for n, _k, _d in settings_columns()]
+    assert len(names) == len(set(names)) and "train.lr" in names
+
+
+def test_a_completed_trial_summary_carries_settings_and_provenance(mini_root, tmp_path):
+    cfg = mini_config(mini_root, tmp_path / "out", **{"data.tasks": "colour"})
+    assert run_trial(cfg).status == "completed"
+    s = io.read_study(io.study_dir(cfg.out, cfg.study))["summary"].iloc[0]
+    assert list(s["tasks"]) == ["colour"]
+    assert s["train.lr"] == 1e-3 and s["replay.size"] == 8 and pd.isna(s["model.lora_r"])
+    assert s["torch_version"] == metadata.version("torch") and s["device"] == "cpu"
+    assert s["python_version"] == ".".join(map(str, sys.version_info[:3]))
+    assert s["started_at"].tzinfo is not None
+    if not pd.isna(s["git_sha"]):  # this test runs from a checkout (CI's is a clone)
+        assert s["harness_version"].startswith(f"0.1.0+g{s['git_sha'][:7]}")
+
+
+def test_a_version_1_summary_is_read_in_version_2_form(tmp_path):
+    """Results written before the schema went to 2 read with tasks as a list and the typed
+    settings filled from config_json; the other kinds only change their version."""
+    cfg = from_dict({"replay": {"method": "kl"}, "train": {"lr": 3e-4}})
+    v2 = schema.schema_for("summary")
+    old = [f for f in v2 if f.name not in schema.omissible("summary")]
+    old = [pa.field("tasks", pa.string()) if f.name == "tasks" else f for f in old]
+    row = {f.name: None for f in old}
+    row.update(
+        schema_version=1,
+        study="s",
+        trial_id="t",
+        status="completed",
+        wall_time_s=1.0,
+        n_tasks=2,
+        n_stages=2,
+        tasks="a,b",
+        model="tiny",
+        tuning="full",
+        method="kl",
+        replay_size=4,
+        replay_weight="default",
+        lr=3e-4,
+        lr_multiplier=1.0,
+        seed=0,
+        config_json=json.dumps(cfg.to_dict()),
+        harness_version="0.1.0",
+    )
+    for f in old:
+        if pa.types.is_floating(f.type) and row[f.name] is None:
+            row[f.name] = float("nan")
+    table = pa.Table.from_pylist([row], schema=pa.schema([f.with_nullable(True) for f in old]))
+    path = io.study_dir(tmp_path, "s") / "summary" / "t.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(table, path)
+    s = io.read_study(io.study_dir(tmp_path, "s"))["summary"].iloc[0]
+    assert s["schema_version"] == schema.SCHEMA_VERSION == 2
+    assert list(s["tasks"]) == ["a", "b"] and s["train.lr"] == 3e-4
+    assert s["replay.method"] == "kl" and s["replay.weight_strategy"] == "fixed"
+    assert pd.isna(s["git_sha"]) and pd.isna(s["started_at"])
+
+
+def test_a_study_reads_base_settings_from_a_config_file(tmp_path, capsys):
+    from harness.study import main
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("train:\n  epochs: 2\n  warmup_steps: 0\n")
+    argv = ["--smoke-test", "--dry-run", "--out", str(tmp_path), "--config", str(path)]
+    assert main("lr_robustness", None, [], [], argv) == 0
+    path.write_text("train:\n  lr_multiplier: 3\n")
+    from harness.tune import axis
+
+    grid = [axis("train.lr_multiplier", [1, 10])]
+    assert main("lr_robustness", None, grid, grid, argv) == 2
+    err = capsys.readouterr().err
+    assert f"--config {path}: train.lr_multiplier=3" in err and "axis of this study" in err
+    path.write_text("trian:\n  lr: 1\n")
+    assert main("lr_robustness", None, [], [], argv) == 2
+    assert "unknown key 'trian'" in capsys.readouterr().err
+
+
+def test_package_metadata_states_the_supported_pythons_and_ranges():
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    meta = metadata.metadata("gere-harness")
+    spec = SpecifierSet(meta["Requires-Python"])
+    assert spec == SpecifierSet(">=3.11") and ".".join(map(str, sys.version_info[:2])) in spec
+    classifiers = [c for c in meta.get_all("Classifier") if c.startswith("Programming Language")]
+    for minor in ("3.11", "3.12", "3.13"):
+        assert f"Programming Language :: Python :: {minor}" in classifiers
+        assert minor in spec
+    # Ranges, not pins (ruff excepted); every version CI installs satisfies them.
+    lock = {}
+    for line in (REPO / "requirements" / "ci-constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.split("#")[0].strip().partition("==")
+            lock[name.lower().replace("_", "-")] = version
+    for text in metadata.requires("gere-harness"):
+        if 'extra == "trackers"' in text:
+            continue  # optional trackers: CI installs only those dev needs
+        req = Requirement(text.split(";")[0])
+        name = req.name.lower().replace("_", "-")
+        if name != "ruff":
+            assert not str(req.specifier).startswith("=="), f"{req} is pinned"
+        assert name in lock, f"{name} is missing from requirements/ci-constraints.txt"
+        assert req.specifier.contains(lock[name], prereleases=True), (req, lock[name])
+
+
+def test_console_script_and_the_study_subcommand():
+    (ep,) = [e for e in metadata.entry_points(group="console_scripts") if e.name == "gere"]
+    assert ep.value == "harness.cli:main"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "study", "lr_robustnes"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2 and "did you mean 'lr_robustness'" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "study", "lr_robustness", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0 and "--tracker" in proc.stdout and "--config" in proc.stdout
