@@ -16,6 +16,8 @@ from pathlib import Path
 from harness.config import ConfigError, TrialConfig
 from harness.core import TokenizedExample
 from harness.data import (
+    LONG_SEQUENCE_TASKS,
+    DataError,
     MCQuestion,
     Task,
     format_mc_prompt,
@@ -29,7 +31,11 @@ from harness.data import (
     target_text,
     tokenize_cached,
 )
-from harness.data.mmlu import LETTERS, format_lm_eval_prompt
+from harness.data.benchmark import named_tasks
+from harness.data.general import check_hub_texts
+from harness.data.hub import is_hub_source
+from harness.data.mmlu import LETTERS, check_hub_mc, format_lm_eval_prompt
+from harness.data.release import how_to_get
 from harness.replay import ReplayBuffer
 
 log = logging.getLogger(__name__)
@@ -48,9 +54,14 @@ class TrialData:
     replay: list[str]
 
 
-def load_data(cfg: TrialConfig) -> TrialData:
-    """Load and check every input the trial needs; raises DataError before expensive work."""
-    root = resolve_data_root(cfg.data.root)
+def load_data(cfg: TrialConfig, *, hub: bool = True) -> TrialData:
+    """Load and check every input the trial needs; raises DataError before expensive work.
+
+    ``hub=False`` (what :func:`preflight` does on the driver): Hub sources (``hf:...``) are
+    parsed and checked without the network but not loaded, so their parts of the result are
+    empty; everything local is loaded and checked as usual.
+    """
+    root = _data_root(cfg)
     names, dropped = resolve_tasks(
         cfg.data.tasks, root, restrict_to_available=cfg.data.restrict_to_available
     )
@@ -72,7 +83,9 @@ def load_data(cfg: TrialConfig) -> TrialData:
             log.log(logging.INFO if "subsampled" in note else logging.WARNING, "%s", note)
     probe: list[MCQuestion] = []
     shots: dict[str, list[MCQuestion]] = {}
-    if cfg.eval.probe:
+    if cfg.eval.probe and not hub and is_hub_source(cfg.eval.probe):
+        check_hub_mc(cfg.eval.probe)
+    elif cfg.eval.probe:
         probe = load_mc(
             cfg.eval.probe, root, max_questions=cfg.eval.probe_max_questions, seed=cfg.seed
         )
@@ -80,17 +93,39 @@ def load_data(cfg: TrialConfig) -> TrialData:
             for q in load_mc(cfg.eval.probe, root, split="dev"):
                 shots.setdefault(q.subject, []).append(q)
     heldout: list[str] = []
-    if cfg.eval.heldout:
+    if cfg.eval.heldout and not hub and is_hub_source(cfg.eval.heldout):
+        check_hub_texts(cfg.eval.heldout, cfg.eval.heldout_max_texts)
+    elif cfg.eval.heldout:
         heldout = load_texts(
             cfg.eval.heldout, root, max_texts=cfg.eval.heldout_max_texts, seed=cfg.seed
         )
     replay: list[str] = []
     if cfg.replay.method != "none":
         # A Hub corpus is streamed, so only a few times the buffer size is read before sampling.
-        cap = 4 * cfg.replay.size if cfg.replay.corpus.startswith("hf:") else None
-        texts = load_texts(cfg.replay.corpus, root, max_texts=cap, seed=cfg.seed)
-        replay = sample_texts(texts, cfg.replay.size, cfg.seed)
+        on_hub = is_hub_source(cfg.replay.corpus)
+        cap = 4 * cfg.replay.size if on_hub else None
+        if on_hub and not hub:
+            check_hub_texts(cfg.replay.corpus, cap)
+        else:
+            texts = load_texts(cfg.replay.corpus, root, max_texts=cap, seed=cfg.seed)
+            replay = sample_texts(texts, cfg.replay.size, cfg.seed)
     return TrialData(root, tasks, dropped, probe, shots, heldout, replay)
+
+
+def _data_root(cfg: TrialConfig) -> Path:
+    """The trial's data root; if there is none, the error also says which tasks it needs and
+    where they come from."""
+    try:
+        return resolve_data_root(cfg.data.root)
+    except DataError as exc:
+        names = named_tasks(cfg.data.tasks)
+        if not any(n in LONG_SEQUENCE_TASKS for n in names):
+            raise
+        where = Path(cfg.data.root or "DIR").expanduser() / "long_sequence"
+        raise DataError(
+            f"{exc}. The trial reads its tasks {names} ({cfg.data.tasks}) from there; "
+            f"{how_to_get(where)}"
+        ) from exc
 
 
 @dataclass
@@ -243,11 +278,11 @@ def landscape_stages(cfg: TrialConfig, data: TrialData) -> list[int]:
 
 
 def preflight(configs: list[TrialConfig]) -> None:
-    """Load every distinct data setting of a grid on the driver before anything is scheduled,
-    so a missing task, a malformed file or a replay buffer larger than its corpus fails in
-    seconds, naming the grid point. Hub sources (hf:...) are left to the trials."""
-    from harness.data import DataError
-
+    """Check every distinct data setting of a grid on the driver before anything is scheduled,
+    so a missing task, a malformed file, a mistyped Hub source or a replay buffer larger than
+    its corpus fails in seconds, naming the grid point. Local data (the task folders always)
+    is loaded and checked; Hub sources (``hf:...``) are parsed and checked without the
+    network (:func:`load_data` with ``hub=False``): whether they exist is known in the trial."""
     seen: dict[str, str] = {}
     problems: dict[str, list[str]] = {}  # message -> grid points
     for cfg in configs:
@@ -264,11 +299,11 @@ def preflight(configs: list[TrialConfig]) -> None:
             ],
             sort_keys=True,
         )
-        if key in seen or "hf:" in key:
+        if key in seen:
             continue
         seen[key] = cfg.id
         try:
-            data = load_data(cfg)
+            data = load_data(cfg, hub=False)
             if cfg.landscape.enabled:
                 landscape_stages(cfg, data)
         except (DataError, ConfigError) as exc:

@@ -4,8 +4,10 @@
   per trial) -- for smoke tests and laptops.
 * ``world``: the project's small Llama *pretrained* on the generated world, so it has general
   ability to lose (built on first use and cached; see harness/world).
-* ``llama-3.1-8b``: meta-llama/Llama-3.1-8B from the Hub, the 15-task Long-Sequence order 6,
-  SlimPajama replay texts and MMLU from the Hub, bf16, DeepSpeed ZeRO-3 on 8 GPUs per trial.
+* ``llama-3.1-8b``: meta-llama/Llama-3.1-8B from the Hub, the 15-task Long-Sequence order 6
+  read from ``data.root`` (``python -m harness data prepare long-sequence --dest
+  DIR/long_sequence`` fetches it), SlimPajama replay texts (``hf:...#train``, held-out
+  ``#validation``) and MMLU from the Hub, bf16, DeepSpeed ZeRO-3 on 8 GPUs per trial.
   It runs on a GPU cluster (see clusters/), not here. It scores the way the literature does,
   so its numbers can be put beside published ones: tasks with the O-LoRA/SAPT prompt
   ``"{Definition}\n{input}\nOutput: "`` (``data.prompt_template=long_sequence``) by greedy
@@ -105,7 +107,7 @@ def base_config(
                 "prompt_template": "long_sequence",
             },
             "replay": {
-                "corpus": "hf:cerebras/SlimPajama-627B@train",
+                "corpus": "hf:cerebras/SlimPajama-627B#train",
                 "size": 1000,
                 "max_tokens": 563,
                 "add_bos": False,  # GeRe's reference: add_special_tokens=False
@@ -127,7 +129,7 @@ def base_config(
                 "probe_format": "lm_eval",
                 "probe_shots": 5,
                 "probe_max_questions": 2000,
-                "heldout": "hf:cerebras/SlimPajama-627B@validation",
+                "heldout": "hf:cerebras/SlimPajama-627B#validation",
                 "heldout_max_texts": 500,
                 "batch_size": 16,
             },

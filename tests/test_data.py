@@ -368,15 +368,22 @@ def test_hub_source_parsing_and_offline_error(monkeypatch: pytest.MonkeyPatch) -
         def __iter__(self):  # type: ignore[no-untyped-def]
             return iter([{"text": "a"}, {"text": ""}, {"text": "b"}, {"text": "c"}])
 
-    def fake_load(name: str, config: str | None, *, split: str, streaming: bool) -> FakeStream:
-        calls.append((name, config, split, streaming))
+    def fake_load(
+        name: str, config: str | None, *, split: str, revision: str | None, streaming: bool
+    ) -> FakeStream:
+        calls.append((name, config, split, revision, streaming))
         return FakeStream()
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    assert load_texts("hf:org/corpus:cfg@validation", None, max_texts=2, seed=5) == ["a", "b"]
-    assert calls == [("org/corpus", "cfg", "validation", True), ("shuffle", 5)]
-    with pytest.raises(DataError, match="need a dataset name and max_texts"):
+    assert load_texts("hf:org/corpus:cfg#validation@v1.0", None, max_texts=2, seed=5) == ["a", "b"]
+    assert calls == [("org/corpus", "cfg", "validation", "v1.0", True), ("shuffle", 5)]
+    calls.clear()
+    assert load_texts("hf:org/corpus", None, max_texts=1, seed=0) == ["a"]
+    assert calls[0] == ("org/corpus", None, "train", None, True)  # the defaults
+    with pytest.raises(DataError, match="need max_texts"):
         load_texts("hf:org/corpus", None)
+    with pytest.raises(DataError, match="'@validation' names a revision"):
+        load_texts("hf:org/corpus@validation", None, max_texts=2)
 
     def offline(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("no network")

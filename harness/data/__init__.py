@@ -1,7 +1,10 @@
 """Data for the harness: Long-Sequence tasks, general text, the MMLU probe, tokenisation.
 
-Data is read from a data root (``$GERE_DATA_DIR``, ``--data.root`` or ``../shared/data``);
-every problem raises :class:`DataError` with a message naming the file, the rule and the fix.
+Data is read from a data root (``$GERE_DATA_DIR``, ``--data.root`` or ``../shared/data``) or,
+for general text and the probe, from the Hub (``hf:<dataset>[:<config>][#<split>][@<revision>]``,
+see :mod:`harness.data.hub`); ``python -m harness data prepare long-sequence --dest DIR``
+fetches the tasks (:mod:`harness.data.prepare`). Every problem raises :class:`DataError`
+with a message naming the file, the rule and the fix.
 """
 
 from harness.data.benchmark import (
@@ -18,6 +21,7 @@ from harness.data.benchmark import (
     task_dir,
 )
 from harness.data.general import load_texts, sample_texts
+from harness.data.hub import HubSource, is_hub_source, parse_hub_source
 from harness.data.mmlu import LETTERS, MCQuestion, format_mc_prompt, load_mc
 from harness.data.paths import ENV_VAR, DataError, default_data_root, resolve_data_root
 from harness.data.tokenize import default_cache_dir, tokenize_cached, tokenizer_fingerprint
@@ -31,15 +35,18 @@ __all__ = [
     "PROMPT_TEMPLATE",
     "DataError",
     "Example",
+    "HubSource",
     "MCQuestion",
     "Task",
     "default_cache_dir",
     "default_data_root",
     "format_mc_prompt",
     "format_prompt",
+    "is_hub_source",
     "load_mc",
     "load_task",
     "load_texts",
+    "parse_hub_source",
     "resolve_data_root",
     "resolve_tasks",
     "sample_texts",

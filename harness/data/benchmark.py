@@ -1,7 +1,8 @@
 """Long-Sequence continual-learning benchmark: task orders, loading, label checks, prompts.
 
 Each task lives in ``<root>/long_sequence/<task>/{train,test,labels}.json`` (the layout of
-the O-LoRA / SAPT releases). The published data has label quirks (``qqp`` outputs are
+the O-LoRA / SAPT releases; ``python -m harness data prepare long-sequence --dest DIR`` fetches
+it, see harness/data/prepare.py). The published data has label quirks (``qqp`` outputs are
 ``no``/``yes`` while its labels.json says ``False``/``True``; ``mnli`` test has unlabelled
 ``-`` instances), so labels are checked against labels.json and every mismatch is either an
 error or handled by an explicitly chosen, reported policy: accuracy must never be scored
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.paths import DataError, not_utf8
+from harness.data.release import how_to_get
 from harness.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -114,7 +116,8 @@ def resolve_tasks(
     if not directory.is_dir():
         raise DataError(
             f"task directory {directory} does not exist; set GERE_DATA_DIR / --data.root to "
-            f"the data root (holding long_sequence/) or to the long_sequence directory itself"
+            f"the data root (holding long_sequence/) or to the long_sequence directory itself; "
+            f"{how_to_get(Path(root) / 'long_sequence')}"
         )
     names = _spec_to_names(spec, directory)
     duplicates = sorted(n for n, c in Counter(names).items() if c > 1)
@@ -129,9 +132,13 @@ def resolve_tasks(
             f"task(s) {list(dropped)} not found in {directory}{hints} (available: "
             f"{available}); add the data, remove them from the list, or pass "
             f"restrict_to_available=True to run only the tasks present"
+            f"{_where_to_get(dropped, directory, available)}"
         )
     if not present:
-        raise DataError(f"none of the tasks {names} is present in {directory}")
+        raise DataError(
+            f"none of the tasks {names} is present in {directory}"
+            f"{_where_to_get(names, directory, available)}"
+        )
     if dropped:
         logger.warning(
             "running %d of %d tasks; absent from %s: %s",
@@ -143,12 +150,30 @@ def resolve_tasks(
     return present, dropped
 
 
-def _spec_to_names(spec: str | Sequence[str], directory: Path) -> list[str]:
-    """Expand an order name, comma-separated string or sequence into validated task names."""
+def _where_to_get(missing: Sequence[str], directory: Path, available: Sequence[str]) -> str:
+    """'; the tasks come from ...' when missing tasks are Long-Sequence ones, else ''."""
+    if not any(n in LONG_SEQUENCE_TASKS for n in missing):
+        return ""
+    # Task folders go in <root>/long_sequence unless this directory already holds some.
+    dest = (
+        directory if directory.name == "long_sequence" or available else directory / "long_sequence"
+    )
+    return f"; {how_to_get(dest)}"
+
+
+def named_tasks(spec: str | Sequence[str]) -> list[str]:
+    """The task names an order name or task list stands for, without looking at any data."""
     if isinstance(spec, str):
         if spec.strip() in ORDERS:
             return list(ORDERS[spec.strip()])
-        names = [part.strip() for part in spec.split(",") if part.strip()]
+        return [part.strip() for part in spec.split(",") if part.strip()]
+    return [str(n).strip() for n in spec]
+
+
+def _spec_to_names(spec: str | Sequence[str], directory: Path) -> list[str]:
+    """Expand an order name, comma-separated string or sequence into validated task names."""
+    names = named_tasks(spec)
+    if isinstance(spec, str) and spec.strip() not in ORDERS:
         # A lone unknown word is more likely a mistyped order than a task nobody has.
         lone = names[0] if len(names) == 1 else None
         if lone and lone not in LONG_SEQUENCE_TASKS and not (directory / lone).is_dir():
@@ -158,8 +183,6 @@ def _spec_to_names(spec: str | Sequence[str], directory: Path) -> list[str]:
                 f"order and {directory / lone} does not exist; orders: {sorted(ORDERS)}; "
                 f"or give task names separated by commas"
             )
-    else:
-        names = [str(n).strip() for n in spec]
     if not names:
         raise DataError(f"empty task list {spec!r}; give an order name {sorted(ORDERS)} or tasks")
     for name in names:

@@ -2,7 +2,9 @@
 held-out set for general perplexity.
 
 Local files use SlimPajama's jsonl form (``{"text": ..., "meta": {...}}`` per line); on a
-cluster the same texts can be streamed from the Hugging Face Hub with ``hf:<dataset>``.
+cluster the same texts can be streamed from the Hugging Face Hub with
+``hf:<dataset>[:<config>][#<split>][@<revision>]`` (see harness/data/hub.py), e.g.
+``hf:cerebras/SlimPajama-627B#train``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.data.hub import HubSource, is_hub_source, parse_hub_source
 from harness.data.paths import DataError, not_utf8, resolve_source_path
 
 logger = logging.getLogger(__name__)
@@ -27,7 +30,8 @@ def load_texts(
     """Load non-empty texts from a jsonl file or a Hub dataset.
 
     source: a jsonl path (absolute or relative to ``root``, e.g. ``"general/train.jsonl"``),
-    or ``"hf:<dataset>[:<config>][@<split>]"`` (split defaults to ``train``).
+    or ``"hf:<dataset>[:<config>][#<split>][@<revision>]"`` (split defaults to ``train``,
+    revision to the dataset's default branch).
 
     max_texts caps the result with a seeded sample (original order kept); asking for more
     than the file holds returns everything with a warning. A Hub dataset is streamed, so
@@ -37,8 +41,8 @@ def load_texts(
     """
     if max_texts is not None and max_texts < 1:
         raise DataError(f"max_texts={max_texts}; use a positive number or None for all texts")
-    if source.startswith("hf:"):
-        return _load_hub_texts(source, max_texts, seed)
+    if is_hub_source(source):
+        return _load_hub_texts(check_hub_texts(source, max_texts), max_texts, seed)
     path = resolve_source_path(source, root, what="text file")
     texts = _read_jsonl(path)
     if max_texts is None or max_texts >= len(texts):
@@ -86,20 +90,31 @@ def _read_jsonl(path: Path) -> list[str]:
     return texts
 
 
-def _load_hub_texts(source: str, max_texts: int | None, seed: int) -> list[str]:
-    """Stream ``hf:<dataset>[:<config>][@<split>]`` and take the ``text`` field."""
-    spec, _, split = source.removeprefix("hf:").partition("@")
-    name, _, config = spec.partition(":")
-    if not name or max_texts is None:
+def check_hub_texts(source: str, max_texts: int | None) -> HubSource:
+    """Parse a Hub text source and check it can be streamed as asked (no network)."""
+    hub = parse_hub_source(source)
+    if max_texts is None:
         raise DataError(
-            f"source {source!r}: Hub sources need a dataset name and max_texts (the corpus is "
-            f"streamed, not downloaded); e.g. load_texts('hf:cerebras/SlimPajama-627B', None, "
-            f"max_texts=1000)"
+            f"source {source!r}: Hub sources need max_texts (the corpus is streamed, not "
+            f"downloaded); e.g. load_texts('hf:cerebras/SlimPajama-627B#train', None, "
+            f"max_texts=1000), or set eval.heldout_max_texts for a held-out Hub source"
         )
+    return hub
+
+
+def _load_hub_texts(hub: HubSource, max_texts: int, seed: int) -> list[str]:
+    """Stream the source's split (``train`` by default) and take the ``text`` field."""
+    source = str(hub)
     import datasets  # deferred: importing datasets is slow and only Hub sources need it
 
     try:
-        stream = datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
+        stream = datasets.load_dataset(
+            hub.dataset,
+            hub.config,
+            split=hub.split or "train",
+            revision=hub.revision,
+            streaming=True,
+        )
         stream = stream.shuffle(seed=seed, buffer_size=HF_SHUFFLE_BUFFER)
         texts = []
         for record in stream:

@@ -2,7 +2,8 @@
 
 Reads ``<dir>/<split>/<subject>_<split>.csv`` in either of the two forms in circulation:
 with a header ``question,choice0..choiceK,answer`` (0-based answer index) or the original
-headerless ``question,A,B,C,D,<letter>``. Or ``hf:cais/mmlu`` from the Hub.
+headerless ``question,A,B,C,D,<letter>``. Or ``hf:cais/mmlu[:<config>][@<revision>]`` from
+the Hub (see harness/data/hub.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.data.hub import HubSource, is_hub_source, parse_hub_source
 from harness.data.paths import DataError, not_utf8, resolve_source_path
 
 logger = logging.getLogger(__name__)
@@ -53,12 +55,13 @@ def load_mc(
     """Load questions sorted by subject then file order; max_questions is a seeded sample.
 
     source: a directory (absolute or relative to ``root``, e.g. ``"mmlu"``) or
-    ``"hf:cais/mmlu[:config]"`` (config defaults to ``all``).
+    ``"hf:cais/mmlu[:<config>][@<revision>]"`` (config defaults to ``all``; no ``#<split>``:
+    ``split`` chooses it, ``test`` for the questions and ``dev`` for few-shot examples).
     """
     if max_questions is not None and max_questions < 1:
         raise DataError(f"max_questions={max_questions}; use a positive number or None")
-    if source.startswith("hf:"):
-        questions = _load_hub(source, split)
+    if is_hub_source(source):
+        questions = _load_hub(check_hub_mc(source), split)
     else:
         questions = _load_dir(resolve_source_path(source, root, what="MMLU directory"), split)
     if subjects is not None:
@@ -145,12 +148,27 @@ def _parse_answer(raw: str, n_choices: int, has_header: bool, where: str) -> int
     )
 
 
-def _load_hub(source: str, split: str) -> list[MCQuestion]:
-    name, _, config = source.removeprefix("hf:").partition(":")
+def check_hub_mc(source: str) -> HubSource:
+    """Parse a Hub probe source (no network); it may not fix a split (see load_mc)."""
+    hub = parse_hub_source(source)
+    if hub.split is not None:
+        fixed = HubSource(hub.dataset, hub.config, None, hub.revision)
+        raise DataError(
+            f"probe source {source!r} names split {hub.split!r}, but the probe reads two splits "
+            f"of it: 'test' for the questions and 'dev' for the few-shot examples; drop "
+            f"'#{hub.split}' (write {str(fixed)!r})"
+        )
+    return hub
+
+
+def _load_hub(hub: HubSource, split: str) -> list[MCQuestion]:
+    source, name = str(hub), hub.dataset
     import datasets  # deferred: slow import, and only Hub sources need it
 
     try:
-        rows = datasets.load_dataset(name, config or "all", split=split)
+        rows = datasets.load_dataset(
+            hub.dataset, hub.config or "all", split=split, revision=hub.revision
+        )
     except Exception as e:  # offline, auth or naming errors all surface differently
         raise DataError(
             f"could not load {source!r} split {split!r} from the Hugging Face Hub "
