@@ -129,7 +129,17 @@ def build_parser(name: str, doc: str | None, preset: str = "tiny") -> argparse.A
     p.add_argument(
         "--report",
         action="store_true",
-        help="Write the Markdown report (tables + PNG figures) after the study.",
+        help="Write the Markdown report (tables + figures) after the study, into "
+        "<out>/_reports/<name>/ (outside the study's dataset folder).",
+    )
+    p.add_argument(
+        "--figure-format",
+        choices=("png", "pdf", "svg"),
+        default="png",
+        help="Figure format of the report (pdf/svg for papers; default png).",
+    )
+    p.add_argument(
+        "--dpi", type=int, default=150, help="Figure resolution of the report (default 150)."
     )
     return p
 
@@ -236,6 +246,7 @@ def main(
     if options is not None:
         options(parser)
     args = parser.parse_args(argv)
+    from harness.data.release import how_to_get
     from harness.inputs import preflight
     from harness.trial import check_output
 
@@ -246,6 +257,11 @@ def main(
                     f"--data-dir: {args.data_dir!r} does not exist; give the directory that "
                     "holds long_sequence/, general/ and mmlu/, or add --generate-world to "
                     "generate the offline world there"
+                    + (
+                        f"; {how_to_get(Path(args.data_dir) / 'long_sequence')}"
+                        if args.preset == "llama-3.1-8b"
+                        else ""
+                    )
                 ]
             )
         overrides = dict(parse_override(item) for item in args.set)
@@ -328,7 +344,7 @@ def main(
         f"results: {where}  (python -c \"from results.io import read_study; read_study('{where}')\")"
     )
     if args.report:
-        from results.report import build_report
+        from results.report import write_report
 
-        print(f"report: {build_report(where, where / 'report')}")
+        print(f"report: {write_report(where, fmt=args.figure_format, dpi=args.dpi)}")
     return 0

@@ -40,6 +40,7 @@ __all__ = [
     "PERCENT_METRICS",
     "SETTINGS",
     "accuracy_matrix",
+    "accuracy_matrix_difference",
     "adaptation_table",
     "baselines",
     "baselines_table",
@@ -47,6 +48,7 @@ __all__ = [
     "forgetting_prevented",
     "general_drop",
     "group_stats",
+    "hashable_settings",
     "interpolation_summary",
     "just_learned",
     "plasticity_table",
@@ -54,6 +56,7 @@ __all__ = [
     "lora_vs_full_table",
     "loss_type_table",
     "lr_robustness_table",
+    "mean_accuracy_matrix",
     "method_order",
     "paper_table",
     "plasticity_over_tasks",
@@ -62,6 +65,8 @@ __all__ = [
     "representative_trials",
     "sort_groups",
     "status_counts",
+    "task_boundaries",
+    "training_curve_stats",
     "varying_settings",
     "with_settings",
 ]
@@ -178,8 +183,32 @@ def with_settings(
     return df.merge(right, on=keys, how=how)
 
 
+def _joined(v: object) -> object:
+    if isinstance(v, str) or v is None or np.ndim(v) == 0:
+        return v
+    return ",".join(map(str, v))
+
+
+def hashable_settings(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with list-valued ``SETTINGS`` cells (``tasks`` is a list of task names in
+    results schema 2, a comma-joined string before) as comma-joined strings, so that settings
+    can be grouped, compared and shown whichever schema wrote them. Other columns unchanged;
+    the input itself is not modified."""
+    lists = [
+        c
+        for c in SETTINGS
+        if c in summary.columns
+        and summary[c].dtype == object
+        and summary[c].map(lambda v: not isinstance(v, str) and np.ndim(v) > 0).any()
+    ]
+    if not lists:
+        return summary
+    return summary.assign(**{c: summary[c].map(_joined) for c in lists})
+
+
 def varying_settings(summary: pd.DataFrame, *, include_seed: bool = False) -> list[str]:
     """The settings in ``SETTINGS`` that take more than one value across the summary rows."""
+    summary = hashable_settings(summary)
     out = []
     for col in SETTINGS:
         if col not in summary.columns or (col == "seed" and not include_seed):
@@ -480,6 +509,7 @@ def forgetting_prevented(
             f"forgetting_prevented: measure must be 'accuracy' or 'ppl', got {measure!r}"
         )
     _need(summary, ["trial_id", "status", "method", "seed"], "forgetting_prevented(summary)")
+    summary = hashable_settings(summary)
     done = summary[summary["status"] == "completed"]
     context = [c for c in ("study", *_CONTEXT) if c in done.columns]
     if general is None:
@@ -580,6 +610,241 @@ def accuracy_matrix(
         index=pd.RangeIndex(A.shape[0], name="stage"),
         columns=pd.Index(names, name="task"),
     )
+
+
+def _accuracy_cells(
+    accuracy: pd.DataFrame,
+    summary: pd.DataFrame,
+    by: Sequence[str],
+    value: str,
+    scoring: str | None,
+    where: str,
+) -> pd.DataFrame:
+    """One row per (completed trial, stage, task position) with the trial's ``by`` settings
+    and seed joined on; several rows for one cell (two scoring modes) are refused."""
+    _need(accuracy, ["trial_id", "stage", "task_position", "task", value], f"{where}(accuracy)")
+    _need(summary, ["trial_id", "status", *by], f"{where}(summary)")
+    rows = accuracy
+    if scoring is not None:
+        _need(accuracy, ["scoring"], f"{where}(accuracy)")
+        rows = accuracy[accuracy["scoring"] == scoring]
+    keys = _join_keys(rows, summary)
+    dup = rows.duplicated([*keys, "stage", "task_position"], keep=False)
+    if dup.any():
+        first = rows[dup].iloc[0]
+        modes = sorted(rows.loc[dup, "scoring"].unique()) if "scoring" in rows else []
+        raise ValueError(
+            f"{where}: trial {first['trial_id']!r} has several rows for stage "
+            f"{int(first['stage'])}, task {first['task']!r} (scoring modes {modes}); pass "
+            "scoring= one of them"
+        )
+    done = summary[summary["status"] == "completed"]
+    extra = ["seed"] if "seed" in summary and "seed" not in by else []
+    return with_settings(rows, done, columns=[*by, *extra], how="inner")
+
+
+def _first_task(cells: pd.DataFrame, keys: list[str], where: str) -> pd.Series:
+    """The task name of each (group, position); a group mixing task sequences is refused."""
+    names = cells.groupby(keys, dropna=False, sort=False)["task"].agg(["first", "nunique"])
+    mixed = names[names["nunique"] > 1]
+    if len(mixed):
+        key = mixed.index[0]
+        tasks = sorted(cells.set_index(keys).loc[[key], "task"].unique())
+        raise ValueError(
+            f"{where}: the trials of group {key} evaluated different tasks {tasks} at one task "
+            "position (different task sequences); add 'tasks' to by= so that each matrix "
+            "averages one sequence"
+        )
+    return names["first"]
+
+
+def mean_accuracy_matrix(
+    accuracy: pd.DataFrame,
+    summary: pd.DataFrame,
+    *,
+    by: Sequence[str] = ("method",),
+    value: str = "accuracy",
+    scoring: str | None = None,
+) -> pd.DataFrame:
+    """The accuracy matrix averaged over the completed trials (seeds) of each ``by`` group.
+
+    Long form, one row per (group, cell): ``[*by, stage, task_position, task, mean, std, n]``
+    where ``stage`` is the row of the matrix (0 = starting model, i = after training task i),
+    ``task_position`` its column (1-based), ``mean``/``std`` the mean and sample std (ddof=1)
+    over the trials that have the cell and ``n`` how many they are (a cell a trial lacks, e.g.
+    an incomplete record, lowers ``n`` for that cell only). A NaN accuracy in any trial makes the
+    cell's mean NaN, as everywhere in this module. Only completed trials enter; ``scoring``
+    picks one scoring mode when trials recorded several. ``pivot(index="stage",
+    columns="task_position", values="mean")`` gives one group's matrix.
+    """
+    by = list(by)
+    cells = _accuracy_cells(accuracy, summary, by, value, scoring, "mean_accuracy_matrix")
+    keys = [*by, "stage", "task_position"]
+    cols = [*keys, "task", "mean", "std", "n"]
+    if cells.empty:
+        return pd.DataFrame(columns=cols)
+    g = cells.groupby(keys, dropna=False, sort=False)[value]
+    out = g.agg(
+        mean=lambda s: s.mean(skipna=False),
+        std=lambda s: s.std(ddof=1, skipna=False),
+        n="size",
+    )
+    out["task"] = _first_task(cells, keys, "mean_accuracy_matrix")
+    out = out.reset_index()[cols]
+    return sort_groups(out, keys).reset_index(drop=True)
+
+
+_NOT_MATCHED = ("method", "replay_size", "replay_weight")
+"""Settings a method's matrix is not matched on when it is compared with the baseline's (the
+baseline has no replay of its own); every other ``by`` setting must be equal."""
+
+
+def accuracy_matrix_difference(
+    accuracy: pd.DataFrame,
+    summary: pd.DataFrame,
+    *,
+    by: Sequence[str] = ("method",),
+    baseline: str = "none",
+    value: str = "accuracy",
+    scoring: str | None = None,
+) -> pd.DataFrame:
+    """Each group's accuracy matrix minus the ``baseline`` method's (method − none, cell by cell).
+
+    ``by`` must contain ``method``; the baseline's trials are those of method ``baseline`` with
+    the same values of the other ``by`` settings (replay_size and replay_weight excepted: the
+    baseline has no replay). Only completed trials enter. Per group:
+
+    * **seed-matched** (``matched="seed"``) when some seeds have completed trials in both: the
+      difference of the two trials of each shared seed (the mean of the baseline's trials of
+      that seed if several), then the mean and sample std of those differences per cell; other
+      seeds are left out, and ``n`` = ``n_baseline`` = seeds paired in the cell;
+    * **mean − mean** (``matched="mean"``) when no seed is shared: the group's mean matrix
+      minus the baseline's; ``std`` is NaN, ``n`` and ``n_baseline`` count each side's trials.
+
+    Long form: ``[*by, stage, task_position, task, difference, std, n, n_baseline, matched]``;
+    > 0 means the method scores higher than the baseline. Groups of the baseline itself, and
+    groups with no baseline trial at their settings, have no rows.
+    """
+    by = list(by)
+    where = "accuracy_matrix_difference"
+    if "method" not in by:
+        raise ValueError(
+            f"{where}: by={by} has no 'method'; the difference is method − {baseline}, so "
+            "by= must name the method"
+        )
+    cells = _accuracy_cells(accuracy, summary, by, value, scoring, where)
+    if "seed" not in cells:
+        cells = cells.assign(seed=pd.NA)
+    context = [c for c in by if c not in _NOT_MATCHED]
+    cell = ["stage", "task_position", "task"]
+    cols = [*by, *cell, "difference", "std", "n", "n_baseline", "matched"]
+    base = cells[cells["method"] == baseline]
+    if base.empty:
+        have = sorted(map(str, cells["method"].unique()))
+        raise ValueError(
+            f"{where}: no completed trial of baseline method {baseline!r} has accuracy records; "
+            f"methods with some: {have}; pass baseline= one of them"
+        )
+    base_by_ctx = dict(tuple(base.groupby(context, dropna=False, sort=False))) if context else None
+    parts = []
+    for key, grp in cells[cells["method"] != baseline].groupby(by, dropna=False, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        settings = dict(zip(by, key, strict=True))
+        if base_by_ctx is None:
+            b = base
+        else:
+            b = base_by_ctx.get(tuple(settings[c] for c in context))
+            if b is None:
+                continue
+        shared = set(grp["seed"].dropna()) & set(b["seed"].dropna())
+        if shared:
+            mine = grp[grp["seed"].isin(shared)]
+            theirs = b[b["seed"].isin(shared)].groupby(["seed", *cell], as_index=False)[value]
+            theirs = theirs.mean().rename(columns={value: "_b"})
+            pairs = mine.merge(theirs, on=["seed", *cell], how="inner")
+            pairs["_d"] = pairs[value] - pairs["_b"]
+            d = pairs.groupby(cell, sort=False)["_d"].agg(
+                difference=lambda s: s.mean(skipna=False),
+                std=lambda s: s.std(ddof=1, skipna=False),
+                n="size",
+            )
+            d = d.reset_index().assign(n_baseline=lambda f: f["n"], matched="seed")
+        else:
+
+            def stats(rows: pd.DataFrame) -> pd.DataFrame:
+                return rows.groupby(cell, sort=False)[value].agg(
+                    mean=lambda s: s.mean(skipna=False), n="size"
+                )
+
+            m, bb = stats(grp), stats(b)
+            d = m.join(bb, how="inner", rsuffix="_baseline")
+            d = pd.DataFrame(
+                {
+                    "difference": d["mean"] - d["mean_baseline"],
+                    "std": np.nan,
+                    "n": d["n"],
+                    "n_baseline": d["n_baseline"],
+                    "matched": "mean",
+                }
+            ).reset_index()
+        parts.append(d.assign(**settings))
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(parts, ignore_index=True)[cols]
+    return sort_groups(out, [*by, "stage", "task_position"]).reset_index(drop=True)
+
+
+def _completed_curve(
+    curve: pd.DataFrame, summary: pd.DataFrame, by: Sequence[str], where: str
+) -> pd.DataFrame:
+    _need(curve, ["trial_id", "stage", "step", "task_step"], f"{where}(curve)")
+    _need(summary, ["trial_id", "status", *by], f"{where}(summary)")
+    done = summary[summary["status"] == "completed"]
+    return with_settings(curve, done, columns=list(by), how="inner")
+
+
+def training_curve_stats(
+    curve: pd.DataFrame,
+    summary: pd.DataFrame,
+    *,
+    by: Sequence[str] = ("method",),
+    quantity: str = "loss",
+) -> pd.DataFrame:
+    """A training-curve quantity (``loss``, ``task_ce``, ...) per logged step, over the
+    completed trials (seeds) of each ``by`` group: ``[*by, step, stage, mean, std, n]``.
+
+    ``step`` is the global optimiser step at the end of the logged window, ``stage`` the task
+    being trained; ``mean``/``std`` (ddof=1) over the trials that logged that step (``n``);
+    trials of one group log the same steps when they share ``train.log_every``.
+    """
+    by = list(by)
+    rows = _completed_curve(curve, summary, by, "training_curve_stats")
+    _need(rows, [quantity], "training_curve_stats(curve)")
+    keys = [*by, "step"]
+    cols = [*keys, "stage", "mean", "std", "n"]
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    g = rows.groupby(keys, dropna=False, sort=False)
+    out = g[quantity].agg(["mean", "std", "size"]).rename(columns={"size": "n"})
+    out["stage"] = g["stage"].min()
+    out = out.reset_index()[cols]
+    return sort_groups(out, keys).reset_index(drop=True)
+
+
+def task_boundaries(curve: pd.DataFrame) -> pd.DataFrame:
+    """Where each task's training begins on the global step axis: ``[stage, task, step]``.
+
+    ``step`` = the global step completed before the task's first step (``step - task_step``
+    of its curve rows; 0 for the first task), the median over the trials in ``curve``.
+    """
+    _need(curve, ["trial_id", "stage", "task", "step", "task_step"], "task_boundaries")
+    keys = [k for k in ("study", "trial_id") if k in curve]
+    start = curve.assign(_start=curve["step"] - curve["task_step"])
+    per = start.groupby([*keys, "stage"], sort=False).agg(
+        task=("task", "first"), s=("_start", "min")
+    )
+    out = per.groupby("stage").agg(task=("task", "first"), step=("s", "median")).reset_index()
+    return out.sort_values("stage").reset_index(drop=True)
 
 
 def pooled_loss(points: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:

@@ -2,19 +2,24 @@
 
 Figures are built with ``matplotlib.figure.Figure`` directly (the Agg canvas), never through
 ``pyplot``: nothing global is created, nothing needs closing, and no display is required.
-Saving is the caller's choice (``fig.savefig(path, dpi=100)``). The numbers come from
+Saving goes through :func:`save_figure` (PNG, PDF or SVG at a chosen dpi, fonts embedded
+sensibly; the rcParams it needs are set only while it saves). The numbers come from
 ``results.analysis``, so a figure and the table beside it always agree; accuracies are shown in
-percent, losses in nats per token.
+percent (accuracy matrices: fractions), losses in nats per token. Titles name a trial or group
+by the settings that vary (:func:`settings_label`), never by its trial id.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.colors import LogNorm
+from matplotlib.colors import CenteredNorm, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
@@ -22,17 +27,83 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLoca
 from results import analysis as an
 
 __all__ = [
+    "DEFAULT_DPI",
+    "FORMATS",
     "LABELS",
+    "check_save_options",
     "method_colour",
     "method_label",
+    "plot_accuracy_difference",
     "plot_accuracy_heatmap",
+    "plot_adaptation",
+    "plot_baselines",
     "plot_general_over_tasks",
     "plot_interpolation",
+    "plot_just_learned",
     "plot_landscape_2d",
     "plot_lr_robustness",
+    "plot_mean_accuracy_matrix",
     "plot_plasticity",
     "plot_replay_size",
+    "plot_training_curves",
+    "save_figure",
+    "settings_label",
+    "trial_label",
 ]
+
+FORMATS = ("png", "pdf", "svg")
+"""File formats :func:`save_figure` writes (the file's suffix is the format)."""
+
+DEFAULT_DPI = 150
+"""Resolution of saved figures (raster formats; for PDF/SVG only of embedded images)."""
+
+_SAVE_RC = {
+    "pdf.fonttype": 42,  # TrueType fonts embedded whole (Type 3 is refused by some journals)
+    "ps.fonttype": 42,
+    "svg.fonttype": "none",  # text stays text (editable, searchable), not paths
+    "svg.hashsalt": "results.plots",  # stable element ids: the same figure, the same file
+}
+_NO_DATE = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "png": {}}
+"""Metadata without a timestamp, so re-drawing unchanged data gives an identical file."""
+
+
+def check_save_options(fmt: str, dpi: int) -> None:
+    """Refuse a format other than ``FORMATS`` or a dpi that is not a positive integer."""
+    if fmt not in FORMATS:
+        raise ValueError(
+            f"figure format {fmt!r} is not supported: use one of {', '.join(FORMATS)} "
+            "(e.g. --format pdf for a paper)"
+        )
+    if isinstance(dpi, bool) or not isinstance(dpi, numbers.Integral) or dpi <= 0:
+        raise ValueError(
+            f"dpi {dpi!r} is not a positive integer: pass the resolution in dots per inch, "
+            f"e.g. {DEFAULT_DPI} (screen) or 300 (print)"
+        )
+
+
+def save_figure(fig: Figure, path: str | Path, fmt: str = "png", dpi: int = DEFAULT_DPI) -> Path:
+    """Save ``fig`` as ``<path>.<fmt>`` and return that path (the one place figures are saved).
+
+    ``path`` is given without the format's suffix (a dot in the name, as in ``tau0.1``, is kept;
+    a path that already ends in ``.<fmt>`` is used as it is, one ending in another format's
+    suffix is refused). PDF embeds TrueType fonts (``pdf.fonttype=42``) and SVG keeps text as
+    text (``svg.fonttype='none'``); those rcParams hold only while saving. No timestamp is
+    written, so an unchanged figure saves to an identical file.
+    """
+    check_save_options(fmt, dpi)
+    path = Path(path)
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix in FORMATS and suffix != fmt:
+        raise ValueError(
+            f"save_figure: {path} ends in .{suffix} but the format is {fmt!r}; pass the path "
+            f"without a suffix (or with .{fmt})"
+        )
+    if suffix != fmt:
+        path = path.with_name(f"{path.name}.{fmt}")
+    with matplotlib.rc_context(_SAVE_RC):
+        fig.savefig(path, format=fmt, dpi=dpi, metadata=_NO_DATE[fmt])
+    return path
+
 
 LABELS = {
     "ap": "AP: mean final task accuracy (%)",
@@ -97,6 +168,63 @@ def method_colour(method: object) -> str:
 
 def method_label(method: object) -> str:
     return _METHOD_NAMES.get(str(method), str(method))
+
+
+def _short_value(col: str, v: object) -> str:
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        v = int(v)
+    if isinstance(v, float | np.floating):
+        v = f"{v:g}"
+    text = str(v)
+    if col in ("method", "regime", "tuning"):
+        return text
+    if col == "lr_multiplier":
+        return f"lr {text}×"
+    if col == "seed":
+        return f"seed {text}"
+    if col == "tasks" and len(text) > 24:
+        text = text[:23] + "…"
+    short = {"replay_weight": "w", "replay_size": "size", "n_tasks": "T"}
+    return f"{short.get(col, col)}={text}"
+
+
+def settings_label(settings: Mapping[str, object], *, n_seeds: int | None = None) -> str:
+    """A short title naming a trial or group by its settings, e.g. ``"tm, w=100, seed mean
+    (3)"``: pass the settings that vary across the study (``analysis.varying_settings``), in
+    order; method, regime and tuning are shown by value, ``lr_multiplier`` as ``lr 3×``,
+    replay_weight as ``w=``, replay_size as ``size=``, a seed as ``seed 0``. ``n_seeds`` adds
+    ``seed mean (n)`` (``n`` trials averaged). Missing values (NaN) are left out."""
+    parts = [
+        _short_value(col, v)
+        for col, v in settings.items()
+        if not (v is None or (isinstance(v, float) and math.isnan(v)))
+    ]
+    if n_seeds is not None:
+        parts.append(f"seed mean ({n_seeds})" if n_seeds != 1 else "1 seed")
+    return ", ".join(parts) or "all trials"
+
+
+def trial_label(summary: pd.DataFrame | None, trial_id: str) -> str:
+    """:func:`settings_label` of one trial: its method and the settings that vary across
+    ``summary`` (seed included; a replay size or weight only where a method ran at several),
+    at that trial's values; ``trial <id>`` when the summary does not know it."""
+    if summary is None or "trial_id" not in summary:
+        return f"trial {trial_id}"
+    row = summary[summary["trial_id"] == trial_id]
+    if row.empty:
+        return f"trial {trial_id}"
+    varying = an.varying_settings(summary, include_seed=True)
+    if "method" in summary:
+        if "method" not in varying:
+            varying = ["method", *varying]
+        # a replay size or weight that follows the method (none at 0) says nothing more
+        by_method = summary.groupby("method", dropna=False)
+        varying = [
+            c
+            for c in varying
+            if c not in ("replay_size", "replay_weight") or by_method[c].nunique().max() > 1
+        ]
+    return settings_label({c: row[c].iloc[0] for c in varying})
 
 
 def _label(metric: str) -> str:
@@ -220,57 +348,206 @@ def plot_lr_robustness(
     return fig
 
 
-def plot_accuracy_heatmap(
-    accuracy: pd.DataFrame, trial_id: str, *, summary: pd.DataFrame | None = None
-) -> Figure:
-    """One trial's accuracy matrix: rows = checkpoints (start, after task i), columns = tasks.
-
-    Cells are annotated with the accuracy; outlined cells are the diagonal (each task just after
-    training on it). Blank cells were not evaluated (or the trial stopped before that stage).
-    """
-    M = an.accuracy_matrix(accuracy, trial_id)
-    T = M.shape[1]
+def _matrix_axes(T: int) -> tuple[Figure, object]:
     fig = Figure(
         figsize=(max(5.0, 0.75 * T + 3.0), max(3.5, 0.5 * (T + 1) + 2.2)),
         dpi=100,
         layout="constrained",
     )
-    ax = fig.subplots()
-    values = np.ma.masked_invalid(M.to_numpy(float))
-    im = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    return fig, fig.subplots()
+
+
+def _draw_matrix(
+    fig: Figure,
+    ax,
+    values: np.ndarray,
+    names: Sequence[str],
+    *,
+    text: Sequence[Sequence[str | None]],
+    light: np.ndarray,
+    cbar_label: str,
+    outline: str = "white",
+    **imshow,
+) -> None:
+    """A [T+1, T] matrix as an image: one annotation per cell (``text``; None = none), white
+    text where ``light`` is False, the diagonal outlined in ``outline``, labelled ticks and a
+    colour bar."""
+    T = values.shape[1]
+    im = ax.imshow(np.ma.masked_invalid(values), aspect="auto", **imshow)
     size = "small" if T <= 8 else "x-small"
-    for i in range(M.shape[0]):
+    for i in range(values.shape[0]):
         for j in range(T):
-            v = M.iat[i, j]
-            if np.isfinite(v):
-                ax.text(
-                    j,
-                    i,
-                    f"{v:.2f}",
-                    ha="center",
-                    va="center",
-                    fontsize=size,
-                    color="white" if v < 0.6 else "black",
-                )
+            if text[i][j] is not None:
+                colour = "black" if light[i, j] else "white"
+                ax.text(j, i, text[i][j], ha="center", va="center", fontsize=size, color=colour)
     for j in range(T):
-        ax.add_patch(Rectangle((j - 0.5, j + 0.5), 1, 1, fill=False, ec="white", lw=2))
-    names = list(M.columns)
+        ax.add_patch(Rectangle((j - 0.5, j + 0.5), 1, 1, fill=False, ec=outline, lw=2))
+    names = [str(n) for n in names]
     ax.set_xticks(
         range(T),
         [f"{j + 1}: {n}" for j, n in enumerate(names)],
         rotation=35 if T > 3 or max(map(len, names)) > 8 else 0,
         ha="right",
     )
-    ax.set_yticks(range(T + 1), ["start"] + [f"after {i}: {n}" for i, n in enumerate(names, 1)])
+    ax.set_yticks(
+        range(values.shape[0]),
+        ["start"] + [f"after {i}: {n}" for i, n in enumerate(names, 1)][: values.shape[0] - 1],
+    )
     ax.set_xlabel("evaluated task (sequence order)")
     ax.set_ylabel("checkpoint (stage)")
-    fig.colorbar(im, ax=ax, label="accuracy (fraction correct)")
-    title = f"Accuracy matrix, trial {trial_id}"
-    if summary is not None and "method" in summary:
-        row = summary[summary["trial_id"] == trial_id]
-        if len(row):
-            title = f"Accuracy matrix: {method_label(row['method'].iloc[0])}\ntrial {trial_id}"
-    ax.set_title(title, fontsize="medium")
+    fig.colorbar(im, ax=ax, label=cbar_label)
+
+
+def plot_accuracy_heatmap(
+    accuracy: pd.DataFrame,
+    trial_id: str,
+    *,
+    summary: pd.DataFrame | None = None,
+    label: str | None = None,
+) -> Figure:
+    """One trial's accuracy matrix: rows = checkpoints (start, after task i), columns = tasks.
+
+    Cells are annotated with the accuracy; outlined cells are the diagonal (each task just after
+    training on it). Blank cells were not evaluated (or the trial stopped before that stage).
+    The title names the trial by ``label``, else by its varying settings in ``summary``
+    (:func:`trial_label`).
+    """
+    M = an.accuracy_matrix(accuracy, trial_id)
+    values = M.to_numpy(float)
+    fig, ax = _matrix_axes(M.shape[1])
+    _draw_matrix(
+        fig,
+        ax,
+        values,
+        list(M.columns),
+        text=[[f"{v:.2f}" if np.isfinite(v) else None for v in row] for row in values],
+        light=np.nan_to_num(values) >= 0.6,
+        cbar_label="accuracy (fraction correct)",
+        cmap="viridis",
+        vmin=0.0,
+        vmax=1.0,
+    )
+    label = label if label is not None else trial_label(summary, trial_id)
+    ax.set_title(f"Accuracy matrix: {label}", fontsize="medium")
+    return fig
+
+
+def _one_group(table: pd.DataFrame, group: Mapping[str, object], where: str) -> pd.DataFrame:
+    """The rows of ``table`` at the settings ``group`` (all of them; NaN matches NaN)."""
+    mask = pd.Series(True, index=table.index)
+    for col, v in group.items():
+        same = table[col].isna() if pd.isna(v) else table[col] == v
+        mask &= same
+    rows = table[mask]
+    if rows.empty:
+        have = table[list(group)].drop_duplicates().to_dict("records")
+        raise ValueError(f"{where}: no completed trial at {dict(group)}; groups: {have[:10]}")
+    return rows
+
+
+def _pivot(rows: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str]]:
+    T = int(rows["task_position"].max())
+    S = max(int(rows["stage"].max()), T)
+    M = rows.pivot(index="stage", columns="task_position", values=column)
+    M = M.reindex(index=range(S + 1), columns=range(1, T + 1))
+    names = rows.drop_duplicates("task_position").set_index("task_position")["task"]
+    return M.to_numpy(float), [str(names.get(p, f"task {p}")) for p in range(1, T + 1)]
+
+
+def plot_mean_accuracy_matrix(
+    accuracy: pd.DataFrame,
+    summary: pd.DataFrame,
+    group: Mapping[str, object],
+    *,
+    label: str | None = None,
+    scoring: str | None = None,
+) -> Figure:
+    """The accuracy matrix of one group, averaged over its completed trials (seeds):
+    ``analysis.mean_accuracy_matrix`` with ``by`` = the keys of ``group`` (e.g. ``{"method":
+    "tm", "lr_multiplier": 1.0}``), drawn like :func:`plot_accuracy_heatmap`. A cell averaged
+    over fewer trials than the group has shows its count in brackets. The title is ``label``,
+    else the group's :func:`settings_label` with the number of seeds."""
+    table = an.mean_accuracy_matrix(accuracy, summary, by=list(group), scoring=scoring)
+    rows = _one_group(table, group, "plot_mean_accuracy_matrix")
+    mean, names = _pivot(rows, "mean")
+    n, _ = _pivot(rows, "n")
+    full = int(np.nanmax(n))
+    text = [
+        [
+            None
+            if not np.isfinite(v)
+            else f"{v:.2f}" + (f"\n({int(k)})" if np.isfinite(k) and k < full else "")
+            for v, k in zip(mr, nr, strict=True)
+        ]
+        for mr, nr in zip(mean, n, strict=True)
+    ]
+    fig, ax = _matrix_axes(len(names))
+    _draw_matrix(
+        fig,
+        ax,
+        mean,
+        names,
+        text=text,
+        light=np.nan_to_num(mean) >= 0.6,
+        cbar_label="mean accuracy over seeds (fraction correct)",
+        cmap="viridis",
+        vmin=0.0,
+        vmax=1.0,
+    )
+    label = label if label is not None else settings_label(group, n_seeds=full)
+    ax.set_title(f"Accuracy matrix: {label}", fontsize="medium")
+    return fig
+
+
+def plot_accuracy_difference(
+    accuracy: pd.DataFrame,
+    summary: pd.DataFrame,
+    group: Mapping[str, object],
+    *,
+    baseline: str = "none",
+    label: str | None = None,
+    scoring: str | None = None,
+) -> Figure:
+    """One group's accuracy matrix minus the baseline's (``analysis.accuracy_matrix_difference``,
+    seed-matched when the two share seeds, else mean − mean; the title says which): a diverging
+    colour map centred at 0, blue = the method scores higher than ``baseline``, red = lower.
+    ``group`` must name the method (``{"method": "tm", ...}``)."""
+    table = an.accuracy_matrix_difference(
+        accuracy, summary, by=list(group), baseline=baseline, scoring=scoring
+    )
+    if table.empty:
+        raise ValueError(
+            f"plot_accuracy_difference: no {baseline!r} trial to compare with at {dict(group)}"
+        )
+    rows = _one_group(table, group, "plot_accuracy_difference")
+    diff, names = _pivot(rows, "difference")
+    finite = np.abs(diff[np.isfinite(diff)])
+    half = max(float(finite.max()) if finite.size else 0.0, 0.01)
+    fig, ax = _matrix_axes(len(names))
+    _draw_matrix(
+        fig,
+        ax,
+        diff,
+        names,
+        text=[[f"{v:+.2f}" if np.isfinite(v) else None for v in row] for row in diff],
+        light=np.abs(np.nan_to_num(diff)) < 0.6 * half,
+        cbar_label=f"accuracy − {baseline} (fraction)",
+        outline="black",
+        cmap="RdBu",
+        norm=CenteredNorm(vcenter=0.0, halfrange=half),
+    )
+    if rows["matched"].iloc[0] == "seed":
+        how = f"seed-matched ({int(rows['n'].max())} seed(s))"
+    else:
+        how = f"mean − mean ({int(rows['n'].max())} vs {int(rows['n_baseline'].max())} trials)"
+    others = {k: v for k, v in group.items() if k != "method"}
+    shown = settings_label(others) if others else ""
+    label = (
+        label
+        if label is not None
+        else f"{group['method']} − {baseline}" + (f", {shown}" if shown else "")
+    )
+    ax.set_title(f"Accuracy difference: {label}\n{how}", fontsize="medium")
     return fig
 
 
@@ -283,14 +560,20 @@ def _trial_slices(landscape: pd.DataFrame, trial_id: str, kind: str) -> pd.DataF
 
 
 def plot_interpolation(
-    landscape: pd.DataFrame, trial_id: str, *, slice_kind: str = "interpolation"
+    landscape: pd.DataFrame,
+    trial_id: str,
+    *,
+    slice_kind: str = "interpolation",
+    summary: pd.DataFrame | None = None,
+    label: str | None = None,
 ) -> Figure:
     """Loss along each 1-D slice of one trial, one line per evaluation dataset.
 
     ``slice_kind="interpolation"`` (default): L((1-α) θ_from + α θ_to) between checkpoints, with
     vertical lines at α = 0 and 1 (the two checkpoints). ``"random_1d"``: L(θ + α d) along a
     filter-normalised random direction, vertical line at α = 0. Loss is pooled per point as
-    sum(loss_sum) / sum(tokens), in nats per token.
+    sum(loss_sum) / sum(tokens), in nats per token. The title names the trial by ``label``, else
+    by its varying settings in ``summary`` (:func:`trial_label`).
     """
     rows = _trial_slices(landscape, trial_id, slice_kind)
     # A slice name (random1d:seed=0) recurs at every sliced checkpoint: (slice, stage) is one.
@@ -323,18 +606,25 @@ def plot_interpolation(
         _legend(ax, title="eval data")
     _hide_unused(axes, n)
     what = "Linear interpolation" if slice_kind == "interpolation" else "Random 1-D slices"
-    fig.suptitle(f"{what}, trial {trial_id}")
+    fig.suptitle(f"{what}: {label if label is not None else trial_label(summary, trial_id)}")
     return fig
 
 
 def plot_landscape_2d(
-    landscape: pd.DataFrame, trial_id: str, slice: str, stage: int | None = None
+    landscape: pd.DataFrame,
+    trial_id: str,
+    slice: str,
+    stage: int | None = None,
+    *,
+    summary: pd.DataFrame | None = None,
+    label: str | None = None,
 ) -> Figure:
     """Filled contours of L(θ + α d1 + β d2) for one 2-D slice, one panel per dataset.
 
     ``stage``: the checkpoint the slice is around (default: the last one sliced). The star
     marks the trained weights (α = β = 0). Levels are log-spaced when the loss spans more than
-    a factor 20, so the basin is not flattened by a high rim.
+    a factor 20, so the basin is not flattened by a high rim. Titles as in
+    :func:`plot_interpolation`.
     """
     rows = _trial_slices(landscape, trial_id, "random_2d")
     rows = rows[rows["slice"] == slice]
@@ -377,7 +667,8 @@ def plot_landscape_2d(
         ax.set_aspect("equal", adjustable="box")
         _legend(ax, loc="upper right")
     _hide_unused(axes, len(datasets))
-    fig.suptitle(f"2-D loss landscape {slice} around stage {stage}, trial {trial_id}")
+    who = label if label is not None else trial_label(summary, trial_id)
+    fig.suptitle(f"2-D loss landscape {slice} around stage {stage}: {who}")
     return fig
 
 
@@ -642,4 +933,88 @@ def plot_baselines(summary: pd.DataFrame) -> Figure:
         _legend(axes[0, 1])
     axes[0, 0].set_title("what each method learned of the tasks")
     axes[0, 1].set_title("what it kept of what the model knew")
+    return fig
+
+
+_CURVE_LABELS = {
+    "loss": "training loss, back-propagated (nats/token)",
+    "task_ce": "task cross-entropy (nats/token)",
+    "replay_ce": "replay cross-entropy (nats/token)",
+    "replay_term": "replay-loss term, unweighted",
+    "grad_norm": "gradient norm (before clipping)",
+    "lr": "learning rate",
+}
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def plot_training_curves(
+    curve: pd.DataFrame,
+    summary: pd.DataFrame,
+    *,
+    by: Sequence[str] = ("method",),
+    quantities: Sequence[str] = ("loss", "task_ce"),
+) -> Figure:
+    """Training curves from the ``curve`` records: one panel per quantity (default the loss
+    that was back-propagated and the task cross-entropy, which unlike the loss does not include
+    the weighted replay term and so compares across methods), x = global optimiser step.
+
+    One line per ``by`` group, the mean over its completed trials (seeds) with a ± 1 sample-std
+    band (``analysis.training_curve_stats``); dashed vertical lines mark where each task's
+    training begins (``analysis.task_boundaries``), numbered at the top. A quantity never
+    recorded (all NaN) gets no panel. Lines are named by :func:`settings_label`.
+    """
+    by = list(by)
+    done = summary[summary["status"] == "completed"]
+    shown = an.with_settings(curve, done, columns=by, how="inner") if len(curve) else curve
+    quantities = [q for q in quantities if q in shown and shown[q].notna().any()]
+    if shown.empty or not quantities:
+        raise ValueError(
+            "plot_training_curves: no completed trial has curve records"
+            + (f" with {list(quantities)}" if len(shown) else "")
+        )
+    bounds = an.task_boundaries(shown)
+    fig, axes = _figure(1, len(quantities), w=6.0, h=4.2)
+    for ax, q in zip(axes.flat, quantities, strict=True):
+        stats = an.training_curve_stats(curve, summary, by=by, quantity=q)
+        styles: dict[object, int] = {}
+        for key, g in stats.groupby(by, sort=False, dropna=False):
+            key = key if isinstance(key, tuple) else (key,)
+            settings = dict(zip(by, key, strict=True))
+            method = settings.get("method", settings.get("regime"))
+            k = styles[method] = styles.get(method, -1) + 1
+            colour = method_colour(method) if method is not None else None
+            n = int(g["n"].max())
+            (line,) = ax.plot(
+                g["step"],
+                g["mean"],
+                color=colour,
+                ls=_LINESTYLES[k % len(_LINESTYLES)],
+                lw=1.2,
+                label=settings_label(settings, n_seeds=n),
+            )
+            band = g["std"].notna()
+            if band.any():
+                ax.fill_between(
+                    g.loc[band, "step"],
+                    (g["mean"] - g["std"])[band],
+                    (g["mean"] + g["std"])[band],
+                    color=line.get_color(),
+                    alpha=0.2,
+                    lw=0,
+                )
+        trans = ax.get_xaxis_transform()
+        for b in bounds.itertuples(index=False):
+            if b.stage > 1:
+                ax.axvline(b.step, color="grey", ls="--", lw=0.8)
+            ax.text(b.step, 0.98, f" {b.stage}", transform=trans, va="top", fontsize="x-small")
+        values = shown[q].to_numpy(float)
+        values = values[np.isfinite(values)]
+        if len(values) and values.min() > 0 and values.max() / values.min() > 20:
+            ax.set_yscale("log")
+        ax.set_xlabel("optimiser step (dashed: start of task i)")
+        ax.set_ylabel(_CURVE_LABELS.get(q, q.replace("_", " ")))
+        ax.set_title(_CURVE_LABELS.get(q, q).split(",")[0].split(" (")[0], fontsize="medium")
+        ax.grid(alpha=0.3)
+        _legend(ax)
+    fig.suptitle("Training curves (completed trials, mean ± std over seeds)")
     return fig

@@ -1,11 +1,20 @@
-"""Write a study's report: ``python -m results.report <study dir> [--out DIR]``.
+"""Write a study's report: ``python -m results.report <study dir> [--report-dir DIR]
+[--format png|pdf|svg] [--dpi N]``.
 
-Reads every record kind through ``results.io.read_study`` and writes ``<out>/report.md`` with
-PNG figures beside it (default ``<out>`` = ``<study dir>/report``). The report is meant for
-someone who did not run the study: it says what was varied, how many trials finished, shows
-the paper-style table and every table and figure that applies to the data present, each with a
-line on how to read it. Sections whose records are absent are left out; a figure that cannot be
-drawn from the data is replaced by a note saying why, never by a crash.
+Reads every record kind through ``results.io.read_study`` and writes ``<report dir>/report.md``
+with its figures beside it (PNG by default; PDF or SVG for a paper, at ``--dpi``, default 150).
+The default report directory is ``<out>/_reports/<study>/`` for the study ``<out>/study=<study>``
+(:func:`default_report_dir`): beside the dataset, not in it, and its leading underscore makes
+``pyarrow.dataset`` and ``pandas.read_parquet`` skip it, so ``pd.read_parquet(<out>/study=<s>)``
+and ``pyarrow.dataset.dataset(<out>, partitioning="hive")`` read the records only.
+
+The report is meant for someone who did not run the study: it says what was varied, how many
+trials finished, shows the paper-style table and every table and figure that applies to the
+data present (seed-mean accuracy matrices and their difference to ``none``, training curves,
+...), each with a line on how to read it, and defines every metric once, in its Glossary.
+Figure titles name settings ("tm, lr 3×, seed mean (3)"), not trial ids. Sections whose records
+are absent are left out; a figure that cannot be drawn from the data is replaced by a note
+saying why, never by a crash.
 
 Trials that did not complete (diverged, failed, still running) and completed trials whose
 records are incomplete (accuracy stages missing, records without a summary row) are listed by
@@ -33,7 +42,7 @@ from results import plots
 from results.io import DamagedResultsError, read_study, safe_name
 from results.schema import SCHEMA_VERSION
 
-__all__ = ["build_report", "main"]
+__all__ = ["build_report", "default_report_dir", "main", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -57,33 +66,42 @@ HEADERS = {
 }
 
 METRICS_HELP = (
-    "Accuracies in %, BWT/FWT/forgetting in percentage points (pp); mean ± sample std "
-    "(ddof=1) over the completed trials (seeds) of each row; [±x] after the final general "
-    "accuracy = mean 95% Wilson half-width of the trials' probe accuracy (the sampling "
-    "uncertainty of one run, from its n_correct / n_total); `n` = completed trials averaged, "
-    "`diverged`/`failed` (and `running`, when some trial is) = trials of that row left out "
-    "of the means. "
-    "**general acc.**: the general-ability probe (multiple choice) of the starting model and "
-    "after the last task; **AP** = mean accuracy over all tasks after the last one; "
-    "**BWT** = mean change on earlier tasks from just after learning them to the end "
-    "(< 0 means forgetting); **FWT** = zero-shot gain on a task from training on the earlier "
-    "ones; **forgetting** = mean drop from a task's best score to its final score "
-    "(> 0 means forgetting)."
+    "Mean ± std over the completed trials (seeds) of each row; units, the count columns and "
+    "every metric are defined once, in the [Glossary](#glossary)."
 )
+"""What the metric tables say about their cells: a pointer to the one glossary."""
 
 GLOSSARY = [
+    "**Table cells**: accuracies in %, BWT/FWT/forgetting and differences in percentage points "
+    "(pp); mean ± sample std (ddof=1) over the completed trials (seeds) of the row; [±x] after "
+    "the final general accuracy = mean 95% Wilson half-width of the trials' probe accuracy (the "
+    "sampling uncertainty of one run, from its n_correct / n_total); `n` = completed trials "
+    "averaged; `diverged`/`failed` (and `running`, when some trial is) = trials of that row "
+    "left out of the means. Accuracy matrices show fractions (0.90 = 90%).",
     "**Stage**: checkpoint index; 0 = starting model, i = after training task i of T.",
     "**Accuracy matrix** a[i][j]: score on task j after training through task i.",
     "**AP** (average performance, GEM's ACC) = mean_j a[T][j]: accuracy over all tasks at the end.",
+    "**AIA** (average incremental accuracy) = 1/T sum_i (1/i sum_{j<=i} a[i][j]): the mean, over "
+    "stages, of the accuracy on the tasks seen so far.",
     "**BWT** = 1/(T-1) sum_{j<T} (a[T][j] - a[j][j]); negative = forgetting of learned tasks.",
     "**FWT** = 1/(T-1) sum_{j>=2} (a[j-1][j] - a[0][j]); zero-shot transfer from earlier tasks.",
     "**Gap to multitask** = a method's AP minus the multitask upper bound's mean AP (every task "
     "trained at once, the same epochs); 0 = as good as training on everything together.",
     "**forgetting** (Chaudhry) = mean over j<T of max_{j<=l<T} a[l][j] - a[T][j]; >= 0 is loss.",
-    "**general acc.**: multiple-choice general-knowledge probe (e.g. MMLU); "
+    "**general acc.**: multiple-choice general-knowledge probe (e.g. MMLU), of the starting "
+    "model (start) and after the last task (final); "
     "**general ppl**: perplexity on held-out general text (lower is better).",
     "**forgetting prevented** = 1 - drop_method / drop_baseline with the baseline trial of the "
     "same seed and settings: 1 = no general-ability loss, 0 = as much loss as no replay.",
+    "**Seed-mean accuracy matrix**: each cell's mean over the completed trials (seeds) of one "
+    "setting; a bracketed count marks a cell averaged over fewer trials than the others.",
+    "**Difference to none**: a method's accuracy matrix minus that of `none` (sequential "
+    "fine-tuning) at the same settings; *seed-matched* = the mean over the shared seeds of the "
+    "per-seed differences (a paired comparison), *mean − mean* = the difference of the two "
+    "seed means when no seed is shared. > 0 (blue) = the method scores higher.",
+    "**Training loss**: the loss that was back-propagated (task cross-entropy plus the weighted "
+    "replay term), mean over each logged window; **task CE**: the cross-entropy on the task's "
+    "own rows only, comparable across methods.",
     "**diverged**: training loss became non-finite or exploded; such trials are counted, not "
     "averaged. **failed**: the trial raised an error. **running**: the trial was started (or "
     "re-started) and has not finished, or was interrupted; counted, not averaged.",
@@ -91,6 +109,10 @@ GLOSSARY = [
     "cells) or whose general records lack stages, or records whose trial has no summary row; "
     "listed under Trials and marked where shown; re-run such a trial to restore its records.",
 ]
+"""The report's one glossary (its last section); other sections link to it."""
+
+_MAX_MATRICES = 12
+"""Settings beyond which the seed-mean matrices are drawn at the reference settings only."""
 
 _MAX_ROWS = 40
 
@@ -123,10 +145,12 @@ def _fmt_value(col: str, v: object) -> str:
 
 
 class _Writer:
-    """Accumulates markdown and saves figures beside it."""
+    """Accumulates markdown and saves figures beside it (``plots.save_figure``)."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, fmt: str = "png", dpi: int = plots.DEFAULT_DPI) -> None:
         self.out = out
+        self.fmt = fmt
+        self.dpi = dpi
         self.lines: list[str] = []
         self.figures: list[Path] = []
 
@@ -153,8 +177,7 @@ class _Writer:
             log.warning("figure %s skipped: %s", name, e)
             self.add(f"*(figure “{alt}” not drawn: {e})*")
             return
-        path = self.out / f"{safe_name(name)}.png"
-        fig.savefig(path, dpi=100)
+        path = plots.save_figure(fig, self.out / safe_name(name), self.fmt, self.dpi)
         self.figures.append(path)
         self.add(f"![{alt}]({path.name})")
         self.read(how)
@@ -636,10 +659,10 @@ def _section_prevented(w: _Writer, summary: pd.DataFrame) -> None:
         w.table(
             t,
             "drop = start - final general accuracy (or ln of the final/start perplexity ratio); "
-            "prevented = 1 - drop/baseline drop, per trial against the no-replay trial of the "
-            "same seed and settings, mean ± std over trials (1 = nothing lost, 0 = as much lost "
-            "as without replay, < 0 = worse); pooled = 1 - mean drop / mean baseline drop; "
-            "n_seed_matched = trials that had a same-seed baseline.",
+            "prevented (see [Glossary](#glossary)) per trial against the no-replay trial of "
+            "the same seed and settings, mean ± std over trials (< 0 = worse than no replay); "
+            "pooled = 1 - mean drop / mean baseline drop; n_seed_matched = trials that had a "
+            "same-seed baseline.",
             index=False,
         )
 
@@ -674,7 +697,11 @@ def _section_general(
 
 
 def _section_heatmaps(
-    w: _Writer, accuracy: pd.DataFrame, reps: pd.DataFrame, flagged: pd.DataFrame
+    w: _Writer,
+    accuracy: pd.DataFrame,
+    reps: pd.DataFrame,
+    flagged: pd.DataFrame,
+    summary: pd.DataFrame | None = None,
 ) -> None:
     w.add("## Accuracy matrices (one representative trial per method)")
     w.add(
@@ -709,8 +736,104 @@ def _section_heatmaps(
             "row = checkpoint (start, then after each task), column = evaluated task; cells "
             "below the outlined diagonal are earlier tasks after later training (fading = "
             "forgetting), cells above it are tasks not yet trained (zero-shot).",
-            lambda tid=tid: plots.plot_accuracy_heatmap(accuracy, tid, summary=reps),
+            lambda tid=tid: plots.plot_accuracy_heatmap(
+                accuracy, tid, summary=reps if summary is None else summary
+            ),
         )
+
+
+def _slug(settings: dict) -> str:
+    """A file-name part from a group's values (``tm_1`` for method tm at lr 1×)."""
+    parts = [f"{v:g}" if isinstance(v, float | np.floating) else str(v) for v in settings.values()]
+    return safe_name("_".join(parts) or "all")
+
+
+def _section_mean_matrices(
+    w: _Writer, accuracy: pd.DataFrame, summary: pd.DataFrame, group: list[str]
+) -> None:
+    """Seed-mean accuracy matrix per setting, and its difference to ``none``."""
+    by = group or ["method"]
+    rows, note = summary, ""
+    if summary.groupby(by, dropna=False).ngroups > _MAX_MATRICES:
+        rows, note = _reference_subset(summary, keep=())
+        by = [c for c in by if rows[c].nunique(dropna=False) > 1] or ["method"]
+    sequential = np.array([_n_stages(r) >= int(r.n_tasks) for r in rows.itertuples()], bool)
+    one_stage = sorted(map(str, rows.loc[~sequential, "method"].unique()))
+    rows = rows[sequential]
+    table = an.mean_accuracy_matrix(accuracy, rows, by=by)
+    w.add("## Accuracy matrices (mean over seeds)")
+    if table.empty:
+        w.add("No completed trial has accuracy records.")
+        return
+    compare = "method" in by and (rows["method"] == "none").any() and rows["method"].nunique() > 1
+    diff = an.accuracy_matrix_difference(accuracy, rows, by=by) if compare else table.iloc[:0]
+    intro = (
+        "Per setting, the accuracy matrix averaged over its completed seeds (see "
+        "[Glossary](#glossary))"
+        + (", then its difference to `none` at the same settings" if len(diff) else "")
+        + ". Completed trials with incomplete records enter the cells they have."
+    )
+    if note:
+        intro += f" Trials at {note} (the study has more settings than {_MAX_MATRICES})."
+    if one_stage:
+        intro += (
+            f" {', '.join(one_stage)}: every task trained in one stage, so no matrix (its AP "
+            "is in the tables above)."
+        )
+    w.add(intro)
+    diffs = dict(tuple(diff.groupby(by, sort=False, dropna=False))) if len(diff) else {}
+    for key, g in table.groupby(by, sort=False, dropna=False):
+        settings = dict(zip(by, key, strict=True))
+        label = plots.settings_label(settings, n_seeds=int(g["n"].max()))
+        w.add(f"### {label}")
+        w.figure(
+            f"accuracy_mean_{_slug(settings)}",
+            f"mean accuracy matrix {label}",
+            "row = checkpoint (start, then after each task), column = evaluated task, cell = "
+            "mean accuracy over seeds; below the outlined diagonal: earlier tasks after later "
+            "training (fading = forgetting); above it: tasks not yet trained (zero-shot); a "
+            "bracketed count = a cell with fewer seeds.",
+            lambda settings=settings, label=label: plots.plot_mean_accuracy_matrix(
+                accuracy, rows, settings, label=label
+            ),
+        )
+        mine = diffs.get(key)
+        if mine is None:
+            continue
+        if mine["matched"].iloc[0] == "seed":
+            how = f"seed-matched over {int(mine['n'].max())} shared seed(s)"
+        else:
+            how = (
+                f"mean − mean ({int(mine['n'].max())} vs {int(mine['n_baseline'].max())} "
+                "trials: no seed shared)"
+            )
+        w.figure(
+            f"accuracy_diff_{_slug(settings)}",
+            f"accuracy difference to none {label}",
+            f"this setting's matrix minus `none`'s, {how}; blue = higher than `none`, red = "
+            "lower, white = equal; below the diagonal, blue is forgetting prevented.",
+            lambda settings=settings: plots.plot_accuracy_difference(accuracy, rows, settings),
+        )
+
+
+def _section_curves(w: _Writer, curve: pd.DataFrame, summary: pd.DataFrame, group: list[str]):
+    """Training loss against the step, per method (and regime / replay weight)."""
+    keep = tuple(c for c in group if c in ("regime", "replay_weight"))
+    rows, note = _reference_subset(summary, keep=keep)
+    by = [c for c in group if rows[c].nunique(dropna=False) > 1] or ["method"]
+    w.add("## Training curves")
+    if note:
+        w.add(f"Trials at {note}.")
+    w.figure(
+        "training_curves",
+        "training curves",
+        "x = optimiser step over the whole task sequence, dashed lines = where each task's "
+        "training begins (task number at the top); left: the back-propagated loss, right: the "
+        "task cross-entropy (see [Glossary](#glossary)); line = mean over completed seeds, "
+        "band = ± 1 std. A jump at a dashed line is the new task's loss; a method whose task "
+        "CE stays high is not learning the tasks.",
+        lambda: plots.plot_training_curves(curve, rows, by=by),
+    )
 
 
 def _section_landscape(w: _Writer, land: pd.DataFrame, summary: pd.DataFrame, reps) -> None:
@@ -757,7 +880,7 @@ def _section_landscape(w: _Writer, land: pd.DataFrame, summary: pd.DataFrame, re
                 f"{plots.method_label(method)}, trial `{tid}`: loss (nats/token) along the line "
                 "from one checkpoint (α = 0) to the next (α = 1), on each evaluation set; "
                 "dashed lines mark the two checkpoints.",
-                lambda tid=tid: plots.plot_interpolation(land, tid),
+                lambda tid=tid: plots.plot_interpolation(land, tid, summary=summary),
             )
         if "random_1d" in have:
             w.figure(
@@ -765,7 +888,9 @@ def _section_landscape(w: _Writer, land: pd.DataFrame, summary: pd.DataFrame, re
                 f"random 1-D slices {method}",
                 f"{plots.method_label(method)}: loss along filter-normalised random directions "
                 "through the trained weights (α = 0); a wide flat curve is a flat minimum.",
-                lambda tid=tid: plots.plot_interpolation(land, tid, slice_kind="random_1d"),
+                lambda tid=tid: plots.plot_interpolation(
+                    land, tid, slice_kind="random_1d", summary=summary
+                ),
             )
         if "random_2d" in have:
             first = sorted(mine.loc[mine["slice_kind"] == "random_2d", "slice"].unique())[0]
@@ -775,7 +900,9 @@ def _section_landscape(w: _Writer, land: pd.DataFrame, summary: pd.DataFrame, re
                 f"{plots.method_label(method)}, slice `{first}` around the last sliced "
                 "checkpoint: loss contours over two random filter-normalised directions; the "
                 "star is the trained model; wider low regions mean flatter minima.",
-                lambda tid=tid, first=first: plots.plot_landscape_2d(land, tid, first),
+                lambda tid=tid, first=first: plots.plot_landscape_2d(
+                    land, tid, first, summary=summary
+                ),
             )
 
 
@@ -848,10 +975,10 @@ def _section_baselines(w: _Writer, summary: pd.DataFrame) -> None:
     w.add(
         "Per method (harness/cl and harness/replay, each at its documented defaults): AP, BWT, "
         "FWT and forgetting of the task sequence, the general-ability probe accuracy and "
-        "held-out perplexity after the last task, and the gap to multitask (the method's AP "
-        "minus multitask's mean AP: how far below the upper bound it ends); mean ± std over "
-        "seeds, in % (perplexity as is). Multitask trains every task at once, so it has no "
-        "BWT, FWT or forgetting. Completed trials only."
+        "held-out perplexity after the last task, and the gap to multitask (how far below the "
+        "upper bound it ends); mean ± std over seeds, in % (perplexity as is); every column is "
+        "defined in the [Glossary](#glossary). Multitask trains every task at once, so it has "
+        "no BWT, FWT or forgetting. Completed trials only."
     )
     w.add(markdown_table(table))
     w.figure(
@@ -890,37 +1017,83 @@ def _section_plasticity_study(w: _Writer, accuracy: pd.DataFrame, summary: pd.Da
     )
 
 
-def build_report(
-    study: str | Path, out: str | Path | None = None, *, skip_damaged: bool = False
-) -> Path:
-    """Write ``<out>/report.md`` and its figures for the study at ``study``; return the path.
-
-    Damaged results files raise ``DamagedResultsError`` naming all of them, before anything is
-    written; with ``skip_damaged=True`` the report is built from the other files and lists the
-    skipped ones. A study without summary records gets a report that says so.
+def default_report_dir(study_dir: str | Path) -> Path:
+    """Where a study's report goes by default: ``<out>/_reports/<study>/`` for
+    ``<out>/study=<study>`` — beside the dataset, not inside its hive partitions. The leading
+    underscore matters: ``pyarrow.dataset`` (and so ``pandas.read_parquet``) skips paths
+    starting with ``_`` or ``.``, so the report's Markdown and figures never break
+    ``pyarrow.dataset.dataset(<out>, partitioning="hive")``. For an output root holding several
+    studies: ``<root>/_reports/all/``; for one results file: ``<dir>/_reports/<file stem>/``.
     """
-    study = Path(study)
-    data, skipped = _load(study, skip_damaged=skip_damaged)
-    return _write_report(study, out, data, skipped)
+    study_dir = Path(study_dir)
+    if study_dir.name.startswith("study="):
+        return study_dir.parent / "_reports" / study_dir.name.removeprefix("study=")
+    if study_dir.suffix == ".parquet":
+        return study_dir.parent / "_reports" / study_dir.stem
+    return study_dir / "_reports" / "all"
+
+
+def write_report(
+    study_dir: str | Path,
+    report_dir: str | Path | None = None,
+    fmt: str = "png",
+    dpi: int = plots.DEFAULT_DPI,
+    *,
+    skip_damaged: bool = False,
+) -> Path:
+    """Write ``<report_dir>/report.md`` and its figures for the study at ``study_dir``; return
+    the path of ``report.md``.
+
+    ``report_dir`` defaults to :func:`default_report_dir` (``<out>/_reports/<study>/``, outside
+    the dataset). Figures are saved as ``fmt`` (``png``, ``pdf`` or ``svg``) at ``dpi``; a bad
+    format or dpi raises ``ValueError`` before anything is read or written. Damaged results
+    files raise ``DamagedResultsError`` naming all of them, before anything is written; with
+    ``skip_damaged=True`` the report is built from the other files and lists the skipped ones.
+    A study without summary records gets a report that says so.
+    """
+    plots.check_save_options(fmt, dpi)
+    study_dir = Path(study_dir)
+    data, skipped = _load(study_dir, skip_damaged=skip_damaged)
+    return _write_report(study_dir, report_dir, data, skipped, fmt=fmt, dpi=dpi)
+
+
+def build_report(
+    study: str | Path,
+    out: str | Path | None = None,
+    *,
+    skip_damaged: bool = False,
+    fmt: str = "png",
+    dpi: int = plots.DEFAULT_DPI,
+) -> Path:
+    """:func:`write_report` under its former name (``out`` = the report directory)."""
+    return write_report(study, out, fmt, dpi, skip_damaged=skip_damaged)
 
 
 def _load(study: Path, *, skip_damaged: bool) -> tuple[dict[str, pd.DataFrame], dict[Path, str]]:
-    """``read_study`` and the damaged files it skipped (read twice only when some are)."""
+    """``read_study`` and the damaged files it skipped (read twice only when some are); the
+    summary's list-valued settings (``tasks``) as strings (``analysis.hashable_settings``)."""
     try:
-        return read_study(study), {}
+        data, skipped = read_study(study), {}
     except DamagedResultsError as e:
         if not skip_damaged:
             raise
-        return read_study(study, skip_damaged=True), e.problems
+        data, skipped = read_study(study, skip_damaged=True), e.problems
+    return {**data, "summary": an.hashable_settings(data["summary"])}, skipped
 
 
 def _write_report(
-    study: Path, out: str | Path | None, data: dict[str, pd.DataFrame], skipped: dict[Path, str]
+    study: Path,
+    out: str | Path | None,
+    data: dict[str, pd.DataFrame],
+    skipped: dict[Path, str],
+    *,
+    fmt: str = "png",
+    dpi: int = plots.DEFAULT_DPI,
 ) -> Path:
-    out = Path(out) if out is not None else study / "report"
+    out = Path(out) if out is not None else default_report_dir(study)
     out.mkdir(parents=True, exist_ok=True)
     summary = data["summary"]
-    w = _Writer(out)
+    w = _Writer(out, fmt, dpi)
 
     names = sorted(summary["study"].unique()) if len(summary) else [study.name]
     if summary.empty and len(data.get("adaptation", [])):
@@ -929,7 +1102,8 @@ def _write_report(
         f"# Study report: {', '.join(map(str, names))}",
         f"Source: `{study}` (results schema v{SCHEMA_VERSION}). Generated by "
         "`python -m results.report`; tables are computed by `results.analysis`, so they can be "
-        "reproduced in a notebook from the same Parquet files.",
+        "reproduced in a notebook from the same Parquet files. Metrics and units are defined "
+        "once, in the [Glossary](#glossary) at the end.",
     )
     if skipped:
         _section_damaged(w, study, skipped)
@@ -979,7 +1153,11 @@ def _write_report(
         if len(data["general"]):
             _section_general(w, data["general"], summary, varying)
         if len(data["accuracy"]):
-            _section_heatmaps(w, data["accuracy"], reps, flagged)
+            _section_mean_matrices(w, data["accuracy"], summary, group)
+            _section_heatmaps(w, data["accuracy"], reps, flagged, summary)
+        curve = data.get("curve")
+        if curve is not None and len(curve):
+            _section_curves(w, curve, summary, group)
         land = data.get("landscape")
         if land is not None and len(land):
             _section_landscape(w, land, summary, reps)
@@ -1002,6 +1180,20 @@ _LAYOUT = (
 )
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of --dpi: a positive integer, else an error naming the value and the fix."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive integer; give the resolution in dots per inch, e.g. "
+            f"--dpi {plots.DEFAULT_DPI} (screen) or --dpi 300 (print)"
+        )
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: build the report and print its path.
 
@@ -1015,7 +1207,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("study", type=Path, help="study directory (<out>/study=<name>)")
     parser.add_argument(
-        "--out", type=Path, default=None, help="output directory (default: <study>/report)"
+        "--report-dir",
+        "--out",
+        dest="report_dir",
+        type=Path,
+        default=None,
+        help="where report.md and its figures go (default: <out>/_reports/<name> for "
+        "<out>/study=<name>, outside the dataset; --out is the former name)",
+    )
+    parser.add_argument(
+        "--format",
+        dest="fmt",
+        type=str.lower,
+        choices=plots.FORMATS,
+        default="png",
+        help="figure file format (default: png; pdf or svg for a paper, fonts embedded)",
+    )
+    parser.add_argument(
+        "--dpi",
+        type=_positive_int,
+        default=plots.DEFAULT_DPI,
+        help=f"figure resolution in dots per inch (default: {plots.DEFAULT_DPI})",
     )
     parser.add_argument(
         "--skip-damaged",
@@ -1046,7 +1258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if skipped:
             found += f" ({len(skipped)} damaged file(s) skipped)"
         return fail(f"{args.study} holds {found}, so there is nothing to report; {_LAYOUT}")
-    path = _write_report(args.study, args.out, data, skipped)
+    path = _write_report(args.study, args.report_dir, data, skipped, fmt=args.fmt, dpi=args.dpi)
     print(path)
     return 0
 

@@ -100,7 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="A generated world (default: the cached world of seed 0, generated on first use).",
     )
     p.add_argument("--dry-run", action="store_true", help="List the runs, run nothing.")
-    p.add_argument("--report", action="store_true", help="Write the Markdown report after.")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="Write the Markdown report after, into <out>/_reports/active_forgetting/.",
+    )
+    p.add_argument(
+        "--figure-format", choices=("png", "pdf", "svg"), default="png", help="Report figures."
+    )
+    p.add_argument("--dpi", type=int, default=150, help="Report figure resolution.")
     return p
 
 
@@ -233,9 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(chance = {100 / world.settings.n_choices:.1f}%)")
     print(f"results: {where}")
     if args.report:
-        from results.report import build_report
+        from results.report import write_report
 
-        print(f"report: {build_report(where, where / 'report')}")
+        print(f"report: {write_report(where, fmt=args.figure_format, dpi=args.dpi)}")
     return 0
 
 

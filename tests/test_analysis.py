@@ -612,3 +612,203 @@ def test_baselines_are_named_from_the_config_and_read_against_multitask() -> Non
     assert t.loc["multitask", "gap_to_multitask_mean"] == pytest.approx(0.0)
     shown = an.baselines_table(summary)
     assert shown.loc["none", "gap_to_multitask"] == "-45.0 ± 14.1"
+
+
+# --- seed-mean accuracy matrices, their difference to none, training curves -------------
+
+
+def _matrix_rows(tid: str, A: list[list[float]], tasks=("a", "b")) -> list[dict]:
+    """Accuracy records of one trial from its matrix A[stage][task position - 1]."""
+    return [
+        dict(study="s", trial_id=tid, stage=i, task=tasks[j], task_position=j + 1, accuracy=v)
+        for i, row in enumerate(A)
+        for j, v in enumerate(row)
+    ]
+
+
+MATRICES = {  # rows: start, after task a, after task b; columns: tasks a, b
+    "n0": [[0.5, 0.5], [0.9, 0.5], [0.6, 0.9]],
+    "n1": [[0.5, 0.5], [0.8, 0.5], [0.4, 0.8]],
+    "t0": [[0.5, 0.5], [0.9, 0.5], [0.8, 0.9]],
+    "t1": [[0.5, 0.5], [0.9, 0.6], [0.7, 0.8]],
+    "t2": [[0.5, 0.5], [0.7, 0.5], [0.9, 0.7]],
+    "c5": [[0.5, 0.5], [0.9, 0.5], [0.7, 0.9]],
+    "t3x": [[0.5, 0.5], [0.2, 0.5], [0.1, 0.2]],  # tm at 3x: no none trial there
+    "n2": [[0.5, 0.5], [0.0, 0.0]],  # diverged after task a: never averaged
+}
+
+
+@pytest.fixture
+def matrices() -> tuple[pd.DataFrame, pd.DataFrame]:
+    summary = pd.DataFrame(
+        [
+            trial("n0", "none", 0),
+            trial("n1", "none", 1),
+            trial("n2", "none", 2, "diverged"),
+            trial("t0", "tm", 0),
+            trial("t1", "tm", 1),
+            trial("t2", "tm", 2),
+            trial("c5", "ce", 5),
+            trial("t3x", "tm", 0, lr_multiplier=3.0),
+        ]
+    )
+    rows = [r for tid, A in MATRICES.items() for r in _matrix_rows(tid, A)]
+    acc = pd.DataFrame(rows)
+    # t2 was never scored on task b after the last task: that cell averages two seeds.
+    acc = acc[~((acc.trial_id == "t2") & (acc.stage == 2) & (acc.task == "b"))]
+    return acc, summary
+
+
+def _cell(table: pd.DataFrame, stage: int, position: int, **group) -> pd.Series:
+    rows = table[(table.stage == stage) & (table.task_position == position)]
+    for col, v in group.items():
+        rows = rows[rows[col] == v]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+def test_mean_accuracy_matrix_averages_completed_seeds_cell_by_cell(matrices) -> None:
+    acc, summary = matrices
+    m = an.mean_accuracy_matrix(acc, summary[summary.lr_multiplier == 1.0])
+    assert list(m.columns) == ["method", "stage", "task_position", "task", "mean", "std", "n"]
+    assert m.method.unique().tolist() == ["none", "ce", "tm"]  # registry order
+    # none after task b on task a: seeds 0, 1 (the diverged seed 2 is not averaged):
+    # (0.6 + 0.4) / 2 = 0.5, sample std sqrt((0.1^2 + 0.1^2) / 1) = 0.1414.
+    cell = _cell(m, 2, 1, method="none")
+    assert (cell.task, cell["mean"], cell["std"], cell.n) == (
+        "a",
+        pytest.approx(0.5),
+        pytest.approx(0.02**0.5),
+        2,
+    )
+    # tm after task b on task a: (0.8 + 0.7 + 0.9) / 3 = 0.8, std sqrt((0 + 0.01 + 0.01) / 2) = 0.1.
+    cell = _cell(m, 2, 1, method="tm")
+    assert (cell["mean"], cell["std"], cell.n) == (pytest.approx(0.8), pytest.approx(0.1), 3)
+    # ... and on task b, which t2 lacks: (0.9 + 0.8) / 2 = 0.85 over n = 2.
+    cell = _cell(m, 2, 2, method="tm")
+    assert (cell["mean"], cell.n) == (pytest.approx(0.85), 2)
+    # One matrix per group as a pivot: 3 stages x 2 tasks.
+    tm = m[m.method == "tm"].pivot(index="stage", columns="task_position", values="mean")
+    np.testing.assert_allclose(tm.to_numpy(), [[0.5, 0.5], [2.5 / 3, 1.6 / 3], [0.8, 0.85]])
+    # A NaN accuracy is not skipped: the cell's mean is NaN.
+    acc.loc[(acc.trial_id == "n0") & (acc.stage == 1) & (acc.task == "a"), "accuracy"] = np.nan
+    assert np.isnan(_cell(an.mean_accuracy_matrix(acc, summary), 1, 1, method="none")["mean"])
+
+
+def test_mean_accuracy_matrix_groups_by_several_settings_and_refuses_mixed_input(matrices):
+    acc, summary = matrices
+    m = an.mean_accuracy_matrix(acc, summary, by=["method", "lr_multiplier"])
+    assert _cell(m, 2, 2, method="tm", lr_multiplier=3.0)[["mean", "n"]].tolist() == [0.2, 1]
+    assert _cell(m, 2, 2, method="tm", lr_multiplier=1.0)["mean"] == pytest.approx(0.85)
+    # Two scoring modes of one cell are two matrices: the caller picks one.
+    twice = pd.concat([acc.assign(scoring="loglik"), acc.assign(scoring="exact_match")])
+    with pytest.raises(ValueError, match=r"scoring modes \['exact_match', 'loglik'\].*scoring="):
+        an.mean_accuracy_matrix(twice, summary)
+    picked = an.mean_accuracy_matrix(twice, summary[summary.lr_multiplier == 1], scoring="loglik")
+    assert _cell(picked, 2, 1, method="tm")["mean"] == pytest.approx(0.8)
+    # Trials of one group that ran different task sequences cannot be averaged cell by cell.
+    swapped = acc.copy()
+    swapped.loc[swapped.trial_id == "t1", "task"] = swapped.task.map({"a": "b", "b": "a"})
+    with pytest.raises(ValueError, match=r"different tasks \['a', 'b'\].*add 'tasks' to by="):
+        an.mean_accuracy_matrix(swapped, summary)
+
+
+def test_accuracy_matrix_difference_seed_matched_else_mean_minus_mean(matrices) -> None:
+    acc, summary = matrices
+    d = an.accuracy_matrix_difference(acc, summary, by=["method", "lr_multiplier"])
+    assert list(d.columns) == [
+        "method", "lr_multiplier", "stage", "task_position", "task",
+        "difference", "std", "n", "n_baseline", "matched",
+    ]  # fmt: skip
+    # tm at 3x has no none trial at 3x: no rows (not a comparison across learning rates).
+    assert set(zip(d.method, d.lr_multiplier, strict=True)) == {("ce", 1.0), ("tm", 1.0)}
+    # tm vs none share seeds 0 and 1 (tm's seed 2 has no partner): paired differences.
+    # After task b on task a: t0 - n0 = 0.8 - 0.6 = 0.2, t1 - n1 = 0.7 - 0.4 = 0.3 -> mean
+    # 0.25, sample std sqrt((0.05^2 + 0.05^2) / 1) = 0.0707.
+    cell = _cell(d, 2, 1, method="tm")
+    assert cell.matched == "seed" and (cell.n, cell.n_baseline) == (2, 2)
+    assert cell.difference == pytest.approx(0.25)
+    assert cell["std"] == pytest.approx(0.005**0.5)
+    # After task a on task b: 0.5 - 0.5 = 0 and 0.6 - 0.5 = 0.1 -> 0.05.
+    assert _cell(d, 1, 2, method="tm").difference == pytest.approx(0.05)
+    # ce ran seed 5 only: no shared seed, so its mean minus none's mean:
+    # 0.7 - (0.6 + 0.4) / 2 = 0.2, with 1 vs 2 trials and no std.
+    cell = _cell(d, 2, 1, method="ce")
+    assert cell.matched == "mean" and (cell.n, cell.n_baseline) == (1, 2)
+    assert cell.difference == pytest.approx(0.2) and np.isnan(cell["std"])
+    # none against itself is not listed; every other method's start row differs by 0.
+    assert "none" not in set(d.method)
+    assert d[d.stage == 0].difference.tolist() == pytest.approx([0.0] * 4)
+
+
+def test_accuracy_matrix_difference_refuses_what_it_cannot_compare(matrices) -> None:
+    acc, summary = matrices
+    with pytest.raises(ValueError, match=r"by=\['lr_multiplier'\] has no 'method'"):
+        an.accuracy_matrix_difference(acc, summary, by=["lr_multiplier"])
+    with pytest.raises(
+        ValueError, match=r"baseline method 'kl'.*\['ce', 'none', 'tm'\].*baseline="
+    ):
+        an.accuracy_matrix_difference(acc, summary, baseline="kl")
+    # A replay size is not matched (none has none of its own): tm at 100 is compared with none at 0.
+    at_1x = summary[summary.lr_multiplier == 1]
+    d = an.accuracy_matrix_difference(acc, at_1x, by=["method", "replay_size"])
+    assert _cell(d, 2, 1, method="tm").difference == pytest.approx(0.25)
+
+
+def _curve(tid: str, losses: list[float], steps_per_task: int = 4) -> list[dict]:
+    """Curve rows logged every 2 steps over 2 tasks (steps_per_task each)."""
+    rows, it = [], iter(losses)
+    for stage in (1, 2):
+        for k in range(2, steps_per_task + 1, 2):
+            rows.append(
+                dict(
+                    study="s",
+                    trial_id=tid,
+                    stage=stage,
+                    task="ab"[stage - 1],
+                    step=(stage - 1) * steps_per_task + k,
+                    task_step=k,
+                    loss=next(it),
+                )
+            )
+    return rows
+
+
+def test_training_curve_stats_and_task_boundaries() -> None:
+    summary = pd.DataFrame(
+        [trial("t0", "tm", 0), trial("t1", "tm", 1), trial("x", "tm", 2, "diverged")]
+    )
+    curve = pd.DataFrame(
+        _curve("t0", [2.0, 1.0, 3.0, 1.5])
+        + _curve("t1", [2.2, 1.4, 3.4, 1.5])
+        + _curve("x", [9.0, 9.0, 9.0, 9.0])  # diverged: not averaged
+    )
+    s = an.training_curve_stats(curve, summary)
+    assert list(s.columns) == ["method", "step", "stage", "mean", "std", "n"]
+    assert s.step.tolist() == [2, 4, 6, 8] and s.stage.tolist() == [1, 1, 2, 2]
+    # step 2: (2.0 + 2.2) / 2 = 2.1, std sqrt(2 * 0.1^2 / 1) = 0.1414; step 8: 1.5, std 0.
+    assert s["mean"].tolist() == pytest.approx([2.1, 1.2, 3.2, 1.5])
+    assert s["std"].tolist() == pytest.approx([0.02**0.5, 0.08**0.5, 0.08**0.5, 0.0])
+    assert s.n.tolist() == [2, 2, 2, 2]
+    # Task b begins after global step 4 (step - task_step of its rows); task a at 0.
+    b = an.task_boundaries(curve)
+    assert b.to_dict("list") == {"stage": [1, 2], "task": ["a", "b"], "step": [0, 4]}
+    # Trials whose tasks took different numbers of steps: the median start (4, 6, 8 -> 6).
+    longer = pd.DataFrame(_curve("y", [1.0] * 6, steps_per_task=6) + _curve("z", [1.0] * 8, 8))
+    assert an.task_boundaries(pd.concat([curve[curve.trial_id == "t0"], longer])).step.tolist() == [
+        0,
+        6,
+    ]
+
+
+def test_list_valued_settings_are_grouped_as_comma_joined_strings() -> None:
+    """Results schema 2 stores ``tasks`` as a list; settings code groups it like the old
+    comma-joined string."""
+    s = pd.DataFrame([trial("a", "tm", 0), trial("b", "tm", 1), trial("c", "none", 0)])
+    s["tasks"] = [np.array(["x", "y"]), ["x", "y"], ["y", "x"]]
+    shown = an.hashable_settings(s)
+    assert shown["tasks"].tolist() == ["x,y", "x,y", "y,x"]
+    assert isinstance(s["tasks"].iloc[1], list)  # the input is left as it was
+    assert an.varying_settings(s) == ["method", "replay_size", "tasks"]
+    plain = pd.DataFrame([trial("a", "tm", 0)])
+    assert an.hashable_settings(plain) is plain  # nothing to convert: the same frame

@@ -86,6 +86,61 @@ def test_harness_run_writes_tensorboard_events_outside_the_dataset(mini_root, tm
     assert [v for _, v in scalars["train/loss"]] == pytest.approx(curve.loss.tolist(), rel=1e-6)
 
 
+def _wandb_records(path: Path) -> list:
+    """The protobuf records of an offline W&B run file (``run-<id>.wandb``): a 7-byte
+    ':W&B' header, then LevelDB-log framing (32 KiB blocks of crc32, length, type records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, buf, out = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a header is padding
+            pos += left
+            continue
+        _crc, n, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pos += 7
+        if n == 0 and kind == 0:
+            pos += left - 7
+            continue
+        buf += data[pos : pos + n]
+        pos += n
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            rec = pb.Record()
+            rec.ParseFromString(buf)
+            out.append(rec)
+            buf = b""
+    return out
+
+
+def test_harness_run_logs_to_wandb_offline(mini_root, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from harness.tracking import TrackerHook
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_PROJECT", "gere-test")
+    cfg = mini_config(mini_root, tmp_path / "out", **{"data.tasks": "colour,animal"})
+    assert run_trial(cfg, hooks=[TrackerHook("wandb")]).status == "completed"
+    (path,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    records = _wandb_records(path)
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert (run.display_name, run.run_group, run.project) == (cfg.id, "engine", "gere-test")
+    config = {u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in run.config.update}
+    assert config["trial/train/lr"] == 0.001
+    history = [
+        {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+    ]
+    logged = [(h["_step"], h["train/loss"]) for h in history if "train/loss" in h]
+    curve = io.read_study(io.study_dir(cfg.out, cfg.study))["curve"].sort_values("step")
+    assert [s for s, _ in logged] == curve.step.tolist()
+    assert [v for _, v in logged] == pytest.approx(curve.loss.tolist())
+
+
 def test_settings_columns_are_typed_and_null_where_they_do_not_apply():
     full = flat_settings(from_dict({"replay": {"method": "none"}}).to_dict())
     assert full["train.lr"] == 1e-5 and full["model.tuning"] == "full"

@@ -2,7 +2,8 @@
 
 The study is 2 methods x 2 LR multipliers x 2 seeds on 3 tasks, written through
 ``results.io.write_records`` so the report reads exactly what a real study writes; one trial
-diverges. Landscape and plasticity records are added when those kinds exist in the schema.
+diverges. Landscape, plasticity and training-curve records are added too (``extra_kinds``);
+the results-fault tests build the same study without them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset
 import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
@@ -143,6 +145,38 @@ def _plasticity_rows(method: str, lr: float, stages: int) -> list[dict]:
     return rows
 
 
+STEPS_PER_TASK = 10
+LOG_EVERY = 2
+
+
+def _curve_rows(method: str, lr: float, seed: int, stages: int) -> list[dict]:
+    """Training-curve rows: per task, task CE falls from 2.0 to 1.0 (+ 0.1 per seed); the
+    back-propagated loss adds a replay term of 0.5 for replay methods."""
+    rows = []
+    for stage in range(1, stages + 1):
+        for k in range(LOG_EVERY, STEPS_PER_TASK + 1, LOG_EVERY):
+            ce = 2.0 - k / STEPS_PER_TASK + 0.1 * seed
+            replay = 0.0 if method == "none" else 0.5
+            rows.append(
+                dict(
+                    stage=stage,
+                    task=TASKS[stage - 1],
+                    step=(stage - 1) * STEPS_PER_TASK + k,
+                    task_step=k,
+                    loss=ce + replay,
+                    task_ce=ce,
+                    replay_ce=np.nan if method == "none" else 1.5,
+                    replay_term=np.nan if method == "none" else replay,
+                    replay_weight=1.0,
+                    lr=1e-4 * lr,
+                    grad_norm=1.0,
+                    tokens=640,
+                    pad_share=0.1,
+                )
+            )
+    return rows
+
+
 def make_study(out: Path, *, extra_kinds: bool = HAS_EXTRA_KINDS) -> Path:
     """Write the synthetic study under ``out``; returns its study directory."""
     T = len(TASKS)
@@ -214,6 +248,8 @@ def make_study(out: Path, *, extra_kinds: bool = HAS_EXTRA_KINDS) -> Path:
                 write_records(out, "accuracy", acc_rows, **kw)
                 write_records(out, "general", gen_rows, **kw)
                 write_records(out, "summary", [summary], **kw)
+                if extra_kinds:
+                    write_records(out, "curve", _curve_rows(method, lr, seed, last), **kw)
                 if extra_kinds and not diverged:
                     write_records(out, "landscape", _landscape_rows(method), **kw)
                     write_records(out, "plasticity", _plasticity_rows(method, lr, last), **kw)
@@ -229,12 +265,25 @@ SECTIONS = [
     "## Replay losses compared",
     "## Forgetting prevented (relative to no replay)",
     "## General ability over tasks",
+    "## Accuracy matrices (mean over seeds)",
+    "### none, lr 1×, seed mean (2)",
+    "### none, lr 3×, 1 seed",
+    "### tm, lr 3×, seed mean (2)",
     "## Accuracy matrices (one representative trial per method)",
     "## Glossary",
 ]
-EXTRA_SECTIONS = ["## Loss landscape", "## Plasticity diagnostics"]
-FIGURES = ["lr_robustness.png", "general_over_tasks.png", "accuracy_none.png", "accuracy_tm.png"]
+EXTRA_SECTIONS = ["## Training curves", "## Loss landscape", "## Plasticity diagnostics"]
+FIGURES = [
+    "lr_robustness.png",
+    "general_over_tasks.png",
+    "accuracy_none.png",
+    "accuracy_tm.png",
+    *(f"accuracy_mean_{m}_{lr}.png" for m in ("none", "tm") for lr in (1, 3)),
+    "accuracy_diff_tm_1.png",
+    "accuracy_diff_tm_3.png",
+]
 EXTRA_FIGURES = [
+    "training_curves.png",
     "interpolation_none.png",
     "interpolation_tm.png",
     "random1d_tm.png",
@@ -309,10 +358,11 @@ def test_report_numbers(report: Path) -> None:
     assert "| tm | 1× | 2.40 | 18.00 | 0.87 ± 0.00 | 0.8667 | 2 | 2 |" in prevented
 
 
-def test_report_cli(study: Path, tmp_path: Path) -> None:
+def test_report_cli_writes_pdf_figures_at_the_dpi_asked(study: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
+    args = ["--report-dir", str(out), "--format", "PDF", "--dpi", "72"]
     proc = subprocess.run(
-        [sys.executable, "-m", "results.report", str(study), "--out", str(out)],
+        [sys.executable, "-m", "results.report", str(study), *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -320,9 +370,13 @@ def test_report_cli(study: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(out / "report.md")
-    assert (out / "report.md").is_file()
-    for link in _LINK.findall((out / "report.md").read_text()):
-        _check_png(out / link)
+    links = _LINK.findall((out / "report.md").read_text())
+    want = [f.replace(".png", ".pdf") for f in FIGURES + (EXTRA_FIGURES if HAS_EXTRA_KINDS else [])]
+    assert set(want) <= set(links), sorted(set(want) - set(links))
+    assert sorted(links) == sorted(p.name for p in out.iterdir() if p.suffix != ".md")
+    for link in links:
+        data = (out / link).read_bytes()
+        assert data.startswith(b"%PDF") and b"/FontFile2" in data and b"/Type3" not in data
 
 
 def test_report_default_out_and_sparse_study(tmp_path: Path) -> None:
@@ -361,7 +415,13 @@ def test_report_default_out_and_sparse_study(tmp_path: Path) -> None:
         write_records(tmp_path, "summary", [s], study="sparse", trial_id=f"{tuning}-{size}-{seed}")
     sdir = study_dir(tmp_path, "sparse")
     path = build_report(sdir)
-    assert path == sdir / "report" / "report.md"
+    # Beside the dataset, not in it: <out>/_reports/<study>/, which dataset readers skip.
+    assert path == tmp_path / "_reports" / "sparse" / "report.md"
+    assert not (sdir / "report").exists()
+    assert len(pd.read_parquet(sdir / "summary")) == 8
+    hive = pyarrow.dataset.dataset(tmp_path, format="parquet", partitioning="hive")
+    assert hive.to_table().num_rows == 8
+    assert set(hive.to_table().column("study").to_pylist()) == {"sparse"}
     text = path.read_text()
     assert "## Replay-buffer size" in text and "## LoRA vs full fine-tuning" in text
     for absent in (
@@ -485,3 +545,169 @@ def test_random_slices_recorded_at_several_stages_are_plotted_per_stage() -> Non
         assert cbar.get_ylim()[0] == pytest.approx(offset)
     with pytest.raises(ValueError, match="has stages"):
         plots.plot_landscape_2d(land, "t", "random2d:seed=0", stage=3)
+
+
+# --- figures fit for a paper: formats, dpi, labels, seed means, curves, one glossary -------
+
+
+def test_save_figure_formats_embed_fonts_and_leave_rcparams_alone(study: Path, tmp_path) -> None:
+    import matplotlib
+
+    before = {k: matplotlib.rcParams[k] for k in ("pdf.fonttype", "svg.fonttype")}
+    summary = read_study(study)["summary"]
+
+    def save(name: str, fmt: str, **kw) -> Path:  # a fresh figure, saved once
+        return plots.save_figure(plots.plot_lr_robustness(summary), tmp_path / name, fmt, **kw)
+
+    pdf = save("lr_tau0.1", "pdf", dpi=72)
+    assert pdf.name == "lr_tau0.1.pdf"  # the suffix is appended, a dot in the name kept
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF") and b"/FontFile2" in data  # TrueType fonts embedded
+    assert b"/Type3" not in data
+    text = save("lr", "svg").read_text()
+    assert "<text" in text and "Learning-rate robustness" in text  # text kept as text
+    # No timestamp: the same figure of the same data saves to the same bytes.
+    assert save("again", "pdf", dpi=72).read_bytes() == data
+    assert save("again", "svg").read_text() == text
+    assert {k: matplotlib.rcParams[k] for k in before} == before
+    png = save("x.png", "png", dpi=50)  # a path ending in its own format's suffix: kept
+    assert png.name == "x.png" and imread(png).shape[1] == pytest.approx(2 * 6.4 * 50, abs=2)
+    fig = plots.plot_lr_robustness(summary)
+    with pytest.raises(ValueError, match=r"x\.pdf ends in \.pdf but the format is 'png'"):
+        plots.save_figure(fig, tmp_path / "x.pdf", "png")
+    with pytest.raises(ValueError, match=r"format 'jpg' is not supported: use one of png, pdf"):
+        plots.save_figure(fig, tmp_path / "x", "jpg")
+    for bad in (0, -5, 1.5, True, "150"):
+        with pytest.raises(ValueError, match=r"dpi .* is not a positive integer.*e\.g\. 150"):
+            plots.save_figure(fig, tmp_path / "x", "png", dpi=bad)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["again.pdf", "again.svg", "lr.svg", "lr_tau0.1.pdf", "x.png"]  # no more
+
+
+def test_write_report_refuses_a_bad_format_or_dpi_before_writing(study: Path, tmp_path) -> None:
+    from results.report import write_report
+
+    for kw, match in ((dict(fmt="eps"), "'eps' is not supported"), (dict(dpi=0), "dpi 0")):
+        with pytest.raises(ValueError, match=match):
+            write_report(study, tmp_path / "r", **kw)
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_refuses_a_bad_format_or_dpi_naming_it(study: Path, capsys) -> None:
+    from results.report import main
+
+    for args, want in (
+        (["--format", "jpg"], ["--format: invalid choice: 'jpg'", "'png', 'pdf', 'svg'"]),
+        (["--dpi", "0"], ["'0' is not a positive integer", "--dpi 150"]),
+        (["--dpi", "high"], ["'high' is not a positive integer"]),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main([str(study), *args])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert all(w in err for w in want), err
+
+
+def test_default_report_dir_is_beside_the_dataset() -> None:
+    from results.report import default_report_dir
+
+    assert default_report_dir(Path("runs/study=demo")) == Path("runs/_reports/demo")
+    assert default_report_dir(Path("runs")) == Path("runs/_reports/all")
+    f = Path("runs/study=demo/summary/t.parquet")
+    assert default_report_dir(f) == Path("runs/study=demo/summary/_reports/t")
+
+
+def test_settings_label_names_settings_not_trial_ids(study: Path) -> None:
+    label = plots.settings_label
+    assert label({"method": "tm", "replay_weight": "100"}, n_seeds=3) == "tm, w=100, seed mean (3)"
+    assert label({"method": "none", "lr_multiplier": 3.0}, n_seeds=1) == "none, lr 3×, 1 seed"
+    assert label({"tuning": "lora", "replay_size": 100, "seed": 2}) == "lora, size=100, seed 2"
+    assert label({}) == "all trials"
+    data = read_study(study)
+    s, acc, land = data["summary"], data["accuracy"], data["landscape"]
+    # replay_size varies but follows the method (none at 0, tm at 100): not in the label.
+    assert plots.trial_label(s, "tm-lr3-s1") == "tm, lr 3×, seed 1"
+    assert plots.trial_label(None, "tm-lr3-s1") == "trial tm-lr3-s1"
+    heat = plots.plot_accuracy_heatmap(acc, "tm-lr1-s0", summary=s)
+    assert _main_axes(heat)[0].get_title() == "Accuracy matrix: tm, lr 1×, seed 0"
+    if HAS_EXTRA_KINDS:
+        interp = plots.plot_interpolation(land, "tm-lr1-s0", summary=s)
+        assert interp.get_suptitle() == "Linear interpolation: tm, lr 1×, seed 0"
+        two_d = plots.plot_landscape_2d(land, "tm-lr1-s0", "random2d:seed=1", summary=s)
+        assert two_d.get_suptitle().endswith(": tm, lr 1×, seed 0")
+
+
+def test_mean_and_difference_matrices_are_drawn_with_their_seed_counts(study: Path) -> None:
+    data = read_study(study)
+    s, acc = data["summary"], data["accuracy"]
+    fig = plots.plot_mean_accuracy_matrix(acc, s, {"method": "none", "lr_multiplier": 1.0})
+    ax = _main_axes(fig)[0]
+    assert ax.get_title() == "Accuracy matrix: none, lr 1×, seed mean (2)"
+    # Cell (after task 3, task 1): 0.9 - 0.12 * 2 = 0.66 for seed 0 and 0.65 for seed 1.
+    texts = {
+        (round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts
+    }
+    assert len(texts) == (len(TASKS) + 1) * len(TASKS) and texts[(3, 0)] == "0.66"
+    # At 3x none has one completed seed: the diverged one is not averaged.
+    fig = plots.plot_mean_accuracy_matrix(acc, s, {"method": "none", "lr_multiplier": 3.0})
+    assert _main_axes(fig)[0].get_title().endswith("none, lr 3×, 1 seed")
+    diff = plots.plot_accuracy_difference(acc, s, {"method": "tm", "lr_multiplier": 3.0})
+    ax = _main_axes(diff)[0]
+    assert ax.get_title() == "Accuracy difference: tm − none, lr 3×\nseed-matched (1 seed(s))"
+    # Seed 0 at 3x: fades 0.06 (tm) vs 0.36 (none) per task -> +0.30 and +0.60 below the diagonal.
+    texts = {
+        (round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts
+    }
+    assert (texts[(2, 0)], texts[(3, 0)], texts[(3, 2)]) == ("+0.30", "+0.60", "+0.00")
+    # A diverging colour map centred at 0, symmetric about it.
+    image = ax.get_images()[0]
+    assert image.get_cmap().name == "RdBu" and image.norm.vcenter == 0.0
+    assert image.norm.vmin == pytest.approx(-image.norm.vmax)
+    with pytest.raises(ValueError, match="no completed trial at"):
+        plots.plot_mean_accuracy_matrix(acc, s, {"method": "kl"})
+
+
+@pytest.mark.skipif(not HAS_EXTRA_KINDS, reason="the study has no curve records")
+def test_training_curves_mean_band_and_task_boundaries(study: Path) -> None:
+    data = read_study(study)
+    s, curve = data["summary"], data["curve"]
+    fig = plots.plot_training_curves(curve, s[s.lr_multiplier == 1.0])
+    axes = _main_axes(fig)
+    assert [ax.get_title() for ax in axes] == ["training loss", "task cross-entropy"]
+    for ax in axes:
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+            "none, seed mean (2)",
+            "tm, seed mean (2)",
+        ]
+        lines = ax.get_lines()
+        means = [ln for ln in lines if ln.get_label().endswith("(2)")]
+        bounds = [ln for ln in lines if ln not in means]
+        assert [ln.get_xdata()[0] for ln in bounds] == [STEPS_PER_TASK, 2 * STEPS_PER_TASK]
+        assert len(ax.collections) == 2  # one ± std band per method
+    # The loss of tm carries its replay term (0.5), the task CE does not.
+    tm_loss, tm_ce = (ax.get_lines()[1].get_ydata() for ax in axes)
+    np.testing.assert_allclose(np.asarray(tm_loss) - np.asarray(tm_ce), 0.5)
+    # Quantities never recorded get no panel; no completed trial means no figure.
+    only = plots.plot_training_curves(curve, s, quantities=("loss", "replay_ce"))
+    assert len(_main_axes(only)) == 2  # replay_ce is recorded for tm
+    none = s[s.method == "none"]
+    assert (
+        len(_main_axes(plots.plot_training_curves(curve, none, quantities=("loss", "replay_ce"))))
+        == 1
+    )
+    with pytest.raises(ValueError, match="no completed trial has curve records"):
+        plots.plot_training_curves(curve, s[s.status != "completed"])
+
+
+def test_report_has_one_glossary_that_the_sections_refer_to(report: Path) -> None:
+    text = report.read_text()
+    assert text.count("## Glossary") == 1
+    glossary = "\n".join(_section(text, "## Glossary"))
+    for term in ("**AP**", "**BWT**", "**FWT**", "**forgetting**", "(ddof=1)", "Wilson"):
+        assert text.count(term) == 1 and term in glossary, term
+    main = "\n".join(_section(text, "## Main results (paper-style table)"))
+    assert "[Glossary](#glossary)" in main
+    # Titles and headings of the seed means name settings, never trial ids.
+    means = "\n".join(_section(text, "## Accuracy matrices (mean over seeds)"))
+    assert "seed-matched over 2 shared seed(s)" in means
+    assert not re.search(r"(none|tm)-lr\d-s\d", means)

@@ -68,8 +68,9 @@ def _check_dataset(out: Path, name: str) -> dict:
 
 
 @pytest.mark.parametrize("name", ["replay_size", "loss_types"])
-def test_study_smoke_test_writes_a_schema_valid_dataset(name, tmp_path):
+def test_study_smoke_test_writes_a_schema_valid_dataset(name, tmp_path, monkeypatch):
     if name == "replay_size":  # also: tracked with MLflow, read by every Parquet reader
+        monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for this test's own client
         return _replay_size_tracked_with_mlflow(tmp_path)
     proc = _study(name, tmp_path / "runs")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -114,6 +115,14 @@ def _replay_size_tracked_with_mlflow(tmp_path):
         mine = curve[curve.trial_id == tid].sort_values("step").loss.tolist()
         assert [m.value for m in losses] == pytest.approx(mine)
         assert client.get_metric_history(run.info.run_id, "general_accuracy")  # per task
+
+    # TensorBoard: Tune's TBX logger writes each trial's event file beside its params.json.
+    from tests.test_ecosystem import _tb_scalars
+
+    for tid in summary.trial_id:
+        folder = out / "_ray" / "tune-study=replay_size" / f"trial_id={tid}"
+        steps = [s for s, _ in _tb_scalars(folder)["ray/tune/train/loss"]]
+        assert steps == sorted(curve[curve.trial_id == tid].step), tid
 
     params = list((out / "_ray" / "tune-study=replay_size").glob("*/params.json"))
     assert len(params) == 4 and max(p.stat().st_size for p in params) < 3000, [
@@ -167,7 +176,7 @@ def test_landscape_smoke_records_every_slice_and_reports_it(tmp_path):
     barriers = interpolation_summary(land)
     assert len(barriers) == 4 * (2 + 3) and barriers.barrier.notna().all()
     assert (barriers.barrier >= 0).all()
-    report_dir = tmp_path / "runs" / "study=landscape" / "report"
+    report_dir = tmp_path / "runs" / "_reports" / "landscape"
     report = (report_dir / "report.md").read_text()
     for section in ("## Loss landscape", "## Plasticity diagnostics"):
         assert section in report
@@ -199,7 +208,7 @@ def test_plasticity_smoke_runs_every_intervention_on_two_zero2_ranks_and_reports
     final = norm.groupby("trial_id").value.mean()
     for r in regimes[1:]:
         assert final[f"regime={r}"] != pytest.approx(final["regime=backprop"], rel=1e-7), r
-    report_dir = out / "study=plasticity" / "report"
+    report_dir = out / "_reports" / "plasticity"
     report = (report_dir / "report.md").read_text()
     assert "## Loss of plasticity" in report and "| regime |" in report
     assert (report_dir / "plasticity_just_learned.png").is_file()
@@ -230,7 +239,7 @@ def test_baselines_smoke_runs_every_row_on_two_zero2_ranks_and_reports_the_table
     for row in ("ewc", "lwf", "task_replay", "tm"):
         assert curve[f"baseline={row}"] != pytest.approx(curve["baseline=none"], rel=1e-9), row
     assert tables["curve"].pad_share.between(0, 1).all()
-    report = (out / "study=baselines" / "report" / "report.md").read_text()
+    report = (out / "_reports" / "baselines" / "report.md").read_text()
     assert "## Continual-learning baselines" in report and "| olora (lora) |" in report
     assert "no matrix: every task was trained in one stage" in report
     assert "](baselines.png)" in report
@@ -247,7 +256,7 @@ def test_active_forgetting_smoke_adapts_both_bases_resumes_and_reports(tmp_path)
     assert set(rows.base) == {"standard", "forgetful"}
     assert set(rows[rows.base == "forgetful"].embedding_reset_every) == {5}
     assert rows.probe_accuracy.between(0, 1).all() and (rows.n_total == 24).all()
-    report = (out / "study=active_forgetting" / "report" / "report.md").read_text()
+    report = (out / "_reports" / "active_forgetting" / "report.md").read_text()
     assert "## Active forgetting" in report and "](adaptation.png)" in report
     again = _study("active_forgetting", out)  # everything stored: nothing runs again
     assert again.returncode == 0 and again.stderr.count("stored, skipped") == 10

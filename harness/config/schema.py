@@ -133,7 +133,8 @@ class ReplayConfig:
     """The replay method, by its name in harness.replay (one module per method; its docstring
     gives the exact loss)."""
     corpus: str = "general/train.jsonl"
-    """General corpus: a jsonl path (absolute or relative to data.root) or 'hf:<dataset>'."""
+    """General corpus: a jsonl path (absolute or relative to data.root) or a Hub dataset
+    'hf:<dataset>[:<config>][#<split>][@<revision>]' (streamed)."""
     size: int = 1000
     """Number of replay texts (GeRe: 1,000). Ignored when method='none'."""
     max_tokens: int = 563
@@ -221,7 +222,7 @@ class EvalConfig:
     """Sequences per evaluation forward pass."""
     probe: str | None = "mmlu"
     """General-ability multiple choice: a directory of MMLU-format CSVs (relative to data.root
-    or absolute), 'hf:cais/mmlu', or None to skip."""
+    or absolute), 'hf:cais/mmlu[:<config>][@<revision>]', or None to skip."""
     probe_format: Literal["letter", "lm_eval", "continuation"] = "letter"
     """'letter': "Question: ...\nA. ...\nAnswer:" and score ' A', ' B', ...; 'lm_eval':
     lm-evaluation-harness's mmlu prompt (a subject header line, "<question>\nA. ...\nAnswer:",
@@ -232,7 +233,8 @@ class EvalConfig:
     probe_max_questions: int | None = 500
     """Cap on probe questions (seeded sample, fixed across checkpoints)."""
     heldout: str | None = "general/heldout.jsonl"
-    """Held-out general text for perplexity (jsonl path or 'hf:...'), or None to skip."""
+    """Held-out general text for perplexity (jsonl path or
+    'hf:<dataset>[:<config>][#<split>][@<revision>]'), or None to skip."""
     heldout_max_texts: int | None = 200
     """Cap on held-out texts."""
     heldout_max_tokens: int = 512
