@@ -59,6 +59,9 @@ class Backend(Protocol):
     sharded: bool
     """Each rank holds a shard of the weights (ZeRO-3): forwards are collectives, and whole
     weights cannot be read (plasticity diagnostics) or rewritten (landscape slices)."""
+    step_skipped: bool
+    """The last :meth:`step` applied no update by design: float16's dynamic loss scaling
+    found an overflow and lowered the scale (the non-finite norm is not a divergence)."""
     module: nn.Module
     train_module: nn.Module
 
@@ -138,6 +141,7 @@ class _Base:
     rank = 0
     world_size = 1
     sharded = False
+    step_skipped = False
 
     def __init__(self, cfg: TrialConfig):
         self.cfg = cfg
@@ -320,6 +324,9 @@ class DeepSpeedBackend(_Base):
         for _ in range(self._pending):
             self.engine.step()  # applies the update at the accumulation boundary only
         self._pending = 0
+        # float16: an overflow makes DeepSpeed skip the update and lower the loss scale
+        # (routine in the first steps, at scale 2^16); the norm it reports is then inf.
+        self.step_skipped = self.cfg.model.dtype == "float16" and not self.engine.was_step_applied()
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
 

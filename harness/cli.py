@@ -247,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="The main job: the offline default study (world, base, none vs tm); an alias for "
         "python studies/demo.py (its options: python -m harness demo --help).",
     )
+    sub.add_parser(
+        "study",
+        add_help=False,
+        help="Run a study script of studies/ by name: gere study lr_robustness [options] = "
+        "python studies/lr_robustness.py [options] (also from an installed package).",
+    )
     from harness.data.prepare import add_data_parser  # data prepare long-sequence
 
     add_data_parser(sub)

@@ -264,6 +264,8 @@ def main(
                     )
                 ]
             )
+        if args.dpi <= 0:
+            raise ConfigError([f"--dpi {args.dpi}: must be a positive integer, e.g. 150 or 300"])
         overrides = dict(parse_override(item) for item in args.set)
         from_file = load_file(args.config) if args.config else {}
         base = study_base(
@@ -272,7 +274,8 @@ def main(
             data_dir=args.data_dir,
             settings=settings,
             smoke_settings=smoke_settings,
-            overrides=merge(from_file, {**overrides, "out": args.out}),
+            # merge({}, ...) expands the file's own dotted keys, so --set wins over all of them
+            overrides=merge(merge({}, from_file), {**overrides, "out": args.out}),
             resolve_model=prepare is None,
         )
         axes = smoke if args.smoke_test else grid

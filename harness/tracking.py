@@ -34,29 +34,36 @@ def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class TrackerHook(Hook):
-    """Logs one trial to ``tracker`` ('mlflow', 'wandb' or 'tensorboard') from rank 0."""
+    """Logs one trial to ``tracker`` ('mlflow', 'wandb' or 'tensorboard') from rank 0.
+
+    The run starts at the trial's first evaluation or task, inside the trial's error
+    handling (so a failure always reaches :meth:`at_end`, which closes it as failed). Its id
+    is part of the trial's checkpoint: a trial resumed after a crash logs on to the same run
+    instead of opening a second one."""
 
     def __init__(self, tracker: str):
         self.tracker = tracker
         self._run: Any = None
+        self._run_id: str | None = None  # the tracker's run id (MLflow, W&B)
 
-    def _main(self, trial) -> bool:
-        return trial.backend.is_main
-
-    def setup(self, trial) -> None:
-        if not self._main(trial) or self._run is not None:
+    def _ensure(self, trial) -> None:
+        if self._run is not None or not trial.backend.is_main:
             return
         cfg, params = trial.cfg, flat_params(trial.cfg.to_dict())
         if self.tracker == "mlflow":
             import mlflow
 
             client = mlflow.tracking.MlflowClient(os.environ.get("MLFLOW_TRACKING_URI"))
-            exp = client.get_experiment_by_name(cfg.study)
-            exp_id = exp.experiment_id if exp else client.create_experiment(cfg.study)
-            run = client.create_run(exp_id, run_name=cfg.id, tags={"study": cfg.study})
-            for key, value in params.items():
-                client.log_param(run.info.run_id, key, str(value)[:6000])
-            self._run = (client, run.info.run_id)
+            if self._run_id is not None:  # resumed: the run this trial started
+                client.update_run(self._run_id, status="RUNNING")
+            else:
+                exp = client.get_experiment_by_name(cfg.study)
+                exp_id = exp.experiment_id if exp else client.create_experiment(cfg.study)
+                tags = {"study": cfg.study, "trial_id": cfg.id}
+                self._run_id = client.create_run(exp_id, run_name=cfg.id, tags=tags).info.run_id
+                for key, value in params.items():
+                    client.log_param(self._run_id, key, str(value)[:6000])
+            self._run = client
         elif self.tracker == "wandb":
             import wandb
 
@@ -66,7 +73,10 @@ class TrackerHook(Hook):
                 name=cfg.id,
                 config=params,
                 mode=os.environ.get("WANDB_MODE"),
+                id=self._run_id,
+                resume="allow" if self._run_id else None,
             )
+            self._run_id = self._run.id
         else:
             from tensorboardX import SummaryWriter
 
@@ -74,13 +84,18 @@ class TrackerHook(Hook):
             self._run = SummaryWriter(str(logdir))
             self._run.add_text("config", "\n".join(f"{k}: {v}" for k, v in params.items()))
 
+    def before_first_task(self, trial) -> None:
+        self._ensure(trial)
+
+    def before_task(self, trial, stage: int) -> None:
+        self._ensure(trial)
+
     def _log(self, metrics: dict[str, float], step: int) -> None:
         if self._run is None:
             return
         if self.tracker == "mlflow":
-            client, run_id = self._run
             for key, value in metrics.items():
-                client.log_metric(run_id, key, value, step=step)
+                self._run.log_metric(self._run_id, key, value, step=step)
         elif self.tracker == "wandb":
             self._run.log(metrics, step=step)
         else:
@@ -94,8 +109,6 @@ class TrackerHook(Hook):
         self._log({k: v for k, v in m.items() if k.startswith("train/")}, m["timesteps_total"])
 
     def after_task(self, trial, stage: int) -> None:
-        if self._run is None:
-            return
         m = trial.stage_metrics(stage)
         self._log(
             {k: float(v) for k, v in m.items() if isinstance(v, int | float)},
@@ -105,11 +118,22 @@ class TrackerHook(Hook):
     def at_end(self, trial, status: str) -> None:
         if self._run is None:
             return
+        ok = status == "completed"
         if self.tracker == "mlflow":
-            client, run_id = self._run
-            client.set_terminated(run_id, "FINISHED" if status == "completed" else "FAILED")
+            self._run.set_terminated(self._run_id, "FINISHED" if ok else "FAILED")
         elif self.tracker == "wandb":
-            self._run.finish(exit_code=0 if status == "completed" else 1)
+            self._run.finish(exit_code=0 if ok else 1)
         else:
             self._run.close()
         self._run = None
+
+    def state_dict(self) -> dict:
+        import torch
+
+        if self._run_id is None:
+            return {}
+        return {"run_id": torch.tensor(list(self._run_id.encode()), dtype=torch.uint8)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "run_id" in state:
+            self._run_id = bytes(state["run_id"].tolist()).decode()

@@ -304,12 +304,14 @@ def train_task(
                     window.add(key, v)
         lr_now = lr_at(k - 1, len(steps), peak=peak, warmup=cfg.warmup_steps, schedule=cfg.schedule)
         grad_norm = backend.step(lr_now) if finite else float("nan")
+        skipped = finite and getattr(backend, "step_skipped", False)  # fp16 loss-scale overflow
         ce = sum(step_ce) / len(step_ce) if step_ce else float("nan")
         if first_ce is None and math.isfinite(ce):
             first_ce = ce
         limit = cfg.divergence_factor * max(first_ce or 0.0, 1.0) if cfg.divergence_factor else None
         exploded = limit is not None and ce > limit
-        if not finite or not backend.all_true(math.isfinite(grad_norm) and not exploded):
+        norm_ok = math.isfinite(grad_norm) or skipped
+        if not finite or not backend.all_true(norm_ok and not exploded):
             out.diverged_step = global_step + k
             out.diverged_reason = (
                 "non-finite loss"
@@ -326,7 +328,8 @@ def train_task(
                     on_log(out.curve[-1])
                 window = _Window()
             break
-        window.add("grad_norm", grad_norm)
+        if not skipped:
+            window.add("grad_norm", grad_norm)
         out.steps = k
         if on_step is not None:
             on_step(global_step + k)

@@ -105,6 +105,7 @@ SETTINGS = (
     "model",
     "n_tasks",
     "tasks",
+    "model.lora_target_modules",
     "seed",
 )
 """Summary columns that describe how a trial was run (as opposed to how it ended). ``regime``
@@ -224,6 +225,7 @@ def status_counts(summary: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame
 
     With ``by=()`` a single row for the whole study. Unknown statuses count only in n_total.
     """
+    summary = hashable_settings(summary)  # list-valued settings (tasks) as text
     _need(summary, ["status", *by], "status_counts")
     status = summary["status"].reset_index(drop=True)
     flags = pd.DataFrame({f"n_{s}": status.eq(s).astype("int64") for s in _STATUSES})
@@ -243,6 +245,7 @@ def group_stats(summary: pd.DataFrame, by: Sequence[str], metric: str) -> pd.Dat
     NaN when any completed trial's value is NaN); ``n`` counts them. Groups with no completed
     trial keep their row (n = 0, NaN mean) so their diverged/failed/running counts stay visible.
     """
+    summary = hashable_settings(summary)  # list-valued settings (tasks) as text
     by = list(by)
     _need(summary, ["status", metric, *by], "group_stats")
     counts = status_counts(summary, by)
@@ -313,6 +316,7 @@ def paper_table(
     Wilson half-width of the final probe accuracy (sampling uncertainty, beside the ± over
     seeds), rendered as "60.7 ± 1.2 [±2.1]".
     """
+    summary = hashable_settings(summary)  # list-valued settings (tasks) as text
     by = list(by)
     if not metrics:
         raise ValueError("paper_table: metrics is empty")

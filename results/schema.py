@@ -715,43 +715,77 @@ def with_added_columns(kind: str, table: pa.Table) -> pa.Table:
 
 
 def upgrade(kind: str, table: pa.Table) -> pa.Table:
-    """A table written under schema version 1 in version 2's form: ``tasks`` split into a
-    list, the typed settings columns filled from ``config_json``, provenance null (a table of
-    the current version is returned as it is)."""
+    """A table written under schema version 1 in version 2's form (a table of another
+    version is returned as it is). Other kinds only change their ``schema_version``; a
+    summary gets ``tasks`` as a list, provenance null, and the typed settings from its
+    ``config_json`` read as the harness reads a stored config (defaults of settings added
+    since filled in, the replay weight resolved to the method's default where it was left
+    unset). Raises ValueError when a version-1 summary lacks the columns that needs."""
     try:
         versions = {v for v in table.column("schema_version").to_pylist() if v is not None}
     except (KeyError, TypeError, pa.ArrowInvalid):  # validate_table names what is wrong
         return table
     if versions != {1}:
         return table
+    at = table.schema.get_field_index("schema_version")
+    version = pa.array([SCHEMA_VERSION] * len(table), pa.int32())
+    table = table.set_column(at, schema_for(kind).field("schema_version"), version)
+    if kind != "summary":
+        return table
+    missing = [c for c in ("tasks", "config_json", "replay_weight") if c not in table.column_names]
+    if missing:
+        raise ValueError(f"a schema-version-1 summary without column(s) {missing}: not readable")
     df = table.to_pandas()
-    df["schema_version"] = SCHEMA_VERSION
-    if kind == "summary":
-        import json
-
-        from harness.config.flat import flat_settings, settings_columns
-
-        df["tasks"] = [t.split(",") if isinstance(t, str) else t for t in df["tasks"]]
-        flat = []
-        for text, weight in zip(df["config_json"], df["replay_weight"], strict=True):
-            try:
-                config = json.loads(text) if isinstance(text, str) else {}
-            except ValueError:
-                config = {}
-            try:
-                w: float | str | None = float(weight)
-            except (TypeError, ValueError):
-                w = "dynamic" if weight == "dynamic" else None
-            flat.append(flat_settings(config, w))
-        for name, _kind, _doc in settings_columns():
-            df[name] = [row[name] for row in flat]
-        for name in PROVENANCE:
-            df[name] = None
+    df["tasks"] = [t.split(",") if isinstance(t, str) else t for t in df["tasks"]]
+    flat = [
+        _v1_settings(text, label)
+        for text, label in zip(df["config_json"], df["replay_weight"], strict=True)
+    ]
+    for name, _kind, _doc in _settings_columns():
+        df[name] = [row.get(name) for row in flat]
+    for name in PROVENANCE:
+        df[name] = None
     schema = schema_for(kind)
     keep = [f for f in schema if f.name in df.columns]
     return pa.Table.from_arrays(
         [_column_array(f, df[f.name]) for f in keep], schema=pa.schema(keep)
     )
+
+
+def _settings_columns() -> list[tuple[str, str, str]]:
+    from harness.config.flat import settings_columns
+
+    return settings_columns()
+
+
+def _v1_settings(text: Any, label: Any) -> dict[str, Any]:
+    """The typed settings of one version-1 summary row (empty if its config is unreadable)."""
+    import json
+
+    from harness.config import ConfigError, from_dict
+    from harness.config.flat import flat_settings
+
+    try:
+        config = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        return {}
+    weight: float | str | None
+    try:
+        cfg = from_dict(config)  # legacy keys read in today's form, later defaults filled in
+        config = cfg.to_dict()
+        weight = cfg.replay.weight
+        if weight is None and cfg.replay.method != "none":
+            weight = cfg.replay.build_method().default_weight
+    except (ConfigError, ValueError, TypeError):
+        weight = label if label == "dynamic" else _number(label)
+    return flat_settings(config, weight) if isinstance(config, dict) else {}
+
+
+def _number(text: Any) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def validate_table(kind: str, table: pa.Table) -> None:

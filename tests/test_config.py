@@ -1,6 +1,8 @@
 """The trial config: typed, frozen, validated all at once, loadable from files and the CLI."""
 
 import dataclasses
+import hashlib
+import json
 
 import pytest
 
@@ -76,6 +78,18 @@ def test_trial_id_is_deterministic_content_hash():
     assert from_dict({"trial_id": "mine"}).id == "mine"
 
 
+def trial_hash(d: dict) -> str:
+    """The id a config dict hashes to, without validating it (old forms are refused now)."""
+    from harness.config import computed_settings
+    from harness.config.schema import _without_later_defaults
+
+    full = json.loads(json.dumps(from_dict({}).to_dict()))
+    for section, values in d.items():
+        full[section].update(values)
+    body = json.dumps(_without_later_defaults(computed_settings(full)), sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
 def test_settings_added_later_keep_the_ids_of_trials_that_do_not_use_them():
     """Ids as the harness derived them before train.loss_weighting, replay.add_bos, cl,
     model.revision / attn_implementation and the kl settings t2_scale / mask_padding existed (so a CLI trial's checkpoint still resumes);
@@ -85,8 +99,13 @@ def test_settings_added_later_keep_the_ids_of_trials_that_do_not_use_them():
     attention = ["q_proj", "k_proj", "v_proj", "o_proj"]  # LoRA's default until 'all-linear'
     lora = from_dict({"model": {"tuning": "lora", "lora_target_modules": attention}})
     assert lora.id == "tm-e79e5e795e"
-    # Full fine-tuning ignores LoRA targets: its id is the same whatever they say.
-    assert from_dict({"model": {"lora_target_modules": attention}}).id == "tm-ea6c3e2883"
+    # Full fine-tuning ignores LoRA targets: its id is the same whatever they say, and its
+    # results stored with the earlier default count as these settings (not as a conflict).
+    earlier = from_dict({"model": {"lora_target_modules": attention}})
+    assert earlier.id == "tm-ea6c3e2883"
+    from harness.trial import comparable_settings
+
+    assert comparable_settings(earlier.to_dict()) == comparable_settings(from_dict({}).to_dict())
     for changed in (
         {"model": {"tuning": "lora"}},  # all-linear trains other weights: another trial
         {"train": {"loss_weighting": "per_sample"}},
@@ -94,6 +113,10 @@ def test_settings_added_later_keep_the_ids_of_trials_that_do_not_use_them():
         {"cl": {"ewc": {}}},
     ):
         assert from_dict(changed).id != from_dict({}).id, changed
+    # A Hub split written the new way ('#train') is the trial it was as '@train'.
+    old_form = {"replay": {"corpus": "hf:org/corpus@train"}, "eval": {"heldout": "hf:org/c@test"}}
+    new_form = {"replay": {"corpus": "hf:org/corpus#train"}, "eval": {"heldout": "hf:org/c#test"}}
+    assert trial_hash(new_form) == trial_hash(old_form)
     hub = {"name": "org/model"}
     assert from_dict({"model": {**hub, "revision": "v1"}}).id != from_dict({"model": hub}).id
     kl = from_dict({"replay": {"method": "kl", "settings": {"t2_scale": False}}})

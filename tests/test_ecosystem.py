@@ -58,6 +58,32 @@ def test_harness_run_logs_settings_and_the_per_step_curve_to_mlflow(
     assert len(per_task) == 2  # after each of the two tasks
 
 
+def test_a_resumed_trial_logs_on_to_its_mlflow_run(mini_root, tmp_path, monkeypatch):
+    """The run id travels in the trial's checkpoint: a crash closes the run as failed, the
+    resumed trial reopens the same run (no second one) and ends it finished."""
+    mlflow = pytest.importorskip("mlflow")
+    from harness.tracking import TrackerHook
+    from tests.helpers import Crash, SaveThenCrash
+
+    uri = f"file://{tmp_path / 'mlruns'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    cfg = mini_config(mini_root, tmp_path / "out", **{"data.tasks": "colour,animal"})
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Crash):
+        run_trial(cfg, hooks=[TrackerHook("mlflow"), SaveThenCrash(ckpt)])
+    client = mlflow.tracking.MlflowClient(uri)
+    exp_id = client.get_experiment_by_name("engine").experiment_id
+    (crashed,) = client.search_runs([exp_id])
+    assert crashed.info.status == "FAILED"
+    assert run_trial(cfg, resume_from=ckpt, hooks=[TrackerHook("mlflow")]).status == "completed"
+    (run,) = client.search_runs([exp_id])
+    assert run.info.run_id == crashed.info.run_id and run.info.status == "FINISHED"
+    curve = io.read_study(io.study_dir(cfg.out, cfg.study))["curve"]
+    steps = {m.step for m in client.get_metric_history(run.info.run_id, "train/loss")}
+    assert steps == set(curve.step)  # task 2's steps were logged again after the resume
+
+
 def _tb_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """Scalars of TensorBoard event files (TFRecord framing, Event protos)."""
     from tensorboardX.proto import event_pb2
@@ -208,6 +234,8 @@ def test_a_version_1_summary_is_read_in_version_2_form(tmp_path):
     assert s["schema_version"] == schema.SCHEMA_VERSION == 2
     assert list(s["tasks"]) == ["a", "b"] and s["train.lr"] == 3e-4
     assert s["replay.method"] == "kl" and s["replay.weight_strategy"] == "fixed"
+    assert s["replay.weight"] == 1.0  # 'default' resolved to KL's default weight
+    assert s["train.loss_weighting"] == "microbatch_mean"  # added since, read at its default
     assert pd.isna(s["git_sha"]) and pd.isna(s["started_at"])
 
 
@@ -225,6 +253,17 @@ def test_a_study_reads_base_settings_from_a_config_file(tmp_path, capsys):
     assert main("lr_robustness", None, grid, grid, argv) == 2
     err = capsys.readouterr().err
     assert f"--config {path}: train.lr_multiplier=3" in err and "axis of this study" in err
+    # --set wins over the file, dotted keys in the file included.
+    path.write_text("train:\n  epochs: 2\ntrain.lr: 1.0e-4\n")
+    seen: dict = {}
+
+    def prepare(args, base):
+        seen.update(base)
+        return base
+
+    argv_set = [*argv, "--set", "train.lr=5e-5"]
+    assert main("lr_robustness", None, [], [], argv_set, prepare=prepare) == 0
+    assert float(seen["train"]["lr"]) == 5e-5 and seen["train"]["epochs"] == 2
     path.write_text("trian:\n  lr: 1\n")
     assert main("lr_robustness", None, [], [], argv) == 2
     assert "unknown key 'trian'" in capsys.readouterr().err
@@ -275,3 +314,100 @@ def test_console_script_and_the_study_subcommand():
         cwd=REPO,
     )
     assert proc.returncode == 0 and "--tracker" in proc.stdout and "--config" in proc.stdout
+
+
+def test_hub_models_take_a_revision_and_an_attention_kernel(monkeypatch):
+    """model.revision and model.attn_implementation reach transformers' from_pretrained (for
+    the tokenizer too); unset, nothing extra is passed (transformers' defaults)."""
+    import transformers
+
+    from harness import models
+
+    seen: list[tuple[str, dict]] = []
+
+    class Tok:
+        pad_token_id, eos_token = 0, "</s>"
+
+    def fake(kind):
+        def from_pretrained(source, **kw):
+            seen.append((kind, kw))
+            return Tok() if kind == "tok" else torch_module()
+
+        return from_pretrained
+
+    def torch_module():
+        import torch
+
+        return torch.nn.Linear(1, 1)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake("tok"))
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake("model"))
+    import torch
+
+    models.load_tokenizer_and_model(
+        "org/model", dtype=torch.float16, seed=0, revision="abc123", attn_implementation="eager"
+    )
+    assert seen == [
+        ("tok", {"revision": "abc123"}),
+        ("model", {"dtype": torch.float16, "revision": "abc123", "attn_implementation": "eager"}),
+    ]
+    seen.clear()
+    models.load_tokenizer_and_model("org/model", dtype=torch.float32, seed=0)
+    assert seen == [("tok", {}), ("model", {"dtype": torch.float32})]
+
+
+def test_model_options_are_checked():
+    with pytest.raises(ConfigError, match=r"float16 trains only under DeepSpeed on GPUs"):
+        from_dict({"model": {"name": "org/m", "dtype": "float16"}})
+    gpu = {"scale": {"backend": "deepspeed", "use_gpu": True}}
+    assert from_dict({"model": {"name": "org/m", "dtype": "float16"}, **gpu}).model.dtype
+    with pytest.raises(ConfigError, match=r"not loaded from the Hub"):
+        from_dict({"model": {"revision": "main"}})  # the built-in tiny model
+    with pytest.raises(ConfigError, match=r"'all-linear' stands alone"):
+        from_dict({"model": {"tuning": "lora", "lora_target_modules": ["all-linear", "q_proj"]}})
+    with pytest.raises(ConfigError, match=r"not a branch, tag or commit"):
+        from_dict({"model": {"name": "org/m", "revision": "bad rev"}})
+
+
+def test_lora_all_linear_adapts_every_linear_layer_but_the_head():
+    from tests.helpers import tiny_built
+
+    built = tiny_built(tuning="lora")
+    adapted = {
+        n.split(".lora_A")[0].split(".")[-1]
+        for n, _ in built.model.named_parameters()
+        if "lora_A" in n
+    }
+    assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= adapted
+    assert not any("lm_head" in n and "lora" in n for n, _ in built.model.named_parameters())
+
+
+def test_a_step_skipped_by_fp16_loss_scaling_is_not_a_divergence(mini_root, tmp_path, monkeypatch):
+    """DeepSpeed's dynamic loss scaling skips an overflowing fp16 step and reports an inf
+    norm (backend.step_skipped): training goes on; a real inf norm still stops it."""
+    from harness.backend import TorchBackend
+
+    real = TorchBackend.step
+    calls = {"n": 0}
+
+    def step(self, lr):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first step overflows: no update, scale lowered
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step_skipped = True
+            return float("inf")
+        self.step_skipped = False
+        return real(self, lr)
+
+    monkeypatch.setattr(TorchBackend, "step", step)
+    cfg = mini_config(mini_root, tmp_path / "out", **{"data.tasks": "colour"})
+    assert run_trial(cfg).status == "completed"
+    curve = io.read_study(io.study_dir(cfg.out, cfg.study))["curve"]
+    assert curve.step.max() == 3 and curve.grad_norm.notna().all()
+
+    calls["n"] = 0
+    monkeypatch.setattr(
+        TorchBackend, "step", lambda self, lr: (setattr(self, "step_skipped", False), 1e400)[1]
+    )
+    cfg = mini_config(mini_root, tmp_path / "out2", **{"data.tasks": "colour"})
+    assert run_trial(cfg).status == "diverged"

@@ -355,12 +355,28 @@ def _without_later_defaults(d: dict[str, Any]) -> dict[str, Any]:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and path[-1] in node and node[path[-1]] == default:
             del node[path[-1]]
-    model = out.get("model")
-    if isinstance(model, dict) and model.get("tuning") == "full":
-        # LoRA targets do not apply to full fine-tuning: such a trial keeps the id it had
-        # under the earlier default (attention projections), whatever the targets say.
+    return in_earlier_form(out)
+
+
+def in_earlier_form(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict (changed in place) written the way earlier harness versions wrote the
+    same trial, so ids and the stored-settings check do not change with a spelling:
+
+    * LoRA targets do not apply to full fine-tuning: such a trial reads with the earlier
+      default (attention projections), whatever its targets say;
+    * a Hub source's split, now ``hf:<dataset>#<split>``, was ``hf:<dataset>@<split>``
+      before '@' came to mean a revision (a source with a revision has no earlier form)."""
+    model = d.get("model")
+    if isinstance(model, dict) and model.get("tuning", "full") == "full":
         model["lora_target_modules"] = list(EARLIER_LORA_TARGETS)
-    return out
+    for section, key in (("replay", "corpus"), ("eval", "heldout"), ("eval", "probe")):
+        node = d.get(section)
+        value = node.get(key) if isinstance(node, dict) else None
+        if isinstance(value, str) and value.startswith("hf:") and "#" in value:
+            spec, _, split = value.partition("#")
+            if "@" not in split:
+                node[key] = f"{spec}@{split}"
+    return d
 
 
 EARLIER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -375,6 +391,7 @@ def computed_settings(d: dict[str, Any]) -> dict[str, Any]:
     The replay method's settings are given in full (defaults filled in), and stored configs
     written before ``replay.settings`` existed (``replay.tm_k``, ``replay.kl_temperature``)
     are read in the new form, so ``settings={}`` equals the old defaults ``tm_k=1.0``."""
+    d = in_earlier_form(json.loads(json.dumps(d)))
     scale = {k: v for k, v in d.get("scale", {}).items() if k not in RESOURCE_ONLY}
     out = {**d, "trial_id": None, "out": None, "scale": scale}
     if "replay" in d:

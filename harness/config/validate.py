@@ -283,6 +283,12 @@ def _rules(cfg: TrialConfig) -> list[str]:
         p.append(f"scale.max_failures: {sc.max_failures} must be >= -1 (-1 = retry forever)")
     if m.dtype in ("bfloat16", "float16") and m.name == "tiny":
         p.append(f"model.dtype: {m.dtype} with the 'tiny' CPU preset; use float32")
+    elif m.dtype == "float16" and not (cfg.scale.backend == "deepspeed" and cfg.scale.use_gpu):
+        p.append(
+            "model.dtype: float16 trains only under DeepSpeed on GPUs (its dynamic loss "
+            "scaling keeps fp16 gradients finite; plain float16 weights with AdamW do not "
+            "train); set scale.backend=deepspeed and scale.use_gpu=true, or use bfloat16"
+        )
     if (m.revision or m.attn_implementation) and m.name in ("tiny", "world"):
         p.append(
             f"model.revision / model.attn_implementation: set for the built-in {m.name!r} "
