@@ -138,6 +138,38 @@ def cases(root: str, tmp: Path) -> list[tuple[str, list[str]]]:
             "active_forgetting --data-dir not a world",
             ["studies/active_forgetting.py", "--data-dir", str(tmp)],
         ),
+        ("--tracker mlfow (typo)", [*run, "--tracker", "mlfow"]),
+        ("study --tracker mlfow (typo)", ["studies/lr_robustness.py", "--tracker", "mlfow"]),
+        (
+            "study --config missing.yaml",
+            ["studies/lr_robustness.py", "--config", str(tmp / "missing.yaml"), "--dry-run"],
+        ),
+        ("study --dpi 0", ["studies/lr_robustness.py", "--dpi", "0", "--dry-run"]),
+        ("--model.dtype float16 on the CPU", [*run, "--model.dtype", "float16"]),
+        (
+            "--replay.corpus hf:...@train (the old split form)",
+            [*run, "--replay.corpus", "hf:cerebras/SlimPajama-627B@train"],
+        ),
+        (
+            "study --preset llama-3.1-8b --data-dir (no tasks there)",
+            ["studies/lr_robustness.py", "--preset", "llama-3.1-8b", "--data-dir", str(tmp)],
+        ),
+        ("data prepare an unknown benchmark", ["-m", "harness", "data", "prepare", "long-seq"]),
+        (
+            "data prepare --tasks yelpp (typo)",
+            [
+                "-m",
+                "harness",
+                "data",
+                "prepare",
+                "long-sequence",
+                "--dest",
+                str(tmp / "d"),
+                "--tasks",
+                "yelpp",
+            ],
+        ),  # fmt: skip
+        ("report --format jpg", ["-m", "results.report", str(tmp), "--format", "jpg"]),
         ("report on a mistyped path", ["-m", "results.report", str(tmp / "runs/study=typo")]),
         ("report on an empty directory", ["-m", "results.report", str(tmp)]),
         (

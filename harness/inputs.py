@@ -283,7 +283,7 @@ def preflight(configs: list[TrialConfig]) -> None:
     its corpus fails in seconds, naming the grid point. Local data (the task folders always)
     is loaded and checked; Hub sources (``hf:...``) are parsed and checked without the
     network (:func:`load_data` with ``hub=False``): whether they exist is known in the trial."""
-    seen: dict[str, str] = {}
+    seen: dict[str, str | None] = {}  # data key -> its problem (None: fine)
     problems: dict[str, list[str]] = {}  # message -> grid points
     for cfg in configs:
         d = cfg.to_dict()
@@ -299,16 +299,21 @@ def preflight(configs: list[TrialConfig]) -> None:
             ],
             sort_keys=True,
         )
-        if key in seen:
-            continue
-        seen[key] = cfg.id
-        try:
-            data = load_data(cfg, hub=False)
-            if cfg.landscape.enabled:
-                landscape_stages(cfg, data)
-        except (DataError, ConfigError) as exc:
-            problems.setdefault(str(exc), []).append(cfg.id)
+        if key not in seen:
+            seen[key] = None
+            try:
+                data = load_data(cfg, hub=False)
+                if cfg.landscape.enabled:
+                    landscape_stages(cfg, data)
+            except (DataError, ConfigError) as exc:
+                seen[key] = str(exc)
+        if seen[key] is not None:  # every point with these data settings has the problem
+            problems.setdefault(seen[key], []).append(cfg.id)
     if problems:
-        raise DataError(
-            "\n".join(f"grid point(s) {', '.join(ids)}: {msg}" for msg, ids in problems.items())
-        )
+
+        def where(ids: list[str]) -> str:
+            if len(ids) == len(configs) > 1:
+                return f"every grid point ({len(ids)})"
+            return f"grid point(s) {', '.join(ids)}"
+
+        raise DataError("\n".join(f"{where(ids)}: {msg}" for msg, ids in problems.items()))

@@ -185,7 +185,7 @@ def test_preflight_of_the_8b_preset_on_an_empty_data_dir_names_tasks_and_directo
     with pytest.raises(DataError) as info:
         preflight(_grid_8b(str(tmp_path)))
     msg = str(info.value)
-    assert msg.startswith("grid point(s) method=none, method=tm: task(s) ")
+    assert msg.startswith("every grid point (2): task(s) ")  # once, not once per point
     assert f"{list(ORDERS['order6'])} not found in {tmp_path}" in msg
     assert f"{PREPARE} {tmp_path / 'long_sequence'}" in msg
 
