@@ -105,7 +105,6 @@ SETTINGS = (
     "model",
     "n_tasks",
     "tasks",
-    "model.lora_target_modules",
     "seed",
 )
 """Summary columns that describe how a trial was run (as opposed to how it ended). ``regime``
