@@ -191,6 +191,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from harness.tune import TRACKERS  # the one list of trackers (no Ray import)
+
     parser = argparse.ArgumentParser(
         prog="python -m harness",
         description="Continual-learning trials: how much does fine-tuning make a causal LM forget, "
@@ -214,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     run.add_argument(
         "--tracker",
-        choices=["mlflow", "tensorboard", "wandb"],
+        choices=sorted(TRACKERS),
         default=None,
         help="Log the trial as a run of this experiment tracker (settings as params, the "
         "training curve every train.log_every steps, each task's scores): mlflow "
