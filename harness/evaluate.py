@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.core import device_of, eval_mode, pad
+from harness.models import decoder_and_head
 
 Request = tuple[Sequence[int], Sequence[Sequence[int]]]
 """(prompt token ids, [candidate token ids, ...]) — one multiple-choice decision."""
@@ -60,13 +61,6 @@ def pairwise_logliks(
                 picked = logp[row, n_prompt - 1 : n - 1].gather(1, targets[:, None])
                 out[r][c] = float(picked.sum())
     return out
-
-
-def _decoder_and_head(model: torch.nn.Module):
-    """The causal LM's transformer body and output head (through a PEFT wrapper), so hidden
-    states are computed once and the head runs only at the positions that are scored."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_decoder(), base.get_output_embeddings()
 
 
 def _pack(prompt: Sequence[int], cands: Sequence[Sequence[int]]):
@@ -175,7 +169,7 @@ def candidate_logliks(
     """
     import copy
 
-    decoder, head = _decoder_and_head(model)
+    decoder, head = decoder_and_head(model)
     out = [[0.0] * len(cands) for _, cands in requests]
     device = device_of(model)
     calls = 0
@@ -269,7 +263,7 @@ def _block_mask(seg: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _idle_decoder_forward(model: torch.nn.Module, pad_id: int) -> None:
     """A discarded one-token forward through the body and the head: the call a rank with
     fewer batches makes so every rank makes the same calls (sharded weights)."""
-    decoder, head = _decoder_and_head(model)
+    decoder, head = decoder_and_head(model)
     one = torch.full((1, 1), pad_id, dtype=torch.long, device=device_of(model))
     head(decoder(input_ids=one, attention_mask=torch.ones_like(one)).last_hidden_state)
 
@@ -384,7 +378,7 @@ def perplexity(
     length; the head and the log-softmax run on HEAD_CHUNK positions at a time.
     ``forwards``: make at least this many forward calls (see :func:`candidate_logliks`)."""
     device = device_of(model)
-    decoder, head = _decoder_and_head(model)
+    decoder, head = decoder_and_head(model)
     nll, count = 0.0, 0
     order = sorted((i for i in range(len(texts)) if len(texts[i]) > 1), key=lambda i: len(texts[i]))
     calls = 0

@@ -232,6 +232,7 @@ def build(
     keep_reference: bool,
     weights: Path | None = None,
     zero3_config: dict | None = None,
+    preloaded: tuple[object, nn.Module] | None = None,
 ) -> Built:
     """Build the model to train.
 
@@ -239,6 +240,8 @@ def build(
     against it during training; LoRA needs none). weights: resume from a checkpoint directory
     written by the backend (full weights, or the LoRA adapter). zero3_config: the DeepSpeed
     ZeRO-3 config, so Hub/local models are partitioned across ranks while they load.
+    preloaded: (tokenizer, model) already built (benchmarks/gpu_8b.py's randomly initialised
+    8B-shaped Llama): only the training set-up below (checkpointing, LoRA) is applied.
     """
     keepalive = None
     if zero3_config is not None and cfg.name != "tiny":
@@ -248,16 +251,23 @@ def build(
     dtype = getattr(torch, cfg.dtype)
     full_from_ckpt = weights is not None and cfg.tuning == "full"
     hub = {"revision": cfg.revision, "attn_implementation": cfg.attn_implementation}
-    tok, model = load_tokenizer_and_model(
-        str(weights) if full_from_ckpt else cfg.name,
-        dtype=dtype,
-        seed=seed,
-        revision=None if full_from_ckpt else cfg.revision,
-        attn_implementation=cfg.attn_implementation,
-    )
+    if preloaded is not None:
+        if keep_reference or weights is not None:
+            raise ValueError("build(preloaded=...) takes neither keep_reference nor weights")
+        tok, model = preloaded
+    else:
+        tok, model = load_tokenizer_and_model(
+            str(weights) if full_from_ckpt else cfg.name,
+            dtype=dtype,
+            seed=seed,
+            revision=None if full_from_ckpt else cfg.revision,
+            attn_implementation=cfg.attn_implementation,
+        )
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers 5.2x renamed it (the old name warns, and goes in v6)
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        (enable or model.gradient_checkpointing_enable)()
     reference = None
     if cfg.tuning == "lora":
         from peft import LoraConfig, get_peft_model
@@ -303,3 +313,19 @@ def last_hidden_and_logits(
     """(logits [B,L,V], last hidden state after the final norm [B,L,D])."""
     out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
     return out.logits, out.hidden_states[-1]
+
+
+def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The causal LM's transformer body and output head (through a PEFT wrapper, whose
+    adapters stay active in the body)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+def last_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """The last hidden state after the final norm [B,L,D] (the same tensor as
+    :func:`last_hidden_and_logits`'), from the transformer body alone: the output head is not
+    run, so no [B,L,V] logits are made (16 x 563 tokens of Llama-3's 128,256-token vocabulary:
+    2.3 GB in bf16, and the per-layer hidden states ``output_hidden_states`` keeps besides)."""
+    decoder, _ = decoder_and_head(model)
+    return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -38,7 +38,7 @@ from harness.core import device_of, eval_mode
 from harness.hooks import Hook
 from harness.inputs import TrialData, landscape_stages, load_data, tokenize_inputs
 from harness.metrics import all_metrics, matrix_from_long
-from harness.models import check_lora_targets, last_hidden_and_logits, load_tokenizer
+from harness.models import check_lora_targets, last_hidden, load_tokenizer
 from harness.provenance import provenance, version_string
 from harness.replay.base import Ranks
 from harness.train import train_task
@@ -222,10 +222,10 @@ class Trial:
                     backend.rank,
                     backend.world_size,
                     backend.gather,
-                    lambda: last_hidden_and_logits(m, one, torch.ones_like(one)),
+                    lambda: last_hidden(m, one, torch.ones_like(one)),
                 )
             self.method.prepare(
-                lambda i, a, m=m: last_hidden_and_logits(m, i, a)[1],
+                lambda i, a, m=m: last_hidden(m, i, a),
                 self.inputs.buffer,
                 batch_size=self.cfg.eval.batch_size,
                 ranks=ranks,

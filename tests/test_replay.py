@@ -478,3 +478,35 @@ def pad_view(view: ReplayView, extra_positions: int) -> ReplayView:
         index=torch.cat([view.index, torch.tensor([0])]),  # the padding row points at a real row
         reference=lambda: padded_ref,
     )
+
+
+@pytest.mark.parametrize("tuning", ["full", "lora"])
+def test_tm_prepare_forward_is_the_hidden_state_without_the_output_head(tuning) -> None:
+    """TM's prepare reads only the last hidden state: ``last_hidden`` gives the same tensor as
+    the full forward's, without running the head (no [B, L, vocab] logits; 2.3 GB in bf16 for a
+    batch of 16 x 563 tokens of the 8B model)."""
+    from harness.config import from_dict
+    from harness.models import build, last_hidden, last_hidden_and_logits
+
+    cfg = from_dict({"model": {"name": "tiny", "tuning": tuning}})
+    built = build(cfg.model, seed=0, keep_reference=False)
+    model = built.model.eval()
+    if tuning == "lora":  # adapters that change the output, so they must be seen
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.5)
+    ids = torch.randint(3, 200, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    with torch.no_grad():
+        _, expected = last_hidden_and_logits(model, ids, mask)
+        calls = []
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        handle = base.get_output_embeddings().register_forward_hook(lambda *a: calls.append(1))
+        got = last_hidden(model, ids, mask)
+        handle.remove()
+    assert calls == []
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    if tuning == "lora":
+        with torch.no_grad(), model.disable_adapter():
+            assert not torch.allclose(last_hidden(model, ids, mask), got)
