@@ -16,6 +16,10 @@
   It trains GeRe the way its reference code does: each sample's loss on its own, averaged over
   the effective batch (``train.loss_weighting=per_sample``), replay texts without BOS
   (``replay.add_bos=false``).
+  Cost: not yet measured on a GPU. ``benchmarks/gpu_8b.py`` measures the training step, TM's
+  prepare and evaluation of this shape on one GPU and derives the GPU-hours of one 15-task
+  trial from the rates; as of 2026-12-02 no GPU has been lent to run it, so the estimates in
+  the studies' docstrings and clusters/README.md are arithmetic, not measurements.
 
 ``smoke`` shrinks any preset to a run of seconds per trial with 2 Ray Train workers running
 DeepSpeed ZeRO-2 on CPU, so every study's ``--smoke-test`` runs on a 2-core machine.

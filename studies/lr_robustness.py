@@ -8,7 +8,8 @@ Grid: train.lr_multiplier in {1, 2, 3, 5, 10} x replay.method in {none, tm} x se
 (30 trials). Smoke: {1, 10} x {none, tm} (4 trials).
 
 Cost: llama-3.1-8b preset: 30 trials x 15 tasks x (3 epochs x <=1,000 examples + eval), each on
-8 GPUs with ZeRO-3: roughly 30 x 8 GPU x ~6 h. tiny: seconds per trial.
+8 GPUs with ZeRO-3: roughly 30 x 8 GPU x ~6 h (an unmeasured guess: benchmarks/gpu_8b.py
+measures the rates on one GPU). tiny: seconds per trial.
 
 Commands:
     python studies/lr_robustness.py --smoke-test                     # here, minutes

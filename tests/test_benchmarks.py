@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -28,3 +29,107 @@ def test_eval_cost_quick_prints_the_speedup_line_without_a_data_directory(tmp_pa
     # the two scorers agree on every candidate (the max |difference| column)
     diffs = [float(ln.split()[-1]) for ln in lines[2:-1]]
     assert len(diffs) == 2 and max(diffs) < 1e-4
+
+
+def _gpu_8b():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_8b", REPO / "benchmarks" / "gpu_8b.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_8b"] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_8b_small_shape_measures_every_part_on_cpu(tmp_path, capsys):
+    """The 8B benchmark's code, on a tiny shape, so it cannot rot between GPU runs."""
+    import math
+
+    bench = _gpu_8b()
+    out = tmp_path / "fig.json"
+    assert (
+        bench.main(["--shape", "small", "--steps", "2", "--warmup", "1", "--json", str(out)]) == 0
+    )
+    record = json.loads(out.read_text())
+    assert record["shape"] == "small" and record["device"] == "cpu"
+    assert record["dtype"] == "float32"
+    figures = {(f["part"], f["name"]): f["value"] for f in record["figures"]}
+    printed = capsys.readouterr().out
+    for part, name in figures:  # one printed line per figure
+        assert re.search(rf"^{part}\.{name}\s", printed, re.M), (part, name)
+    for part in ("lora", "full"):
+        for name in ("harness_tokens_per_s", "bare_tokens_per_s", "step_seconds"):
+            assert figures[part, name] > 0 and math.isfinite(figures[part, name])
+        ratio = figures[part, "harness_tokens_per_s"] / figures[part, "bare_tokens_per_s"]
+        assert figures[part, "ratio_harness_to_bare"] == pytest.approx(ratio)
+        assert figures[part, "mfu"] is None  # no peak for a CPU unless --peak-tflops
+    shape = bench.shapes()["small"].config
+    d, v, layers, inter = (
+        shape.hidden_size,
+        shape.vocab_size,
+        shape.num_hidden_layers,
+        shape.intermediate_size,
+    )
+    kv = d * shape.num_key_value_heads // shape.num_attention_heads
+    per_layer = 2 * d * d + 2 * d * kv + 3 * d * inter + 2 * d
+    n = layers * per_layer + d + v * d  # final norm + LM head; the input embedding is not counted
+    assert figures["full", "N"] == n == figures["lora", "N"]
+    # LoRA r=8 on all linear layers but the head: r x (in + out) each
+    lora = layers * 8 * ((d + d) * 2 + (d + kv) * 2 + (d + inter) * 2 + (inter + d))
+    assert figures["lora", "N_lora"] == lora
+    assert figures["full", "model_flops_per_token"] > 6 * n
+    assert figures["lora", "model_flops_per_token"] < figures["full", "model_flops_per_token"]
+    small = bench.shapes()["small"]
+    assert figures["prepare", "bits_per_entry"] == 2
+    packed = small.replay_texts * small.replay_len * d // 4
+    assert figures["prepare", "states_size"] == pytest.approx(packed / 1e6)
+    for name in ("task14", "mmlu"):
+        assert figures["eval", f"{name}_prompts_per_s"] > 0
+        assert figures["eval", f"{name}_tokens_per_s"] > figures["eval", f"{name}_prompts_per_s"]
+    assert figures["eval", "generate_prompts_per_s"] > 0
+    assert not any(part == "estimate" for part, _ in figures)  # only from the 8B shape
+
+
+def test_gpu_8b_mfu_against_a_stated_peak_and_the_trial_estimate_from_rates():
+    bench = _gpu_8b()
+    assert bench.peak_flops(torch_device("cpu"), 100.0) == 100e12
+    assert bench.peak_flops(torch_device("cpu"), None) is None
+    fig = bench.Figures()
+    fig.add("lora", "harness_tokens_per_s", 1000.0, "tok/s")
+    fig.add("eval", "generate_prompts_per_s", 10.0, "prompts/s")
+    fig.add("eval", "mmlu_prompts_per_s", 20.0, "prompts/s")
+    fig.add("eval", "heldout_texts_per_s", 50.0, "texts/s")
+    fig.add("prepare", "seconds", 36.0, "s")
+    shape = bench.shapes()["8b"]
+    bench.estimate(fig, shape, 320.0)
+    # 15 tasks x 3 epochs x (1000 x 320 + 1000 x 563) tokens at 1000 tok/s
+    assert fig.get("estimate", "lora_train_gpu_hours") == pytest.approx(
+        15 * 3 * (1000 * 320 + 1000 * 563) / 1000 / 3600
+    )
+    # 16 evaluations x (15 x 500 / 10 + 2000 / 20 + 500 / 50) s
+    assert fig.get("estimate", "eval_gpu_hours") == pytest.approx(16 * (750 + 100 + 10) / 3600)
+    assert fig.get("estimate", "prepare_gpu_hours") == pytest.approx(0.01)
+
+
+def test_gpu_8b_out_of_memory_becomes_the_parts_figure_and_bad_parts_are_refused(capsys):
+    import torch
+
+    bench = _gpu_8b()
+    fig = bench.Figures()
+
+    def oom():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    bench._run(fig, "full", torch.device("cpu"), oom)
+    assert fig.get("full", "out_of_memory") is True
+    assert "Tried to allocate" in fig.rows[-1]["how"]
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--parts", "lora,fulll"])
+    assert e.value.code == 2
+    assert "fulll" in capsys.readouterr().err
+
+
+def torch_device(name):
+    import torch
+
+    return torch.device(name)
