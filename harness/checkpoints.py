@@ -28,9 +28,19 @@ CONFIG = "config.json"
 
 
 def checkpoint_dir(cfg: TrialConfig) -> Path:
-    """Where the CLI keeps a trial's latest end-of-task checkpoint."""
+    """Where the CLI keeps a trial's latest end-of-task checkpoint: ``<out>/study=<s>/
+    _checkpoints/<id>``; with an object-store ``out`` (``s3://...``) on this machine's disk
+    instead, under the cache root (``checkpoints/<hash of out>/<study>/<id>``), since a
+    checkpoint is many files renamed into place. Studies keep theirs in Ray's storage."""
+    import hashlib
+
+    from harness.core import cache_root
+    from results import storage
     from results.io import safe_name, study_dir
 
+    if storage.is_uri(cfg.out):
+        key = hashlib.sha256(cfg.out.encode()).hexdigest()[:12]
+        return cache_root() / "checkpoints" / key / safe_name(cfg.study) / safe_name(cfg.id)
     return study_dir(cfg.out, cfg.study) / "_checkpoints" / safe_name(cfg.id)
 
 

@@ -91,6 +91,7 @@ def summary_table(result, cfg) -> str:
     """The final human-readable summary of a trial: accuracy matrix, general ability, metrics."""
     import pandas as pd
 
+    from results import storage
     from results.io import read_records, record_path, study_dir
     from results.schema import schema_for
 
@@ -98,7 +99,7 @@ def summary_table(result, cfg) -> str:
         path = record_path(cfg.out, kind, study=cfg.study, trial_id=result.trial_id)
         return (
             read_records(path, kind)
-            if path.is_file()
+            if storage.is_file(path)
             else schema_for(kind).empty_table().to_pandas()
         )
 

@@ -148,7 +148,9 @@ def default_storage(out: str) -> str:
     """Ray's storage when --storage-path is not given: ``<out>/_ray``. Parquet readers
     (pyarrow, pandas, DuckDB and polars globs) skip folders starting with '_', so ``<out>``
     stays a dataset they read whole."""
-    return f"{out.rstrip('/')}/_ray" if "://" in out else str(Path(out).resolve() / "_ray")
+    from results import storage
+
+    return str(storage.join(out if storage.is_uri(out) else Path(out).resolve(), "_ray"))
 
 
 def study_base(
@@ -249,6 +251,7 @@ def main(
     from harness.data.release import how_to_get
     from harness.inputs import preflight
     from harness.trial import check_output
+    from results.storage import check_writable, is_uri
 
     try:
         if args.data_dir and not Path(args.data_dir).exists() and not args.generate_world:
@@ -287,6 +290,11 @@ def main(
             configs = expand_grid(name, prepare(args, base), axes)
         preflight(configs)
         check_output(configs[0])
+        storage = args.storage_path or default_storage(args.out)
+        if args.storage_path and is_uri(storage):
+            problem = check_writable(storage, "--storage-path")
+            if problem:
+                raise ConfigError([problem])
     except (ConfigError, ValueError) as exc:  # DataError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -302,7 +310,6 @@ def main(
 
         print("\n".join(describe(grid_costs(configs))))
         return 0
-    storage = args.storage_path or default_storage(args.out)
     try:
         summary = run_study(
             configs,

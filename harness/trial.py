@@ -538,9 +538,15 @@ def failure_reason(exc: BaseException, trial: Trial) -> str:
 
 
 def check_output(cfg: TrialConfig) -> None:
-    """ConfigError unless results can be written under ``cfg.out`` (tried with a temp file)."""
-    if "://" in cfg.out:
-        return  # object stores are checked by their first write
+    """ConfigError unless results can be written under ``cfg.out`` (tried with a temp file; on
+    an object store, one small object written and deleted)."""
+    from results import storage
+
+    if storage.is_uri(cfg.out):
+        problem = storage.check_writable(cfg.out, "out:")
+        if problem:
+            raise ConfigError([problem])
+        return
     out = Path(cfg.out).expanduser()
     where = f"out: {cfg.out!r}"
     existing = next((p for p in (out, *out.parents) if p.exists()), None)

@@ -115,10 +115,11 @@ def finished(cfg: TrialConfig, completed: Mapping[str, dict] | None = None) -> d
 def stored_summaries(out: str | Path, study: str) -> dict[str, dict]:
     """Every stored summary of the study (any status), by trial id; a damaged summary file is
     logged and left out (its trial is then run again)."""
+    from results import storage
     from results.io import read_records, study_dir
 
     path = study_dir(out, study)
-    if not (path / "summary").is_dir():
+    if not storage.is_dir(storage.join(path, "summary")):
         return {}
     summary = read_records(path, "summary", skip_damaged=True)
     return {row["trial_id"]: row for row in summary.to_dict("records")}

@@ -4,8 +4,10 @@ Layout: ``<out>/study=<study>/<kind>/<trial_id>.parquet``. Because a trial's fil
 its deterministic id, a retried or re-run trial *replaces* its rows instead of duplicating
 them. Writes are atomic on local disks and NFS: a dot-prefixed temp file in the same directory
 is renamed over the target with ``os.replace``, and dot files are skipped by this reader and by
-``pyarrow.dataset``, so nobody ever reads half a file. (Object stores have no atomic rename;
-there the unique per-trial key is what prevents duplicates.)
+``pyarrow.dataset``, so nobody ever reads half a file. ``out`` may also be an object-store URI
+(``s3://bucket/prefix``, ``gs://...``; :mod:`results.storage`): there is no rename there, but an
+object appears only once its upload completes, whole, and the unique key per trial and kind is
+what prevents duplicates (a trial writes its summary last).
 
 A file that cannot be read (not Parquet, truncated, another schema or schema version) is
 *damaged*. Readers name every damaged file they meet: by default they raise one
@@ -20,16 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from results import storage
 from results.schema import (
     FILLED,
     KINDS,
@@ -40,6 +40,7 @@ from results.schema import (
     validate_table,
     with_added_columns,
 )
+from results.storage import Location
 
 __all__ = [
     "DamagedResultsError",
@@ -77,64 +78,59 @@ def safe_name(name: str) -> str:
     return f"{safe.lstrip('._')[:_MAX_STEM] or 'id'}-{digest}"
 
 
-def study_dir(out: str | Path, study: str) -> Path:
-    """``<out>/study=<study>`` (the study name sanitised like trial ids)."""
-    return Path(out) / f"study={safe_name(study)}"
+def study_dir(out: Location, study: str) -> Location:
+    """``<out>/study=<study>`` (the study name sanitised like trial ids); a Path, or a URI
+    string when ``out`` is one."""
+    return storage.join(out, f"study={safe_name(study)}")
 
 
-def record_path(out: str | Path, kind: str, *, study: str, trial_id: str) -> Path:
+def record_path(out: Location, kind: str, *, study: str, trial_id: str) -> Location:
     """Where ``write_records`` puts one trial's records of one kind."""
     schema_for(kind)  # unknown kinds fail here, with a suggestion
-    return study_dir(out, study) / kind / f"{safe_name(trial_id)}.parquet"
+    return storage.join(study_dir(out, study), kind, f"{safe_name(trial_id)}.parquet")
 
 
 def write_records(
-    out: str | Path,
+    out: Location,
     kind: str,
     rows: list[dict] | pd.DataFrame,
     *,
     study: str,
     trial_id: str,
-) -> Path:
+) -> Location:
     """Validate ``rows`` against the kind's schema and atomically (re)place the trial's file.
 
     Returns the file's path. Directories are created as needed. The temp name is unique per
     call so two attempts of the same trial racing each other cannot corrupt one temp file;
-    the last ``os.replace`` wins with a complete file.
+    the last ``os.replace`` wins with a complete file. On an object store (``out`` a URI) the
+    object is uploaded whole to its key (:func:`results.storage.write`).
     """
     table = to_table(kind, rows, study=study, trial_id=trial_id)
     path = record_path(out, kind, study=study, trial_id=trial_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())  # the rename must not become visible before the data
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return storage.write(path, lambda f: pq.write_table(table, f))
 
 
-def _kind_files(path: Path, kind: str) -> list[Path]:
+def _kind_files(path: Location, kind: str) -> list[Location]:
     """The visible ``.parquet`` files of one kind under a file, kind dir, study dir or root."""
-    if path.is_file():
+    if storage.is_file(path):
         return [path]
-    if not path.is_dir():
+    if not storage.is_dir(path):
         raise FileNotFoundError(f"no results at {path} (expected <out>/study=<study>)")
-    if (path / kind).is_dir():
-        dirs = [path / kind]
-    elif path.name == kind:
+    if storage.is_dir(storage.join(path, kind)):
+        dirs = [storage.join(path, kind)]
+    elif storage.name(path) == kind:
         dirs = [path]
     else:  # an output root holding several studies
-        dirs = sorted(d / kind for d in path.glob("study=*") if (d / kind).is_dir())
+        dirs = [
+            storage.join(d, kind)
+            for d in storage.subdirs(path)
+            if storage.name(d).startswith("study=") and storage.is_dir(storage.join(d, kind))
+        ]
     return [
         p
         for d in dirs
-        for p in sorted(d.iterdir())
-        if p.suffix == ".parquet" and p.is_file() and not p.name.startswith((".", "_"))
+        for p in storage.files(d)
+        if storage.name(p).endswith(".parquet") and not storage.name(p).startswith((".", "_"))
     ]
 
 
@@ -144,8 +140,10 @@ class DamagedResultsError(ValueError):
     The message lists every damaged file (not just the first) and how to proceed.
     """
 
-    def __init__(self, problems: Mapping[Path, str]) -> None:
-        self.problems: dict[Path, str] = {Path(p): str(r) for p, r in problems.items()}
+    def __init__(self, problems: Mapping[Location, str]) -> None:
+        self.problems: dict[Location, str] = {
+            storage.location(p): str(r) for p, r in problems.items()
+        }
         n = len(self.problems)
         lines = [f"{n} damaged results file(s) (unreadable, so their records were not read):"]
         lines += [f"  {p}: {r}" for p, r in self.problems.items()]
@@ -164,12 +162,13 @@ _UNREADABLE = (pa.ArrowException, OSError, EOFError, ValueError)
 not found"), OSError (corrupt footer or pages, unreadable file), and friends."""
 
 
-def _load_file(path: Path, kind: str) -> pa.Table:
+def _load_file(path: Location, kind: str) -> pa.Table:
     """Read and validate one trial file; raise ValueError(reason) without the path."""
     try:
-        table = pq.ParquetFile(path).read()
+        with storage.open_input(path) as f:
+            table = pq.ParquetFile(f).read()
     except _UNREADABLE as e:
-        size = path.stat().st_size if path.exists() else 0
+        size = storage.size(path)
         raise ValueError(
             f"not a readable Parquet file ({size} bytes; truncated or corrupt?): "
             f"{type(e).__name__}: {e}"
@@ -192,7 +191,7 @@ def _load_file(path: Path, kind: str) -> pa.Table:
     return table.select(schema_for(kind).names)
 
 
-def _read_file(path: Path, kind: str) -> pa.Table:
+def _read_file(path: Location, kind: str) -> pa.Table:
     """Read one trial file; a damaged one raises ``DamagedResultsError`` naming it.
 
     Other schema versions are refused by name before columns are compared.
@@ -204,11 +203,11 @@ def _read_file(path: Path, kind: str) -> pa.Table:
 
 
 def _read_kinds(
-    path: Path, kinds: Iterable[str]
-) -> tuple[dict[str, list[pa.Table]], dict[Path, str]]:
+    path: Location, kinds: Iterable[str]
+) -> tuple[dict[str, list[pa.Table]], dict[Location, str]]:
     """Every readable file's table per kind, and ``{path: reason}`` for the damaged ones."""
     tables: dict[str, list[pa.Table]] = {}
-    problems: dict[Path, str] = {}
+    problems: dict[Location, str] = {}
     for kind in kinds:
         schema_for(kind)
         tables[kind] = []
@@ -220,7 +219,7 @@ def _read_kinds(
     return tables, problems
 
 
-def _settle(problems: dict[Path, str], skip_damaged: bool) -> None:
+def _settle(problems: dict[Location, str], skip_damaged: bool) -> None:
     """Raise for the damaged files, or (skipping them) warn about each one."""
     if not problems:
         return
@@ -237,7 +236,7 @@ def _frame(kind: str, tables: list[pa.Table]) -> pd.DataFrame:
 
 
 def read_records(
-    path_or_study_dir: str | Path, kind: str, *, skip_damaged: bool = False
+    path_or_study_dir: Location, kind: str, *, skip_damaged: bool = False
 ) -> pd.DataFrame:
     """Every trial's records of one kind as one DataFrame, each file validated first.
 
@@ -250,17 +249,17 @@ def read_records(
     ``DamagedResultsError`` naming them all; with ``skip_damaged=True`` each is logged as a
     warning and the other files are returned.
     """
-    tables, problems = _read_kinds(Path(path_or_study_dir), [kind])
+    tables, problems = _read_kinds(storage.location(path_or_study_dir), [kind])
     _settle(problems, skip_damaged)
     return _frame(kind, tables[kind])
 
 
-def read_trial_rows(out: str | Path, kind: str, *, study: str, trial_id: str) -> list[dict]:
+def read_trial_rows(out: Location, kind: str, *, study: str, trial_id: str) -> list[dict]:
     """One trial's stored rows of one kind as plain dicts, without the filled columns
     (schema_version, study, trial_id) so they can be written back; [] if none are stored.
     A damaged file raises ``DamagedResultsError`` naming it."""
     path = record_path(out, kind, study=study, trial_id=trial_id)
-    if not path.is_file():
+    if not storage.is_file(path):
         return []
     rows = _read_file(path, kind).to_pylist()
     for r in rows:
@@ -269,39 +268,41 @@ def read_trial_rows(out: str | Path, kind: str, *, study: str, trial_id: str) ->
     return rows
 
 
-def _file_kinds(path: Path) -> list[str]:
+def _file_kinds(path: Location) -> list[str]:
     """The kind(s) a single file passed to ``read_study`` is read as: its directory's name,
     else the kind its schema metadata names, else every kind (it will then be refused)."""
-    if path.parent.name in KINDS:
-        return [path.parent.name]
+    if storage.name(storage.parent(path)) in KINDS:
+        return [storage.name(storage.parent(path))]
     try:
-        meta = pq.read_schema(path).metadata or {}
+        with storage.open_input(path) as f:
+            meta = pq.read_schema(f).metadata or {}
     except _UNREADABLE:
         meta = {}
     kind = meta.get(b"kind", b"").decode(errors="replace")
     return [kind] if kind in KINDS else list(KINDS)
 
 
-def read_study(path: str | Path, *, skip_damaged: bool = False) -> dict[str, pd.DataFrame]:
+def read_study(path: Location, *, skip_damaged: bool = False) -> dict[str, pd.DataFrame]:
     """``read_records`` for every kind: ``{kind: DataFrame}``.
 
     Damaged files of every kind are collected first and reported together in one
     ``DamagedResultsError``; with ``skip_damaged=True`` each is logged and skipped. Given one
-    ``.parquet`` file, only its kind (its directory's name) is read from it.
+    ``.parquet`` file, only its kind (its directory's name) is read from it. ``path`` may be an
+    object-store URI (``s3://bucket/prefix/study=<name>``; :mod:`results.storage`).
     """
-    path = Path(path)
-    kinds = _file_kinds(path) if path.is_file() else list(KINDS)
+    path = storage.location(path)
+    kinds = _file_kinds(path) if storage.is_file(path) else list(KINDS)
     tables, problems = _read_kinds(path, kinds)
     _settle(problems, skip_damaged)
     return {kind: _frame(kind, tables.get(kind, [])) for kind in KINDS}
 
 
-def damaged_files(path: str | Path, kinds: Iterable[str] | None = None) -> dict[Path, str]:
+def damaged_files(path: Location, kinds: Iterable[str] | None = None) -> dict[Location, str]:
     """``{path: reason}`` for every unreadable results file of ``kinds`` (default: all) under
     a study dir, kind dir, file or output root; ``{}`` when every file reads and validates.
     Each file is read in full (that is what finds a damaged page), one at a time."""
-    path = Path(path)
-    problems: dict[Path, str] = {}
+    path = storage.location(path)
+    problems: dict[Location, str] = {}
     for kind in list(kinds) if kinds is not None else list(KINDS):
         schema_for(kind)
         for p in _kind_files(path, kind):
@@ -312,16 +313,14 @@ def damaged_files(path: str | Path, kinds: Iterable[str] | None = None) -> dict[
     return problems
 
 
-def trial_problems(
-    out: str | Path, *, study: str, trial_id: str, kinds: Iterable[str]
-) -> list[str]:
+def trial_problems(out: Location, *, study: str, trial_id: str, kinds: Iterable[str]) -> list[str]:
     """What is wrong with one trial's stored files: one string per kind in ``kinds`` whose
     file is missing or damaged (``"<kind>: ..."`` naming the path and reason); ``[]`` if every
     file reads and validates. A zero-row file is readable, hence not a problem here."""
     found = []
     for kind in kinds:
         path = record_path(out, kind, study=study, trial_id=trial_id)
-        if not path.is_file():
+        if not storage.is_file(path):
             found.append(f"{kind}: no file {path}")
             continue
         try:

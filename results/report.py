@@ -38,9 +38,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from results import analysis as an
-from results import plots
+from results import plots, storage
 from results.io import DamagedResultsError, read_study, safe_name
 from results.schema import SCHEMA_VERSION
+from results.storage import Location
 
 __all__ = ["build_report", "default_report_dir", "main", "write_report"]
 
@@ -491,7 +492,7 @@ def _section_trials(
         )
 
 
-def _section_damaged(w: _Writer, study: Path, skipped: dict[Path, str]) -> None:
+def _section_damaged(w: _Writer, study: Location, skipped: dict[Location, str]) -> None:
     w.add(
         "## Damaged files (skipped)",
         f"**{len(skipped)} results file(s) could not be read and were left out** "
@@ -500,10 +501,8 @@ def _section_damaged(w: _Writer, study: Path, skipped: dict[Path, str]) -> None:
     )
     rows = []
     for path, reason in skipped.items():
-        try:
-            shown = path.relative_to(study)
-        except ValueError:
-            shown = path
+        prefix = f"{study}/"
+        shown = str(path).removeprefix(prefix) if str(path).startswith(prefix) else path
         rows.append({"file": f"`{shown}`", "reason": reason[:200]})
     w.table(
         pd.DataFrame(rows),
@@ -1017,25 +1016,27 @@ def _section_plasticity_study(w: _Writer, accuracy: pd.DataFrame, summary: pd.Da
     )
 
 
-def default_report_dir(study_dir: str | Path) -> Path:
+def default_report_dir(study_dir: Location) -> Location:
     """Where a study's report goes by default: ``<out>/_reports/<study>/`` for
     ``<out>/study=<study>`` — beside the dataset, not inside its hive partitions. The leading
     underscore matters: ``pyarrow.dataset`` (and so ``pandas.read_parquet``) skips paths
     starting with ``_`` or ``.``, so the report's Markdown and figures never break
     ``pyarrow.dataset.dataset(<out>, partitioning="hive")``. For an output root holding several
     studies: ``<root>/_reports/all/``; for one results file: ``<dir>/_reports/<file stem>/``.
+    An object-store study (``s3://...``) gets the same layout in the same store.
     """
-    study_dir = Path(study_dir)
-    if study_dir.name.startswith("study="):
-        return study_dir.parent / "_reports" / study_dir.name.removeprefix("study=")
-    if study_dir.suffix == ".parquet":
-        return study_dir.parent / "_reports" / study_dir.stem
-    return study_dir / "_reports" / "all"
+    study_dir = storage.location(study_dir)
+    leaf, up = storage.name(study_dir), storage.parent(study_dir)
+    if leaf.startswith("study="):
+        return storage.join(up, "_reports", leaf.removeprefix("study="))
+    if leaf.endswith(".parquet"):
+        return storage.join(up, "_reports", leaf.removesuffix(".parquet"))
+    return storage.join(study_dir, "_reports", "all")
 
 
 def write_report(
-    study_dir: str | Path,
-    report_dir: str | Path | None = None,
+    study_dir: Location,
+    report_dir: Location | None = None,
     fmt: str = "png",
     dpi: int = plots.DEFAULT_DPI,
     *,
@@ -1052,7 +1053,7 @@ def write_report(
     A study without summary records gets a report that says so.
     """
     plots.check_save_options(fmt, dpi)
-    study_dir = Path(study_dir)
+    study_dir = storage.location(study_dir)
     data, skipped = _load(study_dir, skip_damaged=skip_damaged)
     return _write_report(study_dir, report_dir, data, skipped, fmt=fmt, dpi=dpi)
 
@@ -1069,7 +1070,9 @@ def build_report(
     return write_report(study, out, fmt, dpi, skip_damaged=skip_damaged)
 
 
-def _load(study: Path, *, skip_damaged: bool) -> tuple[dict[str, pd.DataFrame], dict[Path, str]]:
+def _load(
+    study: Location, *, skip_damaged: bool
+) -> tuple[dict[str, pd.DataFrame], dict[Location, str]]:
     """``read_study`` and the damaged files it skipped (read twice only when some are); the
     summary's list-valued settings (``tasks``) as strings (``analysis.hashable_settings``)."""
     try:
@@ -1082,20 +1085,43 @@ def _load(study: Path, *, skip_damaged: bool) -> tuple[dict[str, pd.DataFrame], 
 
 
 def _write_report(
-    study: Path,
-    out: str | Path | None,
+    study: Location,
+    out: Location | None,
     data: dict[str, pd.DataFrame],
-    skipped: dict[Path, str],
+    skipped: dict[Location, str],
     *,
     fmt: str = "png",
     dpi: int = plots.DEFAULT_DPI,
+) -> Location:
+    """Write the report into ``out`` (default :func:`default_report_dir`); an object-store
+    ``out`` gets it built in a local temp folder, then uploaded (report.md last)."""
+    out = storage.location(out) if out is not None else default_report_dir(study)
+    if isinstance(out, Path):
+        return _write_report_into(study, out, data, skipped, fmt=fmt, dpi=dpi)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gere-report-") as tmp:
+        local = _write_report_into(study, Path(tmp), data, skipped, fmt=fmt, dpi=dpi)
+        markdown = local.read_bytes()
+        local.unlink()
+        storage.upload_dir(Path(tmp), out)  # the figures first: report.md links to them
+        return storage.write(storage.join(out, local.name), lambda f: f.write(markdown))
+
+
+def _write_report_into(
+    study: Location,
+    out: Path,
+    data: dict[str, pd.DataFrame],
+    skipped: dict[Location, str],
+    *,
+    fmt: str,
+    dpi: int,
 ) -> Path:
-    out = Path(out) if out is not None else default_report_dir(study)
     out.mkdir(parents=True, exist_ok=True)
     summary = data["summary"]
     w = _Writer(out, fmt, dpi)
 
-    names = sorted(summary["study"].unique()) if len(summary) else [study.name]
+    names = sorted(summary["study"].unique()) if len(summary) else [storage.name(study)]
     if summary.empty and len(data.get("adaptation", [])):
         names = sorted(data["adaptation"]["study"].unique())
     w.add(
@@ -1205,12 +1231,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("study", type=Path, help="study directory (<out>/study=<name>)")
+    parser.add_argument(
+        "study",
+        type=storage.location,
+        help="study directory (<out>/study=<name>), local or an object-store URI "
+        "(s3://bucket/prefix/study=<name>, gs://...)",
+    )
     parser.add_argument(
         "--report-dir",
         "--out",
         dest="report_dir",
-        type=Path,
+        type=storage.location,
         default=None,
         help="where report.md and its figures go (default: <out>/_reports/<name> for "
         "<out>/study=<name>, outside the dataset; --out is the former name)",
@@ -1242,7 +1273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"python -m results.report: error: {message}", file=sys.stderr)
         return 2
 
-    if not args.study.exists():
+    if not storage.exists(args.study):
         return fail(f"{args.study} does not exist; {_LAYOUT}")
     try:
         data, skipped = _load(args.study, skip_damaged=args.skip_damaged)

@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.world.generate import generate_world
     from harness.world.language import render_language
     from harness.world.pretrain import PretrainConfig, ensure_base_model
+    from results import storage
     from results.io import record_path, study_dir, write_records
 
     world = generate_world(Path(args.data_dir) if args.data_dir else world_dir(0), seed=0)
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for i, (base, adapt, steps, seed) in enumerate(runs, 1):
         rid = run_id(base, adapt, steps, seed)
-        if record_path(args.out, "adaptation", study=NAME, trial_id=rid).is_file():
+        if storage.is_file(record_path(args.out, "adaptation", study=NAME, trial_id=rid)):
             log.info("[%d/%d] %s: stored, skipped", i, len(runs), rid)
             continue
         rows = []

@@ -106,3 +106,42 @@ def shared_data() -> Path:
 def _deterministic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     torch.manual_seed(0)
     monkeypatch.setenv("GERE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """An S3-compatible server on localhost (moto's server mode) holding an empty bucket
+    ``bucket``, with the standard AWS variables pointing at it (AWS_ENDPOINT_URL, fake keys)
+    for this process and any it starts. Yields the endpoint URL."""
+    import logging
+
+    pytest.importorskip("moto", reason="moto[s3] is a dev dependency (pip install -e '.[dev]')")
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for key, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    import urllib.request
+
+    import pyarrow.fs as pafs
+
+    # moto keeps its buckets in this process's memory: start every test from none
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+
+    pafs.S3FileSystem(
+        endpoint_override=endpoint, scheme="http", allow_bucket_creation=True
+    ).create_dir("bucket")
+    try:
+        yield endpoint
+    finally:
+        server.stop()

@@ -119,3 +119,24 @@ class SummaryAtStart(Hook):
     def before_first_task(self, trial) -> None:
         rows = trial.read_stored("summary")
         self.seen.append(rows[0]["status"] if rows else "none")
+
+
+class WhereAndWhen(EventLog):
+    """Logs every worker start and every optimiser step of task ``stage`` with the Ray node it
+    runs on, the process and the time, and sleeps ``pause_s`` after each of those steps, so a
+    test can take the node away while the task is running (tests/test_cluster.py)."""
+
+    def __init__(self, path: str | Path, stage: int, pause_s: float):
+        super().__init__(path)
+        self.stage, self.pause_s = stage, pause_s
+
+    def write(self, trial, event: str, **fields) -> None:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        super().write(trial, event, node=node, pid=os.getpid(), t=time.time(), **fields)
+
+    def after_step(self, trial, stage: int, step: int) -> None:
+        if stage == self.stage:
+            self.write(trial, "step", stage=stage, step=step)
+            time.sleep(self.pause_s)
