@@ -169,6 +169,17 @@ def cases(root: str, tmp: Path) -> list[tuple[str, list[str]]]:
                 "yelpp",
             ],
         ),  # fmt: skip
+        ("--out s3://... unreachable", [*run, "--out", "s3://no-such-bucket/gere"]),
+        (
+            "study --storage-path s3://... unreachable",
+            [
+                "studies/lr_robustness.py",
+                "--storage-path",
+                "s3://no-such-bucket/ray",
+                "--dry-run",
+            ],
+        ),
+        ("report on s3://... unreachable", ["-m", "results.report", "s3://no-such-bucket/x"]),
         ("report --format jpg", ["-m", "results.report", str(tmp), "--format", "jpg"]),
         ("report on a mistyped path", ["-m", "results.report", str(tmp / "runs/study=typo")]),
         ("report on an empty directory", ["-m", "results.report", str(tmp)]),
@@ -196,7 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (Path(args.data_dir) / "long_sequence").is_dir():
         print(f"needs the real data: {args.data_dir}/long_sequence is missing", file=sys.stderr)
         return 2
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # Object-store cases go to an endpoint where nothing listens (no network needed).
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ACCESS_KEY_ID": "census",
+        "AWS_SECRET_ACCESS_KEY": "census",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     rows = []
     with tempfile.TemporaryDirectory(prefix="gere-bad-") as d:
         tmp = Path(d)

@@ -66,7 +66,8 @@ def build_parser(name: str, doc: str | None, preset: str = "tiny") -> argparse.A
     p.add_argument(
         "--out",
         default="runs",
-        help="Results root; Parquet lands in <out>/study=<name>/ (default: runs).",
+        help="Results root, a directory or an object-store URI (s3://bucket/prefix, gs://...); "
+        "Parquet lands in <out>/study=<name>/ (default: runs).",
     )
     p.add_argument(
         "--storage-path",

@@ -1273,7 +1273,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"python -m results.report: error: {message}", file=sys.stderr)
         return 2
 
-    if not storage.exists(args.study):
+    try:
+        found = storage.exists(args.study)
+    except OSError as e:  # an object store that cannot be reached, or refuses the credentials
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return fail(
+            f"cannot read {args.study} ({first}); check the bucket name and the credentials "
+            "(results/storage.py lists the variables each store reads)"
+        )
+    if not found:
         return fail(f"{args.study} does not exist; {_LAYOUT}")
     try:
         data, skipped = _load(args.study, skip_damaged=args.skip_damaged)

@@ -142,3 +142,37 @@ def test_a_trial_writes_to_s3_summary_last_and_counts_as_completed_from_there(
     figures = [k for k in _keys(s3, "bucket/gere/_reports/engine") if k.endswith(".png")]
     assert figures and all(Path(f).name in markdown for f in figures)
     assert not pd.isna(tables["summary"].ap.iloc[0])
+
+
+def test_a_study_refuses_an_unwritable_storage_path_before_ray_starts(s3, tmp_path, capsys):
+    from harness.study import main
+    from harness.tune import axis
+
+    grid = [axis("replay.method", ["none"])]
+    argv = ["--smoke-test", "--out", str(tmp_path / "runs"), "--dry-run"]
+    bad = [*argv, "--storage-path", "s3://no-such-bucket/ray"]
+    assert main("st", "A study.", grid, grid, bad) == 2
+    err = capsys.readouterr().err
+    assert "--storage-path 's3://no-such-bucket/ray': cannot write there" in err
+    assert main("st", "A study.", grid, grid, [*argv, "--storage-path", "s3://bucket/ray"]) == 0
+
+
+def test_the_report_names_an_unreachable_store_and_cli_checkpoints_stay_local(
+    monkeypatch, tmp_path, capsys
+) -> None:
+    from harness.checkpoints import checkpoint_dir
+    from results.report import main as report
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    assert report(["s3://some-bucket/gere/study=a"]) == 2
+    assert "cannot read s3://some-bucket/gere/study=a (" in capsys.readouterr().err
+    monkeypatch.setenv("GERE_CACHE_DIR", str(tmp_path / "cache"))
+    from results.io import safe_name
+
+    cfg = mini_config(tmp_path, "s3://some-bucket/gere")
+    where = checkpoint_dir(cfg)
+    assert where.is_relative_to(tmp_path / "cache" / "checkpoints")
+    assert (where.parent.name, where.name) == ("engine", safe_name(cfg.id))

@@ -295,7 +295,8 @@ class TrialConfig:
     seed: int = 0
     """Seeds model init (presets), data sampling, shuffling and dropout."""
     out: str = "runs"
-    """Output directory for Parquet results."""
+    """Where Parquet results go: a directory, or an object-store URI (s3://bucket/prefix,
+    gs://...; credentials the standard way, e.g. AWS_ENDPOINT_URL for S3-compatible stores)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
