@@ -47,7 +47,8 @@ and is not counted.
 Each figure is printed as one line ``part.name  value unit  (how)``; ``--json PATH`` (default
 ``gpu_8b.json``) gets them all, with the device, versions and the command. For the 8B shape the
 last lines derive what one 15-task trial of the 8B preset costs in GPU-hours from the measured
-rates (``estimate.*``); lengths of the real task prompts are an assumption there (``--task-len``).
+rates (``estimate.*``); the task rows' lengths are an assumption there (uniform 128-512 tokens:
+the real prompts' lengths under Llama-3's tokenizer were not measured here).
 """
 
 from __future__ import annotations
@@ -87,9 +88,11 @@ from harness.train import micro_batches, plan_steps, rank_share, train_task  # n
 
 PEAK_BF16_TFLOPS = {  # dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets
     "H200": 989.0,
-    "H100": 989.0,  # SXM; the PCIe card is 756
+    "H100 PCIe": 756.0,  # the more specific names first
+    "H100": 989.0,  # SXM
     "A100": 312.0,
     "L40S": 362.0,
+    "L40": 181.0,
     "L4": 121.0,
     "A10G": 70.0,
 }
@@ -216,9 +219,10 @@ def peak_flops(device: torch.device, override_tflops: float | None) -> float | N
         return override_tflops * 1e12
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
+    words = torch.cuda.get_device_name(device).replace("-", " ").split()
     for key, tflops in PEAK_BF16_TFLOPS.items():
-        if key in name.replace(" ", ""):
+        parts = key.split()
+        if any(words[i : i + len(parts)] == parts for i in range(len(words))):
             return tflops * 1e12
     return None
 
@@ -492,6 +496,8 @@ def part_train(fig, part, built, cfg, examples, buffer, method, shape, device, a
         ("4N + 6N_lora" if lora else "6N") + " + 12 x layers x hidden x seq",
     )
     peak = peak_flops(device, args.peak_tflops)
+    if peak is not None and not args.peak_tflops and cfg.model.dtype != "bfloat16":
+        peak = None  # the table holds bf16 peaks
     if peak is None:
         fig.add(part, "mfu", None, "", "no peak known for this device (--peak-tflops)")
     else:
@@ -713,6 +719,9 @@ def main(argv: list[str] | None = None) -> int:
         _run(
             fig, "prepare", device, lambda: part_prepare(fig, built, method, buffer, shape, device)
         )
+    if method.states is None and {"lora", "full"} & set(parts):
+        for name in sorted({"lora", "full"} & set(parts)):
+            fig.add(name, "skipped", True, "", "no TM states: prepare did not finish")
     if "lora" in parts and method.states is not None:
         _run(
             fig,
@@ -755,15 +764,20 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.perf_counter() - started,
         "figures": fig.rows,
     }
-    Path(args.json).write_text(json.dumps(record, indent=2, default=_jsonable))
+    Path(args.json).write_text(json.dumps(_finite(record), indent=2, allow_nan=False))
     print(f"figures written to {args.json} ({time.perf_counter() - started:.0f} s in all)")
     return 0
 
 
-def _jsonable(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return str(x)
+def _finite(x):
+    """``x`` with every non-finite float as None (JSON has no NaN or inf)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
 
 
 def _versions() -> dict[str, str]:

@@ -39,7 +39,7 @@ def checkpoint_dir(cfg: TrialConfig) -> Path:
     from results.io import safe_name, study_dir
 
     if storage.is_uri(cfg.out):
-        key = hashlib.sha256(cfg.out.encode()).hexdigest()[:12]
+        key = hashlib.sha256(str(storage.location(cfg.out)).encode()).hexdigest()[:12]
         return cache_root() / "checkpoints" / key / safe_name(cfg.study) / safe_name(cfg.id)
     return study_dir(cfg.out, cfg.study) / "_checkpoints" / safe_name(cfg.id)
 

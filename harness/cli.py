@@ -139,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness import checkpoints
     from harness.checkpoints import LocalCheckpointHook
     from harness.data import DataError
-    from harness.trial import TrialResult, run_trial, stored_completed
+    from harness.trial import TrialResult, check_output, run_trial, stored_completed
     from results.io import study_dir
 
     try:
@@ -163,7 +163,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         hooks.append(TrackerHook(args.tracker))
-    try:  # a bad --out is reported by the trial's set-up, before any model is built
+    try:  # a bad --out is reported before anything is read from it or any model is built
+        check_output(cfg)
         if args.rerun or args.overwrite:
             checkpoints.remove(cfg)
         elif (done := stored_completed(cfg)) is not None:

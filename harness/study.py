@@ -151,7 +151,8 @@ def default_storage(out: str) -> str:
     stays a dataset they read whole."""
     from results import storage
 
-    return str(storage.join(out if storage.is_uri(out) else Path(out).resolve(), "_ray"))
+    where = storage.location(out)  # file:///x is the local /x
+    return str(storage.join(where if storage.is_uri(where) else Path(where).resolve(), "_ray"))
 
 
 def study_base(
@@ -287,15 +288,16 @@ def main(
         _check_overrides(overrides, axes)
         _check_overrides(_dotted(from_file), axes, source=f"--config {args.config}:")
         configs = expand_grid(name, base, axes)  # a typo fails here, in milliseconds
-        if prepare is not None:
-            configs = expand_grid(name, prepare(args, base), axes)
-        preflight(configs)
+        # where results and checkpoints go, before a study's own preparation (world bases)
         check_output(configs[0])
         storage = args.storage_path or default_storage(args.out)
         if args.storage_path and is_uri(storage):
             problem = check_writable(storage, "--storage-path")
             if problem:
                 raise ConfigError([problem])
+        if prepare is not None:
+            configs = expand_grid(name, prepare(args, base), axes)
+        preflight(configs)
     except (ConfigError, ValueError) as exc:  # DataError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2

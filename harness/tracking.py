@@ -11,11 +11,14 @@ Parquet readers skip).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from harness.hooks import Hook
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TrackerHook", "flat_params"]
 
@@ -80,7 +83,15 @@ class TrackerHook(Hook):
         else:
             from tensorboardX import SummaryWriter
 
-            logdir = Path(cfg.out) / "_tensorboard" / cfg.study / cfg.id
+            from results import storage
+
+            if storage.is_uri(cfg.out):  # event files are appended to: kept on this disk
+                from harness.core import cache_root
+
+                logdir = cache_root() / "tensorboard" / cfg.study / cfg.id
+                log.info("TensorBoard event files: %s (--out is an object store)", logdir)
+            else:
+                logdir = Path(storage.location(cfg.out)) / "_tensorboard" / cfg.study / cfg.id
             self._run = SummaryWriter(str(logdir))
             self._run.add_text("config", "\n".join(f"{k}: {v}" for k, v in params.items()))
 

@@ -88,7 +88,8 @@ class TrialResult:
     trial_id: str
     status: str
     summary: dict
-    files: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, Path | str] = field(default_factory=dict)
+    """Each record kind's file: a Path, or a URI when ``out`` is an object store."""
     train_tokens: int = 0
     train_seconds: float = 0.0
     setup_seconds: float = 0.0
@@ -137,7 +138,7 @@ class Trial:
         self.phase = "set-up"
         """What the trial is doing now (named in the error when a collective times out)."""
         self.state = TrialState(trial_id=cfg.id)
-        self.files: dict[str, Path] = {}
+        self.files: dict[str, Path | str] = {}
         self.started = time.perf_counter()
         self.started_at = time.time()
         self.setup_seconds = 0.0
@@ -360,7 +361,7 @@ class Trial:
             kinds += [k for k in hook.kinds if k not in kinds]
         return kinds
 
-    def _write(self, kind: str, rows: list[dict]) -> Path:
+    def _write(self, kind: str, rows: list[dict]) -> Path | str:
         from results.io import write_records
 
         return write_records(self.cfg.out, kind, rows, study=self.cfg.study, trial_id=self.cfg.id)
@@ -547,7 +548,7 @@ def check_output(cfg: TrialConfig) -> None:
         if problem:
             raise ConfigError([problem])
         return
-    out = Path(cfg.out).expanduser()
+    out = Path(storage.location(cfg.out)).expanduser()  # file:///x is the local /x
     where = f"out: {cfg.out!r}"
     existing = next((p for p in (out, *out.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():

@@ -163,12 +163,23 @@ not found"), OSError (corrupt footer or pages, unreadable file), and friends."""
 
 
 def _load_file(path: Location, kind: str) -> pa.Table:
-    """Read and validate one trial file; raise ValueError(reason) without the path."""
+    """Read and validate one trial file; raise ValueError(reason) without the path.
+
+    An object is fetched whole first: failing to reach it (network, permissions) raises
+    OSError as it is, never "damaged" (which would make a study re-run a completed trial)."""
+    if storage.is_uri(path):
+        data = storage.read_bytes(path)
+        source, size = pa.BufferReader(data), len(data)
+    else:
+        source, size = path, None
     try:
-        with storage.open_input(path) as f:
-            table = pq.ParquetFile(f).read()
+        table = pq.ParquetFile(source).read()
     except _UNREADABLE as e:
-        size = storage.size(path)
+        if size is None:
+            try:
+                size = storage.size(path)
+            except OSError:
+                size = 0
         raise ValueError(
             f"not a readable Parquet file ({size} bytes; truncated or corrupt?): "
             f"{type(e).__name__}: {e}"
@@ -274,8 +285,8 @@ def _file_kinds(path: Location) -> list[str]:
     if storage.name(storage.parent(path)) in KINDS:
         return [storage.name(storage.parent(path))]
     try:
-        with storage.open_input(path) as f:
-            meta = pq.read_schema(f).metadata or {}
+        source = pa.BufferReader(storage.read_bytes(path)) if storage.is_uri(path) else path
+        meta = pq.read_schema(source).metadata or {}
     except _UNREADABLE:
         meta = {}
     kind = meta.get(b"kind", b"").decode(errors="replace")

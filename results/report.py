@@ -1276,9 +1276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         found = storage.exists(args.study)
     except OSError as e:  # an object store that cannot be reached, or refuses the credentials
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return fail(
-            f"cannot read {args.study} ({first}); check the bucket name and the credentials "
+            f"cannot read {args.study} ({_first_line(e)}); check the bucket name and the credentials "
             "(results/storage.py lists the variables each store reads)"
         )
     if not found:
@@ -1287,6 +1286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data, skipped = _load(args.study, skip_damaged=args.skip_damaged)
     except DamagedResultsError as e:
         return fail(str(e))
+    except OSError as e:  # an object store failing mid-read (network, permissions)
+        return fail(f"cannot read {args.study}: {_first_line(e)}")
     if data["summary"].empty and data["adaptation"].empty:
         others = sorted(k for k, df in data.items() if len(df))
         found = (
@@ -1297,9 +1298,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if skipped:
             found += f" ({len(skipped)} damaged file(s) skipped)"
         return fail(f"{args.study} holds {found}, so there is nothing to report; {_LAYOUT}")
-    path = _write_report(args.study, args.report_dir, data, skipped, fmt=args.fmt, dpi=args.dpi)
+    try:
+        path = _write_report(args.study, args.report_dir, data, skipped, fmt=args.fmt, dpi=args.dpi)
+    except OSError as e:  # an unwritable --report-dir (a local folder or a bucket)
+        where = args.report_dir or default_report_dir(args.study)
+        return fail(f"cannot write the report to {where}: {_first_line(e)}")
     print(path)
     return 0
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 if __name__ == "__main__":

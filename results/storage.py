@@ -46,7 +46,7 @@ __all__ = [
     "name",
     "open_input",
     "parent",
-    "remove_tree",
+    "read_bytes",
     "size",
     "subdirs",
     "upload_dir",
@@ -96,10 +96,14 @@ def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
     """(pyarrow filesystem, path inside it) of a URI; one filesystem object per scheme, bucket
     and endpoint setting (creating an S3 client resolves the bucket's region)."""
     parts = urlsplit(uri)
-    key = (parts.scheme, parts.netloc, os.environ.get("AWS_ENDPOINT_URL"), parts.query)
+    if parts.query:
+        raise ValueError(
+            f"{uri!r}: options in the URI ('?{parts.query}') are not supported; set the "
+            "endpoint and credentials in the environment (AWS_ENDPOINT_URL, ...)"
+        )
+    key = (parts.scheme, parts.netloc, os.environ.get("AWS_ENDPOINT_URL"))
     if key not in _FILESYSTEMS:
-        root = f"{parts.scheme}://{parts.netloc}" + (f"?{parts.query}" if parts.query else "")
-        _FILESYSTEMS[key] = pafs.FileSystem.from_uri(root)[0]
+        _FILESYSTEMS[key] = pafs.FileSystem.from_uri(f"{parts.scheme}://{parts.netloc}")[0]
     return _FILESYSTEMS[key], f"{parts.netloc}{parts.path}".rstrip("/")
 
 
@@ -196,23 +200,22 @@ def write(loc: Location, fill: Callable[[IO[bytes]], object]) -> Location:
             tmp.unlink(missing_ok=True)
             raise
         return loc
+    import pyarrow as pa
+
+    buffer = pa.BufferOutputStream()  # whole in memory first: closing an object-store stream
+    fill(buffer)  # completes its upload, so a failure inside fill must happen before it opens
+    data = buffer.getvalue()
     fs, path = _fs(loc)
     with fs.open_output_stream(path) as f:
-        fill(f)
+        f.write(data)
     return loc
 
 
-def remove_tree(loc: Location) -> None:
-    """Delete ``loc`` and everything under it (nothing if it does not exist)."""
-    loc = location(loc)
-    if isinstance(loc, Path):
-        import shutil
-
-        shutil.rmtree(loc, ignore_errors=True)
-        return
-    fs, path = _fs(loc)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        fs.delete_dir(path)
+def read_bytes(loc: Location) -> bytes:
+    """The whole file. On an object store a failure to reach it (network, permissions) raises
+    OSError here, apart from whatever its bytes turn out to be."""
+    with open_input(loc) as f:
+        return f.read()
 
 
 def upload_dir(local: Path, dest: Location) -> Location:

@@ -47,6 +47,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness.config import ConfigError
+
 NAME = "active_forgetting"
 RESET_EVERY = 100
 BUDGETS = (40, 400)
@@ -150,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"--data-dir {args.data_dir!r} is not a generated world (no world.json); "
                 "omit it to use the cached default world"
             )
-    except ValueError as exc:
+        from harness.config import TrialConfig
+        from harness.trial import check_output
+
+        check_output(TrialConfig(out=args.out))  # before any base model is pretrained
+    except (ValueError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     runs = [("standard", "none", 0, 0), ("forgetful", "none", 0, 0)]

@@ -47,9 +47,8 @@ def test_gpu_8b_small_shape_measures_every_part_on_cpu(tmp_path, capsys):
 
     bench = _gpu_8b()
     out = tmp_path / "fig.json"
-    assert (
-        bench.main(["--shape", "small", "--steps", "2", "--warmup", "1", "--json", str(out)]) == 0
-    )
+    argv = ["--shape", "small", "--device", "cpu", "--steps", "2", "--warmup", "1"]
+    assert bench.main([*argv, "--json", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["shape"] == "small" and record["device"] == "cpu"
     assert record["dtype"] == "float32"
@@ -133,3 +132,25 @@ def torch_device(name):
     import torch
 
     return torch.device(name)
+
+
+@pytest.mark.parametrize(
+    "name, tflops",
+    [
+        ("NVIDIA H200", 989),
+        ("NVIDIA H100 80GB HBM3", 989),
+        ("NVIDIA H100 PCIe", 756),
+        ("NVIDIA A100-SXM4-80GB", 312),
+        ("NVIDIA L40S", 362),
+        ("NVIDIA L40", 181),
+        ("NVIDIA L4", 121),
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
+def test_gpu_8b_knows_the_bf16_peak_of_a_gpu_by_its_name(monkeypatch, name, tflops):
+    import torch
+
+    bench = _gpu_8b()
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    got = bench.peak_flops(torch.device("cuda"), None)
+    assert (got / 1e12 if got else None) == tflops
