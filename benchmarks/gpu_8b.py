@@ -1,7 +1,7 @@
 """The 8B path on one GPU: training step, TM prepare and evaluation, measured.
 
     python benchmarks/gpu_8b.py                        # Llama-3.1-8B's shape, on the GPU
-    python benchmarks/gpu_8b.py --quick                # fewer steps and prompts (~1/3 the time)
+    python benchmarks/gpu_8b.py --quick                # 4 measured steps, a fifth of the prompts
     python benchmarks/gpu_8b.py --shape small          # the same code on a tiny shape (CPU test)
     python benchmarks/gpu_8b.py --parts lora,prepare   # some parts only
 

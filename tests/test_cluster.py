@@ -58,6 +58,14 @@ def _driver(address: str, out, storage, events: Path, pause: float, *extra: str)
     )
 
 
+def _why(output: str) -> str:
+    """What a failed driver said: its error lines (Ray's own stack dumps left out), then its
+    last lines."""
+    lines = [x for x in output.splitlines() if "PlacementGroupCleaner" not in x]
+    errors = [x for x in lines if "rror" in x or "Traceback" in x or "failed" in x]
+    return "\n".join(errors[-40:] + ["-- last lines --"] + lines[-40:])
+
+
 def _events(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -77,29 +85,39 @@ def _same_rows(got, want, kind: str) -> None:
 
 
 @pytest.fixture
-def cluster(s3):
-    """Head (no CPUs) + two 1-CPU worker nodes; started after the S3 server so every node's
-    processes see its endpoint and credentials (on a real cluster: the nodes' environment)."""
+def new_cluster(s3):
+    """Starts a cluster: head (no CPUs) + two 1-CPU worker nodes, after the S3 server so every
+    node's processes see its endpoint and credentials (on a real cluster: the nodes' own
+    environment); each is shut down at the end, or when the next one starts."""
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    nodes = [c.add_node(num_cpus=1) for _ in range(2)]
-    c.wait_for_nodes()
+    started = []
+
+    def start():
+        for old in started:
+            old.shutdown()
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+        nodes = [c.add_node(num_cpus=1) for _ in range(2)]
+        c.wait_for_nodes()
+        started[:] = [c]
+        return c, nodes
+
     try:
-        yield c, nodes
+        yield start
     finally:
-        c.shutdown()
+        for c in started:
+            c.shutdown()
 
 
 def test_a_worker_node_lost_inside_the_second_task_moves_the_trial_and_loses_no_row(
-    cluster, tmp_path
+    new_cluster, tmp_path
 ):
     """Spot preemption: the node running a trial's workers goes away two steps into task 2.
     Ray Train restarts the workers on the other node from the end-of-task-1 checkpoint; the
     dataset ends with the rows of an uninterrupted run, each once. The uninterrupted run writes
     its results and its Ray checkpoints to S3 (an S3-compatible server on localhost), and a
     re-run of it finds its trial completed there and runs nothing."""
-    c, nodes = cluster
+    c, nodes = new_cluster()
     events = tmp_path / "events.jsonl"
     proc = _driver(c.address, tmp_path / "runs", tmp_path / "shared", events, pause=2.0)
     lost_at = victim = None
@@ -116,8 +134,9 @@ def test_a_worker_node_lost_inside_the_second_task_moves_the_trial_and_loses_no_
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert victim is not None, output[-4000:]
-    assert proc.returncode == 0, output[-4000:]
+    (tmp_path / "driver.log").write_text(output)
+    assert victim is not None, _why(output)
+    assert proc.returncode == 0, _why(output)
     log = _events(events)
     before = [e for e in log if e["t"] < lost_at]
     after = [e for e in log if e["t"] >= lost_at]
@@ -137,7 +156,6 @@ def test_a_worker_node_lost_inside_the_second_task_moves_the_trial_and_loses_no_
         f"node {back:.1f} s later, first step {first_step:.1f} s later; "
         f"{len(repeated)} step(s) repeated"
     )
-    (tmp_path / "driver.log").write_text(output)
 
     for line in (
         "The actor died because its node has died.",  # Ray Train, naming the node
@@ -146,18 +164,24 @@ def test_a_worker_node_lost_inside_the_second_task_moves_the_trial_and_loses_no_
     ):
         assert line in output, line
 
+    # A fresh cluster for the reference, so nothing of the first job (its placement groups,
+    # the lost node's clean-up) can touch it.
+    c, nodes = new_cluster()
+
     # The same study, uninterrupted, with its results and checkpoints on S3.
     out, ray_storage = "s3://bucket/gere", "s3://bucket/gere/_ray"
     ref_events = tmp_path / "ref.jsonl"
     ref = _driver(c.address, out, ray_storage, ref_events, 0.0, "--report")
     ref_out, _ = ref.communicate(timeout=900)
-    assert ref.returncode == 0, ref_out[-4000:]
+    (tmp_path / "ref.log").write_text(ref_out)
+    assert ref.returncode == 0, _why(ref_out)
     assert f"report: {out}/_reports/node_loss/report.md" in ref_out
     assert "Checkpoint(filesystem=s3, path=bucket/gere/_ray/train-trial_id=method=tm/" in ref_out
     starts = len(_events(ref_events))
     again = _driver(c.address, out, ray_storage, ref_events, 0.0)
     again_out, _ = again.communicate(timeout=900)
-    assert again.returncode == 0 and "1 trials, 1 already completed" in again_out, again_out
+    assert again.returncode == 0, _why(again_out)
+    assert "1 trials, 1 already completed" in again_out, _why(again_out)
     assert len(_events(ref_events)) == starts  # read from the bucket: nothing ran again
     got = read_study(tmp_path / "runs" / "study=node_loss")
     want = read_study(f"{out}/study=node_loss")
