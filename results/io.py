@@ -110,28 +110,39 @@ def write_records(
     return storage.write(path, lambda f: pq.write_table(table, f))
 
 
-def _kind_files(path: Location, kind: str) -> list[Location]:
-    """The visible ``.parquet`` files of one kind under a file, kind dir, study dir or root."""
+def _kind_files(path: Location, kinds: Iterable[str]) -> dict[str, list[Location]]:
+    """The visible ``.parquet`` files of each kind under a file, kind dir, study dir or root.
+
+    The folders are listed once for all kinds, not checked kind by kind: on an object store
+    every check is a request."""
+    kinds = list(kinds)
     if storage.is_file(path):
-        return [path]
+        return {kind: [path] for kind in kinds}
     if not storage.is_dir(path):
         raise FileNotFoundError(f"no results at {path} (expected <out>/study=<study>)")
-    if storage.is_dir(storage.join(path, kind)):
-        dirs = [storage.join(path, kind)]
-    elif storage.name(path) == kind:
-        dirs = [path]
-    else:  # an output root holding several studies
-        dirs = [
-            storage.join(d, kind)
-            for d in storage.subdirs(path)
-            if storage.name(d).startswith("study=") and storage.is_dir(storage.join(d, kind))
+    subs = {storage.name(d): d for d in storage.subdirs(path)}
+    studies: list[dict[str, Location]] | None = None  # an output root's study=* folders
+    found: dict[str, list[Location]] = {}
+    for kind in kinds:
+        if kind in subs:
+            dirs = [subs[kind]]
+        elif storage.name(path) == kind:
+            dirs = [path]
+        else:  # an output root holding several studies
+            if studies is None:
+                studies = [
+                    {storage.name(x): x for x in storage.subdirs(d)}
+                    for name, d in subs.items()
+                    if name.startswith("study=")
+                ]
+            dirs = [study[kind] for study in studies if kind in study]
+        found[kind] = [
+            p
+            for d in dirs
+            for p in storage.files(d)
+            if storage.name(p).endswith(".parquet") and not storage.name(p).startswith((".", "_"))
         ]
-    return [
-        p
-        for d in dirs
-        for p in storage.files(d)
-        if storage.name(p).endswith(".parquet") and not storage.name(p).startswith((".", "_"))
-    ]
+    return found
 
 
 class DamagedResultsError(ValueError):
@@ -219,10 +230,12 @@ def _read_kinds(
     """Every readable file's table per kind, and ``{path: reason}`` for the damaged ones."""
     tables: dict[str, list[pa.Table]] = {}
     problems: dict[Location, str] = {}
+    kinds = list(kinds)
     for kind in kinds:
         schema_for(kind)
+    for kind, files in _kind_files(path, kinds).items():
         tables[kind] = []
-        for p in _kind_files(path, kind):
+        for p in files:
             try:
                 tables[kind].append(_load_file(p, kind))
             except ValueError as e:
@@ -314,9 +327,11 @@ def damaged_files(path: Location, kinds: Iterable[str] | None = None) -> dict[Lo
     Each file is read in full (that is what finds a damaged page), one at a time."""
     path = storage.location(path)
     problems: dict[Location, str] = {}
-    for kind in list(kinds) if kinds is not None else list(KINDS):
+    kinds = list(kinds) if kinds is not None else list(KINDS)
+    for kind in kinds:
         schema_for(kind)
-        for p in _kind_files(path, kind):
+    for kind, files in _kind_files(path, kinds).items():
+        for p in files:
             try:
                 _load_file(p, kind)
             except ValueError as e:
