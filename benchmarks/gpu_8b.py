@@ -82,7 +82,7 @@ from harness.evaluate import (  # noqa: E402
     perplexity,
     request_tokens,
 )
-from harness.models import build, last_hidden, llama_8b_config  # noqa: E402
+from harness.models import TINY_SHAPE, build, last_hidden, llama_8b_config  # noqa: E402
 from harness.replay import ReplayBuffer, get_method, tm_loss  # noqa: E402
 from harness.train import micro_batches, plan_steps, rank_share, train_task  # noqa: E402
 
@@ -121,15 +121,7 @@ class Shape:
 def shapes() -> dict[str, Shape]:
     from transformers import LlamaConfig
 
-    small = LlamaConfig(
-        vocab_size=1024,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-    )
+    small = LlamaConfig(vocab_size=1024, **TINY_SHAPE)  # the tiny preset's shape
     return {
         "8b": Shape(
             "8b",
