@@ -86,6 +86,9 @@ from harness.models import TINY_SHAPE, build, last_hidden, llama_8b_config  # no
 from harness.replay import ReplayBuffer, get_method, tm_loss  # noqa: E402
 from harness.train import micro_batches, plan_steps, rank_share, train_task  # noqa: E402
 
+GEN_TOKENS = 50
+"""New tokens per generated answer: the presets' eval.max_new_tokens (SAPT's 50)."""
+
 PEAK_BF16_TFLOPS = {  # dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets
     "H200": 989.0,
     "H100 PCIe": 756.0,  # the more specific names first
@@ -163,8 +166,8 @@ class RandomIdTokenizer:
     def __len__(self) -> int:
         return self.vocab_size
 
-    def batch_decode(self, rows, skip_special_tokens: bool = True) -> list[str]:
-        return [" ".join(str(int(t)) for t in r) for r in rows]
+    def decode(self, ids, skip_special_tokens: bool = True, **_) -> str:
+        return " ".join(str(int(t)) for t in ids)
 
 
 class Figures:
@@ -562,13 +565,20 @@ def part_eval(fig, built, shape, device, seed) -> None:
         built.tokenizer,
         prompts[: shape.eval_batch],
         golds,
-        max_new_tokens=6,
+        max_new_tokens=GEN_TOKENS,
         batch_size=shape.eval_batch,
+        rule="exact_match",
     )
     _sync(device)
     t0 = time.perf_counter()
     generate_answers(
-        model, built.tokenizer, prompts, golds, max_new_tokens=6, batch_size=shape.eval_batch
+        model,
+        built.tokenizer,
+        prompts,
+        golds,
+        max_new_tokens=GEN_TOKENS,
+        batch_size=shape.eval_batch,
+        rule="exact_match",
     )
     _sync(device)
     s = time.perf_counter() - t0
@@ -577,7 +587,8 @@ def part_eval(fig, built, shape, device, seed) -> None:
         "generate_prompts_per_s",
         len(prompts) / s,
         "prompts/s",
-        "greedy, 6 new tokens each (random weights: no early EOS)",
+        f"greedy, {GEN_TOKENS} new tokens each (the preset's exact_match; random weights: no "
+        "early EOS)",
     )
     texts = [
         [int(t) for t in rng.integers(3, vocab, shape.replay_len)]

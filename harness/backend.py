@@ -314,15 +314,19 @@ class DeepSpeedBackend(_Base):
                     state[key] = type(value)(0)
 
     def backward(self, loss: torch.Tensor, n_micro: int) -> None:
-        # DeepSpeed divides by gradient_accumulation_steps itself.
-        self.engine.backward(loss)
+        # DeepSpeed divides by gradient_accumulation_steps itself. The step's last backward is
+        # the accumulation boundary, where ZeRO-1/2 reduce the accumulated gradients: said
+        # explicitly, since DeepSpeed's own counter only moves in step() (all backwards first,
+        # then the steps, left ZeRO-2 with nothing reduced: KeyError 0 in its step).
         self._pending = getattr(self, "_pending", 0) + 1
+        self.engine.set_gradient_accumulation_boundary(self._pending == n_micro)
+        self.engine.backward(loss)
 
     def step(self, lr: float) -> float:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        for _ in range(self._pending):
-            self.engine.step()  # applies the update at the accumulation boundary only
+        self.engine.set_gradient_accumulation_boundary(True)
+        self.engine.step()  # one update for the step's micro-batches
         self._pending = 0
         # float16: an overflow makes DeepSpeed skip the update and lower the loss scale
         # (routine in the first steps, at scale 2^16); the norm it reports is then inf.

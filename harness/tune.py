@@ -199,7 +199,7 @@ def _train_worker(config: dict) -> dict | None:
             # The trial's own error (recorded as 'failed' by the trial): returned, not raised,
             # so Ray Train does not restart a run that would fail the same way. Train's
             # retries stay for lost workers (a dead process or node).
-            log.error("trial %s failed on rank %d: %s", cfg.id, rank, exc)
+            log.error("trial %s failed on rank %d: %s", cfg.id, rank, exc, exc_info=True)
             return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000]}
     # The trial's own work: its wall time less its set-up (data, model, DeepSpeed init).
     work = result.summary["wall_time_s"] - result.setup_seconds

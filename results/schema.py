@@ -37,8 +37,11 @@ __all__ = [
     "validate_table",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """2 (2026-12): the summary's settings as typed columns, ``tasks`` a list, provenance.
+3 (2026-12-04): the summary's ``replay.add_bos`` is the rule 'tokenizer' / 'always' / 'never'
+(was a bool: true read as 'tokenizer', false as 'never'); ``data.add_bos`` and the
+predictions' ``item`` added.
 Bump on any change that makes a stored file read differently: a column's name, type or
 meaning, or an allowed value taken away. Additions that every old file still satisfies (a new
 record kind, a new allowed value) keep the version."""
@@ -105,9 +108,9 @@ _ACCURACY = pa.schema(
             "scoring",
             pa.string(),
             "How answers were scored (eval.scoring): arg-max log-likelihood of the choices "
-            "('loglik'), greedy generation + exact match after the Long-Sequence papers' "
-            "normalisation ('exact_match'), or greedy generation + case-sensitive match of the "
-            "first line ('generate').",
+            "('loglik'), greedy generation + the Long-Sequence papers' exact match (SAPT: the "
+            "answer after the last 'Output:', normalised; 'exact_match'), or greedy generation "
+            "+ case-sensitive match of the first line ('generate').",
             allowed=("loglik", "exact_match", "generate"),
         ),
     ]
@@ -464,6 +467,16 @@ _PREDICTIONS = pa.schema(
             "Evaluated task's name, or 'probe:<probe>' for the general-ability probe.",
         ),
         _f("example", pa.int64(), "Index of the example in the trial's (seeded) test sample."),
+        _f(
+            "item",
+            pa.string(),
+            "Which source item it was, to join with other tools' per-sample logs: "
+            "'<task>/<index>' (0-based index into the task's test.json Instances) or, for an "
+            "MMLU-style probe, '<subject>/<row>' (0-based index of the question in the "
+            "subject's test file, header row excluded; in the Hub dataset, among that "
+            "subject's rows). Null in files written before it existed.",
+            nullable=True,
+        ),
         _f("gold", pa.string(), "The gold answer: label, letter or choice text."),
         _f(
             "predicted", pa.string(), "The model's answer: the arg-max label or the generated text."
@@ -479,7 +492,8 @@ _PREDICTIONS = pa.schema(
         _f(
             "generated",
             pa.string(),
-            "The generated answer (first line, stripped); null under log-likelihood scoring.",
+            "The generated text (the new tokens decoded, up to EOS), from which the answer "
+            "('predicted') was read; null under log-likelihood scoring.",
             nullable=True,
         ),
         _f(
@@ -696,8 +710,9 @@ def to_table(
 
 
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "summary": ("n_stages",),
+    "summary": ("n_stages", "data.add_bos"),
     "curve": ("pad_share",),
+    "predictions": ("item",),
 }
 """Nullable columns added to a kind within this schema version: a file written before they
 existed is read with them null (:func:`with_added_columns`), not refused as damaged."""
@@ -715,8 +730,8 @@ def with_added_columns(kind: str, table: pa.Table) -> pa.Table:
 
 
 def upgrade(kind: str, table: pa.Table) -> pa.Table:
-    """A table written under schema version 1 in version 2's form (a table of another
-    version is returned as it is). Other kinds only change their ``schema_version``; a
+    """A table written under an earlier schema version in the current one's form (version 2:
+    :func:`_from_v2`; a table of another version is returned as it is). Version 1: Other kinds only change their ``schema_version``; a
     summary gets ``tasks`` as a list, provenance null, and the typed settings from its
     ``config_json`` read as the harness reads a stored config (defaults of settings added
     since filled in, the replay weight resolved to the method's default where it was left
@@ -725,6 +740,8 @@ def upgrade(kind: str, table: pa.Table) -> pa.Table:
         versions = {v for v in table.column("schema_version").to_pylist() if v is not None}
     except (KeyError, TypeError, pa.ArrowInvalid):  # validate_table names what is wrong
         return table
+    if versions == {2}:
+        return _from_v2(kind, table)
     if versions != {1}:
         return table
     at = table.schema.get_field_index("schema_version")
@@ -750,6 +767,22 @@ def upgrade(kind: str, table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(
         [_column_array(f, df[f.name]) for f in keep], schema=pa.schema(keep)
     )
+
+
+def _from_v2(kind: str, table: pa.Table) -> pa.Table:
+    """A version-2 table in version 3's form: the summary's bool ``replay.add_bos`` becomes
+    the rule it meant ('tokenizer' / 'never'); columns added since are filled in later."""
+    at = table.schema.get_field_index("schema_version")
+    version = pa.array([SCHEMA_VERSION] * len(table), pa.int32())
+    table = table.set_column(at, schema_for(kind).field("schema_version"), version)
+    name = "replay.add_bos"
+    if kind == "summary" and name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_boolean(col.type):
+            rule = [None if v is None else ("tokenizer" if v else "never") for v in col.to_pylist()]
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, schema_for(kind).field(name), pa.array(rule, pa.string()))
+    return table
 
 
 def _settings_columns() -> list[tuple[str, str, str]]:

@@ -34,6 +34,9 @@ Commands:
     python studies/baselines.py --report                 # 3 seeds, here (~65 min)
     python studies/baselines.py --seeds 0 --report       # one seed (~24 min)
     python studies/baselines.py --smoke-test --report    # minutes
+    # a real pretrained model (gere model prepare smollm2-135m; README "On a real model"):
+    python studies/baselines.py --preset smollm2-135m --seeds 0 \
+        --rows none,none_lora,ce,kl,tm,task_replay --report
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def _demo():
 
 SETTINGS = {
     "train": {"loss_weighting": "per_sample"},
-    "replay": {"add_bos": False},
+    "replay": {"add_bos": "never"},
     "scale": {"zero_stage": 2},  # ewc, lwf and olora read whole parameters: not ZeRO-3
 }
 """What every trial of the study shares on any preset: GeRe's reference objective (each
@@ -83,17 +86,48 @@ SMOKE_SETTINGS = {"train": {"max_steps_per_task": 2}}
 
 def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0,1,2", help="Seeds, comma-separated (default: 0,1,2).")
+    names = [b["@baseline"] for b in BASELINES]
+    p.add_argument(
+        "--rows",
+        default=None,
+        metavar="A,B,...",
+        help=f"Only these rows of the table (default: all: {','.join(names)}).",
+    )
     p.add_argument(
         "--world-seed", type=int, default=0, help="Seed of the generated world. Default: 0."
     )
 
 
+def rows(args: argparse.Namespace) -> list[dict]:
+    """The table's rows that --rows names (all by default); ConfigError naming an unknown one."""
+    from harness.config import ConfigError
+    from harness.suggest import did_you_mean
+
+    names = [b["@baseline"] for b in BASELINES]
+    wanted = [r.strip() for r in (getattr(args, "rows", None) or "").split(",") if r.strip()]
+    unknown = [r for r in wanted if r not in names]
+    if unknown:
+        raise ConfigError(
+            [
+                f"--rows: {unknown[0]!r} is not a row of the table{did_you_mean(unknown[0], names)}; "
+                f"rows: {', '.join(names)}"
+            ]
+        )
+    return [b for b in BASELINES if not wanted or b["@baseline"] in wanted]
+
+
 def grid(args: argparse.Namespace) -> list:
-    return [BASELINES, axis("seed", seed_list(args.seeds))]
+    return [rows(args), axis("seed", seed_list(args.seeds))]
 
 
 GRID = grid(argparse.Namespace(seeds="0,1,2"))
+
+
 SMOKE = [BASELINES]
+
+
+def smoke(args: argparse.Namespace) -> list:
+    return [rows(args)]
 
 
 def prepare(args: argparse.Namespace, base: dict) -> dict:
@@ -128,7 +162,7 @@ def run(argv: list[str] | None = None) -> int:
         NAME,
         __doc__,
         grid,
-        SMOKE,
+        smoke,
         argv,
         settings=SETTINGS,
         smoke_settings=SMOKE_SETTINGS,

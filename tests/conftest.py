@@ -13,8 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.core import cache_root
 from harness.data import DataError, resolve_data_root
 from tests.helpers import tiny_built, tiny_model
+
+REAL_CACHE = cache_root()
+"""The user's cache root, read before each test points GERE_CACHE_DIR at its own tmp dir: a
+prepared real model (gere model prepare smollm2-135m) is found there."""
 
 COLOURS = ["red", "blue", "green", "yellow"]
 ANIMALS = ["cat", "dog", "owl", "fox"]
@@ -100,6 +105,29 @@ def shared_data() -> Path:
     if not (root / "long_sequence").is_dir():
         pytest.skip(f"real data not available: {root}/long_sequence is missing")
     return root
+
+
+@pytest.fixture
+def smollm2(shared_data: Path) -> str:
+    """The real model ``smollm2-135m`` (prepared once with ``gere model prepare smollm2-135m``)
+    made visible in this test's cache root (a link, also for subprocesses and Ray workers);
+    skips when it is not prepared or the real data is absent. Returns the model name."""
+    import os
+
+    from harness.prepared_models import GGUF_MODELS, prepared_dir
+
+    name = "smollm2-135m"
+    real = REAL_CACHE / prepared_dir(name).relative_to(cache_root())
+    if not (real / "prepared.json").is_file():
+        pytest.skip(
+            f"{name} is not prepared in {REAL_CACHE}: `{GGUF_MODELS[name].install}` then "
+            f"`gere model prepare {name}`"
+        )
+    here = prepared_dir(name)
+    here.parent.mkdir(parents=True, exist_ok=True)
+    if not here.exists():
+        os.symlink(real, here, target_is_directory=True)
+    return name
 
 
 @pytest.fixture(autouse=True)

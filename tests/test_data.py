@@ -409,9 +409,10 @@ def test_headerless_letter_form(tmp_path: Path) -> None:
     questions = load_mc("mc", tmp_path)
     assert [q.answer for q in questions] == [1, 3]
     assert questions[0] == MCQuestion(
-        "physics", "What is 1, 2?", ("one", "two", "three", "four"), 1
+        "physics", "What is 1, 2?", ("one", "two", "three", "four"), 1, row=0
     )
     assert questions[1].question == "Multi\nline?"
+    assert [q.item for q in questions] == ["physics/0", "physics/1"]  # rows, not file lines
 
 
 def test_headered_form_with_varying_choice_counts(tmp_path: Path) -> None:
@@ -585,9 +586,12 @@ TEXTS = ["hello world", "the lazy dog jumps", "fox"]
 
 def test_tokenize_adds_bos_and_truncates(tokenizer: Any, tmp_path: Path) -> None:
     raw = tokenizer(TEXTS, add_special_tokens=False)["input_ids"]
-    ids = tokenize_cached(tokenizer, TEXTS, max_length=64, cache_dir=tmp_path)
+    # This tokenizer has a BOS token but does not put it before a text itself (as GPT-2 or
+    # SmolLM2): its own rule adds nothing, 'always' forces it.
+    assert tokenize_cached(tokenizer, TEXTS, max_length=64, cache_dir=tmp_path) == raw
+    ids = tokenize_cached(tokenizer, TEXTS, max_length=64, add_bos="always", cache_dir=tmp_path)
     assert ids == [[tokenizer.bos_token_id, *r] for r in raw]
-    short = tokenize_cached(tokenizer, TEXTS, max_length=3, cache_dir=tmp_path)
+    short = tokenize_cached(tokenizer, TEXTS, max_length=3, add_bos="always", cache_dir=tmp_path)
     assert all(len(s) <= 3 and s[0] == tokenizer.bos_token_id for s in short)
     assert short[1] == ids[1][:3] and len(ids[1]) > 3
     no_bos = tokenize_cached(tokenizer, TEXTS, max_length=64, add_bos=False, cache_dir=tmp_path)

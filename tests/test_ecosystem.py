@@ -231,8 +231,9 @@ def test_a_version_1_summary_is_read_in_version_2_form(tmp_path):
     path.parent.mkdir(parents=True)
     pq.write_table(table, path)
     s = io.read_study(io.study_dir(tmp_path, "s"))["summary"].iloc[0]
-    assert s["schema_version"] == schema.SCHEMA_VERSION == 2
+    assert s["schema_version"] == schema.SCHEMA_VERSION == 3
     assert list(s["tasks"]) == ["a", "b"] and s["train.lr"] == 3e-4
+    assert s["replay.add_bos"] == "tokenizer" and s["data.add_bos"] == "tokenizer"
     assert s["replay.method"] == "kl" and s["replay.weight_strategy"] == "fixed"
     assert s["replay.weight"] == 1.0  # 'default' resolved to KL's default weight
     assert s["train.loss_weighting"] == "microbatch_mean"  # added since, read at its default
@@ -411,3 +412,24 @@ def test_a_step_skipped_by_fp16_loss_scaling_is_not_a_divergence(mini_root, tmp_
     )
     cfg = mini_config(mini_root, tmp_path / "out2", **{"data.tasks": "colour"})
     assert run_trial(cfg).status == "diverged"
+
+
+def test_a_version_2_summary_reads_its_bool_add_bos_as_the_rule_it_meant(tmp_path):
+    """Version 2 stored replay.add_bos as a bool (true: the tokenizer's BOS, which every model
+    run then put first; false: none) and had no data.add_bos; version 3 reads them as rules."""
+    v3 = schema.schema_for("summary")
+    fields = [f.with_nullable(True) for f in v3 if f.name != "data.add_bos"]
+    fields = [pa.field(f.name, pa.bool_()) if f.name == "replay.add_bos" else f for f in fields]
+    rows = []
+    for trial, flag in (("t1", True), ("t2", False)):
+        row = {f.name: None for f in fields}
+        row.update(schema_version=2, study="s", trial_id=trial, status="completed", tasks=["a"])
+        row["replay.add_bos"] = flag
+        rows.append(row)
+    path = io.study_dir(tmp_path, "s") / "summary" / "t.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(fields)), path)
+    table = schema.upgrade("summary", pq.read_table(path))
+    assert table.column("replay.add_bos").to_pylist() == ["tokenizer", "never"]
+    assert set(table.column("schema_version").to_pylist()) == {3}
+    assert "data.add_bos" in schema.with_added_columns("summary", table).column_names

@@ -160,11 +160,11 @@ def test_wrong_schema_version_is_a_damaged_file(out: Path, sdir: Path) -> None:
 
 
 def test_a_file_written_before_a_column_was_added_reads_with_it_null(out: Path, sdir: Path) -> None:
-    """Results written before ``n_stages`` / ``pad_share`` existed are read, not refused; a
-    file lacking any other column is still damaged."""
+    """Results written before ``n_stages`` / ``data.add_bos`` / ``pad_share`` existed are
+    read, not refused; a file lacking any other column is still damaged."""
     from results.schema import ADDED_COLUMNS
 
-    assert set(ADDED_COLUMNS) == {"summary", "curve"}
+    assert set(ADDED_COLUMNS) == {"summary", "curve", "predictions"}
     path = _path(out, "summary")
     pq.write_table(pq.read_table(path).drop_columns(list(ADDED_COLUMNS["summary"])), path)
     curve = _path(out, "curve")  # this study has no curves: write one the old way

@@ -50,6 +50,9 @@ def _replay_method_lines() -> dict[str, str]:
 ReplayMethodName = Annotated[str, Choices(_replay_method_names, _replay_method_lines)]
 """A method registered in harness.replay (its REGISTRY is the one list of names)."""
 
+BosRule = Literal["tokenizer", "always", "never"]
+"""What starts a tokenised text (data.add_bos, replay.add_bos; harness.data.tokenize.bos_ids)."""
+
 LEGACY_REPLAY_SETTINGS = {"tm_k": ("tm", "k"), "kl_temperature": ("kl", "temperature")}
 """Former flat ReplayConfig fields -> (the method they belonged to, its setting's name).
 Stored configs (``config_json``) still hold them; :func:`computed_settings` reads them."""
@@ -123,6 +126,12 @@ class DataConfig:
     the label). The label follows after a space either way."""
     cache_dir: str | None = None
     """Token cache directory. Unset: $GERE_CACHE_DIR/tokens or ~/.cache/gere-harness/tokens."""
+    add_bos: BosRule = "tokenizer"
+    """What starts every task prompt, training row, probe prompt and held-out text:
+    'tokenizer' = the tokenizer's own rule (the special tokens ``tokenizer(text)`` puts first,
+    as transformers and lm-evaluation-harness's default do: Llama-3's BOS, nothing for GPT-2,
+    Qwen or SmolLM2, whose bos_token is a chat-turn token), 'always' = the tokenizer's BOS
+    token, 'never' = nothing."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,9 +148,11 @@ class ReplayConfig:
     """Number of replay texts (GeRe: 1,000). Ignored when method='none'."""
     max_tokens: int = 563
     """Each replay text is truncated to this many tokens (GeRe: 563)."""
-    add_bos: bool = True
-    """Start every replay text with the tokenizer's BOS token, as task prompts do. GeRe's
-    reference tokenises replay texts with add_special_tokens=False (no BOS): false."""
+    add_bos: BosRule = "tokenizer"
+    """What starts every replay text, as data.add_bos: 'tokenizer' (its own rule), 'always'
+    or 'never'. GeRe's reference tokenises replay texts with add_special_tokens=False (no
+    BOS): 'never'. (true/false, the earlier spellings, read as 'tokenizer'/'never': every
+    model run before the rule existed had a tokenizer that puts its BOS first.)"""
     weight: float | Literal["dynamic"] | None = None
     """Weight w of the replay-loss term in L = CE + w*term: a number, 'dynamic'
     (w = CE/term, both detached), or unset = the method's default (tm: 100, others: 1)."""
@@ -214,10 +225,16 @@ class EvalConfig:
     scoring: Literal["loglik", "exact_match", "generate"] = "loglik"
     """Task answers: 'loglik' picks the label whose tokens have the highest summed
     log-likelihood after the prompt (restricted to labels.json; never below chance);
-    'exact_match' decodes greedily and compares after the Long-Sequence papers' normalisation
-    (lower-case, punctuation removed, whitespace collapsed: O-LoRA/SAPT's
-    compute_metrics); 'generate' decodes greedily and compares the stripped first line
-    exactly (case-sensitive)."""
+    'exact_match' is the Long-Sequence papers' rule (SAPT's ``skip_instructions`` and
+    ``compute_metrics``): greedy decoding of eval.max_new_tokens tokens, the prompt and the
+    generation decoded together, the answer is everything after the last "Output:"
+    (stripped; '' if there is none), compared after their normalisation (lower-case,
+    punctuation removed, whitespace collapsed); 'generate' decodes greedily and compares the
+    stripped first line of the generation exactly (case-sensitive)."""
+    max_new_tokens: int | None = 50
+    """Tokens generated per answer under 'exact_match' and 'generate' (greedy; stops early at
+    EOS). 50 is SAPT's; None = the task's longest label + 2 tokens (much cheaper, but an
+    answer that rambles or starts with a line break is cut: the rule before 2026-12-04)."""
     batch_size: int = 16
     """Sequences per evaluation forward pass."""
     probe: str | None = "mmlu"
@@ -338,7 +355,9 @@ class TrialConfig:
 LATER_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("cl",): {},
     ("train", "loss_weighting"): "microbatch_mean",
-    ("replay", "add_bos"): True,
+    ("replay", "add_bos"): True,  # 'tokenizer' in its earlier form (in_earlier_form)
+    ("data", "add_bos"): "tokenizer",
+    ("eval", "max_new_tokens"): 50,
     ("replay", "settings", "t2_scale"): True,
     ("replay", "settings", "mask_padding"): True,
     ("model", "revision"): None,
@@ -367,6 +386,9 @@ def in_earlier_form(d: dict[str, Any]) -> dict[str, Any]:
       default (attention projections), whatever its targets say;
     * a Hub source's split, now ``hf:<dataset>#<split>``, was ``hf:<dataset>@<split>``
       before '@' came to mean a revision (a source with a revision has no earlier form)."""
+    replay = d.get("replay")
+    if isinstance(replay, dict) and replay.get("add_bos") in ("tokenizer", "never"):
+        replay["add_bos"] = replay["add_bos"] == "tokenizer"  # true/false before 'always'
     model = d.get("model")
     if isinstance(model, dict) and model.get("tuning", "full") == "full":
         model["lora_target_modules"] = list(EARLIER_LORA_TARGETS)

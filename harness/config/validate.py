@@ -166,6 +166,8 @@ def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
             )
             continue
         tp = hints[key]
+        if key == "add_bos" and isinstance(value, bool):  # the earlier spelling
+            value = "tokenizer" if value else "never"
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value, where, problems)
             continue
@@ -255,6 +257,7 @@ def _rules(cfg: TrialConfig) -> list[str]:
     positive("eval.probe_max_questions", e.probe_max_questions)
     positive("eval.heldout_max_texts", e.heldout_max_texts)
     positive("eval.heldout_max_tokens", e.heldout_max_tokens, allow_none=False)
+    positive("eval.max_new_tokens", e.max_new_tokens)
     if e.plasticity_texts < 0:
         p.append(f"eval.plasticity_texts: {e.plasticity_texts} must be >= 0 (0 disables)")
     if e.plasticity_texts and not e.heldout:

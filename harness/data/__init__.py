@@ -24,7 +24,13 @@ from harness.data.general import load_texts, sample_texts
 from harness.data.hub import HubSource, is_hub_source, parse_hub_source
 from harness.data.mmlu import LETTERS, MCQuestion, format_mc_prompt, load_mc
 from harness.data.paths import ENV_VAR, DataError, default_data_root, resolve_data_root
-from harness.data.tokenize import default_cache_dir, tokenize_cached, tokenizer_fingerprint
+from harness.data.tokenize import (
+    bos_ids,
+    default_cache_dir,
+    special_prefix,
+    tokenize_cached,
+    tokenizer_fingerprint,
+)
 
 __all__ = [
     "ENV_VAR",
@@ -53,5 +59,7 @@ __all__ = [
     "target_text",
     "task_dir",
     "tokenize_cached",
+    "bos_ids",
+    "special_prefix",
     "tokenizer_fingerprint",
 ]

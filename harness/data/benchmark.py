@@ -82,6 +82,8 @@ class Example:
 
     input: str
     output: str
+    index: int = -1
+    """0-based position in its split file's Instances (-1: not read from a file)."""
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,7 @@ def _read_split(path: Path) -> tuple[str, tuple[Example, ...]]:
                 f"{path}: Instances[{i}] needs 'output' as a string or non-empty list of "
                 f"strings; got {_describe(item.get('output'))}"
             )
-        examples.append(Example(item["input"], output))
+        examples.append(Example(item["input"], output, i))
     if not examples:
         raise DataError(f"{path}: 'Instances' is empty; every split needs at least one instance")
     return "\n".join(d.strip() for d in raw_definition if d.strip()), tuple(examples)

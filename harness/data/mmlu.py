@@ -32,6 +32,14 @@ class MCQuestion:
     question: str
     choices: tuple[str, ...]
     answer: int
+    row: int = -1
+    """0-based index of the question in its subject's file (header row excluded) or, from the
+    Hub, among its subject's rows; -1 where unknown."""
+
+    @property
+    def item(self) -> str:
+        """``<subject>/<row>``: joins with other tools' per-sample logs (lm-eval's doc_id)."""
+        return f"{self.subject}/{self.row}"
 
     def __post_init__(self) -> None:
         if not 2 <= len(self.choices) <= len(LETTERS):
@@ -126,7 +134,7 @@ def _read_csv(path: Path, subject: str) -> list[MCQuestion]:
         if not question.strip():
             raise DataError(f"{where}: empty question")
         answer = _parse_answer(raw.strip(), n_choices, has_header, where)
-        questions.append(MCQuestion(subject, question, tuple(choices), answer))
+        questions.append(MCQuestion(subject, question, tuple(choices), answer, len(questions)))
     if not questions:
         raise DataError(f"{path} has a header but no questions")
     return questions
@@ -174,10 +182,13 @@ def _load_hub(hub: HubSource, split: str) -> list[MCQuestion]:
             f"could not load {source!r} split {split!r} from the Hugging Face Hub "
             f"({type(e).__name__}: {e}); offline machines need a local directory (e.g. 'mmlu')"
         ) from e
-    return [
-        MCQuestion(r.get("subject") or name, r["question"], tuple(r["choices"]), int(r["answer"]))
-        for r in rows
-    ]
+    rows_seen: dict[str, int] = {}
+    out = []
+    for r in rows:
+        subject = r.get("subject") or name
+        row = rows_seen[subject] = rows_seen.get(subject, -1) + 1
+        out.append(MCQuestion(subject, r["question"], tuple(r["choices"]), int(r["answer"]), row))
+    return out
 
 
 def format_mc_prompt(q: MCQuestion, shots: Sequence[MCQuestion] = ()) -> str:

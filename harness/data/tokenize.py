@@ -56,50 +56,97 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return digest.hexdigest()
 
 
+def special_prefix(tokenizer: Any) -> list[int]:
+    """The special tokens the tokenizer itself puts before a text (``tokenizer(text)``), as
+    transformers and lm-evaluation-harness (``add_bos_token=None``, its default) use them:
+    ``[<|begin_of_text|>]`` for Llama-3, ``[]`` for GPT-2, Qwen or SmolLM2 (whose
+    ``bos_token`` is a chat-turn token it never puts before plain text)."""
+    probe = "Hello world"
+    plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    full = list(tokenizer(probe)["input_ids"])
+    for k in range(len(full) - len(plain) + 1):
+        if full[k : k + len(plain)] == plain:
+            return full[:k]
+    raise DataError(
+        f"{type(tokenizer).__name__}: tokenizer(text) is not the text's tokens with special "
+        f"tokens around them ({full} vs {plain}); set data.add_bos / replay.add_bos to true or "
+        "false explicitly"
+    )
+
+
+def bos_ids(tokenizer: Any, add_bos: str | bool | None) -> list[int]:
+    """The tokens put before every text: the tokenizer's own rule (``'tokenizer'`` or None,
+    :func:`special_prefix`), its BOS token (``'always'`` or True) or nothing (``'never'`` or
+    False)."""
+    if add_bos in (None, "tokenizer"):
+        return special_prefix(tokenizer)
+    if add_bos in (False, "never"):
+        return []
+    if add_bos not in (True, "always"):
+        raise DataError(f"add_bos={add_bos!r}; use 'tokenizer', 'always' or 'never'")
+    if tokenizer.bos_token_id is None:
+        raise DataError(
+            f"add_bos='always' but {type(tokenizer).__name__} has no bos_token; use "
+            "'tokenizer' (its own rule) or 'never'"
+        )
+    return [tokenizer.bos_token_id]
+
+
 def tokenize_cached(
     tokenizer: Any,
     texts: Sequence[str],
     *,
     max_length: int,
-    add_bos: bool = True,
+    add_bos: str | bool | None = None,
     add_eos: bool = False,
     cache_dir: Path | None = None,
 ) -> list[list[int]]:
     """Token ids per text: [bos] + ids + [eos], truncated to max_length.
 
-    Special tokens are added here rather than by the tokenizer so that every model family
-    gets the same layout. Truncation happens after eos is appended, so a cut-off text has
-    no eos: the document did not end there. Results are cached in
-    ``<cache_dir>/<key>.npz`` and a repeat call does not touch the tokenizer.
+    ``add_bos`` (:func:`bos_ids`): ``'tokenizer'``/None (default) puts before every text what
+    the tokenizer itself puts there (:func:`special_prefix`: Llama-3's BOS, nothing for
+    GPT-2-style tokenizers); ``'always'``/True the tokenizer's BOS token; ``'never'``/False
+    nothing. The text's own tokens never include
+    special tokens, so every model family gets the same layout. Truncation happens after eos
+    is appended, so a cut-off text has no eos: the document did not end there. Results are
+    cached in ``<cache_dir>/<key>.npz`` and a repeat call does not touch the tokenizer.
     """
     if max_length < 1:
         raise DataError(f"max_length={max_length}; use a positive number of tokens")
     if not texts:
         return []
-    bos = tokenizer.bos_token_id if add_bos else None
+    own_rule = add_bos in (None, "tokenizer")
+    # The tokenizer's own rule is decided by its pipeline, which the fingerprint covers: the
+    # key names the rule, so a cache hit never calls the tokenizer.
+    prefix = [] if own_rule else bos_ids(tokenizer, add_bos)
     eos = tokenizer.eos_token_id if add_eos else None
     if add_eos and eos is None:
         raise DataError("add_eos=True but the tokenizer has no eos_token; set one or pass False")
+    bos = "tokenizer" if own_rule else (prefix[0] if prefix else None)
     key = _cache_key(tokenizer_fingerprint(tokenizer), texts, max_length, bos, eos)
     path = (cache_dir if cache_dir is not None else default_cache_dir()) / f"{key}.npz"
     cached = _read_cache(path, len(texts))
     if cached is not None:
         return cached
+    if own_rule:
+        prefix = special_prefix(tokenizer)
     sequences = []
     for start in range(0, len(texts), _BATCH):
         batch = list(texts[start : start + _BATCH])
         encoded = tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]
         for ids in encoded:
-            full = (
-                ([bos] if bos is not None else []) + list(ids) + ([eos] if eos is not None else [])
-            )
+            full = prefix + list(ids) + ([eos] if eos is not None else [])
             sequences.append(full[:max_length])
     _write_cache(path, sequences)
     return sequences
 
 
 def _cache_key(
-    fingerprint: str, texts: Sequence[str], max_length: int, bos: int | None, eos: int | None
+    fingerprint: str,
+    texts: Sequence[str],
+    max_length: int,
+    bos: int | str | None,
+    eos: int | None,
 ) -> str:
     digest = hashlib.sha256(f"{_CACHE_FORMAT}|{fingerprint}|{max_length}|{bos}|{eos}".encode())
     for text in texts:  # length-prefixed, so ["ab", "c"] and ["a", "bc"] differ
