@@ -9,7 +9,8 @@ Counts forward tokens, the unit both training and evaluation spend:
 * **evaluation**: at every checkpoint (the start and after each task) each task's test prompts
   (one forward per prompt holding its packed candidates, a long shared beginning such as a
   probe subject's few-shot block counted once; for generation, the prompt plus at
-  most the longest label + 2 new tokens: an upper bound, decoding stops at EOS), the probe's
+  most ``eval.max_new_tokens`` new tokens (or the longest label + 2 when unset): an upper
+  bound, decoding stops at EOS), the probe's
   prompts and the held-out texts. The ranks share the work (each scores its share), so the
   sum over ranks is one evaluation's tokens.
 * **continual-learning methods** (``cl``): task replay's buffered examples are training rows;
@@ -134,7 +135,7 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
             train += rows_t * task_len + rows_r * mean_replay
             task_tokens += rows_t * task_len
             if gen:
-                new = max(len(c) for c in tt.candidates) + 2
+                new = e.max_new_tokens or max(len(c) for c in tt.candidates) + 2
                 evaluation += sum(len(p) + new for p in tt.prompts)
             else:
                 evaluation += request_tokens([(p, tt.candidates) for p in tt.prompts])
@@ -160,7 +161,7 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
             task_tokens += rows_t * task_len
         prompt = min(cfg.data.max_seq_len, a["task_prompt"])
         if gen:
-            per_task = n_test * (prompt + a["label_tokens"] + 2)
+            per_task = n_test * (prompt + (e.max_new_tokens or a["label_tokens"] + 2))
         else:
             per_task = n_test * (prompt + a["labels_per_task"] * (a["label_tokens"] - 1))
         per_ckpt = n * per_task

