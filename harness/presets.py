@@ -32,11 +32,12 @@
   workers through the same ZeRO-3 loading path. Only sizes and caps differ: three tasks of
   order 6, in its order (mnli, qqp, sst2: among those with the shortest prompts, 40-80
   tokens) instead of all 15; 24 training / 16 test examples per task instead of 1,000 / 500
-  (9 steps a task at the same 3 epochs and effective batch 8); 8 replay texts of at most 128
+  (5 steps a task at the same 3 epochs: an effective batch of 16, 4 rows x 2 accumulation
+  steps x 2 ranks, where the 8B preset's is 64 over 8 GPUs); 8 replay texts of at most 128
   tokens instead of 1,000 of 563; 2 warm-up steps instead of 10; 24 MMLU questions instead of
   2,000 and 32 held-out texts of 128 tokens instead of 500 of 512; 2 CPU ranks instead of 8
   GPUs, and float32 (bf16 matmuls are slow on most CPUs). The learning rate is the 8B
-  preset's (3e-6), which barely moves a model in 9 steps a task: the README's real-model
+  preset's (3e-6), which barely moves a model in 5 steps a task: the README's real-model
   table raises it with ``--set train.lr=...`` and says so beside the numbers. Cost on a
   2-core CPU: README "On a real model".
 

@@ -55,13 +55,16 @@ def build_parser(name: str, doc: str | None, preset: str = "tiny") -> argparse.A
         "--smoke-test",
         action="store_true",
         help="Tiny model, 2 tasks, a few steps, the SMOKE grid; 2 DeepSpeed ZeRO-2 workers "
-        "per trial on CPU. Minutes on a laptop.",
+        "per trial on CPU. Minutes on a laptop. (--preset smollm2-135m keeps its real model "
+        "and ZeRO-3, on 2 tasks of a few examples.)",
     )
     p.add_argument(
         "--preset",
         default=preset,
         choices=PRESETS,
-        help=f"Model/data/scale preset (default: {preset}; llama-3.1-8b needs a GPU cluster).",
+        help=f"Model/data/scale preset (default: {preset}; smollm2-135m is a real model, "
+        "prepared once with 'gere model prepare smollm2-135m'; llama-3.1-8b needs a GPU "
+        "cluster).",
     )
     p.add_argument(
         "--out",
@@ -96,7 +99,8 @@ def build_parser(name: str, doc: str | None, preset: str = "tiny") -> argparse.A
         "--data-dir",
         default=None,
         help="Data root (long_sequence/, general/, mmlu/). Default: the preset's "
-        "(the generated world for tiny/world; $GERE_DATA_DIR for llama-3.1-8b).",
+        "(the generated world for tiny/world; $GERE_DATA_DIR or ../shared/data for "
+        "smollm2-135m and llama-3.1-8b).",
     )
     p.add_argument(
         "--generate-world",
@@ -264,7 +268,7 @@ def main(
                     "generate the offline world there"
                     + (
                         f"; {how_to_get(Path(args.data_dir) / 'long_sequence')}"
-                        if args.preset == "llama-3.1-8b"
+                        if args.preset in ("llama-3.1-8b", "smollm2-135m")
                         else ""
                     )
                 ]

@@ -1021,8 +1021,11 @@ def rescore(predictions: pd.DataFrame, scoring: str) -> pd.DataFrame:
     stripped first line, case-sensitive); log-likelihood rows by ``loglik`` (arg-max of the
     recorded log-likelihoods). Returns accuracy rows (stage, task, accuracy, n_correct,
     n_total, scoring) per trial, like the ``accuracy`` kind (tasks and the probe).
+    ``generated`` follows a prompt that ends in "Output:", so SAPT's answer (after the last
+    "Output:" of prompt + generation) is read from "Output:" + generated.
     """
-    from harness.evaluate import normalize_answer  # the one definition of the normalisation
+    # the one definition of each rule
+    from harness.evaluate import ANSWER_PREFIX, first_line, normalize_answer, sapt_answer
 
     _need(predictions, ["trial_id", "stage", "task", "gold", "predicted", "generated"], "rescore")
     generated = predictions["generated"].notna()
@@ -1035,11 +1038,14 @@ def rescore(predictions: pd.DataFrame, scoring: str) -> pd.DataFrame:
             )
         if scoring == "exact_match":
             ok = [
-                normalize_answer(g) == normalize_answer(p)
+                normalize_answer(g) == normalize_answer(sapt_answer(ANSWER_PREFIX + p))
                 for g, p in zip(predictions["gold"], predictions["generated"], strict=True)
             ]
         else:
-            ok = (predictions["generated"] == predictions["gold"]).tolist()
+            ok = [
+                first_line(p) == g
+                for g, p in zip(predictions["gold"], predictions["generated"], strict=True)
+            ]
     elif scoring == "loglik":
         if generated.any():
             raise ValueError(

@@ -527,6 +527,11 @@ def test_rescore_generated_predictions_under_the_papers_normalisation() -> None:
     assert an.rescore(ll, "loglik").iloc[0].n_correct == 2
     with pytest.raises(ValueError, match="hold no generated text"):
         an.rescore(ll, "exact_match")
+    # SAPT's rule reads the answer after the last "Output:" (here "yes", not "neutral"); the
+    # first-line rule reads "neutral"; both read past a leading line break
+    talk = preds.assign(generated=["\nEntailment", "neutral\nOutput: yes", " yes"])
+    assert an.rescore(talk, "exact_match").iloc[0].n_correct == 2
+    assert an.rescore(talk, "generate").iloc[0].n_correct == 3
 
 
 # --- loss of plasticity -------------------------------------------------------------------
