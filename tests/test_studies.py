@@ -233,7 +233,7 @@ def test_baselines_smoke_runs_every_row_on_two_zero2_ranks_and_reports_the_table
     assert len(acc) == 9 * 4 * 3 + 2 * 3  # sequential: stages 0..3; multitask: 0..1
     config = json.loads(summary.config_json.iloc[0])
     assert config["train"]["loss_weighting"] == "per_sample"
-    assert config["replay"]["add_bos"] is False
+    assert config["replay"]["add_bos"] == "never"
     # the rows differ from plain sequential fine-tuning where a method acts in 2 steps a task
     curve = tables["curve"].groupby("trial_id").loss.sum()
     for row in ("ewc", "lwf", "task_replay", "tm"):
