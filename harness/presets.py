@@ -37,8 +37,8 @@
   tokens instead of 1,000 of 563; 2 warm-up steps instead of 10; 24 MMLU questions instead of
   2,000 and 32 held-out texts of 128 tokens instead of 500 of 512; 2 CPU ranks instead of 8
   GPUs, and float32 (bf16 matmuls are slow on most CPUs). The learning rate is the 8B
-  preset's (3e-6), which barely moves a model in 5 steps a task: the README's real-model
-  table raises it with ``--set train.lr=...`` and says so beside the numbers. Cost on a
+  preset's (3e-6, meant for 1,000 examples x 3 epochs); the README's real-model table raises
+  it to 1e-4 with ``--set train.lr=1e-4`` for every row and says so beside the numbers. Cost on a
   2-core CPU: README "On a real model".
 
 ``smoke`` shrinks any preset to a run of seconds per trial with 2 Ray Train workers running
