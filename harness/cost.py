@@ -116,7 +116,7 @@ def _cl_compute(cfg: TrialConfig, task_tokens: float, task_len: float, n: int) -
 def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cost:
     """The forward tokens of one trial; ``inputs``: its :class:`harness.inputs.TrialInputs`
     (exact lengths), else the config's caps and :data:`ASSUMED` lengths for ``n_tasks``."""
-    from harness.evaluate import request_tokens
+    from harness.evaluate import new_token_budget, request_tokens
 
     e, r = cfg.eval, cfg.replay
     uses_replay = r.method != "none"
@@ -135,7 +135,7 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
             train += rows_t * task_len + rows_r * mean_replay
             task_tokens += rows_t * task_len
             if gen:
-                new = e.max_new_tokens or max(len(c) for c in tt.candidates) + 2
+                new = new_token_budget(e.max_new_tokens, tt.candidates)
                 evaluation += sum(len(p) + new for p in tt.prompts)
             else:
                 evaluation += request_tokens([(p, tt.candidates) for p in tt.prompts])

@@ -25,6 +25,7 @@ from harness.evaluate import (
     candidate_forwards,
     candidate_logliks,
     generate_answers,
+    new_token_budget,
     perplexity,
     perplexity_forwards,
 )
@@ -95,8 +96,7 @@ def evaluate_checkpoint(trial, stage: int, after_task: str):
             correct = [_argmax(ll) == a for ll, a in zip(lls, tt.answers, strict=True)]
             texts = [None] * len(lls)
         else:
-            longest = max(len(c) for c in tt.candidates)
-            new_tokens = cfg.eval.max_new_tokens or longest + 2
+            new_tokens = new_token_budget(cfg.eval.max_new_tokens, tt.candidates)
             gens = on_shards(
                 backend,
                 list(zip(tt.prompts, tt.golds, strict=True)),

@@ -296,6 +296,12 @@ def first_line(text: str) -> str:
     return text.strip().split("\n")[0].strip()
 
 
+def new_token_budget(max_new_tokens: int | None, candidates: Sequence[Sequence[int]]) -> int:
+    """Tokens generated per answer: ``eval.max_new_tokens``, or when it is unset the longest
+    label (its tokens in ``candidates``) + 2."""
+    return max_new_tokens or max(len(c) for c in candidates) + 2
+
+
 @dataclass(frozen=True)
 class Generation:
     """One greedy answer: the answer read from it, whether it matched, and the generated

