@@ -43,6 +43,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from harness.adam import AdamWPerElementStep
 from harness.config import ScaleConfig, TrialConfig
 from harness.core import device_of
 from harness.models import Built, build, last_hidden_and_logits
@@ -143,8 +144,9 @@ class _Base:
     sharded = False
     step_skipped = False
 
-    def __init__(self, cfg: TrialConfig):
+    def __init__(self, cfg: TrialConfig, *, per_element_step: bool = False):
         self.cfg = cfg
+        self.per_element_step = per_element_step
 
     @property
     def is_main(self) -> bool:
@@ -198,9 +200,8 @@ class TorchBackend(_Base):
 
     def start_task(self) -> None:
         # A new AdamW per task: moments from the previous task do not leak into the next.
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=0.0, weight_decay=self.cfg.train.weight_decay
-        )
+        kind = AdamWPerElementStep if self.per_element_step else torch.optim.AdamW
+        self.optimizer = kind(self.params, lr=0.0, weight_decay=self.cfg.train.weight_decay)
 
     def backward(self, loss: torch.Tensor, n_micro: int) -> None:
         (loss / n_micro).backward()
@@ -260,14 +261,14 @@ class DeepSpeedBackend(_Base):
     single local process :func:`init_single_process` does).
     """
 
-    def __init__(self, cfg: TrialConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: TrialConfig, *, per_element_step: bool = False):
+        super().__init__(cfg, per_element_step=per_element_step)
         if not torch.distributed.is_initialized():
             init_single_process(cfg.scale.collective_timeout_s)
         self.rank = torch.distributed.get_rank()
         self.world_size = torch.distributed.get_world_size()
         self.sharded = shards_weights(cfg.scale)
-        self.ds_config = deepspeed_config(cfg)
+        self.ds_config = deepspeed_config(cfg, client_optimizer=per_element_step)
 
     def build_model(self, *, keep_reference: bool, weights: Path | None = None) -> Built:
         # Under ZeRO-3 Hub/local models are partitioned across ranks while they load.
@@ -282,8 +283,17 @@ class DeepSpeedBackend(_Base):
 
         self.built = built
         params = built.trainable_parameters()
+        client = None
+        if self.per_element_step:  # DeepSpeed wraps it (ZeRO-1/2: on its fp32 partitions)
+            tr = self.cfg.train
+            client = AdamWPerElementStep(
+                params, lr=tr.lr * tr.lr_multiplier, weight_decay=tr.weight_decay
+            )
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=built.model, model_parameters=params, config=self.ds_config
+            model=built.model,
+            model_parameters=params,
+            optimizer=client,
+            config=self.ds_config,
         )
         self.train_module = self.engine  # training forwards go through the engine
         self.module = self.engine.module
@@ -435,8 +445,10 @@ def _save_pretrained(built: Built, module: torch.nn.Module, path: Path) -> None:
     built.tokenizer.save_pretrained(str(path))
 
 
-def deepspeed_config(cfg: TrialConfig) -> dict:
-    """The DeepSpeed config dict for a trial (offload keys live inside zero_optimization)."""
+def deepspeed_config(cfg: TrialConfig, *, client_optimizer: bool = False) -> dict:
+    """The DeepSpeed config dict for a trial (offload keys live inside zero_optimization).
+    ``client_optimizer``: the backend hands DeepSpeed its own optimiser (no "optimizer"
+    section; ZeRO accepts an optimiser it has not tested when told so)."""
     sc, tr = cfg.scale, cfg.train
     zero: dict = {"stage": sc.zero_stage}
     if sc.offload_optimizer:
@@ -445,20 +457,25 @@ def deepspeed_config(cfg: TrialConfig) -> dict:
         zero["offload_param"] = {"device": "cpu", "pin_memory": sc.use_gpu}
     if sc.zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
+    optimizer = {
+        "type": "AdamW",
+        # torch's AdamW unless offloaded (DeepSpeedCPUAdam then); no fused CUDA op needed.
+        "params": {
+            "lr": tr.lr * tr.lr_multiplier,
+            "weight_decay": tr.weight_decay,
+            "torch_adam": not sc.offload_optimizer,
+            "adam_w_mode": True,
+        },
+    }
     return {
         "train_micro_batch_size_per_gpu": tr.batch_size,
         "gradient_accumulation_steps": tr.grad_accum,
         "gradient_clipping": tr.max_grad_norm or 0.0,
-        "optimizer": {
-            "type": "AdamW",
-            # torch's AdamW unless offloaded (DeepSpeedCPUAdam then); no fused CUDA op needed.
-            "params": {
-                "lr": tr.lr * tr.lr_multiplier,
-                "weight_decay": tr.weight_decay,
-                "torch_adam": not sc.offload_optimizer,
-                "adam_w_mode": True,
-            },
-        },
+        **(
+            {"zero_allow_untested_optimizer": True}
+            if client_optimizer
+            else {"optimizer": optimizer}
+        ),
         "zero_optimization": zero,
         "bf16": {"enabled": cfg.model.dtype == "bfloat16"},
         # fp16 weights train with DeepSpeed's dynamic loss scaling (loss_scale 0 = dynamic).
@@ -486,8 +503,12 @@ def init_single_process(timeout_s: float = 900.0) -> None:
     )
 
 
-def make_backend(cfg: TrialConfig) -> Backend:
-    """The backend a trial config asks for (its model is built by ``build_model``)."""
+def make_backend(cfg: TrialConfig, *, per_element_step: bool = False) -> Backend:
+    """The backend a trial config asks for (its model is built by ``build_model``).
+
+    ``per_element_step``: train with :class:`harness.adam.AdamWPerElementStep` (Adam's step
+    count per element, restarted with the moments of reset rows: what continual backprop's
+    reference uses) instead of torch's AdamW."""
     if cfg.scale.backend == "deepspeed":
-        return DeepSpeedBackend(cfg)
-    return TorchBackend(cfg)
+        return DeepSpeedBackend(cfg, per_element_step=per_element_step)
+    return TorchBackend(cfg, per_element_step=per_element_step)

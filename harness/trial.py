@@ -175,7 +175,11 @@ class Trial:
         )
         if cfg.model.tuning == "lora":
             check_lora_targets(cfg.model)
-        self.backend: Backend = make_backend(cfg)
+        # Continual backprop's reference restarts Adam's step count of the units it replaces.
+        per_element = any(getattr(h, "per_element_step", False) for h in self.hooks)
+        self.backend: Backend = (
+            make_backend(cfg, per_element_step=True) if per_element else make_backend(cfg)
+        )
         self.built = self.backend.build_model(
             keep_reference=self.method.needs_reference and cfg.model.tuning == "full",
             weights=self.resume_from / "model" if self.resume_from else None,
@@ -247,12 +251,19 @@ class Trial:
                 hook.after_task(self, stage)
         self.flush()
 
+    def before_task(self, stage: int) -> None:
+        """Every hook's ``before_task``. Hooks that keep the model as the previous task left it
+        (``reads_previous_model``: LwF's teacher) see it before any hook changes it (O-LoRA's
+        adapter hand-over, shrink & perturb), whatever the order the config gave them in."""
+        first = [h for h in self.hooks if getattr(h, "reads_previous_model", False)]
+        for hook in [*first, *(h for h in self.hooks if h not in first)]:
+            hook.before_task(self, stage)
+
     def train_stage(self, stage: int) -> bool:
         """Train task ``stage``; False if the loss or gradient diverged (training stopped)."""
         positions, name = self.stages[stage - 1], self.stage_name(stage)
         self.phase = f"before task {stage} ({name})"
-        for hook in self.hooks:
-            hook.before_task(self, stage)
+        self.before_task(stage)
         examples = [ex for k in positions for ex in self.inputs.tasks[k - 1].train]
         for hook in self.hooks:  # task replay: earlier tasks' examples join this task's
             extra = getattr(hook, "extra_examples", None)

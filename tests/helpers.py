@@ -106,6 +106,9 @@ def mini_config(root, out, **overrides):
         "eval": {"batch_size": 16, "probe": "mmlu", "heldout": "general/heldout.jsonl"},
     }
     for key, value in overrides.items():
+        if "." not in key:  # a whole section: cl={...}, interventions={...}
+            base[key] = value
+            continue
         section, name = key.split(".")
         base.setdefault(section, {})[name] = value
     return from_dict(base)
@@ -132,6 +135,15 @@ def tiny_built(seed: int = 0, *, keep_reference: bool = False, **model: object):
     from harness.models import build
 
     return build(ModelConfig(name="tiny", **model), seed=seed, keep_reference=keep_reference)
+
+
+def saved_tiny(path) -> str:
+    """The 'tiny' preset saved as a local model directory (float32 weights + tokenizer), which
+    loads like any checkpoint, in any dtype; returns the directory."""
+    built = tiny_built()
+    built.model.save_pretrained(path)
+    built.tokenizer.save_pretrained(path)
+    return str(path)
 
 
 def parity_examples(tok, n: int = 12):

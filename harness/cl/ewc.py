@@ -1,28 +1,43 @@
-"""Online EWC (Kirkpatrick et al. 2017, "Overcoming catastrophic forgetting in neural
-networks"; the online form of Schwarz et al. 2018, "Progress & compress").
+"""EWC (Kirkpatrick et al. 2017, "Overcoming catastrophic forgetting in neural networks"), online
+by default (the online form of Schwarz et al. 2018, "Progress & compress").
 
 After task k is trained, the diagonal empirical Fisher of the trainable parameters on that
 task's training data is
 
-    F_k = 1/N * sum_n (d CE_n / d theta)^2        (CE_n: example n's token-mean CE on its answer,
-                                                   N = min(fisher_samples, task size), seeded)
+    F_k = 1/N * sum_n (d NLL_n / d theta)^2     (NLL_n: example n's NLL of its answer tokens,
+                                                 their mean (default) or sum; N =
+                                                 min(fisher_samples, task size), seeded)
 
-and the running importance and anchor become
+``anchors='online'`` (default): the running importance and anchor become
 
-    F <- gamma * F + F_k,        theta* <- theta (the weights after task k).
+    F <- gamma * F + F_k,        theta* <- theta (the weights after task k),
 
-While training every later task, each micro-batch's loss gains
+and while training every later task each micro-batch's loss gains
 
-    lambda * sum_i F_i * (theta_i - theta*_i)^2.
+    c * lambda * sum_i F_i * (theta_i - theta*_i)^2.
+
+``anchors='per_task'`` (Kirkpatrick et al.'s form) keeps every task's own Fisher and anchor
+and adds c * lambda * sum_{t<k} sum_i F_t,i (theta_i - theta*_t,i)^2 (memory grows by two
+copies of the trainable parameters per task; gamma does not apply).
+
+Variants, each a setting (defaults first; ``paper-defaults`` takes the reference's): c = 1
+(``half=false``, as avalanche's ``EWCPlugin``, so lambda here is lambda_paper / 2) or c = 1/2
+(``half=true``, the paper's lambda/2); the per-token-mean NLL (``fisher_nll='token_mean'``,
+which scales a k-token answer's Fisher by 1/k^2) or the answer's summed NLL, its
+log-likelihood (``'sequence'``); 64 examples or every training example
+(``fisher_samples`` unset) for the Fisher; gamma = 1 online EWC (one penalty around the latest
+weights) or per-task anchors.
 
 Under LoRA the parameters are the adapters' (the base model is frozen anyway). Memory: two
-fp32 copies of the trainable parameters (F and theta*). Under several ranks each rank takes a
-share of the N examples and the sums are pooled. ZeRO-0/1/2 only: it reads whole parameters.
+fp32 copies of the trainable parameters (F and theta*) online, two per finished task per_task.
+Under several ranks each rank takes a share of the N examples and the sums are pooled.
+ZeRO-0/1/2 only: it reads whole parameters. Not with O-LoRA: each task there trains a fresh
+adapter, so the penalty would anchor task k's adapter to task k-1's values.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -37,37 +52,75 @@ class EWC(CLMethod):
     source: ClassVar[str] = "Kirkpatrick et al. 2017; online: Schwarz et al. 2018"
     zero_stages: ClassVar[tuple[int, ...]] = (0, 1, 2)
     zero3_reason: ClassVar[str] = WHOLE_PARAMETERS
+    paper_defaults: ClassVar[dict] = {
+        "half": True,
+        "fisher_nll": "sequence",
+        "anchors": "per_task",
+        "fisher_samples": None,
+    }
 
-    def __init__(self, *, lam: float = 5000.0, gamma: float = 1.0, fisher_samples: int = 64):
+    def __init__(
+        self,
+        *,
+        lam: float = 5000.0,
+        gamma: float = 1.0,
+        fisher_samples: int | None = 64,
+        half: bool = False,
+        fisher_nll: Literal["token_mean", "sequence"] = "token_mean",
+        anchors: Literal["online", "per_task"] = "online",
+    ):
         """lam: lambda, the penalty's weight (>= 0).
         gamma: decay of the running Fisher before the new task's is added, in [0, 1] (1: the
-        sum over tasks, classic EWC's total penalty around the latest weights).
-        fisher_samples: training examples of each task the Fisher is estimated on (>= 1)."""
+        sum over tasks around the latest weights); anchors='online' only.
+        fisher_samples: training examples of each task the Fisher is estimated on (>= 1;
+        unset: all of them).
+        half: the penalty is lambda/2 * sum F (theta - theta*)^2, as the paper writes it
+        (false: lambda * ..., as avalanche).
+        fisher_nll: the NLL whose squared gradient is the Fisher: 'token_mean' (the answer
+        tokens' mean) or 'sequence' (their sum: the answer's log-likelihood).
+        anchors: 'online': one running Fisher around the latest weights; 'per_task': each
+        finished task's own Fisher and anchor (Kirkpatrick et al.)."""
         if not lam >= 0:
             raise ValueError(f"ewc lam: {lam} must be >= 0")
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"ewc gamma: {gamma} must be in [0, 1]")
-        if fisher_samples < 1:
-            raise ValueError(f"ewc fisher_samples: {fisher_samples} must be >= 1")
+        if fisher_samples is not None and fisher_samples < 1:
+            raise ValueError(f"ewc fisher_samples: {fisher_samples} must be >= 1 (or unset: all)")
         self.lam, self.gamma, self.fisher_samples = float(lam), float(gamma), fisher_samples
+        self.half, self.fisher_nll, self.anchors = bool(half), fisher_nll, anchors
         self.fisher: dict[str, torch.Tensor] = {}
         self.star: dict[str, torch.Tensor] = {}
+        self.tasks: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
+        """anchors='per_task': (Fisher, anchor) of every finished task."""
+
+    @classmethod
+    def problems(cls, cfg) -> list[str]:
+        out = super().problems(cfg)
+        if "olora" in cfg.cl:
+            out.append(
+                "cl.ewc: with cl.olora every task trains a fresh adapter, so EWC would anchor "
+                "task k's adapter to task k-1's values (another subspace); O-LoRA's own "
+                "orthogonality term is what protects earlier tasks there: use one of the two"
+            )
+        return out
 
     def setup(self, trial) -> None:
         self.params = {n: p for n, p in trial.backend.module.named_parameters() if p.requires_grad}
 
     def loss_term(self, trial, stage: int, batch) -> torch.Tensor | None:
-        if not self.fisher or self.lam == 0:
+        if not (self.fisher or self.tasks) or self.lam == 0:
             return None
-        return self.lam * self.penalty()
+        return (0.5 if self.half else 1.0) * self.lam * self.penalty()
 
     def penalty(self) -> torch.Tensor:
-        """sum_i F_i (theta_i - theta*_i)^2 over the trainable parameters."""
+        """sum_i F_i (theta_i - theta*_i)^2 over the trainable parameters (per_task: summed
+        over the finished tasks' Fishers and anchors)."""
+        pairs = self.tasks if self.anchors == "per_task" else [(self.fisher, self.star)]
         total = None
-        for n, p in self.params.items():
-            f, star = self.fisher[n], self.star[n]
-            term = (f * (p.float() - star).pow(2)).sum()
-            total = term if total is None else total + term
+        for fisher, star in pairs:
+            for n, p in self.params.items():
+                term = (fisher[n] * (p.float() - star[n]).pow(2)).sum()
+                total = term if total is None else total + term
         return total
 
     def after_task(self, trial, stage: int) -> None:
@@ -75,13 +128,21 @@ class EWC(CLMethod):
             ex for pos in trial.stages[stage - 1] for ex in trial.inputs.tasks[pos - 1].train
         ]
         rng = np.random.default_rng([trial.cfg.seed, stage, 11])
-        n = min(self.fisher_samples, len(examples))
+        n = (
+            len(examples)
+            if self.fisher_samples is None
+            else min(self.fisher_samples, len(examples))
+        )
         picked = [examples[i] for i in sorted(rng.choice(len(examples), n, replace=False))]
         new = self.fisher_of(trial, picked)
-        for name, f in new.items():
-            old = self.fisher.get(name)
-            self.fisher[name] = f if old is None else self.gamma * old + f
-        self.star = {n: p.detach().float().clone() for n, p in self.params.items()}
+        star = {n: p.detach().float().clone() for n, p in self.params.items()}
+        if self.anchors == "per_task":
+            self.tasks.append((new, star))
+        else:
+            for name, f in new.items():
+                old = self.fisher.get(name)
+                self.fisher[name] = f if old is None else self.gamma * old + f
+            self.star = star
         super().after_task(trial, stage)
 
     def fisher_of(self, trial, examples) -> dict[str, torch.Tensor]:
@@ -97,8 +158,10 @@ class EWC(CLMethod):
             for ex in mine:
                 ids, mask, labels = (t.to(device) for t in collate([ex], pad))
                 logits = model(input_ids=ids, attention_mask=mask).logits
-                counted = (labels[:, 1:] != IGNORE).sum().clamp(min=1)
-                ce = token_nll(logits, labels).sum() / counted
+                nll = token_nll(logits, labels).sum()
+                if self.fisher_nll == "token_mean":
+                    nll = nll / (labels[:, 1:] != IGNORE).sum().clamp(min=1)
+                ce = nll
                 grads = torch.autograd.grad(ce, list(self.params.values()), allow_unused=True)
                 for s, g in zip(sums, grads, strict=True):
                     if g is not None:
@@ -113,9 +176,26 @@ class EWC(CLMethod):
     def state_dict(self) -> dict[str, torch.Tensor]:
         out = {f"fisher.{n}": f for n, f in self.fisher.items()}
         out.update({f"star.{n}": s for n, s in self.star.items()})
+        for t, (fisher, star) in enumerate(self.tasks):
+            out.update({f"task{t}.fisher.{n}": f for n, f in fisher.items()})
+            out.update({f"task{t}.star.{n}": s for n, s in star.items()})
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         device = next(iter(self.params.values())).device
         self.fisher = {k[7:]: v.to(device) for k, v in state.items() if k.startswith("fisher.")}
         self.star = {k[5:]: v.to(device) for k, v in state.items() if k.startswith("star.")}
+        n = len({k.split(".", 1)[0] for k in state if k.startswith("task")})
+        self.tasks = []
+        for t in range(n):
+            parts = []
+            for kind in ("fisher", "star"):
+                prefix = f"task{t}.{kind}."
+                parts.append(
+                    {
+                        k[len(prefix) :]: v.to(device)
+                        for k, v in state.items()
+                        if k.startswith(prefix)
+                    }
+                )
+            self.tasks.append((parts[0], parts[1]))

@@ -1,7 +1,10 @@
 """LwF, learning without forgetting (Li & Hoiem 2017), for a language model: distil the model as
-it was before the current task on the current task's inputs.
+it was at the end of the previous task on the current task's inputs.
 
-Before task k the trainable parameters are copied (theta_{k-1}); every micro-batch then adds
+Before task k the trainable parameters and the model's buffers are copied (theta_{k-1}: the
+model exactly as task k-1 left it -- LwF's ``before_task`` runs before every other hook's,
+whatever the config's order, so neither O-LoRA's adapter hand-over nor a ``before_task``
+intervention such as shrink & perturb reaches the teacher); every micro-batch then adds
 
     weight * T^2 * mean_positions KL( softmax(z_old / T) || softmax(z / T) )
 
@@ -9,7 +12,15 @@ with z the current model's next-token logits and z_old those of the model with t
 (computed under no_grad with ``torch.func.functional_call``, so the weights being trained are
 never touched), over the task rows' non-padding positions (``positions='all'``) or only the
 positions that predict the answer (``'labels'``). Replay rows are left to the replay method.
-At task 1 the teacher is the starting model; at the first step of every task the term is 0.
+At the first step of every task the term is 0.
+
+Variants, each a setting (defaults first; ``paper-defaults`` takes the reference's):
+``t2_scale`` true multiplies by T^2 (Hinton et al.'s gradient-scale convention), which makes
+"weight 1 at T 2" four times the term of Li & Hoiem's loss and of avalanche's ``LwFPlugin``
+(``training/plugins/lwf.py``: alpha * KL at temperature T, no T^2); ``distil_first_task`` true
+distils the starting (pretrained) model at task 1, where avalanche has no previous model and
+adds nothing; ``positions`` 'all' distils every position of the task rows (avalanche distils
+every output of its classifier; for a language model the prompt positions are the analogue).
 
 Memory: one copy of the trainable parameters (the adapters under LoRA); one extra no-grad
 forward per micro-batch. ZeRO-0/1/2 only: the copy is of whole parameters.
@@ -33,6 +44,9 @@ class LwF(CLMethod):
     source: ClassVar[str] = "Li & Hoiem 2017"
     zero_stages: ClassVar[tuple[int, ...]] = (0, 1, 2)
     zero3_reason: ClassVar[str] = WHOLE_PARAMETERS
+    reads_previous_model: ClassVar[bool] = True
+    """Its ``before_task`` runs before every other hook's (:meth:`harness.trial.Trial.train_stage`)."""
+    paper_defaults: ClassVar[dict] = {"t2_scale": False, "distil_first_task": False}
 
     def __init__(
         self,
@@ -40,25 +54,36 @@ class LwF(CLMethod):
         weight: float = 1.0,
         temperature: float = 2.0,
         positions: Literal["all", "labels"] = "all",
+        t2_scale: bool = True,
+        distil_first_task: bool = True,
     ):
         """weight: the distillation term's weight (>= 0).
-        temperature: softmax temperature T of both distributions (> 0); the term is scaled
-        by T^2.
+        temperature: softmax temperature T of both distributions (> 0).
         positions: 'all': every non-padding position of the task rows; 'labels': only the
-        positions that predict the answer tokens."""
+        positions that predict the answer tokens.
+        t2_scale: multiply the term by T^2 (false: Li & Hoiem's and avalanche's term, a
+        quarter of it at T 2).
+        distil_first_task: at task 1 distil the starting model (false: no term at task 1, as
+        avalanche, which has no previous model there)."""
         if not weight >= 0:
             raise ValueError(f"lwf weight: {weight} must be >= 0")
         if not temperature > 0:
             raise ValueError(f"lwf temperature: {temperature} must be > 0")
         self.weight, self.temperature, self.positions = float(weight), float(temperature), positions
+        self.t2_scale, self.distil_first_task = bool(t2_scale), bool(distil_first_task)
         self.teacher: dict[str, torch.Tensor] = {}
 
     def before_task(self, trial, stage: int) -> None:
+        self.teacher = {}
+        if stage == 1 and not self.distil_first_task:
+            return
+        module = trial.backend.module
         self.teacher = {
-            n: p.detach().clone()
-            for n, p in trial.backend.module.named_parameters()
-            if p.requires_grad
+            n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad
         }
+        # Buffers too (small): what the model computes beyond its parameters, e.g. O-LoRA's
+        # earlier adapters, as the previous task left them.
+        self.teacher.update({n: b.detach().clone() for n, b in module.named_buffers()})
 
     def loss_term(self, trial, stage: int, batch) -> torch.Tensor | None:
         task = ~batch.is_replay
@@ -77,4 +102,6 @@ class LwF(CLMethod):
         if self.positions == "labels":  # the positions whose next token is an answer token
             keep = torch.zeros_like(keep)
             keep[:, :-1] = batch.labels[task][:, 1:] != IGNORE
-        return self.weight * kl_term(batch.logits[task], old, keep, self.temperature)
+        return self.weight * kl_term(
+            batch.logits[task], old, keep, self.temperature, t2_scale=self.t2_scale
+        )

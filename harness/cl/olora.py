@@ -2,29 +2,45 @@
 Language Model Continual Learning"): a new LoRA adapter per task, trained in a subspace
 orthogonal to the earlier tasks' adapters.
 
-Before every task but the first, the adapter trained on the previous task is frozen and merged
-into the base weights (W <- W + s * B A, s = lora_alpha / r, exactly the function O-LoRA's
-kept adapters compute), its A is kept, and a fresh adapter (A from PEFT's Kaiming-uniform init,
-B = 0, so the model does not change) is trained. Every micro-batch adds
+Before every task but the first, the adapter trained on the previous task is frozen and kept
+beside the base weights, and a fresh adapter (A from PEFT's Kaiming-uniform init, B = 0, so the
+model does not change) is trained. As in O-LoRA's own code (cmnfriend/O-LoRA
+``src/peft/tuners/lora.py``: ``lora_A``/``lora_B`` hold the earlier tasks' adapters,
+``loranew_A``/``loranew_B`` the current one), the earlier adapters are computed in the forward,
+never merged into the base weights: every LoRA layer adds
+
+    s * B_old (A_old dropout(x)),     A_old = [A_1; ..; A_{k-1}]  [(k-1) r, in],
+                                      B_old = [B_1, .., B_{k-1}]  [out, (k-1) r]
+
+(s = lora_alpha / r) in float32, the adapters as trained. Merging W <- W + s B A instead is
+exact in float32 but not in bfloat16 (the 8B preset): with weights of std 0.02 the rounding
+loses 32% of an update of std 1e-4, and every later merge re-rounds the whole matrix. The
+earlier adapters are buffers of the LoRA layers (``olora_A``/``olora_B``), so a copy of the
+model's parameters and buffers (LwF's teacher) holds them, and PEFT's disabled-adapter model
+stays the starting model (replay methods that compare with it, kl/l1/l2, are exact). Each
+old adapter draws its own dropout (the reference applies one draw to old and new).
+
+Every micro-batch adds
 
     lambda_orth * sum_layers sum_{t < k} | A_t A_k^T |_1  +  lambda_l2 * sum ||theta_k||_2
 
 (the L1 norm of the [r, r] products of the earlier and the new down-projections, and the
 L2 norms of the new adapter's matrices), as in the O-LoRA code's ``orthogonal_loss`` and
-``l2_loss``; defaults lambda_orth 0.5, lambda_l2 0 (its Long-Sequence scripts).
+``l2_loss``. Defaults lambda_orth 0.5, lambda_l2 0 at every task; ``schedule=long_sequence``
+takes both per task from the reference's 15-task script (``scripts/long.sh``: lamda_1 0.5 for
+tasks 2-9 and 5 for 10-15; lamda_2 0, 0, 0, 0.1, 0.1, 0.3, 0, 0.1, 0, 0, 0.1, 0, 0.1, 0.3 for
+tasks 2-15), by the stage's position. The reference's LoRA is r 8, alpha 32, dropout 0.1 on
+q_proj and v_proj (PEFT's defaults for Llama; ``src/run_uie_lora.py``), which the
+``paper-defaults`` config sets (``model.lora_*``).
 
-The earlier adapters' A and B are the method's checkpoint state, so a resumed trial (the base
-model loaded fresh, the current adapter from the checkpoint) merges them again. Merged adapters
-change what PEFT's disabled-adapter model is, so replay methods that compare with the frozen
-starting model on every step (kl, l1, l2) are refused; tm's thresholds come from the starting
-model before training and are unaffected. LoRA only; ZeRO-0/1/2 (it replaces whole adapter
-weights and edits the base weights in place).
+The earlier adapters' A and B are the method's checkpoint state, so a resumed trial restores
+them. LoRA only; ZeRO-0/1/2 (it replaces whole adapter weights).
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 
@@ -43,23 +59,41 @@ class OLoRA(CLMethod):
     name: ClassVar[str] = "olora"
     source: ClassVar[str] = "Wang et al. 2023 (O-LoRA)"
     needs_lora: ClassVar[bool] = True
-    counters: ClassVar[tuple[str, ...]] = ("merged",)
+    counters: ClassVar[tuple[str, ...]] = ("kept",)
+    paper_defaults: ClassVar[dict] = {"schedule": "long_sequence"}
 
-    def __init__(self, *, lambda_orth: float = 0.5, lambda_l2: float = 0.0):
+    def __init__(
+        self,
+        *,
+        lambda_orth: float = 0.5,
+        lambda_l2: float = 0.0,
+        schedule: Literal["constant", "long_sequence"] = "constant",
+    ):
         """lambda_orth: weight of the orthogonality penalty between the new adapter's A and
         the earlier tasks' (>= 0).
-        lambda_l2: weight of the L2 norm of the new adapter's matrices (>= 0)."""
+        lambda_l2: weight of the L2 norm of the new adapter's matrices (>= 0).
+        schedule: 'constant': lambda_orth and lambda_l2 at every task; 'long_sequence': both
+        per task, from O-LoRA's 15-task script (scripts/long.sh; lambda_orth and lambda_l2
+        are then ignored)."""
         if not lambda_orth >= 0:
             raise ValueError(f"olora lambda_orth: {lambda_orth} must be >= 0")
         if not lambda_l2 >= 0:
             raise ValueError(f"olora lambda_l2: {lambda_l2} must be >= 0")
         self.lambda_orth, self.lambda_l2 = float(lambda_orth), float(lambda_l2)
+        self.schedule = schedule
         self.old: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
-        """Per earlier task: module name -> (A [r, in], B [out, r]) as trained."""
+        """Per earlier task: module name -> (A [r, in], B [out, r]) as trained (float32)."""
 
     @property
-    def merged(self) -> int:
+    def kept(self) -> int:
+        """Earlier tasks' adapters kept beside the base weights."""
         return len(self.old)
+
+    def weights(self, stage: int) -> tuple[float, float]:
+        """(lambda_orth, lambda_l2) while training task ``stage`` (1-based)."""
+        if self.schedule == "long_sequence":
+            return LONG_SEQUENCE_SCHEDULE[stage - 1]
+        return self.lambda_orth, self.lambda_l2
 
     @classmethod
     def problems(cls, cfg) -> list[str]:
@@ -69,43 +103,58 @@ class OLoRA(CLMethod):
         p = rewrites_weights_problem(cfg.scale)
         if p:
             out.append(f"cl.olora: {p}")
-        try:
-            method = cfg.replay.build_method()
-        except ValueError:
-            method = None  # reported by the replay settings' check
-        if method is not None and method.needs_reference:
+        settings = dict(cfg.cl.get("olora") or {})
+        n = len(cfg.data.tasks)
+        if settings.get("schedule") == "long_sequence" and n > len(LONG_SEQUENCE_SCHEDULE):
             out.append(
-                f"cl.olora: merges earlier adapters into the base weights, so the frozen "
-                f"starting model that replay method {cfg.replay.method!r} compares with on every "
-                "step no longer exists; use replay.method none, ce or tm"
+                f"cl.olora: schedule 'long_sequence' gives weights for "
+                f"{len(LONG_SEQUENCE_SCHEDULE)} tasks, not {n}; use schedule constant"
             )
         return out
 
     def setup(self, trial) -> None:
         self.trial = trial
+        self.stage = 1
         self.layers = lora_layers(trial.backend.module)
+        self._handles = []
+        for layer in self.layers.values():
+            a, b, _ = self._adapter(layer)
+            # Empty until the first hand-over; present from the start, so a copy of the
+            # model's buffers taken at any stage (LwF's teacher) says how many were kept.
+            layer.register_buffer(
+                "olora_A", torch.zeros(0, a.shape[1], device=a.device), persistent=False
+            )
+            layer.register_buffer(
+                "olora_B", torch.zeros(b.shape[0], 0, device=b.device), persistent=False
+            )
+            self._handles.append(layer.register_forward_hook(_add_kept_adapters))
+
+    def at_end(self, trial, status: str) -> None:
+        for handle in getattr(self, "_handles", ()):
+            handle.remove()
 
     def _adapter(self, layer) -> tuple[torch.nn.Parameter, torch.nn.Parameter, float]:
         key = layer.active_adapters[0]
         return layer.lora_A[key].weight, layer.lora_B[key].weight, float(layer.scaling[key])
 
     @torch.no_grad()
-    def _merge(self, adapters: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        for name, (a, b) in adapters.items():
-            layer = self.layers[name]
-            _, _, s = self._adapter(layer)
-            w = layer.get_base_layer().weight
-            w.add_((s * (b.float() @ a.float())).to(w.dtype).to(w.device))
+    def _keep(self) -> None:
+        """Set every layer's kept-adapter buffers to the adapters in ``self.old``."""
+        for name, layer in self.layers.items():
+            a, b, _ = self._adapter(layer)
+            layer.olora_A = torch.cat([old[name][0] for old in self.old]).to(a.device)
+            layer.olora_B = torch.cat([old[name][1] for old in self.old], dim=1).to(b.device)
 
     def before_task(self, trial, stage: int) -> None:
+        self.stage = stage
         if stage == 1:
             return
         trained = {}
         for name, layer in self.layers.items():
             a, b, _ = self._adapter(layer)
             trained[name] = (a.detach().float().cpu().clone(), b.detach().float().cpu().clone())
-        self._merge(trained)
         self.old.append(trained)
+        self._keep()
         g = self.generator(trial.cfg.seed, stage)
         edited = []
         with torch.no_grad():
@@ -119,9 +168,10 @@ class OLoRA(CLMethod):
         trial.backend.weights_edited(edited)
 
     def loss_term(self, trial, stage: int, batch) -> torch.Tensor | None:
-        if not self.old and self.lambda_l2 == 0:
+        orth, l2 = self.weights(stage)
+        if (not self.old or orth == 0) and l2 == 0:
             return None
-        return self.penalty()
+        return self.penalty(orth, l2)
 
     def orthogonality(self) -> torch.Tensor:
         """sum over layers and earlier tasks of |A_t A_new^T|_1."""
@@ -133,12 +183,17 @@ class OLoRA(CLMethod):
                 total = total.to(a.device) + (a_old @ a.float().T).abs().sum()
         return total
 
-    def penalty(self) -> torch.Tensor:
-        total = self.lambda_orth * self.orthogonality() if self.old else torch.zeros(())
-        if self.lambda_l2:
+    def penalty(self, lambda_orth: float | None = None, lambda_l2: float | None = None):
+        """lambda_orth * orthogonality + lambda_l2 * the new adapter's L2 norms (the weights of
+        the current stage by default)."""
+        orth, l2 = self.weights(self.stage)
+        orth = orth if lambda_orth is None else lambda_orth
+        l2 = l2 if lambda_l2 is None else lambda_l2
+        total = orth * self.orthogonality() if self.old else torch.zeros(())
+        if l2:
             for layer in self.layers.values():
                 a, b, _ = self._adapter(layer)
-                total = total.to(a.device) + self.lambda_l2 * (a.float().norm() + b.float().norm())
+                total = total.to(a.device) + l2 * (a.float().norm() + b.float().norm())
         return total
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -149,12 +204,44 @@ class OLoRA(CLMethod):
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore the earlier adapters and merge them into the freshly loaded base weights."""
+        """Restore the earlier adapters beside the freshly loaded base weights."""
         n = 1 + max(int(k.split(".", 2)[1]) for k in state)
         self.old = [{} for _ in range(n)]
         for key, value in state.items():
             which, t, name = key.split(".", 2)
             if which == "A":
-                self.old[int(t)][name] = (value, state[f"B.{t}.{name}"])
-        for adapters in self.old:
-            self._merge(adapters)
+                self.old[int(t)][name] = (value.float(), state[f"B.{t}.{name}"].float())
+        self._keep()
+
+
+def _add_kept_adapters(layer: torch.nn.Module, args: tuple, result: torch.Tensor):
+    """Forward hook of a LoRA layer: add the earlier tasks' adapters, s * B_old (A_old x), in
+    float32 (nothing while PEFT's adapters are disabled: that model is the starting one)."""
+    kept_a, kept_b = layer.olora_A, layer.olora_B
+    if kept_a.shape[0] == 0 or layer.disable_adapters:
+        return None
+    key = layer.active_adapters[0]
+    x = layer.lora_dropout[key](args[0].to(kept_a.dtype))
+    extra = torch.nn.functional.linear(torch.nn.functional.linear(x, kept_a), kept_b)
+    return (result + extra * float(layer.scaling[key])).to(result.dtype)
+
+
+LONG_SEQUENCE_SCHEDULE: tuple[tuple[float, float], ...] = (
+    (0.0, 0.0),
+    (0.5, 0.0),
+    (0.5, 0.0),
+    (0.5, 0.0),
+    (0.5, 0.1),
+    (0.5, 0.1),
+    (0.5, 0.3),
+    (0.5, 0.0),
+    (0.5, 0.1),
+    (5.0, 0.0),
+    (5.0, 0.0),
+    (5.0, 0.1),
+    (5.0, 0.0),
+    (5.0, 0.1),
+    (5.0, 0.3),
+)
+"""(lamda_1, lamda_2) of O-LoRA's ``scripts/long.sh`` for tasks 1-15, in its order (yelp, amazon,
+MNLI, CB, COPA, QQP, RTE, IMDB, SST-2, dbpedia, agnews, yahoo, MultiRC, BoolQA, WiC)."""

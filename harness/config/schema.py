@@ -332,6 +332,13 @@ class TrialConfig:
     the formula and source), e.g. {ewc: {lam: 5000}} or --set cl.task_replay.size=50. They
     compose with replay.method where that makes sense (a combination that does not is refused
     with the reason) and run after the interventions. Empty: none."""
+    method_defaults: Literal["harness", "paper"] = "harness"
+    """The defaults of the settings ``cl`` and ``interventions`` leave unset: 'harness' (each
+    method's documented defaults) or 'paper' (its reference's values where the harness's
+    differ, e.g. EWC's lambda/2 and per-task anchors, LwF without T^2, O-LoRA's per-task
+    lambdas, ReDo every 1,000 steps, shrink & perturb 0.4/0.1; each method's docstring names
+    them and their source). The stored config lists every setting so filled in.
+    configs/paper-defaults.yaml sets it with the reference LoRA (r 8, alpha 32, q/v)."""
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -362,6 +369,7 @@ LATER_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("replay", "settings", "mask_padding"): True,
     ("model", "revision"): None,
     ("model", "attn_implementation"): None,
+    ("method_defaults",): "harness",
 }
 """Settings added after trial ids were first derived, at their defaults: left out of the id's
 hash, so a trial that does not use them keeps the id (and checkpoint) it had before."""

@@ -415,6 +415,8 @@ def _check_interventions(cfg: TrialConfig, problems: list[str]) -> TrialConfig:
                     f"{section}.{name}: expected a mapping of its settings, got {settings!r}"
                 )
                 continue
+            if cfg.method_defaults == "paper":  # the reference's values where none is given
+                settings = {**getattr(cls, "paper_defaults", {}), **(settings or {})}
             values = _check_class_settings(
                 cls, settings or {}, where=f"{section}.{name}", name=name, problems=problems
             )

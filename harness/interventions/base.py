@@ -49,6 +49,10 @@ class Intervention(Hook):
 
     lora: ClassVar[str | None] = None
     """Why the intervention cannot run under LoRA (None: it can)."""
+    paper_defaults: ClassVar[dict[str, Any]] = {}
+    """Settings whose reference value differs from the harness's default: what
+    ``method_defaults: paper`` fills in where a trial leaves them unset (the docstring says
+    where each value comes from)."""
 
     @classmethod
     def problems(cls, cfg: TrialConfig) -> list[str]:

@@ -12,6 +12,12 @@ and ``up_proj``) are drawn afresh from N(0, r²) (r: the model's initializer_ran
 weights (its column of ``down_proj``) are set to 0 — so the network's function is unchanged at
 that moment — and the optimiser moments of those rows and columns are forgotten. Full
 fine-tuning only: under LoRA the units' weights are frozen.
+
+Variants: the reference recycles every 1,000 gradient steps (google/dopamine
+``labs/redo/weight_recyclers.py``, ``reset_period``; Sokar et al.'s Atari runs), scored on a
+batch of the replay buffer; the harness's default is every 100 steps (a task of a few hundred
+steps would otherwise see none) on the current task's first ``batch_texts`` examples.
+``method_defaults: paper`` sets every=1000.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class ReDo(Intervention):
     name: ClassVar[str] = "redo"
     source: ClassVar[str] = "Sokar et al. 2023"
     counters: ClassVar[tuple[str, ...]] = ("scans", "recycled")
+    paper_defaults: ClassVar[dict] = {"every": 1000}
     lora: ClassVar[str | None] = (
         "under LoRA the MLP units' weights are frozen, so they cannot be recycled"
     )

@@ -25,6 +25,7 @@ class ShrinkPerturb(Intervention):
     name: ClassVar[str] = "shrink_perturb"
     source: ClassVar[str] = "Ash & Adams 2020"
     counters: ClassVar[tuple[str, ...]] = ("applied",)
+    paper_defaults: ClassVar[dict] = {"shrink": 0.4, "sigma": 0.1}
 
     def __init__(
         self,
