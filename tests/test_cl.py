@@ -266,6 +266,32 @@ def test_lwf_teacher_is_taken_before_a_before_task_intervention(mini_root, tmp_p
                            end_of_task_1["model.embed_tokens.weight"])  # fmt: skip
 
 
+def test_olora_is_refused_outside_lora_and_with_ewc(mini_root, tmp_path):
+    with pytest.raises(ConfigError, match="cl.olora: is defined for LoRA adapters only"):
+        mini_config(mini_root, tmp_path, **{"replay.method": "none", "cl.olora": {}})
+    with pytest.raises(ConfigError, match="EWC would anchor task k's adapter"):
+        mini_config(
+            mini_root,
+            tmp_path,
+            **{"replay.method": "none", "model.tuning": "lora", "cl": {"olora": {}, "ewc": {}}},
+        )
+    with pytest.raises(ConfigError, match="ZeRO stages 0, 1, 2, not scale.zero_stage=3"):
+        mini_config(
+            mini_root,
+            tmp_path,
+            **{
+                "replay.method": "none",
+                "cl.ewc": {},
+                "scale.backend": "deepspeed",
+                "scale.zero_stage": 3,
+            },
+        )
+    # The disabled-adapter model stays the starting model: kl compares with it exactly.
+    mini_config(
+        mini_root, tmp_path, **{"replay.method": "kl", "model.tuning": "lora", "cl.olora": {}}
+    )
+
+
 def test_lwf_at_the_first_step_equals_its_frozen_copy(mini_root, tmp_path):
     cfg = mini_config(mini_root, tmp_path, **{"replay.method": "none", "cl.lwf": {}})
     trial = Trial(cfg)

@@ -299,6 +299,113 @@ def test_continual_backprop_replaces_exactly_the_lowest_utility_mature_units() -
     young.at_end(None, "completed")
 
 
+def test_continual_backprop_ranks_by_gnt_bias_corrected_utility() -> None:
+    """Failed before 2026-12-05 (ranked by the raw utility). A hand-built layer: unit 0 was
+    replaced 100 steps ago (age 101 after this step), unit 1 is old; the young unit's running
+    utility u is 0.64x the old one's but its bias-corrected u / (1 - 0.99^101) is larger, so
+    gnt.py (``bias_corrected_util = util / (1 - decay_rate ** ages)``, ages counted first;
+    ``topk(-bias_corrected_util[eligible])``) replaces unit 1, not unit 0."""
+    from harness.interventions.continual_backprop import ContinualBackprop
+
+    backend, model = _trained_backend()
+    picks = {}
+    for bias_correction in (True, False):
+        cbp = ContinualBackprop(rho=0.01, maturity=50, decay=0.99, bias_correction=bias_correction)
+        cbp.setup(_Trial(model, backend))
+        n = cbp.utility.shape[1]
+        cbp.utility[:] = 1.0  # every other unit clearly useful
+        cbp.age[:] = 10_000
+        cbp.utility[:, 0], cbp.age[:, 0] = 0.64 * 0.5, 100
+        cbp.utility[:, 1], cbp.age[:, 1] = 0.5, 10_000
+        cbp.allowance[:] = 1.0 - 0.01 * n + 1e-9  # exactly one replacement this step
+        gnt = [float(cbp.utility[0, i]) / (1 - 0.99 ** (int(cbp.age[0, i]) + 1)) for i in (0, 1)]
+        assert gnt[0] > gnt[1]  # the reference ranks the young unit above the old one
+        replaced = cbp.update_and_replace(step=7)  # no forwards seen: utilities unchanged
+        picks[bias_correction] = {i: t.tolist() for i, t in replaced.items()}
+        cbp.at_end(None, "completed")
+    assert all(p == [1] for p in picks[True].values()) and picks[True]
+    assert all(p == [0] for p in picks[False].values()) and picks[False]
+
+
+def test_continual_backprop_leaves_padding_out_of_mean_activation() -> None:
+    """Failed before 2026-12-05: padded positions counted in mean |h|. A right-padded row
+    gives the statistics of the same row unpadded (the model is causal)."""
+    from harness.interventions.continual_backprop import ContinualBackprop
+
+    backend, model = _trained_backend()
+    stats = []
+    for ids, mask in (
+        (torch.tensor([[5, 6, 7, 8]]), torch.ones(1, 4, dtype=torch.long)),
+        (torch.tensor([[5, 6, 7, 8, 2, 2, 2]]), torch.tensor([[1, 1, 1, 1, 0, 0, 0]])),
+    ):
+        cbp = ContinualBackprop()
+        cbp.setup(_Trial(model, backend))
+        model.train()
+        model(input_ids=ids, attention_mask=mask)
+        stats.append((cbp._sums.clone(), cbp._counts.clone()))
+        cbp.at_end(None, "completed")
+    assert stats[0][1].tolist() == stats[1][1].tolist() == [4.0] * len(stats[0][1])
+    torch.testing.assert_close(stats[1][0], stats[0][0], rtol=1e-5, atol=1e-7)
+
+
+def test_adamw_per_element_step_is_adamw_and_restarts_reset_rows() -> None:
+    """Without resets it is torch's AdamW; after a row's state is zeroed (as
+    ``reset_optimizer_state`` does for replaced units), that row's next update is a fresh
+    Adam's first step (lr * g / (|g| + eps) ~ lr), not the 3x of a zeroed moment read with
+    the tensor's step count (failed before 2026-12-05: the step count was kept)."""
+    from harness.adam import AdamWPerElementStep
+    from harness.backend import _forget_rows
+
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(6, 4, generator=g)
+    grads = [torch.randn(6, 4, generator=g) for _ in range(40)]
+    a, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    ours = AdamWPerElementStep([a], lr=1e-2, weight_decay=0.1)
+    ref = torch.optim.AdamW([b], lr=1e-2, weight_decay=0.1)
+    for grad in grads:
+        for p, opt in ((a, ours), (b, ref)):
+            p.grad = grad.clone()
+            opt.step()
+    torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+    rows = torch.tensor([1, 4])
+    for value in ours.state[a].values():
+        _forget_rows(value, rows, 0)
+    assert ours.state[a]["step"][rows].eq(0).all() and ours.state[a]["step"][0].eq(40).all()
+    before = a.detach().clone()
+    grad = torch.randn(6, 4, generator=g)
+    a.grad = grad
+    ours.step()
+    moved = (before * (1 - 1e-2 * 0.1) - a.detach())[rows]
+    fresh = 1e-2 * grad[rows] / (grad[rows].abs() + 1e-8)  # Adam's first step
+    torch.testing.assert_close(moved, fresh, rtol=1e-4, atol=1e-7)
+
+
+def test_continual_backprop_trains_with_a_per_element_adam_step(mini_root, tmp_path) -> None:
+    from harness.adam import AdamWPerElementStep
+
+    seen = {}
+
+    class Peek(Hook):
+        def after_step(self, trial, stage, step):
+            seen["optimizer"] = type(trial.backend.optimizer)
+
+    cfg = mini_config(
+        mini_root,
+        tmp_path,
+        **{"replay.method": "none", "interventions": {"continual_backprop": {"maturity": 1}}},
+    )
+    assert run_trial(cfg, hooks=[Peek()]).status == "completed"
+    assert seen["optimizer"] is AdamWPerElementStep
+    cfg = mini_config(
+        mini_root,
+        tmp_path / "kept",
+        **{"replay.method": "none",
+           "interventions": {"continual_backprop": {"reset_adam_step": False}}},
+    )  # fmt: skip
+    assert run_trial(cfg, hooks=[Peek()]).status == "completed"
+    assert seen["optimizer"] is torch.optim.AdamW
+
+
 def test_continual_backprop_refuses_lora_and_bad_settings() -> None:
     with pytest.raises(ConfigError, match="adapter has no units of its own"):
         from_dict({"model": {"tuning": "lora"}, "interventions": {"continual_backprop": {}}})
@@ -328,7 +435,7 @@ def _zero2_rank(rank: int, port: int, out: str, errors) -> None:
             {"model": {"name": "tiny"}, "scale": {"backend": "deepspeed", "zero_stage": 2,
              "workers": 2}, "train": {"batch_size": 1}}
         )  # fmt: skip
-        backend = DeepSpeedBackend(cfg)
+        backend = DeepSpeedBackend(cfg, per_element_step=True)  # continual backprop's Adam
         model = backend.build_model(keep_reference=False, weights=None).model
         _, blocks = decoder_layers(model)
         named = dict(model.named_parameters())
@@ -361,6 +468,7 @@ def _zero2_rank(rank: int, port: int, out: str, errors) -> None:
             for k in ("exp_avg", "exp_avg_sq")
         }
         moments["down"] = safe_get_full_optimizer_state(mlp.down_proj.weight, "exp_avg")
+        moments["step"] = safe_get_full_optimizer_state(mlp.gate_proj.weight, "step")
         moments["emb"] = safe_get_full_optimizer_state(
             model.get_input_embeddings().weight, "exp_avg"
         )
@@ -369,7 +477,10 @@ def _zero2_rank(rank: int, port: int, out: str, errors) -> None:
         result = {
             "master_equal": all(torch.equal(master[n], want[n]) for n in want),
             "kept_after_step": all(torch.equal(after[n], want[n]) for n in want),
-            "rows_zero": all(bool((moments[k][idx] == 0).all()) for k in ("exp_avg", "exp_avg_sq")),
+            "rows_zero": all(
+                bool((moments[k][idx] == 0).all()) for k in ("exp_avg", "exp_avg_sq", "step")
+            ),
+            "steps_kept": bool((moments["step"] == 2).sum() > len(idx)),
             "others_kept": bool((moments["exp_avg"].abs().sum(dim=1) > 0).sum() > len(idx)),
             "down_zero": bool((moments["down"][:, idx] == 0).all()),
             "emb_zero": bool((moments["emb"] == 0).all()),
@@ -391,6 +502,7 @@ def test_interventions_edit_the_zero2_master_copy_alike_on_two_ranks(tmp_path) -
     for r in (r0, r1):
         assert r["master_equal"] and r["kept_after_step"], r
         assert r["rows_zero"] and r["others_kept"] and r["down_zero"] and r["emb_zero"], r
+        assert r["steps_kept"], r  # per-element Adam steps: reset rows 0, the others 2
         assert sum(map(len, r["picks"].values())) > 0
     assert r0["picks"] == r1["picks"]
     assert r0["checksum"] == r1["checksum"]  # one model, two ranks
