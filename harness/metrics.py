@@ -16,7 +16,9 @@ return NaN for ``T == 1`` instead of raising, so a one-task smoke run still yiel
 
 Sources disagree on normalisation and index ranges (Lopez-Paz & Ranzato 2017, "Gradient Episodic
 Memory"; Chaudhry et al. 2018, "Riemannian Walk"; the O-LoRA/SAPT papers' AP), so each variant
-is a separate function and a separate column; none of them is "the" forgetting.
+is a separate function and a separate column; none of them is "the" forgetting. SAPT's scorer
+(circle-hit/SAPT ``score.py``) reports ``bwt_gem_code`` (its BWT divides by T) and
+:func:`fwt_sapt` (against every task trained alone), not ``bwt`` and GEM's zero-shot ``fwt``.
 Sign convention: transfer metrics (BWT, FWT) are positive when the later score is higher;
 forgetting metrics are positive when the model lost accuracy.
 """
@@ -39,6 +41,8 @@ __all__ = [
     "forgetting_diag",
     "forgetting_incl_last",
     "fwt",
+    "fwt_sapt",
+    "just_learned",
     "matrix_from_long",
 ]
 
@@ -124,6 +128,20 @@ def fwt(A: np.ndarray) -> float:
         return float("nan")
     diffs = [_a(M, j - 1, j) - _a(M, 0, j) for j in range(2, T + 1)]
     return float(np.sum(diffs) / (T - 1))
+
+
+def just_learned(A: np.ndarray) -> float:
+    """Mean accuracy on each task right after training it: ``1/T * sum_k a[k][k]``."""
+    M, T = _as_matrix(A)
+    return float(np.mean([_a(M, k, k) for k in range(1, T + 1)]))
+
+
+def fwt_sapt(A: np.ndarray, A_single: np.ndarray) -> float:
+    """FWT as SAPT computes it (circle-hit/SAPT ``score.py``): the continual learner's mean
+    just-learned accuracy minus that of every task fine-tuned alone from the starting model
+    (the ``single_task`` trial's diagonal): ``1/T sum_k a[k][k] - 1/T sum_k s[k][k]``. Positive:
+    earlier tasks helped learn later ones. Not GEM's zero-shot :func:`fwt`."""
+    return just_learned(A) - just_learned(A_single)
 
 
 def forgetting(A: np.ndarray) -> float:

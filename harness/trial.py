@@ -473,9 +473,11 @@ def _summary(trial: Trial, status: str) -> dict:
     n, n_stages = len(data.tasks), len(trial.stages)
     metrics = dict.fromkeys(METRICS, float("nan"))
     done = acc and len({r["stage"] for r in acc}) == n_stages + 1
-    if done and n_stages == n:
+    if done and n_stages == n and "single_task" not in cfg.cl:
         A, _ = matrix_from_long(pd.DataFrame(acc))
         metrics = all_metrics(A)
+    elif done and "single_task" in cfg.cl:
+        pass  # every task alone: only the diagonal means much (results.analysis: fwt_sapt)
     elif done:  # every task trained in one stage (multitask): only the final scores mean much
         final = [r["accuracy"] for r in acc if r["stage"] == n_stages]
         metrics["ap"] = sum(final) / len(final)

@@ -1215,6 +1215,7 @@ BASELINE_ORDER = (
     "lwf",
     "olora (lora)",
     "multitask",
+    "single_task",
 )
 """Display order of the baselines study's rows (others follow, sorted)."""
 
@@ -1245,29 +1246,65 @@ def _baseline_rank(name: str) -> tuple[int, str]:
 BASELINE_COLUMNS = (
     "ap",
     "bwt",
+    "bwt_gem_code",
     "fwt",
+    "fwt_sapt",
+    "just_learned",
     "forgetting",
     "general_acc_final",
     "general_ppl_final",
     "gap_to_multitask",
 )
+"""The table's columns: BWT both as GEM's paper (/(T-1)) and as SAPT's scorer and GEM's code
+(/T), FWT both GEM's zero-shot and SAPT's (vs every task alone: needs a single_task row)."""
+
+FROM_ACCURACY = ("fwt_sapt", "just_learned", "gap_to_multitask")
+"""Columns computed here (from the accuracy records, or across rows), not read off the summary."""
 
 
-def baselines_table(summary: pd.DataFrame, *, formatted: bool = True) -> pd.DataFrame:
+def _just_learned_per_trial(accuracy: pd.DataFrame, summary: pd.DataFrame) -> pd.Series:
+    """Each sequential trial's mean accuracy on a task right after training it (by trial_id);
+    multitask trials (one stage) have none."""
+    seq = summary[summary["n_stages"] == summary["n_tasks"]]
+    acc = accuracy[accuracy["trial_id"].isin(seq["trial_id"])]
+    diag = acc[acc["stage"] == acc["task_position"]]
+    return diag.groupby("trial_id")["accuracy"].mean()
+
+
+def baselines_table(
+    summary: pd.DataFrame, accuracy: pd.DataFrame | None = None, *, formatted: bool = True
+) -> pd.DataFrame:
     """The continual-learning table: per method (:func:`baselines`), over its completed trials,
-    AP, BWT, FWT, forgetting, the final general-ability probe accuracy and held-out perplexity,
-    and the gap to multitask (the method's AP minus multitask's mean AP; NaN without a
-    multitask row) -- mean ± std over seeds (%, perplexity as is). Multitask has only AP: its
-    BWT, FWT and forgetting have no task order to be read on.
+    AP, BWT (GEM's paper: /(T-1); ``bwt_gem_code``: /T, as SAPT's scorer reports it), FWT (GEM's
+    zero-shot; ``fwt_sapt``: the mean just-learned accuracy minus that of the ``single_task`` row
+    of the same seed, SAPT's definition), the mean just-learned accuracy, forgetting, the final
+    general-ability probe accuracy and held-out perplexity, and the gap to multitask (the
+    method's AP minus multitask's mean AP; NaN without a multitask row) -- mean ± std over
+    seeds (%, perplexity as is). Multitask has only AP: its BWT, FWT and forgetting have no
+    task order to be read on; single_task has only its just-learned accuracy. ``accuracy``
+    (the study's accuracy records) gives the just-learned and SAPT FWT columns (NaN without).
 
     ``formatted=False`` returns the numbers (``<m>_mean``/``<m>_std`` columns, fractions)."""
-    _need(summary, ["status", "config_json", *BASELINE_COLUMNS[:-1]], "baselines_table")
+    read = [c for c in BASELINE_COLUMNS if c not in FROM_ACCURACY]
+    _need(summary, ["status", "config_json", "trial_id", "seed", *read], "baselines_table")
     done = summary[summary["status"] == "completed"].copy()
     if done.empty:
         raise ValueError("baselines_table: no completed trial in the summary")
     done["baseline"] = baselines(done)
     multitask = done.loc[done["baseline"].str.startswith("multitask"), "ap"]
     done["gap_to_multitask"] = done["ap"] - (multitask.mean() if len(multitask) else float("nan"))
+    done["just_learned"] = float("nan")
+    done["fwt_sapt"] = float("nan")
+    if accuracy is not None and not accuracy.empty and {"n_stages", "n_tasks"} <= set(done):
+        _need(accuracy, ["trial_id", "stage", "task_position", "accuracy"], "accuracy")
+        jl = _just_learned_per_trial(accuracy, done)
+        done["just_learned"] = done["trial_id"].map(jl)
+        single = done[done["baseline"].str.startswith("single_task")]
+        alone = single.groupby("seed")["just_learned"].mean()
+        is_seq = ~done["baseline"].str.startswith(("single_task", "multitask"))
+        done.loc[is_seq, "fwt_sapt"] = done.loc[is_seq, "just_learned"] - done.loc[
+            is_seq, "seed"
+        ].map(alone)
     stats = done.groupby("baseline")[list(BASELINE_COLUMNS)].agg(["mean", "std"])
     stats.columns = [f"{m}_{s}" for m, s in stats.columns]
     stats.insert(0, "seeds", done.groupby("baseline").size())

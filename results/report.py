@@ -50,8 +50,11 @@ log = logging.getLogger(__name__)
 HEADERS = {
     "ap": "AP (%)",
     "aia": "AIA (%)",
-    "bwt": "BWT (pp)",
-    "fwt": "FWT (pp)",
+    "bwt": "BWT ÷(T−1), GEM (pp)",
+    "bwt_gem_code": "BWT ÷T, SAPT (pp)",
+    "fwt": "FWT zero-shot, GEM (pp)",
+    "fwt_sapt": "FWT vs single task, SAPT (pp)",
+    "just_learned": "just-learned (%)",
     "forgetting": "forgetting (pp)",
     "general_acc_start": "general acc. start (%)",
     "general_acc_final": "general acc. final (%)",
@@ -84,8 +87,18 @@ GLOSSARY = [
     "**AP** (average performance, GEM's ACC) = mean_j a[T][j]: accuracy over all tasks at the end.",
     "**AIA** (average incremental accuracy) = 1/T sum_i (1/i sum_{j<=i} a[i][j]): the mean, over "
     "stages, of the accuracy on the tasks seen so far.",
-    "**BWT** = 1/(T-1) sum_{j<T} (a[T][j] - a[j][j]); negative = forgetting of learned tasks.",
-    "**FWT** = 1/(T-1) sum_{j>=2} (a[j-1][j] - a[0][j]); zero-shot transfer from earlier tasks.",
+    "**BWT** (GEM's paper) = 1/(T-1) sum_{j<T} (a[T][j] - a[j][j]); negative = forgetting of "
+    "learned tasks. **BWT ÷T** (GEM's code, SAPT's `score.py`, the Long-Sequence tables) = the "
+    "same sum / T = (T-1)/T × BWT.",
+    "**FWT** (GEM, zero-shot) = 1/(T-1) sum_{j>=2} (a[j-1][j] - a[0][j]): transfer to a task "
+    "before training on it. **FWT vs single task** (SAPT) = 1/T sum_k a[k][k] - 1/T sum_k "
+    "s[k][k], s the `single_task` trial of the same seed (every task trained alone from the "
+    "starting model): did earlier tasks help learn later ones.",
+    "**just-learned** = 1/T sum_k a[k][k]: accuracy on each task right after training it.",
+    "**MMLU subsample**: the general-ability probe scores `eval.probe_max_questions` questions "
+    "(a seeded sample, the same at every stage) of the probe's files, not lm-eval's full "
+    "`mmlu` task of 14,042 questions (unless it is unset); compare with lm-eval's published "
+    "numbers only as that subsample.",
     "**Gap to multitask** = a method's AP minus the multitask upper bound's mean AP (every task "
     "trained at once, the same epochs); 0 = as good as training on everything together.",
     "**forgetting** (Chaudhry) = mean over j<T of max_{j<=l<T} a[l][j] - a[T][j]; >= 0 is loss.",
@@ -963,21 +976,35 @@ def _section_adaptation(w: _Writer, adaptation: pd.DataFrame) -> None:
     )
 
 
-def _section_baselines(w: _Writer, summary: pd.DataFrame) -> None:
+def _section_baselines(w: _Writer, summary: pd.DataFrame, accuracy: pd.DataFrame | None) -> None:
     """studies/baselines.py: every row of a continual-learning table, read against multitask."""
     w.add("## Continual-learning baselines")
     try:
-        table = an.baselines_table(summary)
+        table = an.baselines_table(summary, accuracy)
     except ValueError as exc:
         w.add(f"No table yet: {exc}.")
         return
+    defaults = sorted(
+        {json.loads(c).get("method_defaults", "harness") for c in summary["config_json"]}
+    )
     w.add(
-        "Per method (harness/cl and harness/replay, each at its documented defaults): AP, BWT, "
-        "FWT and forgetting of the task sequence, the general-ability probe accuracy and "
-        "held-out perplexity after the last task, and the gap to multitask (how far below the "
-        "upper bound it ends); mean ± std over seeds, in % (perplexity as is); every column is "
-        "defined in the [Glossary](#glossary). Multitask trains every task at once, so it has "
-        "no BWT, FWT or forgetting. Completed trials only."
+        "Per method (harness/cl and harness/replay, each at its "
+        + (
+            "reference's values (method_defaults: paper)"
+            if defaults == ["paper"]
+            else "documented defaults"
+            if defaults == ["harness"]
+            else "defaults: " + " and ".join(defaults) + " (mixed)"
+        )
+        + "): AP; BWT as GEM's paper (÷(T−1)) and as SAPT's scorer reports it (÷T); FWT as "
+        "GEM's zero-shot transfer and as SAPT's (the mean just-learned accuracy minus that of "
+        "the single_task row, each task trained alone, same seed; – without one); the mean "
+        "just-learned accuracy; forgetting; the general-ability probe accuracy (on the probe's "
+        "sampled questions, not lm-eval's full task: see the settings) and held-out perplexity "
+        "after the last task; the gap to multitask (how far below the upper bound it ends); "
+        "mean ± std over seeds, in % (perplexity as is); every column is defined in the "
+        "[Glossary](#glossary). Multitask trains every task at once, so it has no BWT, FWT or "
+        "forgetting. Completed trials only."
     )
     w.add(markdown_table(table))
     w.figure(
@@ -1163,7 +1190,7 @@ def _write_report_into(
         _section_trials(w, summary, group, flagged)
         _section_main(w, summary, group, data.get("general"), flagged)
         if baseline_study:
-            _section_baselines(w, summary)
+            _section_baselines(w, summary, data.get("accuracy"))
         if "lr_multiplier" in varying:
             _section_lr(w, summary)
         if "replay_size" in group:

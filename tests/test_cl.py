@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -42,6 +44,7 @@ METHODS = {
         "cl.olora": {"lambda_l2": 0.01},
     },
     "multitask": {"replay.method": "none", "cl.multitask": {}},
+    "single_task": {"replay.method": "none", "cl.single_task": {}},
 }
 
 
@@ -395,3 +398,61 @@ def test_every_cl_method_survives_a_checkpoint_and_resume(mini_root, tmp_path, n
     (loss_a, acc_a), (loss_b, acc_b) = rows(tmp_path / "full"), rows(tmp_path / "crashed")
     assert loss_b == pytest.approx(loss_a, rel=1e-5)
     assert acc_b == acc_a
+
+
+def test_single_task_starts_every_task_from_the_starting_model(mini_root, tmp_path):
+    seen = {}
+
+    class Peek(Hook):
+        def setup(self, trial):
+            self.model = trial.backend.module
+            seen[0] = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+
+        def before_task(self, trial, stage):  # runs after single_task's (hooks given last)
+            seen[stage] = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+
+        def after_task(self, trial, stage):
+            seen[f"end{stage}"] = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+
+    cfg = mini_config(mini_root, tmp_path, **METHODS["single_task"])
+    assert run_trial(cfg, hooks=[Peek()]).status == "completed"
+    for stage in (1, 2, 3):
+        assert all(torch.equal(seen[stage][n], seen[0][n]) for n in seen[0]), stage
+    assert any(not torch.equal(seen["end1"][n], seen[0][n]) for n in seen[0])  # it trained
+    tables = read_study(tmp_path / "study=engine")
+    summary = tables["summary"]
+    assert summary[["ap", "bwt", "fwt", "forgetting"]].isna().all().all()
+    # beside a sequential trial of the same seed: SAPT's FWT from the two diagonals
+    run_trial(mini_config(mini_root, tmp_path, **{"replay.method": "none"}))
+    tables = read_study(tmp_path / "study=engine")
+    from harness.metrics import fwt_sapt, matrix_from_long
+    from results.analysis import baselines, baselines_table
+
+    acc, summary = tables["accuracy"], tables["summary"]
+    names = baselines(summary)
+    ids = {names[i]: summary.trial_id[i] for i in summary.index}
+    A = {k: matrix_from_long(acc[acc.trial_id == ids[k]])[0] for k in ("none", "single_task")}
+    table = baselines_table(summary, acc, formatted=False)
+    want = fwt_sapt(A["none"], A["single_task"])
+    assert table.loc["none", "fwt_sapt_mean"] == pytest.approx(want)
+    jl = [A["single_task"][k, k - 1] for k in (1, 2, 3)]
+    assert table.loc["single_task", "just_learned_mean"] == pytest.approx(sum(jl) / 3)
+    assert pd.isna(table.loc["single_task", "fwt_sapt_mean"])
+
+
+def test_single_task_refuses_other_cl_methods(mini_root, tmp_path):
+    with pytest.raises(ConfigError, match="cl.single_task: trains every task alone"):
+        mini_config(
+            mini_root, tmp_path, **{"replay.method": "none", "cl": {"single_task": {}, "ewc": {}}}
+        )
+
+
+def test_metrics_of_sapt_on_a_hand_matrix():
+    from harness.metrics import bwt, bwt_gem_code, fwt_sapt, just_learned
+
+    A = np.array([[0.1, 0.2, 0.3], [0.8, 0.3, 0.4], [0.6, 0.9, 0.5], [0.5, 0.7, 0.7]])
+    S = np.array([[0.1, 0.2, 0.3], [0.9, 0.2, 0.3], [0.1, 0.8, 0.3], [0.1, 0.2, 0.6]])
+    assert just_learned(A) == pytest.approx((0.8 + 0.9 + 0.7) / 3)
+    assert fwt_sapt(A, S) == pytest.approx((0.8 + 0.9 + 0.7) / 3 - (0.9 + 0.8 + 0.6) / 3)
+    assert bwt_gem_code(A) == pytest.approx(((0.5 - 0.8) + (0.7 - 0.9)) / 3)
+    assert bwt(A) == pytest.approx(((0.5 - 0.8) + (0.7 - 0.9)) / 2)

@@ -248,7 +248,9 @@ class EvalConfig:
     probe_shots: int = 0
     """Few-shot examples from the probe's dev split (letter format only)."""
     probe_max_questions: int | None = 500
-    """Cap on probe questions (seeded sample, fixed across checkpoints)."""
+    """Cap on probe questions (seeded sample, fixed across checkpoints). A capped MMLU is a
+    subsample, not lm-eval's full ``mmlu`` (14,042 questions): say so beside its numbers; unset
+    (None) scores every question."""
     heldout: str | None = "general/heldout.jsonl"
     """Held-out general text for perplexity (jsonl path or
     'hf:<dataset>[:<config>][#<split>][@<revision>]'), or None to skip."""
