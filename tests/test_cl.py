@@ -86,6 +86,97 @@ def test_ewc_fisher_and_penalty_equal_a_hand_computation():
     assert float(ewc.loss_term(trial, 2, None)) == pytest.approx(expected, rel=1e-4)
 
 
+def test_ewc_reference_variants_half_sequence_nll_and_per_task_anchors():
+    """``half`` halves the penalty (Kirkpatrick's lambda/2); ``fisher_nll='sequence'`` squares
+    the gradient of the answer's summed NLL (k^2 x the token-mean one for a k-token answer);
+    ``anchors='per_task'`` sums each task's own Fisher around its own anchor."""
+    built = tiny_built()
+    backend = TorchBackend(TrialConfig())
+    backend.wrap(built)
+    examples = parity_examples(built.tokenizer, 1)  # one example: the ratio is exactly k^2
+    trial = SimpleNamespace(backend=backend, inputs=SimpleNamespace(pad_id=0))
+    mean, total = EWC(), EWC(fisher_nll="sequence")
+    for e in (mean, total):
+        e.setup(trial)
+    k = sum(1 for t in collate(examples, 0)[2][0, 1:] if t != IGNORE)
+    fm, fs = mean.fisher_of(trial, examples), total.fisher_of(trial, examples)
+    for n in fm:
+        torch.testing.assert_close(fs[n], fm[n] * k**2, rtol=1e-3, atol=1e-8)
+
+    params = dict(built.model.named_parameters())
+    name = "model.layers.0.mlp.up_proj.weight"
+    ones = {n: torch.ones_like(p) for n, p in params.items()}
+    at = {n: p.detach().clone() for n, p in params.items()}
+    moved = {n: v.clone() for n, v in at.items()}
+    moved[name][0, 0] += 0.5  # a second task's anchor, 0.5 away in one entry
+    per_task = EWC(lam=2.0, half=True, anchors="per_task")
+    per_task.setup(trial)
+    per_task.tasks = [(ones, at), (ones, moved)]
+    # at the first anchor: 0 from task 1, 0.5^2 from task 2; times lambda/2
+    assert float(per_task.loss_term(trial, 3, None)) == pytest.approx(1.0 * 0.25)
+    online = EWC(lam=2.0)
+    online.setup(trial)
+    online.fisher, online.star = ones, moved
+    assert float(online.loss_term(trial, 3, None)) == pytest.approx(2.0 * 0.25)
+
+
+def test_lwf_t2_scale_and_first_task_variants(mini_root, tmp_path):
+    terms = {}
+    for t2 in (True, False):
+        cfg = mini_config(
+            mini_root, tmp_path, **{"replay.method": "none", "cl.lwf": {"t2_scale": t2}}
+        )
+        trial = Trial(cfg)
+        trial.setup()
+        lwf = trial.hooks[-1]
+        lwf.before_task(trial, 2)
+        rows = trial.inputs.tasks[0].train[:4]
+        ids, mask, labels = collate(rows, trial.inputs.pad_id)
+        model = trial.backend.module
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        b = Batch(ids, mask, labels, logits, torch.zeros(len(rows), dtype=torch.bool))
+        terms[t2] = float(lwf.loss_term(trial, 2, b))
+    assert terms[True] == pytest.approx(4.0 * terms[False], rel=1e-5)  # T = 2
+    cfg = mini_config(
+        mini_root, tmp_path, **{"replay.method": "none", "cl.lwf": {"distil_first_task": False}}
+    )
+    trial = Trial(cfg)
+    trial.setup()
+    trial.hooks[-1].before_task(trial, 1)
+    assert trial.hooks[-1].teacher == {}  # avalanche: nothing to distil at the first task
+
+
+def test_paper_defaults_fill_only_the_settings_a_trial_leaves_unset(mini_root, tmp_path):
+    from harness.config import from_dict, load_file, merge
+
+    paper = load_file("configs/paper-defaults.yaml")
+    base = mini_config(mini_root, tmp_path, **{"replay.method": "none"}).to_dict()
+    cfg = from_dict(
+        merge(
+            merge(base, paper),
+            {"cl": {"ewc": {"lam": 100}, "lwf": {}}, "interventions": {"redo": {}}},
+        )
+    )
+    assert cfg.method_defaults == "paper"
+    assert cfg.cl["ewc"] == {
+        "lam": 100,
+        "half": True,
+        "fisher_nll": "sequence",
+        "anchors": "per_task",
+        "fisher_samples": None,
+    }
+    assert cfg.cl["lwf"] == {"t2_scale": False, "distil_first_task": False}
+    assert cfg.interventions["redo"] == {"every": 1000}
+    assert (cfg.model.lora_r, cfg.model.lora_alpha, cfg.model.lora_dropout) == (8, 32, 0.1)
+    assert list(cfg.model.lora_target_modules) == ["q_proj", "v_proj"]
+    # the harness's defaults: nothing filled in
+    harness_cfg = mini_config(mini_root, tmp_path, **{"replay.method": "none", "cl.lwf": {}})
+    assert harness_cfg.cl["lwf"] == {} and harness_cfg.method_defaults == "harness"
+
+
 def test_online_ewc_decays_the_running_fisher(mini_root, tmp_path):
     seen = {}
 

@@ -506,3 +506,16 @@ def test_interventions_edit_the_zero2_master_copy_alike_on_two_ranks(tmp_path) -
         assert sum(map(len, r["picks"].values())) > 0
     assert r0["picks"] == r1["picks"]
     assert r0["checksum"] == r1["checksum"]  # one model, two ranks
+
+
+def test_a_method_whose_computation_changed_gets_a_new_trial_id() -> None:
+    """Ids derived before 2026-12-05 (pinned): continual backprop now computes as gnt.py, so
+    its trials get new ids and a stored result of the old computation is never reused; LwF
+    alone and O-LoRA in float32 compute what they did and keep theirs."""
+    assert from_dict({"interventions": {"continual_backprop": {}}}).id != "tm-641b6d8190"
+    assert from_dict({"cl": {"lwf": {}}}).id == "tm-b7d85873a3"
+    from harness.config.schema import method_revisions
+
+    both = from_dict({"cl": {"lwf": {}}, "interventions": {"shrink_perturb": {}}})
+    assert method_revisions(both) == {"cl.lwf": 2}
+    assert method_revisions(from_dict({"cl": {"lwf": {}}})) == {}

@@ -48,6 +48,12 @@ class LwF(CLMethod):
     """Its ``before_task`` runs before every other hook's (:meth:`harness.trial.Trial.train_stage`)."""
     paper_defaults: ClassVar[dict] = {"t2_scale": False, "distil_first_task": False}
 
+    @classmethod
+    def revision(cls, cfg) -> int:
+        """2 beside other methods since 2026-12-05 (the teacher is taken before their
+        before_task; it was taken in config order); alone it computes what it did."""
+        return 2 if len(cfg.cl) + len(cfg.interventions) > 1 else 1
+
     def __init__(
         self,
         *,

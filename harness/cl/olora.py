@@ -96,6 +96,12 @@ class OLoRA(CLMethod):
         return self.lambda_orth, self.lambda_l2
 
     @classmethod
+    def revision(cls, cfg) -> int:
+        """2 in bfloat16/float16 since 2026-12-05 (earlier adapters kept, not merged: the merge
+        rounded them); float32 computes what it did."""
+        return 1 if cfg.model.dtype == "float32" else 2
+
+    @classmethod
     def problems(cls, cfg) -> list[str]:
         from harness.backend import rewrites_weights_problem
 

@@ -355,10 +355,30 @@ class TrialConfig:
             return self.trial_id
         import hashlib
 
-        body = json.dumps(
-            _without_later_defaults(computed_settings(self.to_dict())), sort_keys=True
-        )
+        content = _without_later_defaults(computed_settings(self.to_dict()))
+        revised = method_revisions(self)
+        if revised:  # a method whose computation changed: not the trial stored before it
+            content["method_revisions"] = revised
+        body = json.dumps(content, sort_keys=True)
         return f"{self.replay.method}-{hashlib.sha256(body.encode()).hexdigest()[:10]}"
+
+
+def method_revisions(cfg: TrialConfig) -> dict[str, int]:
+    """``{section.name: revision}`` of the trial's ``cl`` and ``interventions`` methods whose
+    computation changed for this trial since ids were first derived (``revision(cfg) > 1``), so
+    a result stored by the earlier code is never taken for this trial's (a study rerun into
+    the same folder computes it again)."""
+    from harness.cl import REGISTRY as CL
+    from harness.interventions import REGISTRY as INTERVENTIONS
+
+    out = {}
+    for section, registry in (("cl", CL), ("interventions", INTERVENTIONS)):
+        for name in getattr(cfg, section) or {}:
+            cls = registry.get(name)
+            revision = cls.revision(cfg) if cls is not None else 1
+            if revision > 1:
+                out[f"{section}.{name}"] = revision
+    return out
 
 
 LATER_DEFAULTS: dict[tuple[str, ...], Any] = {

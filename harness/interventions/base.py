@@ -55,6 +55,13 @@ class Intervention(Hook):
     where each value comes from)."""
 
     @classmethod
+    def revision(cls, cfg: TrialConfig) -> int:
+        """1, or higher where this method computes something else for ``cfg`` than the code
+        that first derived trial ids did (it then enters the trial id:
+        :func:`harness.config.schema.method_revisions`)."""
+        return 1
+
+    @classmethod
     def problems(cls, cfg: TrialConfig) -> list[str]:
         """Why this intervention cannot run in a trial with these settings ([] if it can)."""
         from harness.backend import rewrites_weights_problem

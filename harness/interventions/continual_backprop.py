@@ -41,6 +41,9 @@ import torch
 
 from harness.interventions.base import Intervention, register, reinit_units
 
+_REFERENCE_FIXES = ("bias_correction", "mask_padding", "reset_adam_step")
+"""Settings whose reference value (true) changed the computation on 2026-12-05."""
+
 
 @register
 class ContinualBackprop(Intervention):
@@ -88,6 +91,14 @@ class ContinualBackprop(Intervention):
         """[layers, units] optimiser steps since each unit was (re)initialised."""
         self.allowance: torch.Tensor | None = None
         """[layers] replacements owed (the fractional part carries over)."""
+
+    @classmethod
+    def revision(cls, cfg) -> int:
+        """2: as gnt.py from 2026-12-05 (bias-corrected ranking, padding masked, Adam step
+        restarted), unless every one of those is switched off (the earlier computation)."""
+        s = cfg.interventions.get(cls.name) or {}
+        earlier = all(s.get(k) is False for k in _REFERENCE_FIXES)
+        return 1 if earlier else 2
 
     @property
     def per_element_step(self) -> bool:
