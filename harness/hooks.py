@@ -21,6 +21,15 @@ Two optional methods change what is trained (a hook without them changes nothing
     after_task(trial, stage)       after task ``stage`` was trained
     at_end(trial, status)          once, when the trial ends ('completed', 'diverged', 'failed')
 
+Two optional attributes change how the trial treats a hook:
+
+    reads_previous_model = True    its before_task runs before every other hook's, so it sees
+                                   the model exactly as the previous task left it (LwF's
+                                   teacher), whatever the order the config gave the hooks in
+    per_element_step = True        the trial trains with Adam's step count per element
+                                   (harness.adam; continual backprop restarts it for the units
+                                   it replaces); read once, when the backend is built
+
 A hook with state of its own that a resumed trial needs (running statistics, counters) returns
 it from ``state_dict()`` as named tensors; the trial's end-of-task checkpoint saves it
 (safetensors) and a resumed trial hands it back to ``load_state_dict`` after ``setup``.

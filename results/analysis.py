@@ -1285,9 +1285,11 @@ def baselines_table(
     (the study's accuracy records) gives the just-learned and SAPT FWT columns (NaN without).
 
     ``formatted=False`` returns the numbers (``<m>_mean``/``<m>_std`` columns, fractions)."""
-    read = [c for c in BASELINE_COLUMNS if c not in FROM_ACCURACY]
+    read = [c for c in BASELINE_COLUMNS if c not in (*FROM_ACCURACY, "bwt_gem_code")]
     _need(summary, ["status", "config_json", "trial_id", "seed", *read], "baselines_table")
     done = summary[summary["status"] == "completed"].copy()
+    if "bwt_gem_code" not in done:  # a summary of a caller that kept only the paper's BWT
+        done["bwt_gem_code"] = float("nan")
     if done.empty:
         raise ValueError("baselines_table: no completed trial in the summary")
     done["baseline"] = baselines(done)

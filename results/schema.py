@@ -710,7 +710,7 @@ def to_table(
 
 
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "summary": ("n_stages", "data.add_bos"),
+    "summary": ("n_stages", "data.add_bos", "method_defaults"),
     "curve": ("pad_share",),
     "predictions": ("item",),
 }

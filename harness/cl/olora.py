@@ -17,8 +17,9 @@ exact in float32 but not in bfloat16 (the 8B preset): with weights of std 0.02 t
 loses 32% of an update of std 1e-4, and every later merge re-rounds the whole matrix. The
 earlier adapters are buffers of the LoRA layers (``olora_A``/``olora_B``), so a copy of the
 model's parameters and buffers (LwF's teacher) holds them, and PEFT's disabled-adapter model
-stays the starting model (replay methods that compare with it, kl/l1/l2, are exact). Each
-old adapter draws its own dropout (the reference applies one draw to old and new).
+stays the starting model (replay methods that compare with it, kl/l1/l2, are exact). In
+training the kept adapters share one dropout draw and the live adapter has its own (the
+reference applies one draw to both; the expectation is the same).
 
 Every micro-batch adds
 

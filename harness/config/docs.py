@@ -91,6 +91,9 @@ def iter_intervention_settings() -> Iterator[tuple[str, Any, Any, str]]:
                 continue
             for spec in specs:
                 doc = f"{name} ({cls.source}; setting any of its options turns it on): {spec.doc}"
+                paper = getattr(cls, "paper_defaults", {})
+                if spec.name in paper:  # where the reference's value differs from the default
+                    doc += f" Reference value (method_defaults=paper): {paper[spec.name]!r}."
                 yield f"{section}.{name}.{spec.name}", spec.type, spec.default, doc
 
 
