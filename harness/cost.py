@@ -103,13 +103,19 @@ def _buffered(cfg: TrialConfig, k: int, n_task: int) -> int:
     return k * min(size, n_task)
 
 
-def _cl_compute(cfg: TrialConfig, task_tokens: float, task_len: float, n: int) -> float:
+def _cl_compute(
+    cfg: TrialConfig, task_tokens: float, task_len: float, n: int, n_task: int
+) -> float:
     """Forward-token equivalents the cl methods add: LwF's teacher forward over the task rows
     (``task_tokens`` in all), EWC's per-example forward + backward for its Fisher after every
-    task (rows of ``task_len`` tokens)."""
+    task (rows of ``task_len`` tokens; ``fisher_samples`` of the ``n_task`` examples, or all
+    of them when it is unset)."""
+    from harness.cl.ewc import EWC
+
     extra = task_tokens if "lwf" in cfg.cl else 0.0
     if "ewc" in cfg.cl:
-        extra += 3 * n * int(cfg.cl["ewc"].get("fisher_samples", 64)) * task_len
+        samples = EWC(**cfg.cl["ewc"]).fisher_samples
+        extra += 3 * n * min(n_task, samples if samples is not None else n_task) * task_len
     return extra
 
 
@@ -188,7 +194,7 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
     checkpoints = (1 if "multitask" in cfg.cl else n) + 1  # multitask: one training stage
     total_eval = per_ckpt * checkpoints
     factor = 4 if cfg.model.gradient_checkpointing else 3
-    extra = _cl_compute(cfg, task_tokens, task_len, n)
+    extra = _cl_compute(cfg, task_tokens, task_len, n, n_task)
     return Cost(
         train=int(train),
         train_compute=int(train * factor + extra),

@@ -920,6 +920,9 @@ def plot_baselines(summary: pd.DataFrame) -> Figure:
         ax.invert_yaxis()
         ax.set_xlabel(f"{title} (%)")
         ax.grid(alpha=0.3, axis="x")
+        for i in np.flatnonzero(stats[f"{col}_mean"].isna().to_numpy()):  # no bar: say why
+            alone = col == "ap" and names[i].startswith("single_task")
+            ax.text(1, y[i], "no AP: each task trained alone" if alone else "–", va="center")
     if "multitask" in stats.index:
         axes[0, 0].axvline(
             stats.loc["multitask", "ap_mean"] * 100, ls="--", color="black", label="multitask"

@@ -547,3 +547,25 @@ def test_metrics_of_sapt_on_a_hand_matrix():
     assert fwt_sapt(A, S) == pytest.approx((0.8 + 0.9 + 0.7) / 3 - (0.9 + 0.8 + 0.6) / 3)
     assert bwt_gem_code(A) == pytest.approx(((0.5 - 0.8) + (0.7 - 0.9)) / 3)
     assert bwt(A) == pytest.approx(((0.5 - 0.8) + (0.7 - 0.9)) / 2)
+
+
+def test_the_baselines_study_takes_paper_defaults(tmp_path, monkeypatch):
+    """``--config configs/paper-defaults.yaml``: every row's method at its reference's values
+    (a dry run on the tiny preset: the grid validated and costed, nothing trained)."""
+    import harness.cost
+    import studies.baselines as study
+
+    seen: list = []
+    costs = harness.cost.grid_costs
+    monkeypatch.setattr(harness.cost, "grid_costs", lambda cfgs: seen.extend(cfgs) or costs(cfgs))
+    argv = ["--preset", "tiny", "--smoke-test", "--dry-run", "--out", str(tmp_path)]
+    assert study.run([*argv, "--config", "configs/paper-defaults.yaml"]) == 0
+    by = {next(iter(c.cl), c.replay.method): c for c in seen}
+    assert by["ewc"].cl["ewc"]["anchors"] == "per_task" and by["ewc"].cl["ewc"]["half"]
+    assert by["lwf"].cl["lwf"] == {"t2_scale": False, "distil_first_task": False}
+    assert by["olora"].cl["olora"] == {"schedule": "long_sequence"}
+    assert (by["olora"].model.lora_alpha, by["olora"].model.lora_target_modules) == (
+        32,
+        ("q_proj", "v_proj"),
+    )
+    assert all(c.method_defaults == "paper" for c in seen) and len(seen) == len(study.BASELINES)
