@@ -102,8 +102,9 @@ GLOSSARY = [
     "**Gap to multitask** = a method's AP minus the multitask upper bound's mean AP (every task "
     "trained at once, the same epochs); 0 = as good as training on everything together.",
     "**forgetting** (Chaudhry) = mean over j<T of max_{j<=l<T} a[l][j] - a[T][j]; >= 0 is loss.",
-    "**general acc.**: multiple-choice general-knowledge probe (e.g. MMLU), of the starting "
-    "model (start) and after the last task (final); "
+    "**general acc.**: multiple-choice general-knowledge probe (e.g. MMLU: a seeded "
+    "subsample, see *MMLU subsample*), of the starting model (start) and after the last task "
+    "(final); "
     "**general ppl**: perplexity on held-out general text (lower is better).",
     "**forgetting prevented** = 1 - drop_method / drop_baseline with the baseline trial of the "
     "same seed and settings: 1 = no general-ability loss, 0 = as much loss as no replay.",

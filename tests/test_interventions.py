@@ -519,3 +519,25 @@ def test_a_method_whose_computation_changed_gets_a_new_trial_id() -> None:
     both = from_dict({"cl": {"lwf": {}}, "interventions": {"shrink_perturb": {}}})
     assert method_revisions(both) == {"cl.lwf": 2}
     assert method_revisions(from_dict({"cl": {"lwf": {}}})) == {}
+
+
+def test_replacing_units_restarts_their_adam_step_on_the_torch_backend() -> None:
+    from harness.backend import TorchBackend
+    from harness.interventions.base import reinit_units
+    from harness.plasticity import decoder_layers
+
+    backend = TorchBackend(from_dict({"model": {"name": "tiny"}}), per_element_step=True)
+    model = backend.build_model(keep_reference=False, weights=None).model
+    backend.start_task()
+    for _ in range(3):
+        model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits.sum().backward()
+        backend.step(1e-3)
+    mlp = decoder_layers(model)[1][0].mlp
+    idx = torch.tensor([1, 5])
+    reinit_units(backend, mlp, idx, torch.Generator().manual_seed(0))
+    gate = backend.optimizer.state[mlp.gate_proj.weight]["step"]
+    down = backend.optimizer.state[mlp.down_proj.weight]["step"]
+    assert gate[idx].eq(0).all() and down[:, idx].eq(0).all()
+    keep = torch.ones(gate.shape[0], dtype=torch.bool)
+    keep[idx] = False
+    assert gate[keep].eq(3).all()

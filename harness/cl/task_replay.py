@@ -14,6 +14,11 @@ Training task k+1 then uses its own examples plus the buffer's, shuffled togethe
 rows count as task rows: their CE joins the task CE); an epoch covers both. Only finished
 tasks' examples are ever in the buffer. It composes with general replay (``replay.method``) and
 runs under every ZeRO stage (it only adds rows).
+
+A stated choice: this is data-mixing rehearsal, so a task's steps grow with the buffer (an
+epoch covers task and buffer rows). Chaudhry et al.'s experience replay (ER) instead draws a
+fixed-size buffer batch beside every task batch, keeping the steps per task fixed; compare
+the two only at equal steps.
 """
 
 from __future__ import annotations
