@@ -380,6 +380,20 @@ def test_olora_is_refused_outside_lora_and_with_ewc(mini_root, tmp_path):
                 "scale.zero_stage": 3,
             },
         )
+    tasks = ",".join(f"t{i}" for i in range(16))
+    with pytest.raises(ConfigError, match="gives weights for 15 tasks, not 16"):
+        mini_config(
+            mini_root,
+            tmp_path,
+            **{"replay.method": "none", "model.tuning": "lora", "data.tasks": tasks,
+               "cl.olora": {"schedule": "long_sequence"}},
+        )  # fmt: skip
+    mini_config(  # order6's 15 tasks are within it
+        mini_root,
+        tmp_path,
+        **{"replay.method": "none", "model.tuning": "lora", "data.tasks": "order6",
+           "cl.olora": {"schedule": "long_sequence"}},
+    )  # fmt: skip
     # The disabled-adapter model stays the starting model: kl compares with it exactly.
     mini_config(
         mini_root, tmp_path, **{"replay.method": "kl", "model.tuning": "lora", "cl.olora": {}}

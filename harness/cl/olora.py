@@ -110,8 +110,10 @@ class OLoRA(CLMethod):
         p = rewrites_weights_problem(cfg.scale)
         if p:
             out.append(f"cl.olora: {p}")
+        from harness.data.benchmark import named_tasks
+
         settings = dict(cfg.cl.get("olora") or {})
-        n = len(cfg.data.tasks)
+        n = len(named_tasks(cfg.data.tasks))
         if settings.get("schedule") == "long_sequence" and n > len(LONG_SEQUENCE_SCHEDULE):
             out.append(
                 f"cl.olora: schedule 'long_sequence' gives weights for "
