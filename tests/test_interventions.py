@@ -346,6 +346,15 @@ def test_continual_backprop_leaves_padding_out_of_mean_activation() -> None:
         cbp.at_end(None, "completed")
     assert stats[0][1].tolist() == stats[1][1].tolist() == [4.0] * len(stats[0][1])
     torch.testing.assert_close(stats[1][0], stats[0][0], rtol=1e-5, atol=1e-7)
+    # Gradient checkpointing reruns each layer's forward in the backward: counted once.
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    cbp = ContinualBackprop()
+    cbp.setup(_Trial(model, backend))
+    model.train()
+    model(input_ids=torch.tensor([[5, 6, 7, 8]])).logits.sum().backward()
+    assert cbp._counts.tolist() == [4.0] * len(stats[0][1])
+    torch.testing.assert_close(cbp._sums, stats[0][0], rtol=1e-5, atol=1e-7)
+    cbp.at_end(None, "completed")
 
 
 def test_adamw_per_element_step_is_adamw_and_restarts_reset_rows() -> None:

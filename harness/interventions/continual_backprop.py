@@ -122,6 +122,7 @@ class ContinualBackprop(Intervention):
         self._sums = torch.zeros(n_layers, n_units, dtype=torch.float64)
         self._counts = torch.zeros(n_layers, dtype=torch.float64)
         self._mask: torch.Tensor | None = None
+        self._in_forward = False
         self._handles = [
             block.mlp.down_proj.register_forward_pre_hook(
                 lambda m, args, i=i: self._observe(m, i, args[0])
@@ -139,17 +140,20 @@ class ContinualBackprop(Intervention):
         ]
 
     def _see_mask(self, module, args, kwargs) -> None:
+        self._in_forward = True
         self._mask = kwargs.get("attention_mask") if self.mask_padding else None
 
     def _forget_mask(self, module, args, output) -> None:
-        self._mask = None
+        self._in_forward, self._mask = False, None
 
     def at_end(self, trial, status: str) -> None:
         for handle in getattr(self, "_handles", ()):
             handle.remove()
 
     def _observe(self, module: torch.nn.Module, i: int, h: torch.Tensor) -> None:
-        if module.training and torch.is_grad_enabled():  # training forwards only
+        # Training forwards only, each once: a gradient-checkpointed layer runs its forward
+        # again during the backward, outside the body's forward, and is not counted twice.
+        if module.training and torch.is_grad_enabled() and self._in_forward:
             flat = h.detach().reshape(-1, h.shape[-1])
             mask = self._mask
             if mask is not None and mask.numel() == flat.shape[0]:
