@@ -902,7 +902,7 @@ def plot_baselines(summary: pd.DataFrame) -> Figure:
     task AP and the final general-ability probe accuracy side by side, mean ± std over seeds,
     with multitask's AP (the upper bound) and the starting probe accuracy as reference lines."""
     stats = an.baselines_table(summary, formatted=False)
-    fig, axes = _figure(1, 2, w=5.5, h=0.45 * len(stats) + 1.6)
+    fig, axes = _figure(1, 2, w=5.5, h=0.45 * len(stats) + 2.2)
     names = list(stats.index)
     y = np.arange(len(names))
     for ax, col, title in (
@@ -922,7 +922,10 @@ def plot_baselines(summary: pd.DataFrame) -> Figure:
         ax.grid(alpha=0.3, axis="x")
         for i in np.flatnonzero(stats[f"{col}_mean"].isna().to_numpy()):  # no bar: say why
             alone = col == "ap" and names[i].startswith("single_task")
-            ax.text(1, y[i], "no AP: each task trained alone" if alone else "–", va="center")
+            text = "no AP: each task trained alone" if alone else "–"
+            ax.text(0.02, y[i], text, va="center", transform=ax.get_yaxis_transform())
+        if stats[f"{col}_mean"].isna().all():
+            ax.set_xlim(0, 100)
     if "multitask" in stats.index:
         axes[0, 0].axvline(
             stats.loc["multitask", "ap_mean"] * 100, ls="--", color="black", label="multitask"
