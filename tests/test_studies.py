@@ -217,8 +217,9 @@ def test_plasticity_smoke_runs_every_intervention_on_two_zero2_ranks_and_reports
 
 def test_baselines_smoke_runs_every_row_on_two_zero2_ranks_and_reports_the_table(tmp_path):
     """Every row of the continual-learning table (none full and LoRA, ce, kl, tm, task replay,
-    EWC, LwF, O-LoRA, multitask) with GeRe's reference objective, 2 DeepSpeed ZeRO-2 ranks per
-    trial under Ray; the report tables them against multitask."""
+    EWC, LwF, O-LoRA, multitask, single_task) with GeRe's reference objective, 2 DeepSpeed
+    ZeRO-2 ranks per trial under Ray; the report tables them against multitask and with SAPT's
+    FWT against single_task."""
     out = tmp_path / "runs"
     proc = _study("baselines", out, "--report")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -226,11 +227,15 @@ def test_baselines_smoke_runs_every_row_on_two_zero2_ranks_and_reports_the_table
     tables = read_study(out / "study=baselines")
     summary = tables["summary"]
     assert summary.status.eq("completed").all(), summary[["trial_id", "error"]]
-    assert len(summary) == 10
+    assert len(summary) == 11
     multitask = summary[summary.trial_id == "baseline=multitask"].iloc[0]
-    assert multitask.n_stages == 1 and summary[summary.n_stages == 3].shape[0] == 9
+    assert multitask.n_stages == 1 and summary[summary.n_stages == 3].shape[0] == 10
     acc = tables["accuracy"]
-    assert len(acc) == 9 * 4 * 3 + 2 * 3  # sequential: stages 0..3; multitask: 0..1
+    assert len(acc) == 10 * 4 * 3 + 2 * 3  # sequential: stages 0..3; multitask: 0..1
+    from results.analysis import baselines_table
+
+    table = baselines_table(summary, acc, formatted=False)
+    assert table["fwt_sapt_mean"].drop(["multitask", "single_task"]).notna().all()
     config = json.loads(summary.config_json.iloc[0])
     assert config["train"]["loss_weighting"] == "per_sample"
     assert config["replay"]["add_bos"] == "never"
@@ -241,6 +246,7 @@ def test_baselines_smoke_runs_every_row_on_two_zero2_ranks_and_reports_the_table
     assert tables["curve"].pad_share.between(0, 1).all()
     report = (out / "_reports" / "baselines" / "report.md").read_text()
     assert "## Continual-learning baselines" in report and "| olora (lora) |" in report
+    assert "| single_task |" in report and "FWT vs single task, SAPT (pp)" in report
     assert "no matrix: every task was trained in one stage" in report
     assert "](baselines.png)" in report
 
