@@ -40,12 +40,20 @@ class CLMethod(Intervention):
     """Why it cannot run under ZeRO-3 (when 3 is not in ``zero_stages``)."""
     needs_lora: ClassVar[bool] = False
     """The method only exists for LoRA (O-LoRA)."""
+    rewrites_weights: ClassVar[bool] = False
+    """The method rewrites trained weights in place between steps (refused where the backend
+    cannot: :func:`harness.backend.rewrites_weights_problem`)."""
 
     @classmethod
     def problems(cls, cfg: TrialConfig) -> list[str]:
+        from harness.backend import rewrites_weights_problem
+
         out: list[str] = []
         where = f"cl.{cls.name}"
         scale = cfg.scale
+        problem = rewrites_weights_problem(scale) if cls.rewrites_weights else None
+        if problem:
+            out.append(f"{where}: {problem}")
         if scale.backend == "deepspeed" and scale.zero_stage not in cls.zero_stages:
             out.append(
                 f"{where}: runs under ZeRO stages {', '.join(map(str, cls.zero_stages))}, not "

@@ -58,6 +58,7 @@ def lora_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
 @register
 class OLoRA(CLMethod):
     name: ClassVar[str] = "olora"
+    rewrites_weights: ClassVar[bool] = True
     source: ClassVar[str] = "Wang et al. 2023 (O-LoRA)"
     needs_lora: ClassVar[bool] = True
     counters: ClassVar[tuple[str, ...]] = ("kept",)
@@ -104,12 +105,7 @@ class OLoRA(CLMethod):
 
     @classmethod
     def problems(cls, cfg) -> list[str]:
-        from harness.backend import rewrites_weights_problem
-
         out = super().problems(cfg)
-        p = rewrites_weights_problem(cfg.scale)
-        if p:
-            out.append(f"cl.olora: {p}")
         from harness.data.benchmark import named_tasks
 
         settings = dict(cfg.cl.get("olora") or {})

@@ -29,6 +29,7 @@ from harness.cl.base import CLMethod, register
 @register
 class SingleTask(CLMethod):
     name: ClassVar[str] = "single_task"
+    rewrites_weights: ClassVar[bool] = True
     source: ClassVar[str] = "the per-task reference of SAPT's FWT (Zhao et al. 2024)"
 
     def __init__(self):
@@ -37,12 +38,7 @@ class SingleTask(CLMethod):
 
     @classmethod
     def problems(cls, cfg) -> list[str]:
-        from harness.backend import rewrites_weights_problem
-
         out = super().problems(cfg)
-        p = rewrites_weights_problem(cfg.scale)
-        if p:
-            out.append(f"cl.single_task: {p}")
         others = sorted(set(cfg.cl) - {"single_task"})
         if others:
             out.append(
@@ -63,9 +59,8 @@ class SingleTask(CLMethod):
             return
         for n, p in self.params.items():
             p.copy_(self.start[n].to(p.dtype).to(p.device))
-        edited = list(self.params.values())
-        trial.backend.weights_edited(edited)
-        trial.backend.reset_optimizer_state(edited)
+        # The optimiser starts afresh anyway: the backend's start_task, at every task.
+        trial.backend.weights_edited(list(self.params.values()))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.start)
