@@ -26,6 +26,7 @@ from harness.config import (
     load_file,
     merge,
     parse_override,
+    parse_typed,
     type_label,
 )
 from harness.suggest import did_you_mean
@@ -66,6 +67,12 @@ def _after_settings(fields: list) -> list:
     return [*plain[:at], *each, *plain[at:]]
 
 
+def option_types() -> dict[str, Any]:
+    """The type of every option's field, by dotted name (how its value is parsed)."""
+    fields = [*iter_fields(), *iter_method_settings(), *iter_intervention_settings()]
+    return {name: tp for name, tp, _default, _doc in fields}
+
+
 def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None):
     """Build the validated TrialConfig from --config, --set and the per-field options."""
     data: dict[str, Any] = dict(base or {})
@@ -73,15 +80,19 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
         data = merge(data, load_file(args.config))
     overrides: dict[str, Any] = {}
     problems: list[str] = []
-    for item in args.set:
+    types = option_types()
+    given = [(item, None) for item in args.set]
+    given += [(f"{k[4:]}={raw}", k[4:]) for k, raw in vars(args).items() if k.startswith("cfg:")]
+    for item, option in given:
         try:
             key, value = parse_override(item)
+            if key in types:  # by the field's type, not as YAML: text stays text
+                value = parse_typed(
+                    key if option else f"set {key}", item.split("=", 1)[1], types[key]
+                )
             overrides[key] = value
         except ConfigError as exc:
             problems.extend(exc.problems)
-    for key, raw in vars(args).items():
-        if key.startswith("cfg:"):
-            overrides[key[4:]] = parse_override(f"x={raw}")[1]
     if problems:
         raise ConfigError(problems)
     return from_dict(merge(data, overrides))
@@ -136,11 +147,9 @@ def summary_table(result, cfg) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness import checkpoints
     from harness.checkpoints import LocalCheckpointHook
     from harness.data import DataError
-    from harness.trial import TrialResult, check_output, run_trial, stored_completed
-    from results.io import study_dir
+    from harness.trial import check_output
 
     try:
         cfg = config_from_args(args)
@@ -163,30 +172,56 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         hooks.append(TrackerHook(args.tracker))
+    from harness.claim import claimed
+
     try:  # a bad --out is reported before anything is read from it or any model is built
         check_output(cfg)
-        if args.rerun or args.overwrite:
-            checkpoints.remove(cfg)
-        elif (done := stored_completed(cfg)) is not None:
-            log.info(
-                "trial %s already completed with these settings (results in %s): nothing to "
-                "do; pass --rerun to run it again",
-                cfg.id,
-                study_dir(cfg.out, cfg.study),
-            )
-            print(summary_table(TrialResult(cfg.id, done["status"], done), cfg))
-            return 0
-        resume = None if args.no_checkpoints else checkpoints.resumable(cfg)
-        result = run_trial(
-            cfg,
-            progress=not args.no_progress,
-            resume_from=resume,
-            hooks=hooks,
-            overwrite=args.overwrite,
-        )
+        with claimed(cfg):  # one run of a trial id at a time: its results and checkpoint
+            return _run_claimed(args, cfg, hooks, t0)
     except (DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_claimed(args: argparse.Namespace, cfg, hooks: list, t0: float) -> int:
+    from harness import checkpoints
+    from harness.trial import TrialResult, run_trial, stored_completed
+    from results.io import study_dir
+
+    if args.rerun or args.overwrite:
+        checkpoints.remove(cfg)
+    elif (done := stored_completed(cfg)) is not None:
+        if done.get("data_fingerprint"):  # the same settings, but the same data?
+            from harness.inputs import fingerprint_for
+            from harness.trial import data_changed
+
+            if changed := data_changed(cfg, done, fingerprint_for(cfg)):
+                raise ConfigError([changed])
+        log.info(
+            "trial %s already completed with these settings (results in %s): nothing to "
+            "do; pass --rerun to run it again",
+            cfg.id,
+            study_dir(cfg.out, cfg.study),
+        )
+        print(summary_table(TrialResult(cfg.id, done["status"], done), cfg))
+        return 0
+    if args.no_checkpoints and checkpoints.checkpoint_dir(cfg).exists():
+        log.warning(
+            "trial %s: removing the checkpoint of an earlier, interrupted run (%s): with "
+            "--no-checkpoints this run starts over and would leave it behind for ever",
+            cfg.id,
+            checkpoints.checkpoint_dir(cfg),
+        )
+        checkpoints.remove(cfg)
+    resume = None if args.no_checkpoints else checkpoints.resumable(cfg)
+    result = run_trial(
+        cfg,
+        progress=not args.no_progress,
+        resume_from=resume,
+        hooks=hooks,
+        overwrite=args.overwrite,
+        rerun=args.rerun,
+    )
     print(summary_table(result, cfg))
     log.info("done in %.1fs", time.perf_counter() - t0)
     return 0 if result.status == "completed" else 1

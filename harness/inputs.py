@@ -8,6 +8,8 @@ checks for a whole grid on the driver.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -53,6 +55,10 @@ class TrialData:
     shots: dict[str, list[MCQuestion]]
     heldout: list[str]
     replay: list[str]
+    fingerprint: str = ""
+    """A content hash of everything above as the trial uses it (:func:`data_fingerprint`)."""
+    warnings: tuple[str, ...] = ()
+    """What makes a measurement doubtful without making it wrong (stored in the summary)."""
 
 
 def load_data(cfg: TrialConfig, *, hub: bool = True) -> TrialData:
@@ -110,7 +116,116 @@ def load_data(cfg: TrialConfig, *, hub: bool = True) -> TrialData:
         else:
             texts = load_texts(cfg.replay.corpus, root, max_texts=cap, seed=cfg.seed)
             replay = sample_texts(texts, cfg.replay.size, cfg.seed)
-    return TrialData(root, tasks, dropped, probe, shots, heldout, replay)
+    data = TrialData(root, tasks, dropped, probe, shots, heldout, replay)
+    data.warnings = tuple(_measurement_problems(cfg, data))
+    for w in data.warnings:
+        log.warning("%s", w)
+    data.fingerprint = data_fingerprint(cfg, data)
+    return data
+
+
+def data_fingerprint(cfg: TrialConfig, data: TrialData) -> str:
+    """A short content hash of the data a trial runs on: every task's definition, labels and
+    instances as loaded (after caps and label policy), the probe questions and shots, the
+    held-out texts and the replay buffer. A Hub source counts by its name and revision
+    (``hf:...``), so the driver, which does not download it, gets the same hash as the trial.
+    Stored in the summary (``data_fingerprint``) and in checkpoints: a trial whose data changed
+    is neither resumed nor taken as completed."""
+    h = hashlib.sha256()
+
+    def put(obj: object) -> None:
+        h.update(json.dumps(obj, ensure_ascii=False, sort_keys=True).encode())
+        h.update(b"\0")
+
+    for t in data.tasks:
+        rows = [[[e.input, e.output] for e in split] for split in (t.train, t.test)]
+        put([t.name, t.definition, list(t.labels), rows])
+    parts = (
+        ("probe", cfg.eval.probe, [dataclasses.astuple(q) for q in data.probe]),
+        (
+            "shots",
+            cfg.eval.probe if cfg.eval.probe_shots else None,
+            {k: [dataclasses.astuple(q) for q in v] for k, v in data.shots.items()},
+        ),
+        ("heldout", cfg.eval.heldout, data.heldout),
+        ("replay", cfg.replay.corpus if cfg.replay.method != "none" else None, data.replay),
+    )
+    for name, source, content in parts:
+        put([name, source if is_hub_source(source) else content])
+    return h.hexdigest()[:16]
+
+
+def _measurement_problems(cfg: TrialConfig, data: TrialData) -> list[str]:
+    """DataError for data that makes a measurement meaningless (a task with one label, more
+    few-shot examples asked than the dev split has, held-out perplexity on the replay corpus);
+    the warnings for data that makes it doubtful (duplicated test instances, test instances
+    copied from the training set, a test set of one label)."""
+    warnings: list[str] = []
+    for t in data.tasks:
+        if len(t.labels) < 2:
+            raise DataError(
+                f"task {t.name!r}: one label only ({list(t.labels)}): a model that always "
+                "answers it scores 1.000 at every stage and inflates AP; check the task's "
+                "labels.json and its instances' outputs, or leave the task out of data.tasks"
+            )
+        inputs = [e.input for e in t.test]
+        dupes = len(inputs) - len(set(inputs))
+        if dupes:
+            warnings.append(
+                f"task {t.name!r}: {dupes} of {len(inputs)} test instances repeat an input "
+                "(they count more than once in its accuracy)"
+            )
+        copied = len(set(inputs) & {e.input for e in t.train})
+        if copied:
+            warnings.append(
+                f"task {t.name!r}: {copied} test inputs are also training inputs (accuracy on "
+                "them measures memorisation)"
+            )
+        golds = {e.output for e in t.test}
+        if len(golds) == 1 and len(t.test) > 1:
+            warnings.append(
+                f"task {t.name!r}: every one of its {len(t.test)} test instances has the label "
+                f"{golds.pop()!r} (a constant answer scores 1.000)"
+            )
+    shots = cfg.eval.probe_shots
+    if shots and data.probe:
+        have = {s: len(data.shots.get(s, [])) for s in sorted({q.subject for q in data.probe})}
+        short = {s: n for s, n in have.items() if n < shots}
+        if short:
+            shown = ", ".join(f"{s} ({n})" for s, n in list(short.items())[:5])
+            more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+            raise DataError(
+                f"eval.probe_shots: {shots} few-shot examples asked, but the dev split of "
+                f"{cfg.eval.probe!r} has fewer for {len(short)} of {len(have)} subjects: "
+                f"{shown}{more}; use at most {min(have.values())} shots (MMLU's dev split has "
+                "5 per subject) or add dev questions"
+            )
+    if cfg.replay.method != "none" and data.heldout and data.replay:
+        same = _same_file(cfg.eval.heldout, cfg.replay.corpus, data.root)
+        if same:
+            raise DataError(
+                f"eval.heldout and replay.corpus are the same file ({same}): held-out "
+                "perplexity would be measured on texts the model replays; give a held-out "
+                "file disjoint from the corpus (e.g. general/heldout.jsonl)"
+            )
+        shared = len(set(data.heldout) & set(data.replay))
+        if shared:
+            warnings.append(
+                f"eval.heldout: {shared} of its {len(data.heldout)} texts are in the replay "
+                "buffer (their perplexity is not held out)"
+            )
+    return warnings
+
+
+def _same_file(a: str | None, b: str | None, root: Path | None) -> Path | None:
+    if not a or not b or is_hub_source(a) or is_hub_source(b):
+        return None
+    pa, pb = (Path(x).expanduser() for x in (a, b))
+    pa, pb = (p if p.is_absolute() or root is None else root / p for p in (pa, pb))
+    try:
+        return pa if pa.exists() and pb.exists() and pa.samefile(pb) else None
+    except OSError:
+        return None
 
 
 def _data_root(cfg: TrialConfig) -> Path:
@@ -288,6 +403,27 @@ def landscape_stages(cfg: TrialConfig, data: TrialData) -> list[int]:
     return stages
 
 
+_FINGERPRINTS: dict[str, str] = {}
+"""Data fingerprints computed in this process, by :func:`_data_key` (the driver's cache)."""
+
+
+def _data_key(cfg: TrialConfig, *, landscape: bool = True) -> str:
+    """The settings that decide what :func:`load_data` loads (and the landscape's stages)."""
+    d = cfg.to_dict()
+    parts = [d["data"], d["replay"]["method"], d["replay"]["corpus"], d["replay"]["size"]]
+    parts += [d["eval"], d["seed"], d["landscape"] if landscape else None]
+    return json.dumps(parts, sort_keys=True)
+
+
+def fingerprint_for(cfg: TrialConfig) -> str:
+    """The data fingerprint of a trial's data, loaded without the Hub (cached per data
+    setting: a grid loads each distinct data setting once)."""
+    key = _data_key(cfg, landscape=False)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = load_data(cfg, hub=False).fingerprint
+    return _FINGERPRINTS[key]
+
+
 def preflight(configs: list[TrialConfig]) -> None:
     """Check every distinct data setting of a grid on the driver before anything is scheduled,
     so a missing task, a malformed file, a mistyped Hub source or a replay buffer larger than
@@ -297,23 +433,12 @@ def preflight(configs: list[TrialConfig]) -> None:
     seen: dict[str, str | None] = {}  # data key -> its problem (None: fine)
     problems: dict[str, list[str]] = {}  # message -> grid points
     for cfg in configs:
-        d = cfg.to_dict()
-        key = json.dumps(
-            [
-                d["data"],
-                d["replay"]["method"],
-                d["replay"]["corpus"],
-                d["replay"]["size"],
-                d["eval"],
-                d["seed"],
-                d["landscape"],
-            ],
-            sort_keys=True,
-        )
+        key = _data_key(cfg)
         if key not in seen:
             seen[key] = None
             try:
                 data = load_data(cfg, hub=False)
+                _FINGERPRINTS[_data_key(cfg, landscape=False)] = data.fingerprint
                 if cfg.landscape.enabled:
                     landscape_stages(cfg, data)
             except (DataError, ConfigError) as exc:

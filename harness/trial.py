@@ -65,6 +65,9 @@ class TrialState:
     rows: dict[str, list[dict]] = field(default_factory=lambda: {k: [] for k in KINDS})
     torch_rng: list[int] | None = None
     """torch's CPU RNG state at the checkpoint (dropout, LoRA init of later adapters)."""
+    data_fingerprint: str | None = None
+    """The data the trial ran on (:func:`harness.inputs.data_fingerprint`): a resume on other
+    data is refused. None in checkpoints written before it existed."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.VERSION, **asdict(self)}
@@ -80,6 +83,7 @@ class TrialState:
             )
         rows = {k: list(d.get("rows", {}).get(k, [])) for k in KINDS}
         keys = ("finished_stage", "global_step", "train_tokens", "train_seconds", "torch_rng")
+        keys += ("data_fingerprint",)
         return cls(trial_id=d["trial_id"], rows=rows, **{k: d[k] for k in keys if k in d})
 
 
@@ -120,7 +124,8 @@ class Trial:
     ``hooks`` are added after :func:`default_hooks` (e.g. the Ray layer's checkpoint reporter).
     ``resume_from``: a directory written by :meth:`save`; the trial continues after its stage.
     ``overwrite``: replace results stored under this trial id by a trial with other settings
-    (refused otherwise, before anything is built).
+    (refused otherwise, before anything is built). ``rerun``: replace results of these settings
+    computed on other data (refused otherwise: :func:`data_changed`).
     """
 
     def __init__(
@@ -131,9 +136,10 @@ class Trial:
         resume_from: Path | None = None,
         progress: bool = False,
         overwrite: bool = False,
+        rerun: bool = False,
     ):
         self.cfg, self.progress, self.resume_from = cfg, progress, resume_from
-        self.overwrite = overwrite
+        self.overwrite, self.rerun = overwrite, rerun
         self.hooks: list[Hook] = [*default_hooks(cfg), *hooks]
         self.phase = "set-up"
         """What the trial is doing now (named in the error when a collective times out)."""
@@ -161,6 +167,11 @@ class Trial:
                 raise ConfigError([conflict])
         torch.manual_seed(cfg.seed)
         self.data: TrialData = load_data(cfg)
+        self.state.data_fingerprint = self.data.fingerprint
+        if not (self.overwrite or self.rerun):
+            changed = data_changed(cfg, stored_summary_or_none(cfg), self.data.fingerprint)
+            if changed:
+                raise ConfigError([changed])
         if cfg.landscape.enabled:
             landscape_stages(cfg, self.data)  # a bad stage or dataset fails before the model
         if self.resume_from is not None:
@@ -444,6 +455,18 @@ class Trial:
             raise ValueError(
                 f"checkpoint {path} belongs to trial {state.trial_id!r}, not {self.cfg.id!r}"
             )
+        mine = self.state.data_fingerprint
+        if state.data_fingerprint and mine and state.data_fingerprint != mine:
+            raise ConfigError(
+                [
+                    f"trial {self.cfg.id}: its checkpoint {path} was saved on other data (data "
+                    f"fingerprint {state.data_fingerprint}, now {mine}: a task file, the probe, "
+                    "the held-out texts or the replay corpus changed), so it cannot resume: "
+                    "restore the data to continue, or pass --rerun to start the trial over on "
+                    "the current data"
+                ]
+            )
+        state.data_fingerprint = mine
         log.info(
             "trial %s resumes after task %d from %s", state.trial_id, state.finished_stage, path
         )
@@ -457,10 +480,22 @@ def run_trial(
     resume_from: Path | None = None,
     hooks: Sequence[Hook] = (),
     overwrite: bool = False,
+    rerun: bool = False,
+    claim: bool = True,
 ) -> TrialResult:
-    """Run one trial (or resume it from a checkpoint written by :meth:`Trial.save`)."""
-    trial = Trial(cfg, hooks, resume_from=resume_from, progress=progress, overwrite=overwrite)
-    return trial.run()
+    """Run one trial (or resume it from a checkpoint written by :meth:`Trial.save`), holding
+    its claim (:mod:`harness.claim`: a second process running this trial id fails at once)
+    unless ``claim`` is False (Ray Train's ranks: the Tune trial around them holds it)."""
+    from harness.claim import claimed
+
+    trial = Trial(
+        cfg, hooks, resume_from=resume_from, progress=progress, overwrite=overwrite, rerun=rerun
+    )
+    if not claim:
+        return trial.run()
+    check_output(cfg)  # the claim lives beside the results
+    with claimed(cfg):
+        return trial.run()
 
 
 def _summary(trial: Trial, status: str) -> dict:
@@ -505,6 +540,8 @@ def _summary(trial: Trial, status: str) -> dict:
         general_ppl_start=general[0]["ppl"] if general else float("nan"),
         general_ppl_final=general[-1]["ppl"] if general else float("nan"),
         config_json=json.dumps(cfg.to_dict(), sort_keys=True),
+        data_fingerprint=data.fingerprint,
+        data_warnings=list(data.warnings),
         harness_version=version_string(),
         **provenance(_device(trial), trial.started_at),
         **flat_settings(cfg.to_dict(), getattr(trial, "weight", None)),
@@ -612,6 +649,29 @@ def settings_conflict(cfg: TrialConfig, stored: dict | None) -> str | None:
         f"trial_id: {cfg.id!r} in study {cfg.study!r} under {cfg.out!r} holds results of "
         f"other settings ({shown}); give this trial another trial_id, study or out, or pass "
         "--overwrite to replace them"
+    )
+
+
+def stored_summary_or_none(cfg: TrialConfig) -> dict | None:
+    """This trial's stored summary, or None if there is none or it cannot be read."""
+    try:
+        return _stored_summary(cfg)
+    except (OSError, ValueError):
+        return None
+
+
+def data_changed(cfg: TrialConfig, stored: dict | None, fingerprint: str | None) -> str | None:
+    """A message if the results ``stored`` under this trial's id were computed on other data
+    than ``fingerprint`` (a task file, the probe, the held-out texts or the replay corpus changed
+    since), else None (also when either side has no fingerprint: written before it existed)."""
+    theirs = (stored or {}).get("data_fingerprint")
+    if not theirs or not fingerprint or theirs == fingerprint:
+        return None
+    return (
+        f"trial {cfg.id!r} in study {cfg.study!r} under {cfg.out!r} holds results computed on "
+        f"other data (data fingerprint {theirs}, now {fingerprint}: a task file, the probe, the "
+        "held-out texts or the replay corpus changed since); restore that data, or pass --rerun "
+        "to replace them with a run on the current data, or give another study or out"
     )
 
 

@@ -109,7 +109,15 @@ def finished(cfg: TrialConfig, completed: Mapping[str, dict] | None = None) -> d
     if completed is None:
         completed = completed_trials(cfg.out, cfg.study)
     done = completed.get(cfg.id)
-    return done if counts_as_completed(cfg, done) else None
+    if not counts_as_completed(cfg, done):
+        return None
+    if done.get("data_fingerprint"):
+        from harness.inputs import fingerprint_for
+
+        if done["data_fingerprint"] != fingerprint_for(cfg):
+            log.warning("trial %s completed on other data: running it again", cfg.id)
+            return None
+    return done
 
 
 def stored_summaries(out: str | Path, study: str) -> dict[str, dict]:
@@ -132,10 +140,20 @@ def completed_trials(out: str | Path, study: str) -> dict[str, dict]:
 
 
 def id_conflicts(configs: Sequence[TrialConfig], stored: Mapping[str, dict]) -> list[str]:
-    """A problem for every trial whose id already holds results of other settings."""
-    from harness.trial import settings_conflict
+    """A problem for every trial whose id already holds results of other settings, or of these
+    settings on other data (:func:`harness.trial.data_changed`)."""
+    from harness.inputs import fingerprint_for
+    from harness.trial import data_changed, settings_conflict
 
-    return [p for c in configs if (p := settings_conflict(c, stored.get(c.id)))]
+    problems = []
+    for c in configs:
+        theirs = stored.get(c.id)
+        if p := settings_conflict(c, theirs):
+            problems.append(p)
+        elif theirs and theirs.get("data_fingerprint"):  # the same settings on changed data
+            if p := data_changed(c, theirs, fingerprint_for(c)):
+                problems.append(p.replace("pass --rerun", "pass --overwrite"))
+    return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,6 +212,7 @@ def _train_worker(config: dict) -> dict | None:
                 resume_from=Path(ckpt_dir) if ckpt_dir else None,
                 hooks=hooks,
                 overwrite=config.get("overwrite", False),
+                claim=False,  # the Tune trial around these ranks holds it
             )
         except Exception as exc:
             # The trial's own error (recorded as 'failed' by the trial): returned, not raised,
@@ -264,7 +283,10 @@ def _tune_trial(config: dict) -> None:
             callbacks=[TuneReportCallback()],
         ),
     )
-    result = trainer.fit()
+    from harness.claim import claimed
+
+    with claimed(cfg):  # one writer of this trial id, wherever else it is started
+        result = trainer.fit()
     ray.tune.report({**(result.return_value or {}), "skipped": False})
 
 

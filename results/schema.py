@@ -326,6 +326,23 @@ _SUMMARY = pa.schema(
         _f("general_ppl_final", pa.float64(), "General-text perplexity after the last task."),
         _f("config_json", pa.string(), "The full trial config as JSON (reproduces the trial)."),
         _f(
+            "data_fingerprint",
+            pa.string(),
+            "Content hash of the data the trial ran on (tasks as loaded, probe and shots, "
+            "held-out texts, replay buffer; a Hub source by its name and revision): a trial "
+            "whose data changed since is neither resumed nor counted as completed. Null in "
+            "results written before it existed.",
+            nullable=True,
+        ),
+        _f(
+            "data_warnings",
+            pa.list_(pa.string()),
+            "What made a measurement doubtful without making it wrong (duplicated test "
+            "instances, test inputs also in training, a test set of one label, held-out texts "
+            "in the replay buffer); empty if none. Null in results written before it existed.",
+            nullable=True,
+        ),
+        _f(
             "harness_version",
             pa.string(),
             "Harness package version, with '+g<sha>' (and '.dirty') when it runs from a git "
@@ -632,14 +649,15 @@ def _check_values(kind: str, schema: pa.Schema, table: pa.Table) -> None:
 
 
 def omissible(kind: str) -> tuple[str, ...]:
-    """Nullable columns a writer's rows may leave out (null): the summary's typed settings
-    and provenance (the trial fills them; rows built by hand, in tests or migrations, need
+    """Nullable columns a writer's rows may leave out (null): the summary's typed settings,
+    provenance and data fingerprint (the trial fills them; rows built by hand, in tests or migrations, need
     not). Every other column must be given, so a writer's typo fails at once."""
     if kind != "summary":
         return ()
     from harness.config.flat import settings_columns
 
-    return (*PROVENANCE, *(name for name, _k, _d in settings_columns()))
+    extra = ("data_fingerprint", "data_warnings")  # what the trial's data loading found
+    return (*PROVENANCE, *extra, *(name for name, _k, _d in settings_columns()))
 
 
 def to_table(
@@ -710,7 +728,13 @@ def to_table(
 
 
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "summary": ("n_stages", "data.add_bos", "method_defaults"),
+    "summary": (
+        "n_stages",
+        "data.add_bos",
+        "method_defaults",
+        "data_fingerprint",
+        "data_warnings",
+    ),
     "curve": ("pad_share",),
     "predictions": ("item",),
 }

@@ -36,6 +36,7 @@ Location = str | Path
 __all__ = [
     "Location",
     "check_writable",
+    "delete",
     "exists",
     "files",
     "is_dir",
@@ -216,6 +217,17 @@ def read_bytes(loc: Location) -> bytes:
     OSError here, apart from whatever its bytes turn out to be."""
     with open_input(loc) as f:
         return f.read()
+
+
+def delete(loc: Location) -> None:
+    """Remove a file (nothing if it does not exist)."""
+    loc = location(loc)
+    if isinstance(loc, Path):
+        loc.unlink(missing_ok=True)
+        return
+    fs, path = _fs(loc)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
 
 
 def upload_dir(local: Path, dest: Location) -> Location:

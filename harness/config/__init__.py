@@ -37,7 +37,14 @@ from harness.config.schema import (
     computed_settings,
     method_settings,
 )
-from harness.config.validate import from_dict, load_file, merge, parse_override, to_dict
+from harness.config.validate import (
+    from_dict,
+    load_file,
+    merge,
+    parse_override,
+    parse_typed,
+    to_dict,
+)
 
 __all__ = [
     "LEGACY_REPLAY_SETTINGS",
@@ -64,6 +71,7 @@ __all__ = [
     "merge",
     "method_settings",
     "parse_override",
+    "parse_typed",
     "to_dict",
     "type_label",
 ]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
+import os
 import re
 import types
 import typing
@@ -96,20 +98,25 @@ def _check_value(path: str, value: Any, tp: Any, problems: list[str]) -> Any:
         problems.append(f"{path}: expected true/false, got {value!r}")
         return value
     if tp is int:
-        if isinstance(value, bool):
-            problems.append(f"{path}: expected an integer, got {value!r}")
-            return value
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
+        number = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str):
             try:
-                return int(value)
+                number = int(value)
             except ValueError:
                 pass
-        problems.append(f"{path}: expected an integer, got {value!r}")
-        return value
+        if number is None:
+            problems.append(f"{path}: expected an integer, got {value!r}")
+            return value
+        if not -(2**63) <= number < 2**63:
+            problems.append(
+                f"{path}: {number} is beyond a 64-bit integer (|v| < 2**63, what Parquet and "
+                "torch store); give a smaller number"
+            )
+        return number
     if tp is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -129,9 +136,24 @@ def _check_value(path: str, value: Any, tp: Any, problems: list[str]) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
-        problems.append(f"{path}: expected a string, got {value!r}")
+        problems.append(f"{path}: expected a string, got {_as_yaml_read(value)}")
         return value
     return value
+
+
+def _as_yaml_read(value: Any) -> str:
+    """What a YAML file made of a value meant as text, and the fix (quote it)."""
+    kind = {bool: "true/false", int: "a number", float: "a number"}.get(type(value))
+    if isinstance(value, datetime.date):
+        kind, text = "a date", value.isoformat()
+    else:
+        text = json.dumps(value) if kind else None
+    if kind is None:
+        return repr(value)
+    return (
+        f"{value!r}: YAML reads {text} as {kind}; quote it to keep it text, e.g. "
+        f"'{text}' in a config file (on the command line it is text already)"
+    )
 
 
 def _type_name(tp: Any) -> str:
@@ -316,10 +338,52 @@ def from_dict(data: dict[str, Any] | None = None) -> TrialConfig:
     cfg = _build(TrialConfig, data or {}, "", problems)
     cfg = dataclasses.replace(cfg, replay=_check_method_settings(cfg.replay, problems))
     cfg = _check_interventions(cfg, problems)
+    cfg = normalised(cfg)
     problems.extend(_rules(cfg))
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+DATA_ENV_VAR = "GERE_DATA_DIR"
+"""Environment variable naming the data root (read by :mod:`harness.data.paths`)."""
+DEV_DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+"""The development fallback data root, ``<repo>/../shared/data``."""
+
+
+def normalised(cfg: TrialConfig) -> TrialConfig:
+    """One spelling of each setting that has several, so equivalent spellings are one trial
+    (one id): task lists without spaces or empty items (``"cb, rte,"`` -> ``"cb,rte"``), local
+    paths without trailing or doubled separators (``data/`` -> ``data``), and a data file
+    given as an absolute path inside the data root as the path relative to it."""
+    d, e, r = cfg.data, cfg.eval, cfg.replay
+    tasks = ",".join(t.strip() for t in d.tasks.split(",") if t.strip())
+    root = _local_path(d.root) if d.root else d.root
+    base = Path(root or os.environ.get(DATA_ENV_VAR) or DEV_DATA_ROOT).expanduser()
+
+    def inside(value: str | None) -> str | None:
+        value = _local_path(value)
+        if value is None or value == "" or not Path(value).is_absolute():
+            return value
+        try:
+            return Path(value).resolve().relative_to(base.resolve()).as_posix()
+        except (ValueError, OSError):
+            return value
+
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(d, tasks=tasks, root=root),
+        replay=dataclasses.replace(r, corpus=inside(r.corpus)),
+        eval=dataclasses.replace(e, heldout=inside(e.heldout), probe=inside(e.probe)),
+    )
+
+
+def _local_path(value: str | None) -> str | None:
+    """``value`` with redundant separators removed, if it is a local path (not ``hf:...`` or
+    a URI, not a bare name such as ``mmlu``)."""
+    if not value or value.startswith("hf:") or "://" in value:
+        return value
+    return os.path.normpath(value) if ("/" in value or "\\" in value) else value
 
 
 def _check_class_settings(
@@ -474,3 +538,92 @@ def parse_override(item: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
+
+
+NONE_WORDS = ("None", "none", "null", "Null", "NULL", "~")
+"""How a command line says 'unset' for a setting that may be unset (``--help`` shows None)."""
+
+
+def parse_typed(key: str, raw: str, tp: Any) -> Any:
+    """A command-line value read by the type of its field ``tp``, not as YAML: text stays
+    text whole (``--trial_id 2024-12-04``, ``--study 1e3``), ``None``/``null`` unsets a
+    setting that may be unset, lists are comma-separated, numbers are checked against their
+    type. Mappings (``--set cl.lwf={}``) and untyped keys are read as YAML. Raises
+    ConfigError naming the option, the value and the form it takes."""
+    try:
+        return _parse_as(raw, tp)
+    except ValueError as exc:
+        raise ConfigError([f"--{key}: {raw!r} {exc}"]) from None
+
+
+def _parse_as(raw: str, tp: Any) -> Any:
+    if choices_of(tp) is not None:
+        return raw.strip()
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _parse_as(raw, args[0])
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and raw.strip() in (*NONE_WORDS, ""):
+            return None
+        members = [a for a in args if a is not type(None)]
+        # Numbers and words of a choice before free text: `--replay.weight 0.5` is a number.
+        members.sort(key=lambda a: a is str)
+        reasons = []
+        for a in members:
+            try:
+                return _parse_as(raw, a)
+            except ValueError as exc:
+                reasons.append(str(exc))
+        unset = "; or None to unset it" if type(None) in args else ""
+        raise ValueError(" and ".join(dict.fromkeys(reasons)) + unset)
+    if origin is Literal:
+        text = raw.strip()
+        for a in args:
+            if str(a) == text or (isinstance(a, str) and a.lower() == text.lower()):
+                return a
+        raise ValueError(f"is not one of {', '.join(map(str, args))}{did_you_mean(text, args)}")
+    if origin is tuple:
+        text = raw.strip()
+        if text.startswith("["):
+            value = yaml.safe_load(text)
+            if not isinstance(value, list):
+                raise ValueError("is not a list: give a,b,c or [a, b, c]")
+            items = [str(v) for v in value]
+        else:
+            items = [v.strip() for v in text.split(",") if v.strip()]
+        return tuple(_parse_as(v, args[0]) for v in items)
+    if origin is dict or tp is dict:
+        value = yaml.safe_load(raw) if raw.strip() else {}
+        if value is not None and not isinstance(value, dict):
+            raise ValueError("is not a mapping: give e.g. {} or {name: value}")
+        return value
+    if tp is bool:
+        low = raw.strip().lower()
+        if low in ("true", "yes", "on", "1"):
+            return True
+        if low in ("false", "no", "off", "0"):
+            return False
+        raise ValueError("is not true or false (also yes/no, on/off, 1/0)")
+    if tp is int:
+        text = raw.strip().replace("_", "")
+        try:
+            number = int(text)
+        except ValueError:
+            try:
+                as_float = float(text)
+            except ValueError:
+                raise ValueError("is not an integer (e.g. 8, 1000 or 1e3)") from None
+            if not as_float.is_integer():
+                raise ValueError("is not an integer (e.g. 8, 1000 or 1e3)") from None
+            number = int(as_float)
+        if not -(2**63) <= number < 2**63:
+            raise ValueError("is beyond a 64-bit integer (|v| < 2**63); give a smaller number")
+        return number
+    if tp is float:
+        try:
+            return float(raw.strip().replace("_", ""))
+        except ValueError:
+            raise ValueError("is not a number (e.g. 0.5, 1e-4)") from None
+    if tp is str:
+        return raw
+    return yaml.safe_load(raw) if raw != "" else None

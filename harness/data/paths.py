@@ -11,10 +11,9 @@ import logging
 import os
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+from harness.config.validate import DATA_ENV_VAR as ENV_VAR  # one name for config and data
 
-ENV_VAR = "GERE_DATA_DIR"
-"""Environment variable naming the data root (holds long_sequence/, general/, mmlu/)."""
+logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The directory that contains ``harness/``."""

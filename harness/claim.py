@@ -1,0 +1,175 @@
+"""One writer per trial: a trial claims its id before it reads or writes anything of it.
+
+Two processes running the same trial id at once (two ``harness run`` commands with different
+settings and one ``--trial_id``, two resumes of one killed trial) would replace each other's
+results and race on the checkpoint. The claim makes the second one fail at once, naming who
+holds the trial:
+
+- **Local disk or NFS**: an exclusive ``flock`` on ``<out>/study=<s>/_claims/<trial_id>.lock``.
+  The kernel drops it when its process exits, ``kill -9`` included, so a crashed run never
+  blocks the next one. The file is removed on release (while still locked; a waiter that
+  locked the removed file sees that its inode is gone and tries again).
+- **Object store** (``s3://...``): no locks exist there, so the claim is an object
+  ``_claims/<trial_id>.json`` with a random token and a heartbeat rewritten every
+  :data:`HEARTBEAT_S`. A claim younger than :data:`STALE_S` belongs to a live run and is
+  refused. A new claim is written, then read back after :data:`SETTLE_S`: of writers that
+  raced, only the last one reads its own token, and the others fail (S3 and GCS read their
+  writes back strongly consistent). A claim left by a killed run goes stale after
+  :data:`STALE_S`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from harness.config import ConfigError, TrialConfig
+
+HEARTBEAT_S = 60.0
+"""How often a claim on an object store is renewed."""
+STALE_S = 300.0
+"""A claim on an object store not renewed for this long belongs to a run that is gone."""
+SETTLE_S = 2.0
+"""How long a new claim on an object store waits before reading itself back."""
+
+
+class ClaimedError(ConfigError):
+    """Another live process is running this trial id."""
+
+
+def claim_path(cfg: TrialConfig):
+    from results import storage
+    from results.io import safe_name, study_dir
+
+    name = safe_name(cfg.id)
+    if storage.is_uri(cfg.out):
+        return storage.join(study_dir(cfg.out, cfg.study), "_claims", f"{name}.json")
+    return Path(study_dir(cfg.out, cfg.study)) / "_claims" / f"{name}.lock"
+
+
+def _me() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+
+
+def _refusal(cfg: TrialConfig, holder: dict, where: object) -> ClaimedError:
+    since = holder.get("since")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
+    return ClaimedError(
+        [
+            f"trial {cfg.id!r} in study {cfg.study!r} under {cfg.out!r} is being run by "
+            f"process {holder.get('pid', '?')} on {holder.get('host', '?')} since {when} "
+            f"(claim {where}); two runs of one trial id would replace each other's results. "
+            "Wait for it to end, stop it, or give this run another trial_id, study or out"
+        ]
+    )
+
+
+@contextlib.contextmanager
+def claimed(cfg: TrialConfig) -> Iterator[None]:
+    """Hold the trial's claim for the ``with`` block; ClaimedError if another process holds it
+    (re-entrant: a process that holds it already just goes on)."""
+    from results import storage
+
+    where = str(claim_path(cfg))
+    if where in _HELD:  # this process holds it already (the CLI, then run_trial inside it)
+        yield
+        return
+    claim = _object_claim if storage.is_uri(cfg.out) else _file_claim
+    with claim(cfg, claim_path(cfg)):
+        _HELD.add(where)
+        try:
+            yield
+        finally:
+            _HELD.discard(where)
+
+
+_HELD: set[str] = set()
+"""The claims this process holds (a claim is re-entrant within its process)."""
+
+
+@contextlib.contextmanager
+def _file_claim(cfg: TrialConfig, path: Path) -> Iterator[None]:
+    import fcntl
+
+    made = [p for p in (path.parent, path.parent.parent) if not p.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(os.read(fd, 4096) or b"{}")
+            except ValueError:
+                holder = {}
+            os.close(fd)
+            raise _refusal(cfg, holder, path) from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break  # the file we locked is still the claim (not removed by its last holder)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(_me()).encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        for folder in made:  # folders the claim made, if empty now: nothing left lying
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _object_claim(cfg: TrialConfig, key: str) -> Iterator[None]:
+    from results import storage
+
+    def read() -> dict | None:
+        try:
+            return json.loads(storage.read_bytes(key))
+        except (OSError, ValueError, FileNotFoundError):
+            return None
+
+    held = read()
+    if held and time.time() - held.get("beat", 0) < STALE_S:
+        raise _refusal(cfg, held, key)
+    token = uuid.uuid4().hex
+    mine = {**_me(), "token": token}
+
+    def beat() -> None:
+        mine["beat"] = time.time()
+        payload = json.dumps(mine).encode()
+        storage.write(key, lambda f: f.write(payload))
+
+    beat()
+    time.sleep(SETTLE_S)
+    now = read()
+    if not now or now.get("token") != token:
+        raise _refusal(cfg, now or {}, key)
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                beat()
+
+    thread = threading.Thread(target=renew, name=f"claim-{cfg.id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        with contextlib.suppress(OSError, FileNotFoundError):
+            if (read() or {}).get("token") == token:
+                storage.delete(key)
