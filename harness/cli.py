@@ -25,8 +25,9 @@ from harness.config import (
     iter_method_settings,
     load_file,
     merge,
-    parse_override,
+    option_types,
     parse_typed,
+    read_override,
     type_label,
 )
 from harness.suggest import did_you_mean
@@ -67,12 +68,6 @@ def _after_settings(fields: list) -> list:
     return [*plain[:at], *each, *plain[at:]]
 
 
-def option_types() -> dict[str, Any]:
-    """The type of every option's field, by dotted name (how its value is parsed)."""
-    fields = [*iter_fields(), *iter_method_settings(), *iter_intervention_settings()]
-    return {name: tp for name, tp, _default, _doc in fields}
-
-
 def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None):
     """Build the validated TrialConfig from --config, --set and the per-field options."""
     data: dict[str, Any] = dict(base or {})
@@ -81,18 +76,18 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
     overrides: dict[str, Any] = {}
     problems: list[str] = []
     types = option_types()
-    given = [(item, None) for item in args.set]
-    given += [(f"{k[4:]}={raw}", k[4:]) for k, raw in vars(args).items() if k.startswith("cfg:")]
-    for item, option in given:
+    for item in args.set:
         try:
-            key, value = parse_override(item)
-            if key in types:  # by the field's type, not as YAML: text stays text
-                value = parse_typed(
-                    key if option else f"set {key}", item.split("=", 1)[1], types[key]
-                )
+            key, value = read_override(item, types)  # by the field's type, not as YAML
             overrides[key] = value
         except ConfigError as exc:
             problems.extend(exc.problems)
+    for key, raw in vars(args).items():
+        if key.startswith("cfg:"):
+            try:
+                overrides[key[4:]] = parse_typed(key[4:], raw, types[key[4:]])
+            except ConfigError as exc:
+                problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
     return from_dict(merge(data, overrides))

@@ -386,6 +386,43 @@ def tokenize_inputs(cfg: TrialConfig, data: TrialData, tok) -> TrialInputs:
     )
 
 
+def check_lengths(cfg: TrialConfig, inputs: TrialInputs, context: int | None) -> None:
+    """ConfigError if any sequence the trial feeds the model is longer than the model's
+    context (``context`` positions; None: not known, nothing checked): training and test
+    sequences (``data.max_seq_len``), held-out texts, replay texts, and probe prompts with
+    their few-shot examples and longest answer. Past its context a model either fails
+    mid-trial or, with rotary positions, scores positions it never saw."""
+    if not context:
+        return
+    problems = []
+    limits = [("data.max_seq_len", cfg.data.max_seq_len, True)]
+    limits.append(("eval.heldout_max_tokens", cfg.eval.heldout_max_tokens, bool(inputs.heldout)))
+    limits.append(("replay.max_tokens", cfg.replay.max_tokens, inputs.buffer is not None))
+    for name, value, used in limits:
+        if used and value > context:
+            problems.append(
+                f"{name}: {value} tokens, but model {cfg.model.name!r} has {context} positions; "
+                f"set it to at most {context}"
+            )
+    if inputs.probe is not None:
+        lengths = [len(p) + max(len(c) for c in cands) for p, cands in inputs.probe[0]]
+        over = [n for n in lengths if n > context]
+        if over:
+            shots = cfg.eval.probe_shots
+            problems.append(
+                f"eval.probe: {len(over)} of {len(lengths)} probe prompts"
+                f"{f' with {shots} shots' if shots else ''} are longer than model "
+                f"{cfg.model.name!r}'s {context} positions (the longest {max(over)} tokens); "
+                + (
+                    f"use fewer shots (eval.probe_shots {shots} -> e.g. {max(0, shots // 2)})"
+                    if shots
+                    else "shorten the questions or use a model with a longer context"
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+
+
 def landscape_stages(cfg: TrialConfig, data: TrialData) -> list[int]:
     """The stages whose landscape is sliced; ConfigError if a stage or dataset does not exist
     in this trial (run before the model is built, and on the driver by :func:`preflight`)."""

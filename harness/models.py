@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -164,6 +165,82 @@ def _source(name: str) -> str:
     return source
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
+_WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "*.pt")
+
+
+def check_model_source(cfg: ModelConfig) -> None:
+    """ConfigError, before any data or weights load, if the model cannot be loaded as named: a
+    local folder without a readable ``config.json``, tokenizer files or weights; a Hub id on a
+    machine that cannot reach the Hub (offline mode, or no network: answered in seconds, not
+    after transformers' retries) and does not have it cached; a gated model without access."""
+    from harness.config import ConfigError
+
+    if cfg.name == "tiny":
+        return
+    source = _source(cfg.name)
+    local = Path(source).expanduser()
+    if local.is_dir():
+        problems = []
+        try:
+            json.loads((local / "config.json").read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:
+            problems.append(
+                f"model.name: {local / 'config.json'} is not readable JSON ({exc}); save the "
+                "model again with save_pretrained, or copy config.json from its source"
+            )
+        if not any((local / f).is_file() for f in _TOKENIZER_FILES):
+            problems.append(
+                f"model.name: {local} has no tokenizer files (one of "
+                f"{', '.join(_TOKENIZER_FILES)}); save the tokenizer beside the model "
+                "(tokenizer.save_pretrained(dir))"
+            )
+        if not any(any(local.glob(g)) for g in _WEIGHT_GLOBS):
+            problems.append(
+                f"model.name: {local} has no weights (*.safetensors or pytorch_model*.bin); "
+                "save the model with save_pretrained, or finish copying it"
+            )
+        if problems:
+            raise ConfigError(problems)
+        return
+    problem = _hub_problem(source, cfg.revision)
+    if problem:
+        raise ConfigError([f"model.name: {cfg.name!r} ({source}): {problem}"])
+
+
+def _hub_problem(repo: str, revision: str | None) -> str | None:
+    """Why the Hub model ``repo`` cannot be loaded here, or None (cached, or reachable)."""
+    import os
+
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo, "config.json", revision=revision)
+    if isinstance(cached, str):
+        return None
+    fix = (
+        f"download it where there is network (huggingface-cli download {repo} --local-dir "
+        "DIR) and give model.name=DIR, or copy the Hugging Face cache (HF_HOME) here"
+    )
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return f"HF_HUB_OFFLINE is set and it is not in the Hugging Face cache; {fix}"
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:  # a gated model's metadata is public: auth_check asks for its files
+        HfApi().model_info(repo, revision=revision, timeout=10)
+        HfApi().auth_check(repo)
+    except GatedRepoError:
+        return (
+            "a gated model: accept its licence on huggingface.co and log in here "
+            "(huggingface-cli login, or set HF_TOKEN)"
+        )
+    except RepositoryNotFoundError:
+        return "no such model on the Hugging Face Hub (or it is private: log in, or set HF_TOKEN)"
+    except Exception as exc:  # network: DNS, refused, timeout, proxy
+        return f"the Hugging Face Hub cannot be reached ({type(exc).__name__}); {fix}"
+    return None
+
+
 def load_tokenizer(name: str, revision: str | None = None):
     """The tokenizer of a preset / Hub id / local directory (no weights are loaded)."""
     if name == "tiny":
@@ -200,9 +277,9 @@ def load_tokenizer_and_model(
     return tok, AutoModelForCausalLM.from_pretrained(_source(name), dtype=dtype, **extra)
 
 
-def module_names(name: str) -> list[str]:
-    """The module names of a model, from its config alone (built on the meta device: no
-    weights are read or allocated)."""
+def module_types(name: str) -> dict[str, str]:
+    """Every module of a model by name, with its class name, from its config alone (built on
+    the meta device: no weights are read or allocated)."""
     if name == "tiny":
         with torch.device("meta"):
             model = tiny_llama(len(byte_level_tokenizer()))
@@ -212,29 +289,66 @@ def module_names(name: str) -> list[str]:
         config = AutoConfig.from_pretrained(_source(name))
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
-    return [n for n, _ in model.named_modules() if n]
+    return {n: type(m).__name__ for n, m in model.named_modules() if n}
+
+
+def context_length(cfg: ModelConfig) -> int | None:
+    """How many positions the model attends over, from its config alone (no weights);
+    None if its config does not say."""
+    if cfg.name == "tiny":
+        return int(TINY_SHAPE["max_position_embeddings"])
+    from transformers import AutoConfig
+
+    extra = {"revision": cfg.revision} if cfg.revision else {}
+    config = AutoConfig.from_pretrained(_source(cfg.name), **extra)
+    config = getattr(config, "text_config", None) or config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+LORA_LAYERS = ("Linear", "Embedding", "Conv1d", "Conv2d", "Conv3d", "Conv1D")
+"""The layer classes PEFT's LoRA adapts (``Conv1D``: GPT-2's linear layers)."""
 
 
 def check_lora_targets(cfg: ModelConfig) -> None:
     """ConfigError naming every LoRA target module the model lacks (PEFT matches a target by
-    the last parts of a module's name), before any weights load."""
+    the last parts of a module's name), or that names no layer LoRA can adapt (``mlp``,
+    ``self_attn``, ``norm``: blocks and norms, not linear layers), before any weights load."""
     from harness.config import ConfigError
 
     if tuple(cfg.lora_target_modules) == ("all-linear",):
         return  # PEFT finds the linear layers itself
-    names = module_names(cfg.name)
+    types = module_types(cfg.name)
+    names = list(types)
     leaves = sorted({n.rsplit(".", 1)[-1] for n in names} - set(map(str, range(len(names)))))
-    missing = [
-        t for t in cfg.lora_target_modules if not any(n == t or n.endswith("." + t) for n in names)
-    ]
+    linear = sorted(
+        {n.rsplit(".", 1)[-1] for n, t in types.items() if t in LORA_LAYERS} - {"lm_head"}
+    )
+    problems = []
+    missing = []
+    for t in cfg.lora_target_modules:
+        matched = [n for n in names if n == t or n.endswith("." + t)]
+        if not matched:
+            missing.append(t)
+        elif not any(types[n] in LORA_LAYERS for n in matched):
+            kinds = sorted({types[n] for n in matched})
+            problems.append(
+                f"model.lora_target_modules: {t!r} names {', '.join(kinds)} modules of "
+                f"{cfg.name!r}, not layers LoRA adapts (linear, embedding, convolution); name "
+                f"its linear layers instead: {', '.join(linear)} (or all-linear)"
+            )
     if missing:
-        raise ConfigError(
-            [
-                f"model.lora_target_modules: {missing} are not modules of {cfg.name!r}"
-                f"{did_you_mean(missing[0], leaves)}; its module names end in "
-                f"{', '.join(leaves)}"
-            ]
+        problems.insert(
+            0,
+            f"model.lora_target_modules: {missing} are not modules of {cfg.name!r}"
+            f"{did_you_mean(missing[0], leaves)}; its module names end in "
+            f"{', '.join(leaves)}",
         )
+    if problems:
+        raise ConfigError(problems)
 
 
 def build(

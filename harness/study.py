@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, load_file, merge, parse_override
+from harness.config import ConfigError, load_file, merge, option_types, read_override
 from harness.presets import PRESETS, base_config
 from harness.tune import TRACKERS, Axis, axis, expand_grid, run_study
 
@@ -68,9 +68,9 @@ def build_parser(name: str, doc: str | None, preset: str = "tiny") -> argparse.A
     )
     p.add_argument(
         "--out",
-        default="runs",
+        default=None,
         help="Results root, a directory or an object-store URI (s3://bucket/prefix, gs://...); "
-        "Parquet lands in <out>/study=<name>/ (default: runs).",
+        "Parquet lands in <out>/study=<name>/ (default: out of --set or --config, else runs).",
     )
     p.add_argument(
         "--storage-path",
@@ -224,6 +224,20 @@ def seed_list(text: str) -> list[int]:
     return seeds
 
 
+def _study_out(given: str | None, overrides: dict, from_file: dict, config: str | None) -> str:
+    """The study's results root: --out, else ``out`` of --set, else of --config, else 'runs';
+    ConfigError if --out and one of them disagree (one of the two would be ignored)."""
+    others = [(f"--set out={overrides['out']}", overrides["out"])] if "out" in overrides else []
+    if "out" in from_file:
+        others.append((f"out: {from_file['out']} in --config {config}", from_file["out"]))
+    for where, value in others:
+        if given is not None and str(value) != given:
+            raise ConfigError([f"--out {given} and {where} disagree; give the results root once"])
+    if given is not None:
+        return given
+    return str(others[0][1]) if others else "runs"
+
+
 def main(
     name: str,
     doc: str | None,
@@ -275,8 +289,10 @@ def main(
             )
         if args.dpi <= 0:
             raise ConfigError([f"--dpi {args.dpi}: must be a positive integer, e.g. 150 or 300"])
-        overrides = dict(parse_override(item) for item in args.set)
+        types = option_types()
+        overrides = dict(read_override(item, types) for item in args.set)
         from_file = load_file(args.config) if args.config else {}
+        args.out = _study_out(args.out, overrides, from_file, args.config)
         base = study_base(
             args.preset,
             smoke=args.smoke_test,

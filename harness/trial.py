@@ -36,9 +36,21 @@ from harness.config import ConfigError, TrialConfig, computed_settings, from_dic
 from harness.config.flat import flat_settings
 from harness.core import device_of, eval_mode
 from harness.hooks import Hook
-from harness.inputs import TrialData, landscape_stages, load_data, tokenize_inputs
+from harness.inputs import (
+    TrialData,
+    check_lengths,
+    landscape_stages,
+    load_data,
+    tokenize_inputs,
+)
 from harness.metrics import all_metrics, matrix_from_long
-from harness.models import check_lora_targets, last_hidden, load_tokenizer
+from harness.models import (
+    check_lora_targets,
+    check_model_source,
+    context_length,
+    last_hidden,
+    load_tokenizer,
+)
 from harness.provenance import provenance, version_string
 from harness.replay.base import Ranks
 from harness.train import train_task
@@ -165,6 +177,7 @@ class Trial:
             conflict = stored_conflict(cfg)
             if conflict:
                 raise ConfigError([conflict])
+        check_model_source(cfg.model)  # a broken folder or an unreachable Hub: before the data
         torch.manual_seed(cfg.seed)
         self.data: TrialData = load_data(cfg)
         self.state.data_fingerprint = self.data.fingerprint
@@ -184,6 +197,7 @@ class Trial:
         self.inputs = tokenize_inputs(
             cfg, self.data, load_tokenizer(cfg.model.name, cfg.model.revision)
         )
+        check_lengths(cfg, self.inputs, context_length(cfg.model))
         if cfg.model.tuning == "lora":
             check_lora_targets(cfg.model)
         # Continual backprop's reference restarts Adam's step count of the units it replaces.
@@ -678,8 +692,12 @@ def data_changed(cfg: TrialConfig, stored: dict | None, fingerprint: str | None)
 def stored_conflict(cfg: TrialConfig) -> str | None:
     """:func:`settings_conflict` with this trial's stored summary (none if it is damaged:
     the trial is then re-run and its files replaced)."""
+    from results.io import NewerResultsError
+
     try:
         return settings_conflict(cfg, _stored_summary(cfg))
+    except NewerResultsError as exc:
+        return str(exc)
     except (OSError, ValueError):
         return None
 
@@ -741,8 +759,12 @@ def counts_as_completed(cfg: TrialConfig, stored: dict | None) -> bool:
 
 def stored_completed(cfg: TrialConfig) -> dict | None:
     """The stored summary if this trial :func:`counts_as_completed`, else None."""
+    from results.io import NewerResultsError
+
     try:
         stored = _stored_summary(cfg)
+    except NewerResultsError as exc:
+        raise ConfigError([str(exc)]) from None
     except (OSError, ValueError) as exc:
         log.warning("trial %s: its summary cannot be read (%s): running it again", cfg.id, exc)
         return None

@@ -145,6 +145,25 @@ def _kind_files(path: Location, kinds: Iterable[str]) -> dict[str, list[Location
     return found
 
 
+class NewerResultsError(ValueError):
+    """Results written by a newer harness (a higher ``schema_version``): never damaged, never
+    overwritten, never skipped; this code cannot read them."""
+
+    def __init__(self, files: Mapping[Location, int]) -> None:
+        self.files = {storage.location(p): v for p, v in files.items()}
+        shown = "; ".join(f"{p} (version {v})" for p, v in list(self.files.items())[:3])
+        more = f" and {len(self.files) - 3} more" if len(self.files) > 3 else ""
+        super().__init__(
+            f"{len(self.files)} results file(s) were written by a newer harness (schema "
+            f"version above this code's {SCHEMA_VERSION}): {shown}{more}. They are kept as they "
+            "are; upgrade the harness to read or add to them (pip install -U gere-harness, or "
+            "git pull), or write these results to another out"
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.files,))
+
+
 class DamagedResultsError(ValueError):
     """Results files that cannot be read: ``problems`` maps each file's path to the reason.
 
@@ -203,6 +222,8 @@ def _load_file(path: Location, kind: str) -> pa.Table:
             )
         except (TypeError, *_UNREADABLE):  # a mistyped column: validate_table names its type
             versions = []
+        if versions and max(versions) > SCHEMA_VERSION:
+            raise NewerResultsError({"": max(versions)})
         if versions and versions != [SCHEMA_VERSION]:
             raise ValueError(
                 f"schema_version {versions} but this code reads version {SCHEMA_VERSION}; "
@@ -220,6 +241,8 @@ def _read_file(path: Location, kind: str) -> pa.Table:
     """
     try:
         return _load_file(path, kind)
+    except NewerResultsError as e:
+        raise NewerResultsError({path: max(e.files.values())}) from None
     except ValueError as e:
         raise DamagedResultsError({path: str(e)}) from e
 
@@ -235,12 +258,44 @@ def _read_kinds(
         schema_for(kind)
     for kind, files in _kind_files(path, kinds).items():
         tables[kind] = []
+        newer: dict[Location, int] = {}
         for p in files:
             try:
-                tables[kind].append(_load_file(p, kind))
+                table = _load_file(p, kind)
+                stray = _stray(p, table)
+                if stray:
+                    problems[p] = stray
+                    continue
+                tables[kind].append(table)
+            except NewerResultsError as e:
+                newer[p] = max(e.files.values())
             except ValueError as e:
                 problems[p] = str(e)
+        if newer:  # not damaged, and not to be skipped (a study would re-run and replace them)
+            raise NewerResultsError(newer)
     return tables, problems
+
+
+def _stray(path: Location, table: pa.Table) -> str | None:
+    """Why a readable results file is not where the harness writes its rows (a copy such as
+    ``x (1).parquet``, a renamed file, a study folder copied to a backup name), else None:
+    its rows would be read twice."""
+    if table.num_rows == 0:
+        return None
+    trial_id, study = table.column("trial_id")[0].as_py(), table.column("study")[0].as_py()
+    want_file = f"{safe_name(trial_id)}.parquet"
+    folder = storage.name(storage.parent(storage.parent(path)))
+    want_folder = f"study={safe_name(study)}"
+    if storage.name(path) == want_file and (
+        folder == want_folder or not folder.startswith("study=")
+    ):
+        return None
+    return (
+        f"holds trial {trial_id!r} of study {study!r}, whose file the harness writes as "
+        f"{want_folder}/<kind>/{want_file}: this is a copy (a duplicated download or a backup "
+        "of the folder), so its rows would count twice; delete it or move it out of the "
+        "results folder"
+    )
 
 
 def _settle(problems: dict[Location, str], skip_damaged: bool) -> None:
@@ -330,12 +385,19 @@ def damaged_files(path: Location, kinds: Iterable[str] | None = None) -> dict[Lo
     kinds = list(kinds) if kinds is not None else list(KINDS)
     for kind in kinds:
         schema_for(kind)
+    newer: dict[Location, int] = {}
     for kind, files in _kind_files(path, kinds).items():
         for p in files:
             try:
-                _load_file(p, kind)
+                stray = _stray(p, _load_file(p, kind))
+                if stray:
+                    problems[p] = stray
+            except NewerResultsError as e:
+                newer[p] = max(e.files.values())
             except ValueError as e:
                 problems[p] = str(e)
+    if newer:
+        raise NewerResultsError(newer)
     return problems
 
 

@@ -149,14 +149,31 @@ def test_every_damaged_file_is_listed_across_kinds(out: Path, sdir: Path) -> Non
     assert damaged_files(sdir, kinds=["curve"]) == {}
 
 
-def test_wrong_schema_version_is_a_damaged_file(out: Path, sdir: Path) -> None:
-    path = _path(out, "general")
+def _set_version(path: Path, version: int) -> None:
     table = pq.read_table(path)
     idx = table.schema.get_field_index("schema_version")
-    versions = pa.array([99] * len(table), pa.int32())
+    versions = pa.array([version] * len(table), pa.int32())
     pq.write_table(table.set_column(idx, "schema_version", versions), path)
+
+
+def test_an_unknown_older_schema_version_is_a_damaged_file(out: Path, sdir: Path) -> None:
+    path = _path(out, "general")
+    _set_version(path, 0)
     problems = damaged_files(sdir)
-    assert list(problems) == [path] and "schema_version [99]" in problems[path]
+    assert list(problems) == [path] and "schema_version [0]" in problems[path]
+
+
+def test_a_newer_schema_version_is_refused_by_name_never_skipped(out: Path, sdir: Path) -> None:
+    """Written by a newer harness: not damaged (which a study would re-run and overwrite) and
+    not skipped by --skip-damaged; every reader names the file and says to upgrade."""
+    from results.io import NewerResultsError
+
+    path = _path(out, "general")
+    _set_version(path, 99)
+    for read in (damaged_files, read_study, lambda d: read_study(d, skip_damaged=True)):
+        with pytest.raises(NewerResultsError) as exc:
+            read(sdir)
+        assert str(path) in str(exc.value) and "upgrade the harness" in str(exc.value)
 
 
 def test_a_file_written_before_a_column_was_added_reads_with_it_null(out: Path, sdir: Path) -> None:

@@ -163,7 +163,7 @@ def test_wrong_schema_version_names_the_file(tmp_path: Path) -> None:
     target = io.study_dir(tmp_path, STUDY) / "general" / "old.parquet"
     target.parent.mkdir(parents=True)
     pq.write_table(table, target)
-    with pytest.raises(ValueError, match=r"old\.parquet: schema_version \[99\].*version 3"):
+    with pytest.raises(io.NewerResultsError, match=r"newer harness.*old\.parquet \(version 99\)"):
         io.read_records(io.study_dir(tmp_path, STUDY), "general")
 
 

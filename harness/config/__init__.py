@@ -19,6 +19,8 @@ from harness.config.docs import (
     iter_fields,
     iter_intervention_settings,
     iter_method_settings,
+    option_types,
+    read_override,
     type_label,
 )
 from harness.config.errors import ConfigError
@@ -72,6 +74,8 @@ __all__ = [
     "method_settings",
     "parse_override",
     "parse_typed",
+    "option_types",
+    "read_override",
     "to_dict",
     "type_label",
 ]

@@ -133,3 +133,22 @@ def type_label(tp: Any) -> str:
     if tp is type(None):
         return "None"
     return getattr(tp, "__name__", str(tp))
+
+
+def option_types() -> dict[str, Any]:
+    """The type of every option's field by dotted name (``train.lr``, ``replay.settings.k``,
+    ``cl.ewc.lambda_``): how a command-line value of it is read."""
+    fields = [*iter_fields(), *iter_method_settings(), *iter_intervention_settings()]
+    return {name: tp for name, tp, _default, _doc in fields}
+
+
+def read_override(item: str, types: dict[str, Any] | None = None) -> tuple[str, Any]:
+    """``--set KEY=VALUE`` read by the type of KEY's field (text stays text, ``None`` unsets,
+    numbers checked), or as YAML for a key that is no single field (``cl.lwf={}``)."""
+    from harness.config.validate import parse_override, parse_typed
+
+    key, value = parse_override(item)
+    types = option_types() if types is None else types
+    if key in types:
+        value = parse_typed(f"set {key}", item.split("=", 1)[1], types[key])
+    return key, value

@@ -279,6 +279,16 @@ def _rules(cfg: TrialConfig) -> list[str]:
     positive("eval.probe_max_questions", e.probe_max_questions)
     positive("eval.heldout_max_texts", e.heldout_max_texts)
     positive("eval.heldout_max_tokens", e.heldout_max_tokens, allow_none=False)
+    if e.heldout_max_tokens == 1:
+        p.append(
+            "eval.heldout_max_tokens: 1 token leaves no next token to predict, so perplexity "
+            "is undefined (NaN); use at least 2 (the presets use 256-1024)"
+        )
+    if r.max_tokens == 1 and r.method != "none":
+        p.append(
+            "replay.max_tokens: 1 token leaves no next token to predict (and one position of "
+            "hidden state), so replay does nothing; use at least 2 (GeRe's reference: 512)"
+        )
     positive("eval.max_new_tokens", e.max_new_tokens)
     if e.plasticity_texts < 0:
         p.append(f"eval.plasticity_texts: {e.plasticity_texts} must be >= 0 (0 disables)")
@@ -326,10 +336,35 @@ def _rules(cfg: TrialConfig) -> list[str]:
             p.append("landscape.datasets: 'general' is scored on eval.heldout; set it or drop it")
     if cfg.seed < 0:
         p.append(f"seed: {cfg.seed} must be >= 0 (numpy and torch seeds are unsigned)")
+    p.extend(out_problems(cfg.out))
     for ch in "/\\":
         if cfg.trial_id and ch in cfg.trial_id:
             p.append(f"trial_id: {cfg.trial_id!r} must not contain {ch!r}")
     return p
+
+
+def out_problems(out: str) -> list[str]:
+    """What is wrong with a results location ``out`` as written (before anything is run):
+    a URI with one slash (``s3:/bucket``, which would be a local folder named 's3:'), or a
+    path into a study's folder (``runs/study=x``: results are written under
+    ``<out>/study=<study>/``, so the trial would be nested where no report looks)."""
+    problems = []
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):(/?)(?!/)", out)
+    if scheme and "://" not in out:
+        fixed = f"{scheme.group(1)}://{out[scheme.end() :]}"
+        problems.append(
+            f"out: {out!r} looks like a URI with a slash missing; write {fixed!r} (an object "
+            f"store), or ./{out} if you mean a local folder named so"
+        )
+    parts = out.rstrip("/").split("/")
+    inside = [x for x in parts if x.startswith("study=")]
+    if inside:
+        base = "/".join(parts[: parts.index(inside[0])]) or "."
+        problems.append(
+            f"out: {out!r} points into a study's folder ({inside[0]}/); out is the folder that "
+            f"holds the study folders: use out={base!r} with study={inside[0][6:]!r}"
+        )
+    return problems
 
 
 def from_dict(data: dict[str, Any] | None = None) -> TrialConfig:
@@ -517,10 +552,23 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON config file into a dict (not yet validated)."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError([f"config file {str(p)!r} is a directory; give a YAML or JSON file"])
     if not p.is_file():
         raise ConfigError([f"config file {str(p)!r} does not exist"])
+    raw = p.read_bytes()
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        kind = "gzip-compressed" if raw[:2] == b"\x1f\x8b" else "not UTF-8 text"
+        raise ConfigError(
+            [
+                f"config file {str(p)!r}: {kind} (byte {e.start}: {raw[e.start : e.start + 4]!r}); "
+                "save it as UTF-8 text (e.g. iconv -f latin1 -t utf-8 FILE > fixed.yaml)"
+            ]
+        ) from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError([f"config file {str(p)!r} is not valid YAML/JSON: {exc}"]) from exc
     if not isinstance(data, dict):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.data.paths import DataError, not_utf8
+from harness.data.paths import DataError, read_text
 from harness.data.release import how_to_get
 from harness.suggest import did_you_mean
 
@@ -245,15 +245,12 @@ def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise DataError(f"missing file {path}; each task needs train.json, test.json, labels.json")
     try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(
             f"{path}: invalid JSON at line {e.lineno} column {e.colno} ({e.msg}); "
             f"fix or re-export the file"
         ) from e
-    except UnicodeDecodeError as e:
-        raise not_utf8(path, e) from e
 
 
 def _read_split(path: Path) -> tuple[str, tuple[Example, ...]]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.data.hub import HubSource, is_hub_source, parse_hub_source
-from harness.data.paths import DataError, not_utf8, resolve_source_path
+from harness.data.paths import DataError, read_text, resolve_source_path
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +59,7 @@ def _read_jsonl(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path} is not a file; expected a jsonl file with a 'text' per line")
     texts, empty = [], 0
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise not_utf8(path, e) from e
+    lines = read_text(path).splitlines()
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue

@@ -9,6 +9,7 @@ the Hub (see harness/data/hub.py).
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import random
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.data.hub import HubSource, is_hub_source, parse_hub_source
-from harness.data.paths import DataError, not_utf8, resolve_source_path
+from harness.data.paths import DataError, read_text, resolve_source_path
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +110,8 @@ def _load_dir(directory: Path, split: str) -> list[MCQuestion]:
 
 def _read_csv(path: Path, subject: str) -> list[MCQuestion]:
     """Parse one subject file, detecting the headered (index) or headerless (letter) form."""
-    try:
-        with path.open(encoding="utf-8", newline="") as f:
-            rows = [(i, row) for i, row in enumerate(csv.reader(f), start=1) if row]
-    except UnicodeDecodeError as e:
-        raise not_utf8(path, e) from e
+    text = read_text(path)
+    rows = [(i, row) for i, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1) if row]
     if not rows:
         raise DataError(f"{path} is empty; expected question,choices...,answer rows")
     header = [cell.strip().lower() for cell in rows[0][1]]

@@ -84,6 +84,57 @@ def resolve_source_path(source: str | Path, root: Path | None, *, what: str) -> 
     return path
 
 
+_CONTAINERS = (  # magic bytes -> (name, how to open it: a stdlib module, or None)
+    (b"\x1f\x8b", "gzip-compressed", "gzip"),
+    (b"BZh", "bzip2-compressed", "bz2"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "lzma"),
+    (b"\x28\xb5\x2f\xfd", "zstandard-compressed (.zst, as SlimPajama ships)", "zstandard"),
+    (b"PK\x03\x04", "a zip archive", None),
+    (b"\xff\xfe", "UTF-16 text (little-endian)", None),
+    (b"\xfe\xff", "UTF-16 text (big-endian)", None),
+)
+
+
+def read_text(path: Path) -> str:
+    """A data file's text: UTF-8 (a byte-order mark is dropped), or the same compressed with
+    gzip, bzip2, xz or zstandard (decompressed transparently; zstandard needs the
+    ``zstandard`` package). Anything else is named for what it is: a zip archive, UTF-16 or
+    another encoding, with the command that fixes it."""
+    raw = path.read_bytes()
+    for magic, what, module in _CONTAINERS:
+        if not raw.startswith(magic):
+            continue
+        if module is None and what.startswith("UTF-16"):
+            raise DataError(
+                f"{path}: {what}, not UTF-8; re-encode it, e.g. iconv -f utf-16 -t utf-8 "
+                f"{path.name} > fixed.{path.suffix.lstrip('.')}"
+            )
+        if module is None:
+            raise DataError(f"{path}: {what}, not a text file; extract it (unzip {path.name})")
+        try:
+            if module == "zstandard":
+                import zstandard
+
+                raw = zstandard.ZstdDecompressor().stream_reader(raw).read()
+            else:
+                raw = __import__(module).decompress(raw)
+        except ImportError:
+            raise DataError(
+                f"{path}: {what}; decompress it first (zstd -d {path.name}) or "
+                "pip install zstandard to read it as it is"
+            ) from None
+        except (OSError, EOFError, ValueError) as exc:
+            raise DataError(
+                f"{path}: {what}, but it does not decompress ({exc}); the file is truncated "
+                "or corrupt: download or export it again"
+            ) from None
+        break
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from e
+
+
 def not_utf8(path: Path, e: UnicodeDecodeError) -> DataError:
     """The error for a text file that is not UTF-8: the file, the byte offset, the fix."""
     return DataError(

@@ -135,8 +135,22 @@ def tokenize_cached(
         for ids in encoded:
             full = prefix + list(ids) + ([eos] if eos is not None else [])
             sequences.append(full[:max_length])
-    _write_cache(path, sequences)
+    try:
+        _write_cache(path, sequences)
+    except OSError as exc:  # a read-only or full cache: the ids are right, only not kept
+        if str(path.parent) not in _UNWRITABLE:
+            _UNWRITABLE.add(str(path.parent))
+            logger.warning(
+                "token cache %s cannot be written (%s): tokenising without a cache (every run "
+                "tokenises again); set data.cache_dir or $GERE_CACHE_DIR to a writable folder",
+                path.parent,
+                exc.strerror or exc,
+            )
     return sequences
+
+
+_UNWRITABLE: set[str] = set()
+"""Cache folders found unwritable in this process (warned about once each)."""
 
 
 def _cache_key(
