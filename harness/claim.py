@@ -124,7 +124,7 @@ def _file_claim(cfg: TrialConfig, path: Path) -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
-        for folder in made:  # folders the claim made, if empty now: nothing left lying
+        for folder in dict.fromkeys([path.parent, *made]):  # empty now: nothing left lying
             with contextlib.suppress(OSError):
                 folder.rmdir()
         os.close(fd)

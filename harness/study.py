@@ -274,6 +274,13 @@ def main(
     from results.storage import check_writable, is_uri
 
     try:
+        if args.data_dir and Path(args.data_dir).is_file():
+            raise ConfigError(
+                [
+                    f"--data-dir: {args.data_dir!r} is a file; give the directory that holds "
+                    "long_sequence/, general/ and mmlu/"
+                ]
+            )
         if args.data_dir and not Path(args.data_dir).exists() and not args.generate_world:
             raise ConfigError(
                 [

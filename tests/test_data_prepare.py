@@ -254,3 +254,28 @@ def test_git_blob_ids_are_checked_the_way_git_computes_them(tmp_path: Path) -> N
     assert "git blob id" in (P._mismatch(data + b" ", Checksum(git_blob=blob)) or "")
     # The pinned release's labels of boolq are exactly these bytes (17 of them).
     assert P._mismatch(data, FILES["boolq/labels.json"]) is None
+
+
+def test_a_malformed_source_file_is_named_by_its_source_not_the_staging_folder(
+    release, tmp_path: Path
+) -> None:
+    """Issue 26: a file that matches its checksum but does not parse named a deleted
+    temporary path (.prepare-xxxx/rte/test.json)."""
+    src, checksums = release
+    bad = b'{"Instances": [{"input": "x"}]}'  # no output
+    (src / "rte" / "test.json").write_bytes(bad)
+    checksums = {**checksums, "rte/test.json": Checksum(sha256=hashlib.sha256(bad).hexdigest())}
+    dest = tmp_path / "ls"
+    with pytest.raises(DataError) as info:
+        P.prepare_long_sequence(dest, source=src, checksums=checksums)
+    msg = str(info.value)
+    assert ".prepare-" not in msg and f"{src}/rte" in msg and "nothing was written" in msg
+    assert _leftovers(dest) == ["cb", "copa"]
+
+
+def test_an_unwritable_destination_is_an_error_not_a_traceback(release, tmp_path: Path) -> None:
+    src, checksums = release
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(DataError, match="cannot be written.*writable directory"):
+        P.prepare_long_sequence(blocker / "ls", source=src, checksums=checksums)

@@ -73,6 +73,9 @@ def _check_value(path: str, value: Any, tp: Any, problems: list[str]) -> Any:
             str(w) for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a)
         ]
         hint = did_you_mean(value, words) if words else ""
+        if str in args and isinstance(value, (bool, int, float, datetime.date)):
+            problems.append(f"{path}: expected a string, got {_as_yaml_read(value)}")
+            return value
         problems.append(f"{path}: {value!r} is not {allowed}{hint}")
         return value
     if origin is Literal:

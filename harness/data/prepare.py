@@ -120,8 +120,14 @@ def prepare_long_sequence(
     missing = [t for t in names if t not in present]
     if missing:
         created = not dest.exists()
-        dest.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=dest))
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=dest))
+        except OSError as exc:
+            raise DataError(
+                f"--dest {str(dest)!r} cannot be written ({exc.strerror or exc}); give a "
+                "writable directory"
+            ) from None
         try:
             for task in missing:
                 folder = staging / task
@@ -139,9 +145,20 @@ def prepare_long_sequence(
                             f"was written for {task!r}; re-run to retry, or check --source"
                         )
                     (folder / name).write_bytes(data)
-                report = _inspect(folder, task, "fetched")
+                try:
+                    report = _inspect(folder, task, "fetched")
+                except DataError as exc:  # name the source, not the staging folder
+                    raise DataError(
+                        str(exc).replace(str(folder), f"{base}/{task}")
+                        + f" (fetched from {base}/{task}; nothing was written for {task!r})"
+                    ) from None
                 os.replace(folder, dest / task)
                 reports[task] = report
+        except OSError as exc:  # a full or read-only disk while writing
+            raise DataError(
+                f"--dest {str(dest)!r}: writing failed ({exc.strerror or exc}); free space or "
+                "pick another directory and re-run (finished tasks are kept, verified)"
+            ) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             if created and not any(dest.iterdir()):
