@@ -340,6 +340,8 @@ def main(
 
         print("\n".join(describe(grid_costs(configs))))
         return 0
+    from results.io import NewerResultsError
+
     try:
         summary = run_study(
             configs,
@@ -350,6 +352,9 @@ def main(
             tracker=args.tracker,
         )
     except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NewerResultsError as exc:  # results of a newer harness: never replaced
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:

@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 
 from results import analysis as an
 from results import plots, storage
-from results.io import DamagedResultsError, read_study, safe_name
+from results.io import DamagedResultsError, NewerResultsError, read_study, safe_name
 from results.schema import SCHEMA_VERSION
 from results.storage import Location
 
@@ -1312,7 +1312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"{args.study} does not exist; {_LAYOUT}")
     try:
         data, skipped = _load(args.study, skip_damaged=args.skip_damaged)
-    except DamagedResultsError as e:
+    except (DamagedResultsError, NewerResultsError) as e:
         return fail(str(e))
     except OSError as e:  # an object store failing mid-read (network, permissions)
         return fail(f"cannot read {args.study}: {_first_line(e)}")
