@@ -187,14 +187,14 @@ def test_doubtful_test_sets_are_warned_about_in_the_summary(mini_root, tmp_path)
 def test_lengths_beyond_the_models_context_are_refused_before_the_model(
     mini_root, tmp_path, no_model
 ) -> None:
-    cfg = mini_config(mini_root, tmp_path / "o", **{"data.max_seq_len": 2048})
-    with pytest.raises(ConfigError, match="data.max_seq_len: 2048 tokens.*1024 positions"):
+    cfg = mini_config(mini_root, tmp_path / "o", **{"data.max_seq_len": 10000})
+    with pytest.raises(ConfigError, match="data.max_seq_len: 10000 tokens.*8192 positions"):
         run_trial(cfg)
-    long = "word " * 1500
+    long = "word " * 2000
     (mini_root / "mmlu" / "test" / "long_test.csv").write_text(
         f"question,a,b,c,d,answer\n{long}?,a,b,c,d,0\n"
     )
-    with pytest.raises(ConfigError, match="1 of 9 probe prompts are longer than.*1024"):
+    with pytest.raises(ConfigError, match="1 of 9 probe prompts are longer than.*8192"):
         run_trial(mini_config(mini_root, tmp_path / "o"))
 
 

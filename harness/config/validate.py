@@ -403,10 +403,12 @@ def normalised(cfg: TrialConfig) -> TrialConfig:
         value = _local_path(value)
         if value is None or value == "" or not Path(value).is_absolute():
             return value
-        try:
-            return Path(value).resolve().relative_to(base.resolve()).as_posix()
-        except (ValueError, OSError):
-            return value
+        for resolve in (os.path.abspath, os.path.realpath):  # as written, then links resolved
+            try:
+                return Path(resolve(value)).relative_to(resolve(base)).as_posix()
+            except ValueError:
+                continue
+        return value
 
     return dataclasses.replace(
         cfg,
