@@ -562,8 +562,16 @@ def identity_cases(real: str, tmp: Path) -> list[tuple]:
             Expect(err="8192 positions"),
         ),
         (
-            "5-shot prompts longer than the context",
-            [*run, "--eval.probe_shots", "5", "--eval.probe_format", "lm_eval"],
+            "5-shot prompts longer than the context (2000 questions)",
+            [
+                *run,
+                "--eval.probe_shots",
+                "5",
+                "--eval.probe_format",
+                "lm_eval",
+                "--eval.probe_max_questions",
+                "2000",
+            ],
             Expect(err="longer than model"),
         ),
         (

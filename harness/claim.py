@@ -11,17 +11,22 @@ holds the trial:
   locked the removed file sees that its inode is gone and tries again).
 - **Object store** (``s3://...``): no locks exist there, so the claim is an object
   ``_claims/<trial_id>.json`` with a random token and a heartbeat rewritten every
-  :data:`HEARTBEAT_S`. A claim younger than :data:`STALE_S` belongs to a live run and is
+  :data:`HEARTBEAT_S`. A claim renewed within :data:`STALE_S` belongs to a live run and is
   refused. A new claim is written, then read back after :data:`SETTLE_S`: of writers that
   raced, only the last one reads its own token, and the others fail (S3 and GCS read their
   writes back strongly consistent). A claim left by a killed run goes stale after
-  :data:`STALE_S`.
+  :data:`STALE_S`; a retry by the same owner (the same Ray Tune trial, restarted after its
+  actor was lost) takes it over at once. Limits, stated: without conditional writes (which
+  pyarrow's filesystems do not expose) two writers whose uploads both take longer than
+  :data:`SETTLE_S` could both go on, and staleness is judged by the clocks of two machines; a
+  heartbeat that finds another run's token stops renewing and logs an error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -32,9 +37,11 @@ from pathlib import Path
 
 from harness.config import ConfigError, TrialConfig
 
-HEARTBEAT_S = 60.0
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 30.0
 """How often a claim on an object store is renewed."""
-STALE_S = 300.0
+STALE_S = 120.0
 """A claim on an object store not renewed for this long belongs to a run that is gone."""
 SETTLE_S = 2.0
 """How long a new claim on an object store waits before reading itself back."""
@@ -61,28 +68,38 @@ def _me() -> dict:
 def _refusal(cfg: TrialConfig, holder: dict, where: object) -> ClaimedError:
     since = holder.get("since")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
+    expiry = ""
+    if holder.get("beat"):
+        at = time.strftime("%H:%M:%S", time.localtime(holder["beat"] + STALE_S))
+        expiry = f"; if that process is gone, its claim expires at {at}"
     return ClaimedError(
         [
             f"trial {cfg.id!r} in study {cfg.study!r} under {cfg.out!r} is being run by "
             f"process {holder.get('pid', '?')} on {holder.get('host', '?')} since {when} "
             f"(claim {where}); two runs of one trial id would replace each other's results. "
-            "Wait for it to end, stop it, or give this run another trial_id, study or out"
+            f"Wait for it to end, stop it, or give this run another trial_id, study or out"
+            f"{expiry}"
         ]
     )
 
 
 @contextlib.contextmanager
-def claimed(cfg: TrialConfig) -> Iterator[None]:
+def claimed(cfg: TrialConfig, owner: str | None = None) -> Iterator[None]:
     """Hold the trial's claim for the ``with`` block; ClaimedError if another process holds it
-    (re-entrant: a process that holds it already just goes on)."""
+    (re-entrant: a process that holds it already just goes on). ``owner``: who the run is
+    across restarts (a Ray Tune trial's id): on an object store, a claim left by the same
+    owner is taken over instead of waiting for it to go stale."""
     from results import storage
 
     where = str(claim_path(cfg))
     if where in _HELD:  # this process holds it already (the CLI, then run_trial inside it)
         yield
         return
-    claim = _object_claim if storage.is_uri(cfg.out) else _file_claim
-    with claim(cfg, claim_path(cfg)):
+    if storage.is_uri(cfg.out):
+        claim = _object_claim(cfg, claim_path(cfg), owner)
+    else:
+        claim = _file_claim(cfg, claim_path(cfg))
+    with claim:
         _HELD.add(where)
         try:
             yield
@@ -99,9 +116,12 @@ def _file_claim(cfg: TrialConfig, path: Path) -> Iterator[None]:
     import fcntl
 
     made = [p for p in (path.parent, path.parent.parent) if not p.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # the folder may vanish between these two: its last claim was just released
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -131,7 +151,7 @@ def _file_claim(cfg: TrialConfig, path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _object_claim(cfg: TrialConfig, key: str) -> Iterator[None]:
+def _object_claim(cfg: TrialConfig, key: str, owner: str | None = None) -> Iterator[None]:
     from results import storage
 
     def read() -> dict | None:
@@ -141,10 +161,11 @@ def _object_claim(cfg: TrialConfig, key: str) -> Iterator[None]:
             return None
 
     held = read()
-    if held and time.time() - held.get("beat", 0) < STALE_S:
+    ours = owner is not None and held is not None and held.get("owner") == owner
+    if held and not ours and time.time() - held.get("beat", 0) < STALE_S:
         raise _refusal(cfg, held, key)
     token = uuid.uuid4().hex
-    mine = {**_me(), "token": token}
+    mine = {**_me(), "token": token, "owner": owner}
 
     def beat() -> None:
         mine["beat"] = time.time()
@@ -160,6 +181,18 @@ def _object_claim(cfg: TrialConfig, key: str) -> Iterator[None]:
 
     def renew() -> None:
         while not stop.wait(HEARTBEAT_S):
+            now = read()
+            if now is not None and now.get("token") != token:
+                log.error(
+                    "trial %s: its claim %s was taken by process %s on %s (this run stalled "
+                    "past %g s?); its results may be replaced by that run's",
+                    cfg.id,
+                    key,
+                    now.get("pid"),
+                    now.get("host"),
+                    STALE_S,
+                )
+                return
             with contextlib.suppress(OSError):
                 beat()
 

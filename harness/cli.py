@@ -186,11 +186,18 @@ def _run_claimed(args: argparse.Namespace, cfg, hooks: list, t0: float) -> int:
     if args.rerun or args.overwrite:
         checkpoints.remove(cfg)
     elif (done := stored_completed(cfg)) is not None:
-        if done.get("data_fingerprint"):  # the same settings, but the same data?
-            from harness.inputs import fingerprint_for
-            from harness.trial import data_changed
+        from harness.trial import data_changed, stored_fingerprint
 
-            if changed := data_changed(cfg, done, fingerprint_for(cfg)):
+        if stored_fingerprint(done) is not None:  # the same settings, but the same data?
+            from harness.data import DataError
+            from harness.inputs import fingerprint_for
+
+            try:
+                mine = fingerprint_for(cfg)
+            except DataError as exc:  # results here, data not: report them, say so
+                log.warning("trial %s: its data cannot be read to compare (%s)", cfg.id, exc)
+                mine = None
+            if changed := data_changed(cfg, done, mine):
                 raise ConfigError([changed])
         log.info(
             "trial %s already completed with these settings (results in %s): nothing to "

@@ -387,22 +387,32 @@ def tokenize_inputs(cfg: TrialConfig, data: TrialData, tok) -> TrialInputs:
 
 
 def check_lengths(cfg: TrialConfig, inputs: TrialInputs, context: int | None) -> None:
-    """ConfigError if any sequence the trial feeds the model is longer than the model's
-    context (``context`` positions; None: not known, nothing checked): training and test
-    sequences (``data.max_seq_len``), held-out texts, replay texts, and probe prompts with
-    their few-shot examples and longest answer. Past its context a model either fails
+    """ConfigError if a sequence the trial feeds the model is longer than the model's context
+    (``context`` positions; None: not known, nothing checked), measured on the token ids:
+    training and test sequences (cut to ``data.max_seq_len``), held-out texts (to
+    ``eval.heldout_max_tokens``), replay texts (to ``replay.max_tokens``), and probe prompts
+    with their few-shot examples and longest answer. Past its context a model either fails
     mid-trial or, with rotary positions, scores positions it never saw."""
     if not context:
         return
     problems = []
-    limits = [("data.max_seq_len", cfg.data.max_seq_len, True)]
-    limits.append(("eval.heldout_max_tokens", cfg.eval.heldout_max_tokens, bool(inputs.heldout)))
-    limits.append(("replay.max_tokens", cfg.replay.max_tokens, inputs.buffer is not None))
-    for name, value, used in limits:
-        if used and value > context:
+    model = f"model {cfg.model.name!r} has {context} positions"
+    for t, tt in zip(inputs.data.tasks, inputs.tasks, strict=True):
+        answer = max(len(c) for c in tt.candidates)
+        longest = max([len(x.ids) for x in tt.train] + [len(p) + answer for p in tt.prompts])
+        if longest > context:
             problems.append(
-                f"{name}: {value} tokens, but model {cfg.model.name!r} has {context} positions; "
-                f"set it to at most {context}"
+                f"data.max_seq_len: task {t.name!r} has sequences of {longest} tokens and {model}; "
+                f"set data.max_seq_len to at most {context} (prompts are cut from the left)"
+            )
+    for name, seqs in (
+        ("eval.heldout_max_tokens", inputs.heldout),
+        ("replay.max_tokens", inputs.buffer.token_ids if inputs.buffer is not None else []),
+    ):
+        longest = max((len(x) for x in seqs), default=0)
+        if longest > context:
+            problems.append(
+                f"{name}: texts of {longest} tokens and {model}; set {name} to at most {context}"
             )
     if inputs.probe is not None:
         lengths = [len(p) + max(len(c) for c in cands) for p, cands in inputs.probe[0]]

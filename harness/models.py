@@ -227,7 +227,12 @@ def _hub_problem(repo: str, revision: str | None) -> str | None:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return f"HF_HUB_OFFLINE is set and it is not in the Hugging Face cache; {fix}"
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:  # a gated model's metadata is public: auth_check asks for its files
         HfApi().model_info(repo, revision=revision, timeout=10)
@@ -239,7 +244,12 @@ def _hub_problem(repo: str, revision: str | None) -> str | None:
         )
     except RepositoryNotFoundError:
         return "no such model on the Hugging Face Hub (or it is private: log in, or set HF_TOKEN)"
-    except Exception as exc:  # network: DNS, refused, timeout, proxy
+    except RevisionNotFoundError:
+        return f"the Hub has no revision {revision!r} of it (model.revision): a branch, tag or sha"
+    except HfHubHTTPError as exc:  # rate limits, server errors: transformers may still get it
+        log.warning("checking %s on the Hugging Face Hub: %s; trying to load it anyway", repo, exc)
+        return None
+    except Exception as exc:  # no network: DNS, refused, timeout, proxy
         return f"the Hugging Face Hub cannot be reached ({type(exc).__name__}); {fix}"
     return None
 

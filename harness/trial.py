@@ -181,10 +181,11 @@ class Trial:
         torch.manual_seed(cfg.seed)
         self.data: TrialData = load_data(cfg)
         self.state.data_fingerprint = self.data.fingerprint
-        if not (self.overwrite or self.rerun):
-            changed = data_changed(cfg, stored_summary_or_none(cfg), self.data.fingerprint)
-            if changed:
-                raise ConfigError([changed])
+        if not (self.overwrite or self.rerun):  # a failed or killed run is replaced anyway
+            stored = stored_summary_or_none(cfg)
+            if stored and stored.get("status") == "completed":
+                if changed := data_changed(cfg, stored, self.data.fingerprint):
+                    raise ConfigError([changed])
         if cfg.landscape.enabled:
             landscape_stages(cfg, self.data)  # a bad stage or dataset fails before the model
         if self.resume_from is not None:
@@ -674,12 +675,19 @@ def stored_summary_or_none(cfg: TrialConfig) -> dict | None:
         return None
 
 
+def stored_fingerprint(stored: dict | None) -> str | None:
+    """The data fingerprint of a stored summary row; None if it has none (written before
+    fingerprints, or read back by pandas as NaN)."""
+    value = (stored or {}).get("data_fingerprint")
+    return value if isinstance(value, str) and value else None
+
+
 def data_changed(cfg: TrialConfig, stored: dict | None, fingerprint: str | None) -> str | None:
     """A message if the results ``stored`` under this trial's id were computed on other data
     than ``fingerprint`` (a task file, the probe, the held-out texts or the replay corpus changed
     since), else None (also when either side has no fingerprint: written before it existed)."""
-    theirs = (stored or {}).get("data_fingerprint")
-    if not theirs or not fingerprint or theirs == fingerprint:
+    theirs = stored_fingerprint(stored)
+    if theirs is None or not fingerprint or theirs == fingerprint:
         return None
     return (
         f"trial {cfg.id!r} in study {cfg.study!r} under {cfg.out!r} holds results computed on "

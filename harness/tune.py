@@ -111,10 +111,12 @@ def finished(cfg: TrialConfig, completed: Mapping[str, dict] | None = None) -> d
     done = completed.get(cfg.id)
     if not counts_as_completed(cfg, done):
         return None
-    if done.get("data_fingerprint"):
+    from harness.trial import stored_fingerprint
+
+    if (theirs := stored_fingerprint(done)) is not None:
         from harness.inputs import fingerprint_for
 
-        if done["data_fingerprint"] != fingerprint_for(cfg):
+        if theirs != fingerprint_for(cfg):
             log.warning("trial %s completed on other data: running it again", cfg.id)
             return None
     return done
@@ -143,15 +145,15 @@ def id_conflicts(configs: Sequence[TrialConfig], stored: Mapping[str, dict]) -> 
     """A problem for every trial whose id already holds results of other settings, or of these
     settings on other data (:func:`harness.trial.data_changed`)."""
     from harness.inputs import fingerprint_for
-    from harness.trial import data_changed, settings_conflict
+    from harness.trial import data_changed, settings_conflict, stored_fingerprint
 
     problems = []
     for c in configs:
         theirs = stored.get(c.id)
         if p := settings_conflict(c, theirs):
             problems.append(p)
-        elif theirs and theirs.get("data_fingerprint"):  # the same settings on changed data
-            if p := data_changed(c, theirs, fingerprint_for(c)):
+        elif theirs and theirs.get("status") == "completed" and stored_fingerprint(theirs):
+            if p := data_changed(c, theirs, fingerprint_for(c)):  # these settings, other data
                 problems.append(p.replace("pass --rerun", "pass --overwrite"))
     return problems
 
@@ -245,12 +247,24 @@ def _public(summary: Mapping[str, Any]) -> dict:
 def _tune_trial(config: dict) -> None:
     """One Tune trial: skip if already completed, else run its TorchTrainer and report."""
     import ray.tune
+
+    from harness.claim import claimed
+
+    trial = config["trial"]
+    cfg = from_dict(trial)
+    # One writer of this trial id wherever else it is started; a retry of this Tune trial (its
+    # actor lost) takes its own claim over. Checked for completion under the claim.
+    with claimed(cfg, owner=f"tune:{ray.tune.get_context().get_trial_id()}"):
+        _run_tune_trial(config, cfg)
+
+
+def _run_tune_trial(config: dict, cfg: TrialConfig) -> None:
+    import ray.tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trial = config["trial"]
-    cfg = from_dict(trial)
     done = finished(cfg)
     if done is not None:
         ray.tune.report({**_public(done), "skipped": True})
@@ -283,10 +297,7 @@ def _tune_trial(config: dict) -> None:
             callbacks=[TuneReportCallback()],
         ),
     )
-    from harness.claim import claimed
-
-    with claimed(cfg):  # one writer of this trial id, wherever else it is started
-        result = trainer.fit()
+    result = trainer.fit()
     ray.tune.report({**(result.return_value or {}), "skipped": False})
 
 

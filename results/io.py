@@ -259,43 +259,53 @@ def _read_kinds(
     for kind, files in _kind_files(path, kinds).items():
         tables[kind] = []
         newer: dict[Location, int] = {}
+        loaded: list[tuple[Location, pa.Table]] = []
         for p in files:
             try:
-                table = _load_file(p, kind)
-                stray = _stray(p, table)
-                if stray:
-                    problems[p] = stray
-                    continue
-                tables[kind].append(table)
+                loaded.append((p, _load_file(p, kind)))
             except NewerResultsError as e:
                 newer[p] = max(e.files.values())
             except ValueError as e:
                 problems[p] = str(e)
         if newer:  # not damaged, and not to be skipped (a study would re-run and replace them)
             raise NewerResultsError(newer)
+        copies = _copies(loaded)
+        problems.update(copies)
+        tables[kind] = [t for p, t in loaded if p not in copies]
     return tables, problems
 
 
-def _stray(path: Location, table: pa.Table) -> str | None:
-    """Why a readable results file is not where the harness writes its rows (a copy such as
-    ``x (1).parquet``, a renamed file, a study folder copied to a backup name), else None:
-    its rows would be read twice."""
-    if table.num_rows == 0:
-        return None
-    trial_id, study = table.column("trial_id")[0].as_py(), table.column("study")[0].as_py()
-    want_file = f"{safe_name(trial_id)}.parquet"
+def _copies(loaded: list[tuple[Location, pa.Table]]) -> dict[Location, str]:
+    """``{path: reason}`` for files of one kind that hold a trial another file read in the same
+    call holds too: a copy (a duplicated download ``x (1).parquet``, a backup of the study
+    folder beside it), whose rows would count twice. Of each group the file where the harness
+    writes that trial is kept (else the first by path); a single file is never a copy."""
+    groups: dict[tuple[str, str], list[Location]] = {}
+    for path, table in loaded:
+        if table.num_rows:
+            key = (table.column("study")[0].as_py(), table.column("trial_id")[0].as_py())
+            groups.setdefault(key, []).append(path)
+    out: dict[Location, str] = {}
+    for (study, trial_id), paths in groups.items():
+        if len(paths) < 2:
+            continue
+        paths = sorted(paths, key=str)
+        home = [p for p in paths if _written_here(p, study, trial_id)]
+        keep = home[0] if home else paths[0]
+        for p in paths:
+            if p != keep:
+                out[p] = (
+                    f"a copy of {keep} (trial {trial_id!r} of study {study!r}): its rows would "
+                    "count twice; delete it or move it out of the results folder"
+                )
+    return out
+
+
+def _written_here(path: Location, study: str, trial_id: str) -> bool:
+    """Whether ``path`` is where :func:`write_records` puts this trial's file."""
     folder = storage.name(storage.parent(storage.parent(path)))
-    want_folder = f"study={safe_name(study)}"
-    if storage.name(path) == want_file and (
-        folder == want_folder or not folder.startswith("study=")
-    ):
-        return None
-    return (
-        f"holds trial {trial_id!r} of study {study!r}, whose file the harness writes as "
-        f"{want_folder}/<kind>/{want_file}: this is a copy (a duplicated download or a backup "
-        "of the folder), so its rows would count twice; delete it or move it out of the "
-        "results folder"
-    )
+    named = storage.name(path) == f"{safe_name(trial_id)}.parquet"
+    return named and folder == f"study={safe_name(study)}"
 
 
 def _settle(problems: dict[Location, str], skip_damaged: bool) -> None:
@@ -387,15 +397,15 @@ def damaged_files(path: Location, kinds: Iterable[str] | None = None) -> dict[Lo
         schema_for(kind)
     newer: dict[Location, int] = {}
     for kind, files in _kind_files(path, kinds).items():
+        loaded: list[tuple[Location, pa.Table]] = []
         for p in files:
             try:
-                stray = _stray(p, _load_file(p, kind))
-                if stray:
-                    problems[p] = stray
+                loaded.append((p, _load_file(p, kind)))
             except NewerResultsError as e:
                 newer[p] = max(e.files.values())
             except ValueError as e:
                 problems[p] = str(e)
+        problems.update(_copies(loaded))
     if newer:
         raise NewerResultsError(newer)
     return problems

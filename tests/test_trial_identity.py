@@ -187,8 +187,16 @@ def test_doubtful_test_sets_are_warned_about_in_the_summary(mini_root, tmp_path)
 def test_lengths_beyond_the_models_context_are_refused_before_the_model(
     mini_root, tmp_path, no_model
 ) -> None:
-    cfg = mini_config(mini_root, tmp_path / "o", **{"data.max_seq_len": 10000})
-    with pytest.raises(ConfigError, match="data.max_seq_len: 10000 tokens.*8192 positions"):
+    run_trial_cfg = mini_config(mini_root, tmp_path / "o", **{"data.max_seq_len": 10000})
+    with pytest.raises(AssertionError, match="a model was built"):  # short tasks: fine
+        run_trial(run_trial_cfg)
+    write_task(
+        mini_root, "long", "Long", ["a", "b"], [("word " * 2000, "ab"[i % 2]) for i in range(8)]
+    )
+    cfg = mini_config(
+        mini_root, tmp_path / "o", **{"data.max_seq_len": 10000, "data.tasks": "long"}
+    )
+    with pytest.raises(ConfigError, match="task 'long' has sequences of 100.. tokens.*8192"):
         run_trial(cfg)
     long = "word " * 2000
     (mini_root / "mmlu" / "test" / "long_test.csv").write_text(
@@ -287,6 +295,13 @@ def test_an_object_store_claim_refuses_a_second_writer(s3, monkeypatch) -> None:
     stale = {"host": "gone", "pid": 1, "since": 0, "beat": time.time() - 2 * claim.STALE_S}
     storage.write(key, lambda f: f.write(json.dumps(stale).encode()))
     with claim._object_claim(cfg, key):  # a claim left by a killed run goes stale
+        pass
+    fresh = {**stale, "beat": time.time(), "owner": "tune:t1"}
+    storage.write(key, lambda f: f.write(json.dumps(fresh).encode()))
+    with pytest.raises(ClaimedError, match="expires at"):
+        with claim._object_claim(cfg, key, owner="tune:t2"):
+            pass
+    with claim._object_claim(cfg, key, owner="tune:t1"):  # a retry of the same Tune trial
         pass
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import json
@@ -539,7 +540,7 @@ def _setting_names_of(cls: type) -> list[str]:
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge ``overrides`` into a copy of ``base``; dotted keys ('train.lr') are expanded."""
-    out = json.loads(json.dumps(base))
+    out = copy.deepcopy(base)  # not a JSON round trip: a YAML date must reach the checks
     for key, value in overrides.items():
         parts = key.split(".")
         node = out
@@ -605,6 +606,9 @@ def parse_typed(key: str, raw: str, tp: Any) -> Any:
     ConfigError naming the option, the value and the form it takes."""
     try:
         return _parse_as(raw, tp)
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError([f"--{key}: {raw!r} is not valid YAML ({first})"]) from None
     except ValueError as exc:
         raise ConfigError([f"--{key}: {raw!r} {exc}"]) from None
 
