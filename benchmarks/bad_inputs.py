@@ -303,6 +303,8 @@ def identity_cases(real: str, tmp: Path) -> list[tuple]:
     )
     task("dupes", ["yes", "no"], rows[:16], [rows[16]] * 4 + rows[17:])
     task("copied", ["yes", "no"], rows[:16], rows[:8])
+    long = [("word " * 2500, "yes" if i % 2 else "no") for i in range(8)]
+    task("long", ["yes", "no"], long[:6], long[6:])
 
     def newer() -> None:  # the done trial's summary as a newer harness would have written it
         import pyarrow as pa
@@ -354,6 +356,8 @@ def identity_cases(real: str, tmp: Path) -> list[tuple]:
     (files / "bigseed.yaml").write_text("seed: 99999999999999999999\n")
     (files / "out.yaml").write_text(f"out: {tmp / 'elsewhere'}\n")
     (files / "a_file").write_text("x")
+    texts = [json.dumps({"text": f"{i} " + "text " * 2400}) for i in range(8)]
+    (files / "long.jsonl").write_text("\n".join(texts) + "\n")
 
     sys.path.insert(0, str(REPO))
     from tests.helpers import saved_tiny
@@ -547,18 +551,25 @@ def identity_cases(real: str, tmp: Path) -> list[tuple]:
             Expect(err="replay does nothing"),
         ),
         (
-            "--data.max_seq_len 10000 (tiny has 8192)",
-            [*run, "--data.max_seq_len", "10000"],
+            "a task of 12,500-token sequences, data.max_seq_len 10000 (context)",
+            [*run, "--data.tasks", "long", "--data.max_seq_len", "10000"],
             Expect(err="8192 positions"),
         ),
         (
-            "--eval.heldout_max_tokens 9000 (tiny has 8192)",
-            [*run, "--eval.heldout_max_tokens", "9000"],
+            "held-out texts of 12,000 tokens, heldout_max_tokens 9000 (context)",
+            [
+                *run,
+                "--eval.heldout",
+                str(files / "long.jsonl"),
+                "--eval.heldout_max_tokens",
+                "9000",
+            ],
             Expect(err="8192 positions"),
         ),
         (
-            "--replay.max_tokens 9000 (tiny has 8192)",
-            [*run, "--replay.max_tokens", "9000"],
+            "replay texts of 12,000 tokens, replay.max_tokens 9000 (context)",
+            [*run, "--replay.corpus", str(files / "long.jsonl"), "--replay.size", "4"]
+            + ["--replay.max_tokens", "9000"],
             Expect(err="8192 positions"),
         ),
         (
