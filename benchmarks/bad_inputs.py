@@ -780,7 +780,10 @@ def main(argv: list[str] | None = None) -> int:
                 (
                     x.strip()
                     for x in text.splitlines()
-                    if x.strip().startswith(("- ", "error", "ERROR")) or "Error" in x.split(":")[0]
+                    if (
+                        x.strip().startswith(("- ", "error", "ERROR")) or "Error" in x.split(":")[0]
+                    )
+                    and not x.strip().endswith("config problem(s):")  # the problem is next
                 ),
                 text.strip().splitlines()[-1] if text.strip() else "",
             )
