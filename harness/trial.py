@@ -500,12 +500,16 @@ def run_trial(
 ) -> TrialResult:
     """Run one trial (or resume it from a checkpoint written by :meth:`Trial.save`), holding
     its claim (:mod:`harness.claim`: a second process running this trial id fails at once)
-    unless ``claim`` is False (Ray Train's ranks: the Tune trial around them holds it)."""
+    unless ``claim`` is False (Ray Train's ranks: the Tune trial around them holds it). In a
+    process group started otherwise (torchrun, spawned ranks) rank 0 holds it."""
     from harness.claim import claimed
 
     trial = Trial(
         cfg, hooks, resume_from=resume_from, progress=progress, overwrite=overwrite, rerun=rerun
     )
+    dist = torch.distributed
+    if claim and dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        claim = False  # ranks started without Ray (torchrun, spawn): rank 0 holds it for all
     if not claim:
         return trial.run()
     check_output(cfg)  # the claim lives beside the results
