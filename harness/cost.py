@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 
 from harness.config import TrialConfig
+from harness.config.cl_methods import CL
 
 ASSUMED = {
     "task_prompt": 150,
@@ -110,11 +111,9 @@ def _cl_compute(
     (``task_tokens`` in all), EWC's per-example forward + backward for its Fisher after every
     task (rows of ``task_len`` tokens; ``fisher_samples`` of the ``n_task`` examples, or all
     of them when it is unset)."""
-    from harness.cl.ewc import EWC
-
     extra = task_tokens if "lwf" in cfg.cl else 0.0
     if "ewc" in cfg.cl:
-        samples = EWC(**cfg.cl["ewc"]).fisher_samples
+        samples = CL.entry("ewc").settings(**cfg.cl["ewc"]).fisher_samples
         extra += 3 * n * min(n_task, samples if samples is not None else n_task) * task_len
     return extra
 

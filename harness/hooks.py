@@ -52,7 +52,10 @@ Subclass :class:`Hook` to inherit no-op methods and override only what you need:
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Protocol
+
+from harness.registry import Configured
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -98,3 +101,31 @@ class Hook(Protocol):
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         return None
+
+
+class MethodHook(Configured, Hook):
+    """What a plasticity intervention and a cl method share: a stage hook built from its
+    registered settings (:class:`harness.registry.Configured`), with seeded randomness and
+    counters of what it did, logged after every task. Its rules on a trial live with its
+    registry entry (:class:`harness.config.interventions.HookEntry`), so the config checks
+    them without importing it."""
+
+    counters: tuple[str, ...] = ()
+    """Attributes counting what the method did (logged after every task)."""
+
+    @staticmethod
+    def generator(seed: int, *keys: int):
+        """A CPU ``torch.Generator`` for this trial seed and these keys (stage, step, ...)."""
+        import numpy as np
+        import torch
+
+        g = torch.Generator()
+        g.manual_seed(int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0]))
+        return g
+
+    def after_task(self, trial: Trial, stage: int) -> None:
+        if trial.backend.is_main and self.counters:
+            done = ", ".join(f"{c} {getattr(self, c)}" for c in self.counters)
+            logging.getLogger("harness.interventions").info(
+                "%s after task %d: %s (so far)", self.name, stage, done
+            )

@@ -52,7 +52,7 @@ from harness.models import (
     load_tokenizer,
 )
 from harness.provenance import provenance, version_string
-from harness.replay.base import Ranks
+from harness.replay.base import Ranks, get_method
 from harness.train import train_task
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class Trial:
             landscape_stages(cfg, self.data)  # a bad stage or dataset fails before the model
         if self.resume_from is not None:
             self.load(self.resume_from)
-        self.method = cfg.replay.build_method()
+        self.method = get_method(cfg.replay.method, **cfg.replay.settings)
         w = cfg.replay.weight
         self.weight = w if w is not None else self.method.default_weight
         # Token ids and LoRA targets come from the tokenizer and the model's config alone, so

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from harness.config.replay_methods import REPLAY
 from harness.metrics import METRICS, matrix_from_long
 
 __all__ = [
@@ -78,14 +79,8 @@ def method_order() -> tuple[str, ...]:
     baseline first, GeRe's tm last of the built-ins, then newer methods). Methods the
     registry does not know (renamed, or from another checkout) sort after these, A-Z.
 
-    The registry lives with the methods, which need torch: it is imported here, on the first
-    call, rather than when ``results`` is imported; where it cannot be imported, every method
-    sorts A-Z."""
-    try:
-        from harness.replay import method_names
-    except ImportError:
-        return ()
-    return tuple(method_names())
+    The registry is torch-free (:mod:`harness.config.replay_methods`)."""
+    return tuple(REPLAY.names())
 
 
 def __getattr__(name: str) -> Any:

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from harness.config.replay_methods import REPLAY
 from harness.metrics import METRICS
 from harness.suggest import did_you_mean
 
@@ -832,7 +833,7 @@ def _v1_settings(text: Any, label: Any) -> dict[str, Any]:
         config = cfg.to_dict()
         weight = cfg.replay.weight
         if weight is None and cfg.replay.method != "none":
-            weight = cfg.replay.build_method().default_weight
+            weight = REPLAY.entry(cfg.replay.method).default_weight
     except (ConfigError, ValueError, TypeError):
         weight = label if label == "dynamic" else _number(label)
     return flat_settings(config, weight) if isinstance(config, dict) else {}

@@ -14,8 +14,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from harness.backend import Backend, TorchBackend, config_problems, shards_weights
+from harness.backend import Backend, TorchBackend
 from harness.config import from_dict, merge
+from harness.config.scale import scale_problems as config_problems
+from harness.config.scale import shards_weights
 from harness.replay import REGISTRY
 from tests.helpers import free_port, join_gloo, spawn_ranks
 

@@ -16,6 +16,7 @@ from harness.config import (
     merge,
     parse_override,
 )
+from harness.replay import get_method
 
 
 def test_defaults_are_valid_and_frozen():
@@ -197,8 +198,11 @@ def _run_help() -> str:
 def test_method_settings_are_one_mapping_checked_against_the_method():
     cfg = from_dict({"replay": {"method": "tm", "settings": {"k": 2}}})
     assert cfg.replay.settings == {"k": 2.0}  # coerced to the setting's type
-    assert repr(cfg.replay.build_method()) == "TMReplay(k=2.0)"
-    assert from_dict({"replay": {"method": "kl"}}).replay.build_method().temperature == 2.0
+    assert repr(get_method(cfg.replay.method, **cfg.replay.settings)) == "TMReplay(k=2.0)"
+    assert (
+        get_method("kl", **from_dict({"replay": {"method": "kl"}}).replay.settings).temperature
+        == 2.0
+    )
     assert from_dict({"replay": {"method": "kl"}}).replay.full_settings() == {
         "temperature": 2.0,
         "t2_scale": True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor
 from transformers import LlamaForCausalLM
 
+from harness.config.replay_methods import ReplayEntry
 from harness.replay import (
     REGISTRY,
     ReplayBuffer,
@@ -22,7 +24,6 @@ from harness.replay import (
     get_method,
     method_names,
     pack_codes,
-    settings_spec,
     tm_loss,
     tm_loss_raw,
     unpack_codes,
@@ -367,7 +368,8 @@ def test_tm_exactly_zero_at_step_0_then_positive(model, buffer) -> None:
 
 def test_registry_round_trip_and_did_you_mean() -> None:
     assert sorted(REGISTRY) == ["ce", "kl", "l1", "l2", "none", "tm"]
-    for name, cls in REGISTRY.items():
+    for name in REGISTRY:
+        cls = REGISTRY.load(name)
         method = get_method(name)
         assert type(method) is cls and method.name == name
         assert get_method(name, **method.settings()).settings() == method.settings()
@@ -384,40 +386,48 @@ def test_registry_round_trip_and_did_you_mean() -> None:
 
 def test_registry_order_and_settings_are_the_one_source_for_names() -> None:
     assert method_names() == ["none", "ce", "kl", "l1", "l2", "tm"]  # baseline first, GeRe last
-    specs = {name: settings_spec(cls) for name, cls in REGISTRY.items()}
+    specs = {name: REGISTRY.entry(name).spec() for name in REGISTRY}
     assert {n: [(s.name, s.type, s.default) for s in v] for n, v in specs.items() if v} == {
         "kl": [("temperature", float, 2.0), ("t2_scale", bool, True), ("mask_padding", bool, True)],
         "tm": [("k", float, 1.0)],
     }
     undocumented = [(n, s.name) for n, v in specs.items() for s in v if not s.doc]
-    assert not undocumented, (
-        f"settings without a 'name: text' line in __init__'s docstring: {undocumented}"
-    )
+    assert not undocumented, f"settings without a docstring under their field: {undocumented}"
     for name in REGISTRY:  # settings() reports exactly the spec's settings
         assert list(get_method(name).settings()) == [s.name for s in specs[name]]
 
 
-def test_a_new_method_is_listed_after_the_built_in_ones(monkeypatch) -> None:
-    class Newer(ReplayMethod):
-        name = "aaa-newer"
+@dataclass(frozen=True)
+class NewerSettings:
+    alpha: int = 3
+    """how much,
+    continued on a second line."""
 
-        def __init__(self, *, alpha: int = 3) -> None:
-            """alpha: how much,
-            continued on a second line."""
-            self.alpha = alpha
 
-        def term(self, view: ReplayView) -> Tensor | None:
-            return None
+class Newer(ReplayMethod):
+    name = "aaa-newer"
 
-    monkeypatch.setitem(REGISTRY, Newer.name, Newer)
-    assert method_names()[-2:] == ["tm", "aaa-newer"]
-    (spec,) = settings_spec(Newer)
-    assert (spec.name, spec.type, spec.default, spec.doc) == (
-        "alpha",
-        int,
-        3,
-        "how much, continued on a second line.",
-    )
+    def term(self, view: ReplayView) -> Tensor | None:
+        return None
+
+
+def test_a_new_method_is_listed_after_the_built_in_ones() -> None:
+    entry = ReplayEntry("aaa-newer", f"{__name__}:Newer", NewerSettings, summary="A newer one.")
+    REGISTRY.add(entry)
+    try:
+        assert method_names()[-2:] == ["tm", "aaa-newer"]
+        (spec,) = entry.spec()
+        assert (spec.name, spec.type, spec.default, spec.doc) == (
+            "alpha",
+            int,
+            3,
+            "how much, continued on a second line.",
+        )
+        method = get_method("aaa-newer", alpha=5)
+        assert type(method) is Newer and method.alpha == 5 and method.settings() == {"alpha": 5}
+    finally:
+        REGISTRY.remove("aaa-newer")
+    assert "aaa-newer" not in method_names()
 
 
 @pytest.fixture(scope="module")

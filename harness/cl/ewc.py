@@ -37,72 +37,24 @@ adapter, so the penalty would anchor task k's adapter to task k-1's values.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from harness.cl.base import WHOLE_PARAMETERS, CLMethod, register
+from harness.cl.base import CLMethod
 from harness.core import IGNORE, collate, device_of, eval_mode, shard, token_nll
 
 
-@register
 class EWC(CLMethod):
     name: ClassVar[str] = "ewc"
-    source: ClassVar[str] = "Kirkpatrick et al. 2017; online: Schwarz et al. 2018"
-    zero_stages: ClassVar[tuple[int, ...]] = (0, 1, 2)
-    zero3_reason: ClassVar[str] = WHOLE_PARAMETERS
-    paper_defaults: ClassVar[dict] = {
-        "half": True,
-        "fisher_nll": "sequence",
-        "anchors": "per_task",
-        "fisher_samples": None,
-    }
 
-    def __init__(
-        self,
-        *,
-        lam: float = 5000.0,
-        gamma: float = 1.0,
-        fisher_samples: int | None = 64,
-        half: bool = False,
-        fisher_nll: Literal["token_mean", "sequence"] = "token_mean",
-        anchors: Literal["online", "per_task"] = "online",
-    ):
-        """lam: lambda, the penalty's weight (>= 0).
-        gamma: decay of the running Fisher before the new task's is added, in [0, 1] (1: the
-        sum over tasks around the latest weights); anchors='online' only.
-        fisher_samples: training examples of each task the Fisher is estimated on (>= 1;
-        unset: all of them).
-        half: the penalty is lambda/2 * sum F (theta - theta*)^2, as the paper writes it
-        (false: lambda * ..., as avalanche).
-        fisher_nll: the NLL whose squared gradient is the Fisher: 'token_mean' (the answer
-        tokens' mean) or 'sequence' (their sum: the answer's log-likelihood).
-        anchors: 'online': one running Fisher around the latest weights; 'per_task': each
-        finished task's own Fisher and anchor (Kirkpatrick et al.)."""
-        if not lam >= 0:
-            raise ValueError(f"ewc lam: {lam} must be >= 0")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"ewc gamma: {gamma} must be in [0, 1]")
-        if fisher_samples is not None and fisher_samples < 1:
-            raise ValueError(f"ewc fisher_samples: {fisher_samples} must be >= 1 (or unset: all)")
-        self.lam, self.gamma, self.fisher_samples = float(lam), float(gamma), fisher_samples
-        self.half, self.fisher_nll, self.anchors = bool(half), fisher_nll, anchors
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)  # :class:`harness.config.cl_methods.EWCSettings`
         self.fisher: dict[str, torch.Tensor] = {}
         self.star: dict[str, torch.Tensor] = {}
         self.tasks: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
         """anchors='per_task': (Fisher, anchor) of every finished task."""
-
-    @classmethod
-    def problems(cls, cfg) -> list[str]:
-        out = super().problems(cfg)
-        if "olora" in cfg.cl:
-            out.append(
-                "cl.ewc: with cl.olora every task trains a fresh adapter, so EWC would anchor "
-                "task k's adapter to task k-1's values (another subspace); O-LoRA's own "
-                "orthogonality term is what protects earlier tasks there: use one of the two"
-            )
-        return out
 
     def setup(self, trial) -> None:
         self.params = {n: p for n, p in trial.backend.module.named_parameters() if p.requires_grad}

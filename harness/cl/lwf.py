@@ -28,55 +28,23 @@ forward per micro-batch. ZeRO-0/1/2 only: the copy is of whole parameters.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from torch.func import functional_call
 
-from harness.cl.base import WHOLE_PARAMETERS, CLMethod, register
+from harness.cl.base import CLMethod
 from harness.core import IGNORE
 from harness.replay.kl import kl_term
 
 
-@register
 class LwF(CLMethod):
     name: ClassVar[str] = "lwf"
-    source: ClassVar[str] = "Li & Hoiem 2017"
-    zero_stages: ClassVar[tuple[int, ...]] = (0, 1, 2)
-    zero3_reason: ClassVar[str] = WHOLE_PARAMETERS
     reads_previous_model: ClassVar[bool] = True
     """Its ``before_task`` runs before every other hook's (:meth:`harness.trial.Trial.train_stage`)."""
-    paper_defaults: ClassVar[dict] = {"t2_scale": False, "distil_first_task": False}
 
-    @classmethod
-    def revision(cls, cfg) -> int:
-        """2 beside other methods since 2026-12-05 (the teacher is taken before their
-        before_task; it was taken in config order); alone it computes what it did."""
-        return 2 if len(cfg.cl) + len(cfg.interventions) > 1 else 1
-
-    def __init__(
-        self,
-        *,
-        weight: float = 1.0,
-        temperature: float = 2.0,
-        positions: Literal["all", "labels"] = "all",
-        t2_scale: bool = True,
-        distil_first_task: bool = True,
-    ):
-        """weight: the distillation term's weight (>= 0).
-        temperature: softmax temperature T of both distributions (> 0).
-        positions: 'all': every non-padding position of the task rows; 'labels': only the
-        positions that predict the answer tokens.
-        t2_scale: multiply the term by T^2 (false: Li & Hoiem's and avalanche's term, a
-        quarter of it at T 2).
-        distil_first_task: at task 1 distil the starting model (false: no term at task 1, as
-        avalanche, which has no previous model there)."""
-        if not weight >= 0:
-            raise ValueError(f"lwf weight: {weight} must be >= 0")
-        if not temperature > 0:
-            raise ValueError(f"lwf temperature: {temperature} must be > 0")
-        self.weight, self.temperature, self.positions = float(weight), float(temperature), positions
-        self.t2_scale, self.distil_first_task = bool(t2_scale), bool(distil_first_task)
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)  # :class:`harness.config.cl_methods.LwFSettings`
         self.teacher: dict[str, torch.Tensor] = {}
 
     def before_task(self, trial, stage: int) -> None:

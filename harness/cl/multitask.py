@@ -15,28 +15,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from harness.cl.base import CLMethod, register
+from harness.cl.base import CLMethod
 
 
-@register
 class Multitask(CLMethod):
     name: ClassVar[str] = "multitask"
-    source: ClassVar[str] = "the upper bound of the O-LoRA and GeRe tables"
-
-    def __init__(self):
-        """(no settings)"""
 
     def plan_stages(self, trial, n_tasks: int) -> list[tuple[int, ...]]:
         return [tuple(range(1, n_tasks + 1))]
-
-    @classmethod
-    def problems(cls, cfg) -> list[str]:
-        out = super().problems(cfg)
-        if cfg.landscape.enabled:
-            out.append(
-                "cl.multitask: trains every task in one stage, so the landscape's per-task "
-                "stages ('prev', 'new') do not exist; set landscape.enabled=false"
-            )
-        if "task_replay" in cfg.cl:
-            out.append("cl.multitask: already trains on every task's data; drop cl.task_replay")
-        return out

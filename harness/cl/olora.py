@@ -41,11 +41,12 @@ them. LoRA only; ZeRO-0/1/2 (it replaces whole adapter weights).
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 
-from harness.cl.base import CLMethod, register
+from harness.cl.base import CLMethod
+from harness.config.cl_methods import OLORA_LONG_SEQUENCE_SCHEDULE as LONG_SEQUENCE_SCHEDULE
 
 
 def lora_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
@@ -55,34 +56,12 @@ def lora_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
 
 
-@register
 class OLoRA(CLMethod):
     name: ClassVar[str] = "olora"
-    rewrites_weights: ClassVar[bool] = True
-    source: ClassVar[str] = "Wang et al. 2023 (O-LoRA)"
-    needs_lora: ClassVar[bool] = True
     counters: ClassVar[tuple[str, ...]] = ("kept",)
-    paper_defaults: ClassVar[dict] = {"schedule": "long_sequence"}
 
-    def __init__(
-        self,
-        *,
-        lambda_orth: float = 0.5,
-        lambda_l2: float = 0.0,
-        schedule: Literal["constant", "long_sequence"] = "constant",
-    ):
-        """lambda_orth: weight of the orthogonality penalty between the new adapter's A and
-        the earlier tasks' (>= 0).
-        lambda_l2: weight of the L2 norm of the new adapter's matrices (>= 0).
-        schedule: 'constant': lambda_orth and lambda_l2 at every task; 'long_sequence': both
-        per task, from O-LoRA's 15-task script (scripts/long.sh; lambda_orth and lambda_l2
-        are then ignored)."""
-        if not lambda_orth >= 0:
-            raise ValueError(f"olora lambda_orth: {lambda_orth} must be >= 0")
-        if not lambda_l2 >= 0:
-            raise ValueError(f"olora lambda_l2: {lambda_l2} must be >= 0")
-        self.lambda_orth, self.lambda_l2 = float(lambda_orth), float(lambda_l2)
-        self.schedule = schedule
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)  # :class:`harness.config.cl_methods.OLoRASettings`
         self.old: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
         """Per earlier task: module name -> (A [r, in], B [out, r]) as trained (float32)."""
 
@@ -96,26 +75,6 @@ class OLoRA(CLMethod):
         if self.schedule == "long_sequence":
             return LONG_SEQUENCE_SCHEDULE[stage - 1]
         return self.lambda_orth, self.lambda_l2
-
-    @classmethod
-    def revision(cls, cfg) -> int:
-        """2 in bfloat16/float16 since 2026-12-05 (earlier adapters kept, not merged: the merge
-        rounded them); float32 computes what it did."""
-        return 1 if cfg.model.dtype == "float32" else 2
-
-    @classmethod
-    def problems(cls, cfg) -> list[str]:
-        out = super().problems(cfg)
-        from harness.data.benchmark import named_tasks
-
-        settings = dict(cfg.cl.get("olora") or {})
-        n = len(named_tasks(cfg.data.tasks))
-        if settings.get("schedule") == "long_sequence" and n > len(LONG_SEQUENCE_SCHEDULE):
-            out.append(
-                f"cl.olora: schedule 'long_sequence' gives weights for "
-                f"{len(LONG_SEQUENCE_SCHEDULE)} tasks, not {n}; use schedule constant"
-            )
-        return out
 
     def setup(self, trial) -> None:
         self.trial = trial
@@ -229,24 +188,3 @@ def _add_kept_adapters(layer: torch.nn.Module, args: tuple, result: torch.Tensor
     x = layer.lora_dropout[key](args[0].to(kept_a.dtype))
     extra = torch.nn.functional.linear(torch.nn.functional.linear(x, kept_a), kept_b)
     return (result + extra * float(layer.scaling[key])).to(result.dtype)
-
-
-LONG_SEQUENCE_SCHEDULE: tuple[tuple[float, float], ...] = (
-    (0.0, 0.0),
-    (0.5, 0.0),
-    (0.5, 0.0),
-    (0.5, 0.0),
-    (0.5, 0.1),
-    (0.5, 0.1),
-    (0.5, 0.3),
-    (0.5, 0.0),
-    (0.5, 0.1),
-    (5.0, 0.0),
-    (5.0, 0.0),
-    (5.0, 0.1),
-    (5.0, 0.0),
-    (5.0, 0.1),
-    (5.0, 0.3),
-)
-"""(lamda_1, lamda_2) of O-LoRA's ``scripts/long.sh`` for tasks 1-15, in its order (yelp, amazon,
-MNLI, CB, COPA, QQP, RTE, IMDB, SST-2, dbpedia, agnews, yahoo, MultiRC, BoolQA, WiC)."""

@@ -23,30 +23,15 @@ from typing import ClassVar
 
 import torch
 
-from harness.cl.base import CLMethod, register
+from harness.cl.base import CLMethod
 
 
-@register
 class SingleTask(CLMethod):
     name: ClassVar[str] = "single_task"
-    rewrites_weights: ClassVar[bool] = True
-    source: ClassVar[str] = "the per-task reference of SAPT's FWT (Zhao et al. 2024)"
 
-    def __init__(self):
-        """(no settings)"""
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)  # :class:`harness.config.cl_methods.NoSettings`
         self.start: dict[str, torch.Tensor] = {}
-
-    @classmethod
-    def problems(cls, cfg) -> list[str]:
-        out = super().problems(cfg)
-        others = sorted(set(cfg.cl) - {"single_task"})
-        if others:
-            out.append(
-                f"cl.single_task: trains every task alone from the starting model, so "
-                f"{', '.join(others)} (which carry something from one task to the next) would "
-                "act on nothing; run them as trials of their own"
-            )
-        return out
 
     def setup(self, trial) -> None:
         self.params = {n: p for n, p in trial.backend.module.named_parameters() if p.requires_grad}

@@ -23,27 +23,20 @@ the two only at equal steps.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from harness.cl.base import CLMethod, register
+from harness.cl.base import CLMethod
 
 
-@register
 class TaskReplay(CLMethod):
     name: ClassVar[str] = "task_replay"
-    source: ClassVar[str] = "Chaudhry et al. 2019 (experience replay)"
     counters: ClassVar[tuple[str, ...]] = ("buffered",)
 
-    def __init__(self, *, size: int = 50, policy: Literal["quota", "reservoir"] = "quota"):
-        """size: examples kept per finished task ('quota') or in all ('reservoir'); >= 1.
-        policy: 'quota': size examples of every finished task; 'reservoir': one buffer of size
-        examples over all finished tasks (reservoir sampling)."""
-        if size < 1:
-            raise ValueError(f"task_replay size: {size} must be >= 1")
-        self.size, self.policy = size, policy
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)  # :class:`harness.config.cl_methods.TaskReplaySettings`
         self.buffer: list[tuple[int, int]] = []
         """(task position, example index) of every buffered example."""
         self.seen = 0

@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import types
 import typing
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    pass
-
-
-from harness.config.schema import TrialConfig, _hints, _replay_registry, choices_of
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of a config dataclass."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for prev, node in zip(body, body[1:], strict=False):
-        if (
-            isinstance(prev, ast.AnnAssign)
-            and isinstance(prev.target, ast.Name)
-            and isinstance(node, ast.Expr)
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-        ):
-            docs[prev.target.id] = " ".join(node.value.value.split())
-    return docs
+from harness.config.cl_methods import CL
+from harness.config.interventions import INTERVENTIONS
+from harness.config.replay_methods import REPLAY
+from harness.config.schema import TrialConfig, _hints
+from harness.config.values import choices_of, parse_override, parse_typed
+from harness.registry import field_docs
 
 
 def iter_fields(cls: type = TrialConfig, prefix: str = ""):
@@ -52,12 +34,9 @@ def iter_fields(cls: type = TrialConfig, prefix: str = ""):
 def iter_method_settings() -> Iterator[tuple[str, Any, Any, str]]:
     """Yield (``replay.settings.NAME``, type, default, doc) for every setting of every
     registered replay method, the doc saying which method(s) it belongs to."""
-    from harness.replay import method_names, settings_spec
-
-    registry = _replay_registry()
     by_name: dict[str, list[tuple[str, Any]]] = {}
-    for method in method_names():
-        for spec in settings_spec(registry[method]):
+    for method in REPLAY.names():
+        for spec in REPLAY.entry(method).spec():
             by_name.setdefault(spec.name, []).append((method, spec))
     for name, owners in by_name.items():
         tp = owners[0][1].type
@@ -75,35 +54,20 @@ def iter_intervention_settings() -> Iterator[tuple[str, Any, Any, str]]:
     """Yield (``interventions.NAME.SETTING`` / ``cl.NAME.SETTING``, type, default, doc) for
     every setting of every registered plasticity intervention and continual-learning method
     (giving one turns it on)."""
-    from harness.cl import REGISTRY as CL
-    from harness.interventions import REGISTRY as INTERVENTIONS
-    from harness.replay import settings_spec
-
     for section, registry in (("interventions", INTERVENTIONS), ("cl", CL)):
-        for name in sorted(registry):
-            cls = registry[name]
-            specs = settings_spec(cls)
+        for name in sorted(registry.names()):
+            entry = registry.entry(name)
+            specs = entry.spec()
             if not specs:  # a method without settings: --set cl.NAME={} turns it on
-                doc = (
-                    f"{name} ({cls.source}): {(cls.__doc__ or '').strip()} Give {{}} to turn it on."
-                )
-                yield f"{section}.{name}", dict, None, _module_line(cls) or doc
+                doc = f"{name} ({entry.source}): {entry.summary} Give {{}} to turn it on."
+                yield f"{section}.{name}", dict, None, doc
                 continue
             for spec in specs:
-                doc = f"{name} ({cls.source}; setting any of its options turns it on): {spec.doc}"
-                paper = getattr(cls, "paper_defaults", {})
-                if spec.name in paper:  # where the reference's value differs from the default
-                    doc += f" Reference value (method_defaults=paper): {paper[spec.name]!r}."
+                doc = f"{name} ({entry.source}; setting any of its options turns it on): {spec.doc}"
+                if spec.name in entry.paper_defaults:  # the reference's value differs
+                    value = entry.paper_defaults[spec.name]
+                    doc += f" Reference value (method_defaults=paper): {value!r}."
                 yield f"{section}.{name}.{spec.name}", spec.type, spec.default, doc
-
-
-def _module_line(cls: type) -> str:
-    """The first sentence of a class's module docstring, and how to turn it on."""
-    import sys
-
-    doc = (sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0]
-    first = " ".join(doc.split()).split(". ")[0].rstrip(".")
-    return f"{cls.name} ({cls.source}): {first}. Give {{}} to turn it on." if first else ""
 
 
 def field_help(tp: Any, doc: str) -> str:
@@ -145,8 +109,6 @@ def option_types() -> dict[str, Any]:
 def read_override(item: str, types: dict[str, Any] | None = None) -> tuple[str, Any]:
     """``--set KEY=VALUE`` read by the type of KEY's field (text stays text, ``None`` unsets,
     numbers checked), or as YAML for a key that is no single field (``cl.lwf={}``)."""
-    from harness.config.validate import parse_override, parse_typed
-
     key, value = parse_override(item)
     types = option_types() if types is None else types
     if key in types:

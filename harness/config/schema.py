@@ -3,52 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import typing
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
+from harness.config.cl_methods import CL
+from harness.config.interventions import INTERVENTIONS
 from harness.config.landscape import LandscapeConfig
-
-if TYPE_CHECKING:
-    from harness.replay import ReplayMethod
-
-
-@dataclass(frozen=True)
-class Choices:
-    """Marks a ``str`` field whose valid values come from a registry rather than a Literal:
-    ``Annotated[str, Choices(names)]``. ``names()`` is called when a value is checked or the
-    help is printed, so the registry is imported only then."""
-
-    names: Callable[[], Sequence[str]]
-    describe: Callable[[], dict[str, str]] | None = None
-    """One line per name, for --help."""
-
-
-def _replay_registry() -> dict[str, type[ReplayMethod]]:
-    from harness.replay import REGISTRY  # torch: imported when a config is checked, not here
-
-    return REGISTRY
-
-
-def _replay_method_names() -> list[str]:
-    from harness.replay import method_names
-
-    return method_names()
+from harness.config.replay_methods import REPLAY
+from harness.config.values import Choices, _check_value
 
 
 def _replay_method_lines() -> dict[str, str]:
-    registry = _replay_registry()
-    return {
-        name: (inspect.getdoc(registry[name]) or "").split("\n\n")[0].replace("\n", " ")
-        for name in _replay_method_names()
-    }
+    return {name: REPLAY.entry(name).summary for name in REPLAY.names()}
 
 
-ReplayMethodName = Annotated[str, Choices(_replay_method_names, _replay_method_lines)]
-"""A method registered in harness.replay (its REGISTRY is the one list of names)."""
+ReplayMethodName = Annotated[str, Choices(REPLAY.names, _replay_method_lines)]
+"""A registered replay method (:data:`harness.config.replay_methods.REPLAY`, the one list)."""
 
 BosRule = Literal["tokenizer", "always", "never"]
 """What starts a tokenised text (data.add_bos, replay.add_bos; harness.data.tokenize.bos_ids)."""
@@ -163,12 +135,6 @@ class ReplayConfig:
     per_batch: int | None = None
     """Batch interpolation: put exactly this many replay samples in every effective batch.
     Unset: the replay texts are shuffled into each task's training set."""
-
-    def build_method(self) -> ReplayMethod:
-        """The replay method this config names, built with its settings."""
-        from harness.replay import get_method
-
-        return get_method(self.method, **self.settings)
 
     def full_settings(self) -> dict[str, Any]:
         """``settings`` with the method's defaults filled in (what the trial computes with)."""
@@ -368,14 +334,11 @@ def method_revisions(cfg: TrialConfig) -> dict[str, int]:
     computation changed for this trial since ids were first derived (``revision(cfg) > 1``), so
     a result stored by the earlier code is never taken for this trial's (a study rerun into
     the same folder computes it again)."""
-    from harness.cl import REGISTRY as CL
-    from harness.interventions import REGISTRY as INTERVENTIONS
-
     out = {}
     for section, registry in (("cl", CL), ("interventions", INTERVENTIONS)):
         for name in getattr(cfg, section) or {}:
-            cls = registry.get(name)
-            revision = cls.revision(cfg) if cls is not None else 1
+            entry = registry.get(name)
+            revision = entry.revision_for(cfg) if entry is not None else 1
             if revision > 1:
                 out[f"{section}.{name}"] = revision
     return out
@@ -469,17 +432,13 @@ def method_settings(method: str, settings: dict[str, Any]) -> dict[str, Any]:
     """A replay method's settings in full: its defaults, overridden by ``settings`` (coerced to
     each setting's type where they fit). An unregistered method's settings are returned as
     given."""
-    from harness.replay import settings_spec
-
-    cls = _replay_registry().get(method)
-    if cls is None:
+    entry = REPLAY.get(method)
+    if entry is None:
         return dict(settings)
     out = {}
-    for spec in settings_spec(cls):
+    for spec in entry.spec():
         value = settings.get(spec.name, spec.default)
         problems: list[str] = []
-        from harness.config.validate import _check_value
-
         coerced = _check_value(spec.name, value, spec.type, problems)
         out[spec.name] = value if problems else coerced
     out.update({k: v for k, v in settings.items() if k not in out})
@@ -503,10 +462,3 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=True)
-
-
-def choices_of(tp: Any) -> Choices | None:
-    """The :class:`Choices` of an ``Annotated[str, Choices(...)]`` type, else None."""
-    if typing.get_origin(tp) is Annotated:
-        return next((m for m in tp.__metadata__ if isinstance(m, Choices)), None)
-    return None

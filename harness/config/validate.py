@@ -4,166 +4,35 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime
-import json
-import math
 import os
 import re
-import types
-import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import yaml
 
-from harness.suggest import did_you_mean
-
-if TYPE_CHECKING:
-    pass
-
-
+from harness.config.cl_methods import CL
 from harness.config.errors import ConfigError
+from harness.config.interventions import INTERVENTIONS
+from harness.config.replay_methods import REPLAY
+from harness.config.scale import scale_problems
 from harness.config.schema import (
     LEGACY_REPLAY_SETTINGS,
     ReplayConfig,
     TrialConfig,
     _hints,
-    _replay_registry,
-    choices_of,
     to_dict,
 )
-
-
-def _check_value(path: str, value: Any, tp: Any, problems: list[str]) -> Any:
-    """Coerce ``value`` to type ``tp`` or record a problem; returns the coerced value."""
-    if (choices := choices_of(tp)) is not None:
-        names = list(choices.names())
-        if isinstance(value, str) and value in names:
-            return value
-        problems.append(
-            f"{path}: {value!r} is not one of {', '.join(map(repr, names))}"
-            f"{did_you_mean(value, names)}"
-        )
-        return value
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            problems.append(f"{path}: expected a mapping of names to values, got {value!r}")
-            return value
-        return dict(value)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errs: list[str] = []
-        for a in args:
-            if a is type(None):
-                continue
-            sub: list[str] = []
-            v = _check_value(path, value, a, sub)
-            if not sub:
-                return v
-            if any("finite" in e for e in sub):  # a number, but nan or inf: say that
-                problems.extend(sub)
-                return value
-            errs.extend(sub)
-        allowed = " or ".join(_type_name(a) for a in args if a is not type(None))
-        words = [
-            str(w) for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a)
-        ]
-        hint = did_you_mean(value, words) if words else ""
-        if str in args and isinstance(value, (bool, int, float, datetime.date)):
-            problems.append(f"{path}: expected a string, got {_as_yaml_read(value)}")
-            return value
-        problems.append(f"{path}: {value!r} is not {allowed}{hint}")
-        return value
-    if origin is Literal:
-        if value in args:
-            return value
-        hint = did_you_mean(value, args)
-        problems.append(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}{hint}")
-        return value
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [s.strip() for s in value.split(",") if s.strip()]
-        if not isinstance(value, (list, tuple)):
-            problems.append(f"{path}: expected a list, got {value!r}")
-            return value
-        return tuple(
-            _check_value(f"{path}[{i}]", v, args[0], problems) for i, v in enumerate(value)
-        )
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        problems.append(f"{path}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        number = None
-        if isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        elif isinstance(value, float) and value.is_integer():
-            number = int(value)
-        elif isinstance(value, str):
-            try:
-                number = int(value)
-            except ValueError:
-                pass
-        if number is None:
-            problems.append(f"{path}: expected an integer, got {value!r}")
-            return value
-        if not -(2**63) <= number < 2**63:
-            problems.append(
-                f"{path}: {number} is beyond a 64-bit integer (|v| < 2**63, what Parquet and "
-                "torch store); give a smaller number"
-            )
-        return number
-    if tp is float:
-        number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                pass
-        if number is None:
-            problems.append(f"{path}: expected a number, got {value!r}")
-            return value
-        if not math.isfinite(number):
-            # Every range rule is written `v <= 0`, which NaN never satisfies: refuse here.
-            problems.append(f"{path}: {value!r} must be a finite number (not nan or inf)")
-        return number
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        problems.append(f"{path}: expected a string, got {_as_yaml_read(value)}")
-        return value
-    return value
-
-
-def _as_yaml_read(value: Any) -> str:
-    """What a YAML file made of a value meant as text, and the fix (quote it)."""
-    kind = {bool: "true/false", int: "a number", float: "a number"}.get(type(value))
-    if isinstance(value, datetime.date):
-        kind, text = "a date", value.isoformat()
-    else:
-        text = json.dumps(value) if kind else None
-    if kind is None:
-        return repr(value)
-    return (
-        f"{value!r}: YAML reads {text} as {kind}; quote it to keep it text, e.g. "
-        f"'{text}' in a config file (on the command line it is text already)"
-    )
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return " or ".join(repr(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", str(tp))
+from harness.config.values import (  # noqa: F401  (parse_override, parse_typed: re-exported)
+    NONE_WORDS,
+    _as_yaml_read,
+    _check_value,
+    _type_name,
+    parse_override,
+    parse_typed,
+)
+from harness.registry import Entry
+from harness.suggest import did_you_mean
 
 
 def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
@@ -310,9 +179,7 @@ def _rules(cfg: TrialConfig) -> list[str]:
             f"scale.workers: {sc.workers} workers need scale.backend='deepspeed' "
             "(the 'torch' backend runs one process)"
         )
-    from harness.backend import config_problems  # the ZeRO rules live with the backend
-
-    p.extend(config_problems(cfg))
+    p.extend(scale_problems(cfg))  # the ZeRO rules (harness.config.scale)
     if (sc.offload_optimizer or sc.offload_params) and sc.backend != "deepspeed":
         p.append("scale.offload_*: offloading needs scale.backend='deepspeed'")
     positive("scale.cpus_per_worker", sc.cpus_per_worker, allow_none=False)
@@ -427,23 +294,20 @@ def _local_path(value: str | None) -> str | None:
     return os.path.normpath(value) if ("/" in value or "\\" in value) else value
 
 
-def _check_class_settings(
-    cls: type,
+def _check_entry_settings(
+    entry: Entry,
     settings: dict[str, Any],
     *,
     where: str,
-    name: str,
     problems: list[str],
     owner: str = "",
     hint: Any = lambda key: "",
 ) -> dict[str, Any] | None:
-    """Check ``settings`` against the keyword settings of ``cls`` (a replay method or an
-    intervention): names (did-you-mean, and the valid ones listed), types, then the class's own
-    rules by building it. Returns the coerced values, or None if a problem was recorded.
-    ``where``: the settings' dotted path; ``owner``/``hint(key)``: text for an unknown key."""
-    from harness.replay import settings_spec
-
-    specs = {s.name: s for s in settings_spec(cls)}
+    """Check ``settings`` against a registered method's settings dataclass: names
+    (did-you-mean, and the valid ones listed), types, then its own rules by building the
+    dataclass. Returns the coerced values, or None if a problem was recorded. ``where``: the
+    settings' dotted path; ``owner``/``hint(key)``: text for an unknown key."""
+    specs = {s.name: s for s in entry.spec()}
     listing = ", ".join(f"{s.name} (default {s.default!r})" for s in specs.values()) or "none"
     coerced: dict[str, Any] = {}
     before = len(problems)
@@ -452,14 +316,14 @@ def _check_class_settings(
         if key not in specs:
             problems.append(
                 f"unknown key {path!r}{did_you_mean(key, specs)}{owner}{hint(key)}; "
-                f"settings of {name!r}: {listing}"
+                f"settings of {entry.name!r}: {listing}"
             )
             continue
         coerced[key] = _check_value(path, value, specs[key].type, problems)
     if len(problems) > before:
         return None
     try:
-        cls(**coerced)
+        entry.settings(**coerced)
     except (TypeError, ValueError) as exc:
         problems.append(f"{where}: {exc}")
         return None
@@ -468,23 +332,19 @@ def _check_class_settings(
 
 def _check_method_settings(r: ReplayConfig, problems: list[str]) -> ReplayConfig:
     """Check ``replay.settings`` against the chosen method's settings (name, type, and the
-    method's own rules, by building it); returns the config with the values coerced."""
-    from harness.replay import method_names
-
-    registry = _replay_registry()
-    cls = registry.get(r.method)
-    if cls is None or not isinstance(r.settings, dict):
+    method's own rules); returns the config with the values coerced."""
+    entry = REPLAY.get(r.method)
+    if entry is None or not isinstance(r.settings, dict):
         return r  # the method (or the mapping) is reported already
 
     def elsewhere(key: str) -> str:
-        owners = [m for m in method_names() if key in _setting_names_of(registry[m])]
+        owners = [m for m in REPLAY.names() if key in [s.name for s in REPLAY.entry(m).spec()]]
         return f" ({key!r} is a setting of {', '.join(map(repr, owners))})" if owners else ""
 
-    coerced = _check_class_settings(
-        cls,
+    coerced = _check_entry_settings(
+        entry,
         r.settings,
         where="replay.settings",
-        name=r.method,
         problems=problems,
         owner=f" for replay method {r.method!r}",
         hint=elsewhere,
@@ -494,11 +354,7 @@ def _check_method_settings(r: ReplayConfig, problems: list[str]) -> ReplayConfig
 
 def _check_interventions(cfg: TrialConfig, problems: list[str]) -> TrialConfig:
     """Check ``interventions`` and ``cl``: known names, each one's settings (name, type, its
-    own rules, by building it) and its rules on the trial; returns the config with values
-    coerced."""
-    from harness.cl import REGISTRY as CL
-    from harness.interventions import REGISTRY as INTERVENTIONS
-
+    own rules) and its rules on the trial; returns the config with values coerced."""
     for section, registry, noun in (
         ("interventions", INTERVENTIONS, "an intervention"),
         ("cl", CL, "a continual-learning method"),
@@ -508,11 +364,12 @@ def _check_interventions(cfg: TrialConfig, problems: list[str]) -> TrialConfig:
             continue  # reported by the type check
         coerced: dict[str, dict[str, Any]] = {}
         for name, settings in given.items():
-            cls = registry.get(name)
-            if cls is None:
+            entry = registry.get(name)
+            if entry is None:
+                known = sorted(registry.names())
                 problems.append(
-                    f"{section}: {name!r} is not {noun}{did_you_mean(name, registry)}; "
-                    f"known: {', '.join(sorted(registry))}"
+                    f"{section}: {name!r} is not {noun}{did_you_mean(name, known)}; "
+                    f"known: {', '.join(known)}"
                 )
                 continue
             if not isinstance(settings, dict | None):
@@ -521,21 +378,15 @@ def _check_interventions(cfg: TrialConfig, problems: list[str]) -> TrialConfig:
                 )
                 continue
             if cfg.method_defaults == "paper":  # the reference's values where none is given
-                settings = {**getattr(cls, "paper_defaults", {}), **(settings or {})}
-            values = _check_class_settings(
-                cls, settings or {}, where=f"{section}.{name}", name=name, problems=problems
+                settings = {**entry.paper_defaults, **(settings or {})}
+            values = _check_entry_settings(
+                entry, settings or {}, where=f"{section}.{name}", problems=problems
             )
             if values is not None:
-                problems.extend(cls.problems(cfg))
+                problems.extend(entry.problems(cfg))
                 coerced[name] = values
         cfg = dataclasses.replace(cfg, **{section: coerced})
     return cfg
-
-
-def _setting_names_of(cls: type) -> list[str]:
-    from harness.replay import settings_spec
-
-    return [s.name for s in settings_spec(cls)]
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -580,107 +431,3 @@ def load_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError([f"config file {str(p)!r}: top level must be a mapping"])
     return data
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """'train.lr=1e-4' -> ('train.lr', 1e-4); values are parsed as YAML scalars."""
-    if "=" not in item:
-        raise ConfigError([f"override {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4"])
-    key, raw = item.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw != "" else None
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
-
-
-NONE_WORDS = ("None", "none", "null", "Null", "NULL", "~")
-"""How a command line says 'unset' for a setting that may be unset (``--help`` shows None)."""
-
-
-def parse_typed(key: str, raw: str, tp: Any) -> Any:
-    """A command-line value read by the type of its field ``tp``, not as YAML: text stays
-    text whole (``--trial_id 2024-12-04``, ``--study 1e3``), ``None``/``null`` unsets a
-    setting that may be unset, lists are comma-separated, numbers are checked against their
-    type. Mappings (``--set cl.lwf={}``) and untyped keys are read as YAML. Raises
-    ConfigError naming the option, the value and the form it takes."""
-    try:
-        return _parse_as(raw, tp)
-    except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ConfigError([f"--{key}: {raw!r} is not valid YAML ({first})"]) from None
-    except ValueError as exc:
-        raise ConfigError([f"--{key}: {raw!r} {exc}"]) from None
-
-
-def _parse_as(raw: str, tp: Any) -> Any:
-    if choices_of(tp) is not None:
-        return raw.strip()
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Annotated:
-        return _parse_as(raw, args[0])
-    if origin in (typing.Union, types.UnionType):
-        if type(None) in args and raw.strip() in (*NONE_WORDS, ""):
-            return None
-        members = [a for a in args if a is not type(None)]
-        # Numbers and words of a choice before free text: `--replay.weight 0.5` is a number.
-        members.sort(key=lambda a: a is str)
-        reasons = []
-        for a in members:
-            try:
-                return _parse_as(raw, a)
-            except ValueError as exc:
-                reasons.append(str(exc))
-        unset = "; or None to unset it" if type(None) in args else ""
-        raise ValueError(" and ".join(dict.fromkeys(reasons)) + unset)
-    if origin is Literal:
-        text = raw.strip()
-        for a in args:
-            if str(a) == text or (isinstance(a, str) and a.lower() == text.lower()):
-                return a
-        raise ValueError(f"is not one of {', '.join(map(str, args))}{did_you_mean(text, args)}")
-    if origin is tuple:
-        text = raw.strip()
-        if text.startswith("["):
-            value = yaml.safe_load(text)
-            if not isinstance(value, list):
-                raise ValueError("is not a list: give a,b,c or [a, b, c]")
-            items = [str(v) for v in value]
-        else:
-            items = [v.strip() for v in text.split(",") if v.strip()]
-        return tuple(_parse_as(v, args[0]) for v in items)
-    if origin is dict or tp is dict:
-        value = yaml.safe_load(raw) if raw.strip() else {}
-        if value is not None and not isinstance(value, dict):
-            raise ValueError("is not a mapping: give e.g. {} or {name: value}")
-        return value
-    if tp is bool:
-        low = raw.strip().lower()
-        if low in ("true", "yes", "on", "1"):
-            return True
-        if low in ("false", "no", "off", "0"):
-            return False
-        raise ValueError("is not true or false (also yes/no, on/off, 1/0)")
-    if tp is int:
-        text = raw.strip().replace("_", "")
-        try:
-            number = int(text)
-        except ValueError:
-            try:
-                as_float = float(text)
-            except ValueError:
-                raise ValueError("is not an integer (e.g. 8, 1000 or 1e3)") from None
-            if not as_float.is_integer():
-                raise ValueError("is not an integer (e.g. 8, 1000 or 1e3)") from None
-            number = int(as_float)
-        if not -(2**63) <= number < 2**63:
-            raise ValueError("is beyond a 64-bit integer (|v| < 2**63); give a smaller number")
-        return number
-    if tp is float:
-        try:
-            return float(raw.strip().replace("_", ""))
-        except ValueError:
-            raise ValueError("is not a number (e.g. 0.5, 1e-4)") from None
-    if tp is str:
-        return raw
-    return yaml.safe_load(raw) if raw != "" else None

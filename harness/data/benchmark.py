@@ -22,39 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.config.tasks import LONG_SEQUENCE_TASKS, ORDERS, named_tasks  # noqa: F401  (re-exported)
 from harness.data.paths import DataError, read_text
 from harness.data.release import how_to_get
 from harness.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
-
-_ORDER4 = (
-    "mnli", "cb", "wic", "copa", "qqp", "boolq", "rte", "imdb",
-    "yelp", "amazon", "sst2", "dbpedia", "agnews", "multirc", "yahoo",
-)  # fmt: skip
-_ORDER5 = (
-    "multirc", "boolq", "wic", "mnli", "cb", "copa", "qqp", "rte",
-    "imdb", "sst2", "dbpedia", "agnews", "yelp", "amazon", "yahoo",
-)  # fmt: skip
-_ORDER6 = (
-    "yelp", "amazon", "mnli", "cb", "copa", "qqp", "rte", "imdb",
-    "sst2", "dbpedia", "agnews", "yahoo", "multirc", "boolq", "wic",
-)  # fmt: skip
-
-ORDERS: dict[str, tuple[str, ...]] = {
-    "order4": _ORDER4,
-    "order5": _ORDER5,
-    "order6": _ORDER6,
-    # Papers number these sequences differently (SAPT calls the yelp-first one "order 4"),
-    # so each also has a name that says what it is.
-    "long-sequence-mnli-first": _ORDER4,
-    "long-sequence-multirc-first": _ORDER5,
-    "long-sequence-yelp-first": _ORDER6,
-}
-"""The three 15-task Long-Sequence orders, numbered as in O-LoRA, plus descriptive aliases."""
-
-LONG_SEQUENCE_TASKS: tuple[str, ...] = tuple(sorted(_ORDER4))
-"""The 15 Long-Sequence task names."""
 
 LABEL_POLICIES = ("strict", "drop_unknown", "from_outputs")
 """How load_task treats outputs missing from labels.json (see load_task)."""
@@ -161,15 +134,6 @@ def _where_to_get(missing: Sequence[str], directory: Path, available: Sequence[s
         directory if directory.name == "long_sequence" or available else directory / "long_sequence"
     )
     return f"; {how_to_get(dest)}"
-
-
-def named_tasks(spec: str | Sequence[str]) -> list[str]:
-    """The task names an order name or task list stands for, without looking at any data."""
-    if isinstance(spec, str):
-        if spec.strip() in ORDERS:
-            return list(ORDERS[spec.strip()])
-        return [part.strip() for part in spec.split(",") if part.strip()]
-    return [str(n).strip() for n in spec]
 
 
 def _spec_to_names(spec: str | Sequence[str], directory: Path) -> list[str]:

@@ -1,28 +1,16 @@
-"""Plasticity interventions (one module each): changes to the weights being trained that keep a
-network able to learn new tasks. Importing this package registers every intervention in
-:data:`REGISTRY`; a trial names the ones it uses in ``interventions`` (see
+"""Plasticity interventions, one module each: continual backprop, embedding reset (active
+forgetting), ReDo and shrink & perturb change the weights being trained to keep the network
+able to learn new tasks. Their names, settings and rules on a trial are registered in
+:mod:`harness.config.interventions`; a module here is imported only when a trial builds its
+intervention. A trial names the ones it uses in ``interventions`` (see
 :mod:`harness.interventions.base`)."""
 
-from harness.interventions import (  # noqa: F401  (registration)
-    continual_backprop,
-    embedding_reset,
-    redo,
-    shrink_perturb,
-)
 from harness.interventions.base import (
     REGISTRY,
     Intervention,
     build_interventions,
     init_std,
     intervention_names,
-    register,
 )
 
-__all__ = [
-    "REGISTRY",
-    "Intervention",
-    "build_interventions",
-    "init_std",
-    "intervention_names",
-    "register",
-]
+__all__ = ["REGISTRY", "Intervention", "build_interventions", "init_std", "intervention_names"]

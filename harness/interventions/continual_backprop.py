@@ -39,50 +39,17 @@ from typing import ClassVar
 
 import torch
 
-from harness.interventions.base import Intervention, register, reinit_units
-
-_REFERENCE_FIXES = ("bias_correction", "mask_padding", "reset_adam_step")
-"""Settings whose reference value (true) changed the computation on 2026-12-05."""
+from harness.interventions.base import Intervention, reinit_units
 
 
-@register
 class ContinualBackprop(Intervention):
     name: ClassVar[str] = "continual_backprop"
-    source: ClassVar[str] = "Dohare et al. 2024"
     counters: ClassVar[tuple[str, ...]] = ("replaced",)
-    lora: ClassVar[str | None] = (
-        "under LoRA the MLP units' weights are frozen and an adapter has no units of its own "
-        "to replace"
-    )
 
-    def __init__(
-        self,
-        *,
-        rho: float = 1e-4,
-        maturity: int = 100,
-        decay: float = 0.99,
-        bias_correction: bool = True,
-        mask_padding: bool = True,
-        reset_adam_step: bool = True,
-    ):
-        """rho: replacement rate ρ: the share of eligible units replaced per step (fractions
-        accumulate across steps).
-        maturity: m, steps a unit must have lived before it can be replaced.
-        decay: η, the decay of the running utility, in [0, 1).
-        bias_correction: rank units by u / (1 - η^age), as gnt.py (false: by the raw u, which
-        makes a young unit look less useful than it is).
-        mask_padding: mean |h| over the non-padding positions only (false: every position).
-        reset_adam_step: restart Adam's step count of replaced rows and columns, as AdamGnT
-        (the trial trains with a per-element step count); false: only their moments."""
-        if not 0.0 <= rho < 1.0:
-            raise ValueError(f"continual_backprop rho: {rho} must be in [0, 1)")
-        if maturity < 0:
-            raise ValueError(f"continual_backprop maturity: {maturity} must be >= 0")
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"continual_backprop decay: {decay} must be in [0, 1)")
-        self.rho, self.maturity, self.decay = rho, maturity, decay
-        self.bias_correction, self.mask_padding = bool(bias_correction), bool(mask_padding)
-        self.reset_adam_step = bool(reset_adam_step)
+    def __init__(self, **settings) -> None:
+        super().__init__(
+            **settings
+        )  # :class:`harness.config.interventions.ContinualBackpropSettings`
         self.replaced = 0
         """Units replaced so far (all layers)."""
         self.utility: torch.Tensor | None = None
@@ -91,14 +58,6 @@ class ContinualBackprop(Intervention):
         """[layers, units] optimiser steps since each unit was (re)initialised."""
         self.allowance: torch.Tensor | None = None
         """[layers] replacements owed (the fractional part carries over)."""
-
-    @classmethod
-    def revision(cls, cfg) -> int:
-        """2: as gnt.py from 2026-12-05 (bias-corrected ranking, padding masked, Adam step
-        restarted), unless every one of those is switched off (the earlier computation)."""
-        s = cfg.interventions.get(cls.name) or {}
-        earlier = all(s.get(k) is False for k in _REFERENCE_FIXES)
-        return 1 if earlier else 2
 
     @property
     def per_element_step(self) -> bool:

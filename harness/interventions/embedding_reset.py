@@ -16,26 +16,15 @@ from typing import ClassVar
 
 import torch
 
-from harness.interventions.base import Intervention, init_std, register
+from harness.interventions.base import Intervention, init_std
 
 
-@register
 class EmbeddingReset(Intervention):
     name: ClassVar[str] = "embedding_reset"
-    source: ClassVar[str] = "Chen et al. 2023"
     counters: ClassVar[tuple[str, ...]] = ("applied",)
-    lora: ClassVar[str | None] = "LoRA trains adapters, not the embeddings"
 
-    def __init__(self, *, every: int | None = None, before_each_task: bool = False):
-        """every: reset after every this many optimiser steps (unset: never by steps).
-        before_each_task: reset before every task but the first."""
-        if every is not None and every < 1:
-            raise ValueError(f"embedding_reset every: {every} must be >= 1 (or unset)")
-        if every is None and not before_each_task:
-            raise ValueError(
-                "embedding_reset: set every (steps) or before_each_task=true, else it never acts"
-            )
-        self.every, self.before_each_task = every, before_each_task
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)  # :class:`harness.config.interventions.EmbeddingResetSettings`
         self.applied = 0
 
     def before_task(self, trial, stage: int) -> None:

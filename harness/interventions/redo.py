@@ -26,31 +26,15 @@ from typing import ClassVar
 
 import torch
 
-from harness.interventions.base import Intervention, register, reinit_units
+from harness.interventions.base import Intervention, reinit_units
 
 
-@register
 class ReDo(Intervention):
     name: ClassVar[str] = "redo"
-    source: ClassVar[str] = "Sokar et al. 2023"
     counters: ClassVar[tuple[str, ...]] = ("scans", "recycled")
-    paper_defaults: ClassVar[dict] = {"every": 1000}
-    lora: ClassVar[str | None] = (
-        "under LoRA the MLP units' weights are frozen, so they cannot be recycled"
-    )
 
-    def __init__(self, *, every: int = 100, tau: float = 0.025, batch_texts: int = 16):
-        """every: look for dormant units after every this many optimiser steps.
-        tau: a unit whose dormant score s_i is <= tau is recycled (Sokar et al.: 0.025-0.1).
-        batch_texts: the first this many training examples of the current task score the
-        units."""
-        if every < 1:
-            raise ValueError(f"redo every: {every} must be >= 1")
-        if tau < 0:
-            raise ValueError(f"redo tau: {tau} must be >= 0")
-        if batch_texts < 1:
-            raise ValueError(f"redo batch_texts: {batch_texts} must be >= 1")
-        self.every, self.tau, self.batch_texts = every, tau, batch_texts
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)  # :class:`harness.config.interventions.ReDoSettings`
         self.recycled = 0
         """Units recycled so far (all layers)."""
         self.scans = 0

@@ -13,41 +13,19 @@ adapters', so only they are shrunk and perturbed.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 
-from harness.interventions.base import Intervention, init_std, register
+from harness.interventions.base import Intervention, init_std
 
 
-@register
 class ShrinkPerturb(Intervention):
     name: ClassVar[str] = "shrink_perturb"
-    source: ClassVar[str] = "Ash & Adams 2020"
     counters: ClassVar[tuple[str, ...]] = ("applied",)
-    paper_defaults: ClassVar[dict] = {"shrink": 0.4, "sigma": 0.1}
 
-    def __init__(
-        self,
-        *,
-        shrink: float = 0.9,
-        sigma: float = 0.01,
-        noise: Literal["init", "scaled"] = "init",
-        every: int | None = None,
-    ):
-        """shrink: λ in θ ← λθ + σε, in (0, 1].
-        sigma: σ, the scale of the noise ε (>= 0).
-        noise: 'init': ε ~ N(0, r²) with r the model's initializer_range; 'scaled': ε ~ N(0,
-        std(θ)²) per tensor.
-        every: apply after every this many optimiser steps; unset: before every task but the
-        first."""
-        if not 0.0 < shrink <= 1.0:
-            raise ValueError(f"shrink_perturb shrink: {shrink} must be in (0, 1]")
-        if sigma < 0:
-            raise ValueError(f"shrink_perturb sigma: {sigma} must be >= 0")
-        if every is not None and every < 1:
-            raise ValueError(f"shrink_perturb every: {every} must be >= 1 (or unset)")
-        self.shrink, self.sigma, self.noise, self.every = shrink, sigma, noise, every
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)  # :class:`harness.config.interventions.ShrinkPerturbSettings`
         self.applied = 0
 
     def before_task(self, trial, stage: int) -> None:

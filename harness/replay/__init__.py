@@ -1,27 +1,18 @@
 """Replay methods (one module each) and the replay buffer.
 
-Importing this package registers every method in :data:`REGISTRY`; add a method by writing a
-module with an ``@register``-ed :class:`ReplayMethod` subclass and importing it below. The
-registry is the one list of method names: the config validates ``replay.method`` and
-``replay.settings`` against it (:func:`method_names`, :func:`settings_spec`), and the command
-line, the demo and the result tables take their names and order from it.
+Each method's name, settings and facts are registered in :mod:`harness.config.replay_methods`
+(the one list of method names: the config validates ``replay.method`` and ``replay.settings``
+against it, and the command line, the demo and the result tables take their names and order
+from it); its module here is imported only when a trial builds it (:func:`get_method`).
 """
 
-from harness.replay import ce, kl, l1, l2, none, tm  # noqa: F401  (registration side effects)
-from harness.replay.base import (
-    REGISTRY,
-    HiddenForward,
-    ReplayMethod,
-    ReplayView,
-    Setting,
-    combine,
-    get_method,
-    method_names,
-    register,
-    settings_spec,
-)
+from harness.config.replay_methods import REPLAY, method_names
+from harness.registry import Setting
+from harness.replay.base import HiddenForward, ReplayMethod, ReplayView, combine, get_method
 from harness.replay.buffer import ReplayBuffer
 from harness.replay.states import TMStates, pack_codes, tm_loss, tm_loss_raw, unpack_codes
+
+REGISTRY = REPLAY
 
 __all__ = [
     "REGISTRY",
@@ -35,8 +26,6 @@ __all__ = [
     "get_method",
     "method_names",
     "pack_codes",
-    "register",
-    "settings_spec",
     "tm_loss",
     "tm_loss_raw",
     "unpack_codes",

@@ -9,17 +9,16 @@ hidden states, a frozen-model forward), calls :meth:`ReplayMethod.prepare` once 
 
 from __future__ import annotations
 
-import inspect
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
 
-from harness.suggest import did_you_mean
+from harness.config.replay_methods import REPLAY
+from harness.registry import Configured
 
 if TYPE_CHECKING:
     from harness.replay.buffer import ReplayBuffer
@@ -59,29 +58,24 @@ class ReplayView:
     methods that do not need it cost no extra forward."""
 
 
-class ReplayMethod:
-    """Base class: one subclass per replay loss, registered by name."""
+class ReplayMethod(Configured):
+    """Base class: one subclass per replay loss, registered by name
+    (:data:`harness.config.replay_methods.REPLAY`, with its settings)."""
 
     name: ClassVar[str]
     """Registry name, used in configs and results."""
+    registry = REPLAY
     uses_replay: ClassVar[bool] = True
     """False only for ``none``: the trial puts no replay rows in any batch."""
     needs_hidden: ClassVar[bool] = False
     """The forward pass must return the replay rows' last hidden state (l1, l2, tm)."""
     needs_reference: ClassVar[bool] = False
     """Each replay batch also needs a frozen-model forward (kl, l1, l2)."""
-    default_weight: ClassVar[float] = 1.0
-    """Weight w in ``CE + w * term`` when the config does not set one (tm: 100)."""
-    display_order: ClassVar[int] = 100
-    """Place in listings, help and result tables (:func:`method_names`): the baseline first
-    (none: 0), GeRe's tm last of the built-in methods (50); a new method goes after them
-    unless it sets its own. Ties are broken by name."""
 
-    def __init__(self) -> None:
-        """Subclasses take their settings as keyword-only arguments with defaults and a type
-        annotation, documented in their ``__init__`` docstring one ``name: text`` line each
-        (see :func:`settings_spec`). The config builds the method to validate its settings, so
-        the constructor must be cheap and raise ValueError naming a bad value."""
+    @property
+    def default_weight(self) -> float:
+        """Weight w in ``CE + w * term`` when the config does not set one (its entry's)."""
+        return REPLAY.entry(self.name).default_weight
 
     def prepare(
         self,
@@ -112,110 +106,10 @@ class ReplayMethod:
     def load_state(self, path: Path) -> None:
         """Restore what :meth:`save_state` wrote (instead of calling ``prepare``)."""
 
-    def settings(self) -> dict[str, object]:
-        """The method's settings as passed to get_method (for logging and results)."""
-        return {key: getattr(self, key) for key in _setting_names(type(self))}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
-        return f"{type(self).__name__}({args})"
-
-
-REGISTRY: dict[str, type[ReplayMethod]] = {}
-"""Replay methods by name; filled by the ``@register`` lines of the method modules."""
-
-M = TypeVar("M", bound=type[ReplayMethod])
-
-
-def register(cls: M) -> M:
-    """Class decorator adding a method to :data:`REGISTRY` under ``cls.name``."""
-    from harness.core import add_to_registry
-
-    add_to_registry(REGISTRY, cls, "Replay method")
-    return cls
-
-
-def method_names() -> list[str]:
-    """Every registered method's name, in display order (none, ce, kl, l1, l2, tm, then any
-    newer method): the one list that configs, help, the demo and result tables use."""
-    return sorted(REGISTRY, key=lambda name: (REGISTRY[name].display_order, name))
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting of a replay method: a keyword-only argument of its ``__init__``."""
-
-    name: str
-    type: Any
-    """The annotation, resolved (e.g. ``float``)."""
-    default: Any
-    """The default value (None where ``required``)."""
-    doc: str
-    """Its line in the ``__init__`` docstring (``name: text``), without the name."""
-    required: bool = False
-    """The argument has no default."""
-
-
-def settings_spec(cls: type[ReplayMethod]) -> list[Setting]:
-    """The settings of a method class, in signature order."""
-    params = [
-        p
-        for p in inspect.signature(cls.__init__).parameters.values()
-        if p.name != "self" and p.kind is p.KEYWORD_ONLY
-    ]
-    hints = typing.get_type_hints(cls.__init__) if params else {}
-    docs = _setting_docs(inspect.getdoc(cls.__init__) or "", [p.name for p in params])
-    return [
-        Setting(
-            name=p.name,
-            type=hints.get(p.name, Any),
-            default=None if p.default is p.empty else p.default,
-            doc=docs.get(p.name, ""),
-            required=p.default is p.empty,
-        )
-        for p in params
-    ]
-
-
-def _setting_docs(doc: str, names: list[str]) -> dict[str, str]:
-    """``name: text`` paragraphs of a docstring (continuation lines are joined)."""
-    out: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in doc.splitlines():
-        head, sep, rest = line.strip().partition(":")
-        if sep and head in names:
-            current = out.setdefault(head, [])
-            current.append(rest.strip())
-        elif not line.strip():
-            current = None
-        elif current is not None:
-            current.append(line.strip())
-    return {name: " ".join(" ".join(parts).split()) for name, parts in out.items()}
-
-
-def _setting_names(cls: type[ReplayMethod]) -> list[str]:
-    params = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in params if p.name != "self" and p.kind is p.KEYWORD_ONLY]
-
 
 def get_method(name: str, **settings: object) -> ReplayMethod:
     """Build a registered replay method; unknown names or settings fail with a suggestion."""
-    if name not in REGISTRY:
-        available = method_names()
-        raise ValueError(
-            f"Unknown replay method {name!r}{did_you_mean(name, available)}. "
-            f"Available: {', '.join(available)}"
-        )
-    cls = REGISTRY[name]
-    known = _setting_names(cls)
-    unknown = [key for key in settings if key not in known]
-    if unknown:
-        problems = [f"{key!r}{did_you_mean(key, known)}" for key in unknown]
-        raise ValueError(
-            f"Unknown setting {', '.join(problems)} for replay method {name!r}. "
-            f"Settings of {name!r}: {', '.join(known) or '(none)'}."
-        )
-    return cls(**settings)
+    return REPLAY.build(name, **settings)
 
 
 def combine(ce: Tensor, term: Tensor | None, weight: float | str) -> tuple[Tensor, Tensor]:

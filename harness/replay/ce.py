@@ -10,15 +10,13 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from harness.replay.base import ReplayMethod, ReplayView, register
+from harness.replay.base import ReplayMethod, ReplayView
 
 
-@register
 class CEReplay(ReplayMethod):
     """Replay rows get CE only."""
 
     name: ClassVar[str] = "ce"
-    display_order: ClassVar[int] = 10
 
     def term(self, view: ReplayView) -> Tensor | None:
         return None

@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from harness.replay.base import ReplayMethod, ReplayView, register
+from harness.replay.base import ReplayMethod, ReplayView
 
 
 def kl_term(
@@ -38,26 +38,11 @@ def kl_term(
     return (temperature**2 if t2_scale else 1.0) * kl.mean()
 
 
-@register
 class KLReplay(ReplayMethod):
     """CE on replay rows + KL to the frozen model's temperature-softened next-token distribution."""
 
     name: ClassVar[str] = "kl"
-    display_order: ClassVar[int] = 20
     needs_reference: ClassVar[bool] = True
-
-    def __init__(
-        self, *, temperature: float = 2.0, t2_scale: bool = True, mask_padding: bool = True
-    ) -> None:
-        """temperature: softmax temperature T of both distributions; > 0 (reference: 2.0).
-        t2_scale: multiply the term by T^2 so its gradients keep their size across
-        temperatures (Hinton et al.); GeRe's reference calc_kl does not: false.
-        mask_padding: average over non-padding positions only; GeRe's reference calc_kl
-        averages over every position, padding included: false."""
-        if not temperature > 0:
-            raise ValueError(f"kl temperature must be > 0, got {temperature!r} (reference: 2.0).")
-        self.temperature = float(temperature)
-        self.t2_scale, self.mask_padding = bool(t2_scale), bool(mask_padding)
 
     def term(self, view: ReplayView) -> Tensor | None:
         ref_logits, _ = view.reference()

@@ -11,7 +11,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from harness.replay.base import ReplayMethod, ReplayView, register
+from harness.replay.base import ReplayMethod, ReplayView
 
 
 def feature_difference(view: ReplayView) -> Tensor:
@@ -23,12 +23,10 @@ def feature_difference(view: ReplayView) -> Tensor:
     return view.hidden[mask].float() - ref_hidden.to(view.hidden.device)[mask].float()
 
 
-@register
 class L1Replay(ReplayMethod):
     """CE on replay rows + mean absolute deviation from the frozen hidden states."""
 
     name: ClassVar[str] = "l1"
-    display_order: ClassVar[int] = 30
     needs_hidden: ClassVar[bool] = True
     needs_reference: ClassVar[bool] = True
 

@@ -10,16 +10,14 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from harness.replay.base import ReplayMethod, ReplayView, register
+from harness.replay.base import ReplayMethod, ReplayView
 from harness.replay.l1 import feature_difference
 
 
-@register
 class L2Replay(ReplayMethod):
     """CE on replay rows + mean squared deviation from the frozen hidden states."""
 
     name: ClassVar[str] = "l2"
-    display_order: ClassVar[int] = 40
     needs_hidden: ClassVar[bool] = True
     needs_reference: ClassVar[bool] = True
 

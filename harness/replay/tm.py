@@ -14,26 +14,19 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from harness.replay.base import HiddenForward, Ranks, ReplayMethod, ReplayView, register
+from harness.replay.base import HiddenForward, Ranks, ReplayMethod, ReplayView
 from harness.replay.buffer import ReplayBuffer
 from harness.replay.states import TMStates, build_or_load, tm_loss
 
 
-@register
 class TMReplay(ReplayMethod):
     """CE on replay rows + w * TM(h; states and thresholds of the frozen model)."""
 
     name: ClassVar[str] = "tm"
-    display_order: ClassVar[int] = 50
     needs_hidden: ClassVar[bool] = True
-    default_weight: ClassVar[float] = 100.0
 
-    def __init__(self, *, k: float = 1.0) -> None:
-        """k: the thresholds are mean +- k * std (population std) of each hidden dimension of
-        the frozen model on the replay texts; >= 0 (GeRe: 1.0)."""
-        if not k >= 0:
-            raise ValueError(f"tm k must be >= 0, got {k!r} (GeRe: 1.0).")
-        self.k = float(k)
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)  # :class:`harness.config.replay_methods.TMSettings`
         self.states: TMStates | None = None
 
     def prepare(
