@@ -17,7 +17,7 @@ from harness.world import generate as gen
 from harness.world import pretrain as pt
 from harness.world.adapt import adapt, base_config, ensure_adapted, probe_accuracy
 from harness.world.language import cipher, render_language, translate
-from results import analysis as an
+from results.presentation import active_forgetting as an
 from tests.helpers import SMALL_WORLD, tiny_pretrain
 
 SMALL = SMALL_WORLD

@@ -13,6 +13,9 @@ import pandas as pd
 import pytest
 
 from results import analysis as an
+from results import diagnostics, forgetting, rescore
+from results import matrices as mat
+from results.presentation import baselines, demo, plasticity
 
 
 def trial(tid: str, method: str, seed: int, status: str = "completed", **values) -> dict:
@@ -227,14 +230,14 @@ def general_rows(tid: str, accs: list[float], ppls: list[float]) -> list[dict]:
 
 def test_general_drop() -> None:
     g = pd.DataFrame(general_rows("x", [0.6, 0.45, 0.3], [10.0, 20.0, 40.0]))
-    d = an.general_drop(g.iloc[::-1])  # input order does not matter
+    d = forgetting.general_drop(g.iloc[::-1])  # input order does not matter
     assert d["stage"].tolist() == [0, 1, 2]
     # 0.6 - 0.45 = 0.15, 0.45 / 0.6 = 0.75; ppl 20 / 10 = 2 -> ln 2 nats per token.
     assert d["accuracy_drop"].tolist() == pytest.approx([0.0, 0.15, 0.30])
     assert d["accuracy_ratio"].tolist() == pytest.approx([1.0, 0.75, 0.5])
     assert d["ppl_ratio"].tolist() == pytest.approx([1.0, 2.0, 4.0])
     assert d["nll_increase"].tolist() == pytest.approx([0.0, math.log(2), math.log(4)])
-    no_start = an.general_drop(g[g["stage"] > 0])
+    no_start = forgetting.general_drop(g[g["stage"] > 0])
     assert no_start["accuracy_drop"].isna().all() and len(no_start) == 2
 
 
@@ -247,7 +250,7 @@ def test_forgetting_prevented_seed_matched() -> None:
             trial("t1", "tm", 1, general_acc_start=0.6, general_acc_final=0.55),
         ]
     )
-    out = an.forgetting_prevented(s).set_index("method")
+    out = forgetting.forgetting_prevented(s).set_index("method")
     # per seed: 1 - 0.05 / 0.2 = 0.75 and 1 - 0.05 / 0.1 = 0.5 -> mean 0.625,
     # sample std sqrt((0.125^2 + 0.125^2) / 1) = 0.17678; pooled 1 - 0.05 / 0.15 = 0.6667.
     assert out.loc["tm", "prevented_mean"] == pytest.approx(0.625)
@@ -258,8 +261,38 @@ def test_forgetting_prevented_seed_matched() -> None:
     assert out.loc["none", "prevented_mean"] == pytest.approx(0.0)  # the baseline vs itself
     # Perplexity: none 10 -> 20 (ln 2), tm 10 -> 10 * 2^0.25 (0.25 ln 2): 1 - 0.25 = 0.75.
     s["general_ppl_final"] = [20.0, 20.0, 10 * 2**0.25, 10 * 2**0.25]
-    ppl = an.forgetting_prevented(s, measure="ppl").set_index("method")
+    ppl = forgetting.forgetting_prevented(s, measure="ppl").set_index("method")
     assert ppl.loc["tm", "prevented_mean"] == pytest.approx(0.75)
+
+
+def test_demo_table_drop_prevented_is_the_seed_matched_forgetting_prevented() -> None:
+    s = pd.DataFrame(
+        [  # the drops of test_forgetting_prevented_seed_matched; tm:dynamic drops 0.1 and 0.0
+            trial("n0", "none", 0, general_acc_start=0.6, general_acc_final=0.4),
+            trial("n1", "none", 1, general_acc_start=0.6, general_acc_final=0.5),
+            trial("t0", "tm", 0, general_acc_start=0.6, general_acc_final=0.55, ap=0.8),
+            trial("t1", "tm", 1, general_acc_start=0.6, general_acc_final=0.55, ap=0.6),
+            trial("d0", "tm", 0, general_acc_start=0.6, general_acc_final=0.5),
+            trial("d1", "tm", 1, general_acc_start=0.6, general_acc_final=0.6),
+            trial("x2", "tm", 2, "failed", general_acc_start=0.6, general_acc_final=0.0),
+        ]
+    ).assign(replay_weight=["default"] * 4 + ["dynamic"] * 2 + ["default"])
+    t = demo.table({"summary": s})
+    assert t.index.tolist() == ["none", "tm", "tm:dynamic"]  # the registry's order, then A-Z
+    # Seed-matched, as in the report: (0.75 + 0.5) / 2 = 0.625, not 1 - 0.05 / 0.15 = 0.667
+    # (a ratio of the mean drops); tm:dynamic: (1 - 0.1 / 0.2 + 1 - 0 / 0.1) / 2 = 0.75.
+    assert t["drop_prevented"].tolist() == pytest.approx([0.0, 0.625, 0.75])
+    assert t.loc["tm", "drop_prevented"] == pytest.approx(
+        forgetting.forgetting_prevented(s[s.replay_weight == "default"])
+        .set_index("method")
+        .loc["tm", "prevented_mean"]
+    )
+    # Means over the completed trials only (the failed tm trial is not a seed).
+    assert t.loc["tm", ["seeds", "probe_final", "task_AP"]].tolist() == pytest.approx(
+        [2, 0.55, 0.7]
+    )
+    no_baseline = demo.table({"summary": s[s.method != "none"]})
+    assert no_baseline["drop_prevented"].isna().all()
 
 
 def test_forgetting_prevented_fallbacks() -> None:
@@ -272,7 +305,7 @@ def test_forgetting_prevented_fallbacks() -> None:
             trial("c0", "ce", 0, lr_multiplier=3.0, general_acc_start=0.6, general_acc_final=0.5),
         ]
     )
-    per = an.forgetting_prevented(s, per_trial=True).set_index("trial_id")
+    per = forgetting.forgetting_prevented(s, per_trial=True).set_index("trial_id")
     # t1's seed-1 baseline diverged: it falls back to the context mean (0.2 over seed 0 only).
     assert per.loc["t0", "matched"] == "seed" and per.loc["t1", "matched"] == "context"
     assert per.loc["t1", "prevented"] == pytest.approx(1 - 0.15 / 0.2)
@@ -283,9 +316,9 @@ def test_forgetting_prevented_fallbacks() -> None:
         flat = s.assign(
             general_acc_final=s["general_acc_final"].where(s["method"] != "none", final)
         )
-        assert an.forgetting_prevented(flat, per_trial=True)["prevented"].isna().all()
+        assert forgetting.forgetting_prevented(flat, per_trial=True)["prevented"].isna().all()
     with pytest.raises(ValueError, match="no completed trials of baseline 'none'"):
-        an.forgetting_prevented(s[s["method"] != "none"])
+        forgetting.forgetting_prevented(s[s["method"] != "none"])
 
 
 def test_forgetting_prevented_from_general_records_per_stage() -> None:
@@ -294,7 +327,7 @@ def test_forgetting_prevented_from_general_records_per_stage() -> None:
         general_rows("n0", [0.6, 0.5, 0.4], [10.0] * 3)
         + general_rows("t0", [0.6, 0.58, 0.55], [10.0] * 3)
     )
-    out = an.forgetting_prevented(s, g).query("method == 'tm'").set_index("stage")
+    out = forgetting.forgetting_prevented(s, g).query("method == 'tm'").set_index("stage")
     # stage 1: 1 - 0.02 / 0.1 = 0.8; stage 2: 1 - 0.05 / 0.2 = 0.75.
     assert out["prevented_mean"].tolist() == pytest.approx([0.8, 0.75])
 
@@ -312,14 +345,14 @@ def test_accuracy_matrix() -> None:
     ]
     rows += [dict(trial_id="other", stage=0, task="zzz", task_position=1, accuracy=0.0)]
     df = pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # row order must not matter
-    M = an.accuracy_matrix(df, "x")
+    M = mat.accuracy_matrix(df, "x")
     assert list(M.columns) == ["first", "second"] and M.index.name == "stage"
     np.testing.assert_allclose(M.to_numpy(), A)
     # A trial that stopped after task 1 keeps stage 2 as a NaN row.
-    M = an.accuracy_matrix(df[df["stage"] < 2], "x")
+    M = mat.accuracy_matrix(df[df["stage"] < 2], "x")
     assert M.shape == (3, 2) and M.loc[2].isna().all() and M.loc[1, "first"] == 0.9
     with pytest.raises(ValueError, match="no accuracy rows"):
-        an.accuracy_matrix(df, "missing")
+        mat.accuracy_matrix(df, "missing")
 
 
 # --- landscape -----------------------------------------------------------------------------
@@ -372,7 +405,7 @@ def test_interpolation_summary_barrier() -> None:
         point(0.0, 1.0, 1, slice_="interp:1->2"),
         point(0.5, 3.0, 1, slice_="interp:1->2"),
     ]
-    out = an.interpolation_summary(pd.DataFrame(rows)).set_index(["slice", "dataset"])
+    out = diagnostics.interpolation_summary(pd.DataFrame(rows)).set_index(["slice", "dataset"])
     assert len(out) == 3
     # L(0.5) = 3.0, line (1 - 0.5) * 2 + 0.5 * 3 = 2.5 -> barrier 0.5 at alpha 0.5.
     gen = out.loc[("interp:0->1", "gen")]
@@ -417,27 +450,27 @@ def test_plasticity_over_tasks() -> None:
     p = pd.DataFrame(rows)
     s = pd.DataFrame([trial("a", "tm", 0), trial("b", "tm", 1)])  # trial c is not in the summary
 
-    mean = an.plasticity_over_tasks(p, "effective_rank", summary=s, layers="mean")
+    mean = diagnostics.plasticity_over_tasks(p, "effective_rank", summary=s, layers="mean")
     # trial a: stage 0 (10 + 20) / 2 = 15, stage 1 (9 + 17) / 2 = 13; trial b: +2 -> 17, 15.
     # Over trials: stage 0 (15 + 17) / 2 = 16, std sqrt((1 + 1) / 1) = 1.414; stage 1: 14.
     assert mean[["method", "stage"]].values.tolist() == [["tm", 0], ["tm", 1]]
     assert mean["mean"].tolist() == pytest.approx([16.0, 14.0])
     assert mean["std"].tolist() == pytest.approx([math.sqrt(2)] * 2)
     assert mean["n"].tolist() == [2, 2]  # c is left out
-    whole = an.plasticity_over_tasks(p, "effective_rank", summary=s)  # auto -> layer -1
+    whole = diagnostics.plasticity_over_tasks(p, "effective_rank", summary=s)  # auto -> layer -1
     assert whole["mean"].tolist() == pytest.approx([51.0, 51.0])  # (50 + 52) / 2
-    each = an.plasticity_over_tasks(p, "effective_rank", summary=s, layers="each")
+    each = diagnostics.plasticity_over_tasks(p, "effective_rank", summary=s, layers="each")
     row = each[(each["stage"] == 1) & (each["layer"] == 1)].iloc[0]
     assert row["mean"] == pytest.approx(18.0)  # (17 + 19) / 2
-    per_trial = an.plasticity_over_tasks(p, "effective_rank", layers="mean")
+    per_trial = diagnostics.plasticity_over_tasks(p, "effective_rank", layers="mean")
     assert set(per_trial["trial_id"]) == {"a", "b", "c"} and per_trial["n"].eq(1).all()
 
     with pytest.raises(ValueError, match="several tau"):
-        an.plasticity_over_tasks(p, "dormant_fraction")
-    got = an.plasticity_over_tasks(p, "dormant_fraction", 0.1)
+        diagnostics.plasticity_over_tasks(p, "dormant_fraction")
+    got = diagnostics.plasticity_over_tasks(p, "dormant_fraction", 0.1)
     assert got["mean"].tolist() == [0.3]
     with pytest.raises(ValueError, match="recorded"):
-        an.plasticity_over_tasks(p, "srank")
+        diagnostics.plasticity_over_tasks(p, "srank")
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -467,13 +500,13 @@ def test_barrier_matches_hand_computed_values() -> None:
     alphas = [-0.5, 0.0, 0.25, 0.5, 1.0, 1.5]
     losses = [9.0, 2.0, 3.0, 2.5, 1.0, 9.0]
     # line: 2 - a;  excess at 0.25: 3 - 1.75 = 1.25;  at 0.5: 2.5 - 1.5 = 1.0
-    got = an.barrier(alphas, losses)
+    got = diagnostics.barrier(alphas, losses)
     assert got["barrier"] == pytest.approx(1.25) and got["alpha_at_barrier"] == 0.25
     assert (got["loss_start"], got["loss_end"], got["n_points"]) == (2.0, 1.0, 4)
-    assert an.barrier([0.0, 0.5, 1.0], [2.0, 1.0, 1.0])["barrier"] == pytest.approx(0.0)
-    assert an.barrier([0.0, 0.5, 1.0, 0.25], [2.0, 1.0, 2.0, 1.5])["barrier"] == 0.0
-    assert np.isnan(an.barrier([0.0, 0.5], [1.0, 2.0])["barrier"])  # no alpha = 1
-    assert an.barrier([1e-12, 1.0], [2.0, 1.0])["loss_start"] == 2.0  # within atol of 0
+    assert diagnostics.barrier([0.0, 0.5, 1.0], [2.0, 1.0, 1.0])["barrier"] == pytest.approx(0.0)
+    assert diagnostics.barrier([0.0, 0.5, 1.0, 0.25], [2.0, 1.0, 2.0, 1.5])["barrier"] == 0.0
+    assert np.isnan(diagnostics.barrier([0.0, 0.5], [1.0, 2.0])["barrier"])  # no alpha = 1
+    assert diagnostics.barrier([1e-12, 1.0], [2.0, 1.0])["loss_start"] == 2.0  # within atol of 0
 
 
 def test_wilson_interval_matches_the_textbook_value_and_the_paper_table_shows_it() -> None:
@@ -518,20 +551,20 @@ def test_rescore_generated_predictions_under_the_papers_normalisation() -> None:
             "generated": ["entailment.", "Neutral", "no"],
         }
     )
-    em = an.rescore(preds, "exact_match").iloc[0]
+    em = rescore.rescore(preds, "exact_match").iloc[0]
     assert (em.n_correct, em.n_total, em.scoring) == (2, 3, "exact_match")
-    assert an.rescore(preds, "generate").iloc[0].n_correct == 0  # case-sensitive, exact
+    assert rescore.rescore(preds, "generate").iloc[0].n_correct == 0  # case-sensitive, exact
     with pytest.raises(ValueError, match="carry no candidate log-likelihoods"):
-        an.rescore(preds, "loglik")
+        rescore.rescore(preds, "loglik")
     ll = preds.assign(generated=None, predicted=["Entailment", "neutral", "no"])
-    assert an.rescore(ll, "loglik").iloc[0].n_correct == 2
+    assert rescore.rescore(ll, "loglik").iloc[0].n_correct == 2
     with pytest.raises(ValueError, match="hold no generated text"):
-        an.rescore(ll, "exact_match")
+        rescore.rescore(ll, "exact_match")
     # SAPT's rule reads the answer after the last "Output:" (here "yes", not "neutral"); the
     # first-line rule reads "neutral"; both read past a leading line break
     talk = preds.assign(generated=["\nEntailment", "neutral\nOutput: yes", " yes"])
-    assert an.rescore(talk, "exact_match").iloc[0].n_correct == 2
-    assert an.rescore(talk, "generate").iloc[0].n_correct == 3
+    assert rescore.rescore(talk, "exact_match").iloc[0].n_correct == 2
+    assert rescore.rescore(talk, "generate").iloc[0].n_correct == 3
 
 
 # --- loss of plasticity -------------------------------------------------------------------
@@ -553,7 +586,7 @@ def test_plasticity_table_reads_the_diagonal_per_regime_first_k_against_last_k()
             _stream_trial("wd", 0, {"train": {"weight_decay": 0.1}}, status="failed"),
         ]
     )
-    assert an.regimes(summary).tolist() == [
+    assert plasticity.regimes(summary).tolist() == [
         "backprop", "backprop", "continual_backprop", "weight_decay"
     ]  # fmt: skip
     # 4 tasks: diagonal (stage == position) accuracies below; off-diagonal rows must be ignored.
@@ -566,9 +599,9 @@ def test_plasticity_table_reads_the_diagonal_per_regime_first_k_against_last_k()
                 rows.append(dict(trial_id=tid, stage=stage, task_position=pos, task=f"t{pos}",
                                  accuracy=acc))  # fmt: skip
     acc = pd.DataFrame(rows)
-    jl = an.just_learned(acc, summary)
+    jl = plasticity.just_learned(acc, summary)
     assert len(jl) == 12 and jl.accuracy.min() > 0.1  # 3 completed trials x 4 tasks
-    t = an.plasticity_table(acc, summary, k=5, formatted=False)  # k cut to 4 // 2 = 2
+    t = plasticity.plasticity_table(acc, summary, k=5, formatted=False)  # k cut to 4 // 2 = 2
     assert list(t.index) == ["backprop", "continual_backprop"]  # the failed trial is left out
     # backprop: first-2 means 0.85 (b0), 0.75 (b1) -> 0.80 ± sqrt(0.005); last-2 0.55, 0.35.
     b = t.loc["backprop"]
@@ -579,7 +612,7 @@ def test_plasticity_table_reads_the_diagonal_per_regime_first_k_against_last_k()
     c = t.loc["continual_backprop"]
     assert (c["first_2_mean"], c["last_2_mean"]) == pytest.approx((0.8, 0.7))
     assert math.isnan(c["first_2_std"]) and c["seeds"] == 1
-    shown = an.plasticity_table(acc, summary)
+    shown = plasticity.plasticity_table(acc, summary)
     assert shown.loc["backprop", "first_2"] == "80.0 ± 7.1"  # %: 100 * sqrt(0.005) = 7.07
     assert shown.loc["continual_backprop", "last_minus_first"] == "-10.0"
 
@@ -603,10 +636,10 @@ def test_baselines_are_named_from_the_config_and_read_against_multitask() -> Non
         trial("x", "none", 2, "failed", ap=0.99, config_json=cfg()),
     ]
     summary = pd.DataFrame(rows)
-    names = an.baselines(summary).tolist()
+    names = baselines.baselines(summary).tolist()
     assert names == ["none", "none", "none (lora)", "olora (lora)", "tm+ewc", "multitask",
                      "multitask", "none"]  # fmt: skip
-    t = an.baselines_table(summary, formatted=False)
+    t = baselines.baselines_table(summary, formatted=False)
     assert list(t.index) == ["none", "none (lora)", "olora (lora)", "multitask", "tm+ewc"]
     # multitask's mean AP (0.80 + 0.90) / 2 = 0.85; none: (0.30 + 0.50) / 2 - 0.85 = -0.45,
     # its std sqrt(((0.30-0.40)^2 + (0.50-0.40)^2) / 1) = 0.1414 (the failed trial left out)
@@ -615,7 +648,7 @@ def test_baselines_are_named_from_the_config_and_read_against_multitask() -> Non
     assert t.loc["none", "seeds"] == 2
     assert t.loc["tm+ewc", "gap_to_multitask_mean"] == pytest.approx(0.60 - 0.85)
     assert t.loc["multitask", "gap_to_multitask_mean"] == pytest.approx(0.0)
-    shown = an.baselines_table(summary)
+    shown = baselines.baselines_table(summary)
     assert shown.loc["none", "gap_to_multitask"] == "-45.0 ± 14.1"
 
 
@@ -674,7 +707,7 @@ def _cell(table: pd.DataFrame, stage: int, position: int, **group) -> pd.Series:
 
 def test_mean_accuracy_matrix_averages_completed_seeds_cell_by_cell(matrices) -> None:
     acc, summary = matrices
-    m = an.mean_accuracy_matrix(acc, summary[summary.lr_multiplier == 1.0])
+    m = mat.mean_accuracy_matrix(acc, summary[summary.lr_multiplier == 1.0])
     assert list(m.columns) == ["method", "stage", "task_position", "task", "mean", "std", "n"]
     assert m.method.unique().tolist() == ["none", "ce", "tm"]  # registry order
     # none after task b on task a: seeds 0, 1 (the diverged seed 2 is not averaged):
@@ -697,30 +730,30 @@ def test_mean_accuracy_matrix_averages_completed_seeds_cell_by_cell(matrices) ->
     np.testing.assert_allclose(tm.to_numpy(), [[0.5, 0.5], [2.5 / 3, 1.6 / 3], [0.8, 0.85]])
     # A NaN accuracy is not skipped: the cell's mean is NaN.
     acc.loc[(acc.trial_id == "n0") & (acc.stage == 1) & (acc.task == "a"), "accuracy"] = np.nan
-    assert np.isnan(_cell(an.mean_accuracy_matrix(acc, summary), 1, 1, method="none")["mean"])
+    assert np.isnan(_cell(mat.mean_accuracy_matrix(acc, summary), 1, 1, method="none")["mean"])
 
 
 def test_mean_accuracy_matrix_groups_by_several_settings_and_refuses_mixed_input(matrices):
     acc, summary = matrices
-    m = an.mean_accuracy_matrix(acc, summary, by=["method", "lr_multiplier"])
+    m = mat.mean_accuracy_matrix(acc, summary, by=["method", "lr_multiplier"])
     assert _cell(m, 2, 2, method="tm", lr_multiplier=3.0)[["mean", "n"]].tolist() == [0.2, 1]
     assert _cell(m, 2, 2, method="tm", lr_multiplier=1.0)["mean"] == pytest.approx(0.85)
     # Two scoring modes of one cell are two matrices: the caller picks one.
     twice = pd.concat([acc.assign(scoring="loglik"), acc.assign(scoring="exact_match")])
     with pytest.raises(ValueError, match=r"scoring modes \['exact_match', 'loglik'\].*scoring="):
-        an.mean_accuracy_matrix(twice, summary)
-    picked = an.mean_accuracy_matrix(twice, summary[summary.lr_multiplier == 1], scoring="loglik")
+        mat.mean_accuracy_matrix(twice, summary)
+    picked = mat.mean_accuracy_matrix(twice, summary[summary.lr_multiplier == 1], scoring="loglik")
     assert _cell(picked, 2, 1, method="tm")["mean"] == pytest.approx(0.8)
     # Trials of one group that ran different task sequences cannot be averaged cell by cell.
     swapped = acc.copy()
     swapped.loc[swapped.trial_id == "t1", "task"] = swapped.task.map({"a": "b", "b": "a"})
     with pytest.raises(ValueError, match=r"different tasks \['a', 'b'\].*add 'tasks' to by="):
-        an.mean_accuracy_matrix(swapped, summary)
+        mat.mean_accuracy_matrix(swapped, summary)
 
 
 def test_accuracy_matrix_difference_seed_matched_else_mean_minus_mean(matrices) -> None:
     acc, summary = matrices
-    d = an.accuracy_matrix_difference(acc, summary, by=["method", "lr_multiplier"])
+    d = mat.accuracy_matrix_difference(acc, summary, by=["method", "lr_multiplier"])
     assert list(d.columns) == [
         "method", "lr_multiplier", "stage", "task_position", "task",
         "difference", "std", "n", "n_baseline", "matched",
@@ -749,14 +782,14 @@ def test_accuracy_matrix_difference_seed_matched_else_mean_minus_mean(matrices) 
 def test_accuracy_matrix_difference_refuses_what_it_cannot_compare(matrices) -> None:
     acc, summary = matrices
     with pytest.raises(ValueError, match=r"by=\['lr_multiplier'\] has no 'method'"):
-        an.accuracy_matrix_difference(acc, summary, by=["lr_multiplier"])
+        mat.accuracy_matrix_difference(acc, summary, by=["lr_multiplier"])
     with pytest.raises(
         ValueError, match=r"baseline method 'kl'.*\['ce', 'none', 'tm'\].*baseline="
     ):
-        an.accuracy_matrix_difference(acc, summary, baseline="kl")
+        mat.accuracy_matrix_difference(acc, summary, baseline="kl")
     # A replay size is not matched (none has none of its own): tm at 100 is compared with none at 0.
     at_1x = summary[summary.lr_multiplier == 1]
-    d = an.accuracy_matrix_difference(acc, at_1x, by=["method", "replay_size"])
+    d = mat.accuracy_matrix_difference(acc, at_1x, by=["method", "replay_size"])
     assert _cell(d, 2, 1, method="tm").difference == pytest.approx(0.25)
 
 
@@ -788,7 +821,7 @@ def test_training_curve_stats_and_task_boundaries() -> None:
         + _curve("t1", [2.2, 1.4, 3.4, 1.5])
         + _curve("x", [9.0, 9.0, 9.0, 9.0])  # diverged: not averaged
     )
-    s = an.training_curve_stats(curve, summary)
+    s = diagnostics.training_curve_stats(curve, summary)
     assert list(s.columns) == ["method", "step", "stage", "mean", "std", "n"]
     assert s.step.tolist() == [2, 4, 6, 8] and s.stage.tolist() == [1, 1, 2, 2]
     # step 2: (2.0 + 2.2) / 2 = 2.1, std sqrt(2 * 0.1^2 / 1) = 0.1414; step 8: 1.5, std 0.
@@ -796,11 +829,13 @@ def test_training_curve_stats_and_task_boundaries() -> None:
     assert s["std"].tolist() == pytest.approx([0.02**0.5, 0.08**0.5, 0.08**0.5, 0.0])
     assert s.n.tolist() == [2, 2, 2, 2]
     # Task b begins after global step 4 (step - task_step of its rows); task a at 0.
-    b = an.task_boundaries(curve)
+    b = diagnostics.task_boundaries(curve)
     assert b.to_dict("list") == {"stage": [1, 2], "task": ["a", "b"], "step": [0, 4]}
     # Trials whose tasks took different numbers of steps: the median start (4, 6, 8 -> 6).
     longer = pd.DataFrame(_curve("y", [1.0] * 6, steps_per_task=6) + _curve("z", [1.0] * 8, 8))
-    assert an.task_boundaries(pd.concat([curve[curve.trial_id == "t0"], longer])).step.tolist() == [
+    assert diagnostics.task_boundaries(
+        pd.concat([curve[curve.trial_id == "t0"], longer])
+    ).step.tolist() == [
         0,
         6,
     ]

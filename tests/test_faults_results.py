@@ -30,8 +30,9 @@ from results.io import (
     trial_problems,
     write_records,
 )
-from results.report import build_report, incomplete_trials
+from results.report import build_report
 from results.schema import KINDS
+from results.trials import incomplete_trials
 from tests.test_report import STUDY, make_study
 
 ROOT = Path(__file__).resolve().parent.parent

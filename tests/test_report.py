@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from harness.metrics import all_metrics
-from results import plots
+from results import diagnostic_plots, matrix_plots, plots
 from results.io import read_study, study_dir, write_records
 from results.report import build_report
 from results.schema import KINDS
@@ -453,15 +453,15 @@ def test_plot_functions_label_axes_and_legends(study: Path) -> None:
     s, acc, gen = data["summary"], data["accuracy"], data["general"]
     figs = {
         "lr": plots.plot_lr_robustness(s),
-        "heatmap": plots.plot_accuracy_heatmap(acc, "tm-lr1-s0", summary=s),
-        "general": plots.plot_general_over_tasks(gen, s, panel="lr_multiplier"),
+        "heatmap": matrix_plots.plot_accuracy_heatmap(acc, "tm-lr1-s0", summary=s),
+        "general": diagnostic_plots.plot_general_over_tasks(gen, s, panel="lr_multiplier"),
         "replay": plots.plot_replay_size(s),
     }
     if HAS_EXTRA_KINDS:
         land, plast = data["landscape"], data["plasticity"]
-        figs["interp"] = plots.plot_interpolation(land, "tm-lr1-s0")
-        figs["2d"] = plots.plot_landscape_2d(land, "tm-lr1-s0", "random2d:seed=1")
-        figs["plast"] = plots.plot_plasticity(plast, s, "dormant_fraction", tau=0.1)
+        figs["interp"] = diagnostic_plots.plot_interpolation(land, "tm-lr1-s0")
+        figs["2d"] = diagnostic_plots.plot_landscape_2d(land, "tm-lr1-s0", "random2d:seed=1")
+        figs["plast"] = diagnostic_plots.plot_plasticity(plast, s, "dormant_fraction", tau=0.1)
     for name, fig in figs.items():
         assert isinstance(fig, Figure), name
         axes = _main_axes(fig)
@@ -484,7 +484,7 @@ def test_plot_functions_label_axes_and_legends(study: Path) -> None:
 
 def test_plot_heatmap_of_diverged_trial_leaves_missing_stages_blank(study: Path) -> None:
     acc = read_study(study)["accuracy"]
-    fig = plots.plot_accuracy_heatmap(acc, "none-lr3-s1")
+    fig = matrix_plots.plot_accuracy_heatmap(acc, "none-lr3-s1")
     # Stages 0 and 1 only: 2 rows x 3 tasks annotated, stages 2-3 blank.
     assert len(_main_axes(fig)[0].texts) == 2 * len(TASKS)
 
@@ -492,6 +492,8 @@ def test_plot_heatmap_of_diverged_trial_leaves_missing_stages_blank(study: Path)
 def test_results_package_does_not_import_torch_or_ray() -> None:
     code = (
         "import sys, results.analysis, results.plots, results.report; "
+        "import results.presentation.active_forgetting, results.presentation.baselines; "
+        "import results.presentation.demo, results.presentation.plasticity; "
         "bad = [m for m in ('torch', 'ray') if m in sys.modules]; "
         "assert not bad, bad"
     )
@@ -499,8 +501,24 @@ def test_results_package_does_not_import_torch_or_ray() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def test_a_study_presentation_is_found_by_its_stored_name_and_loaded_lazily() -> None:
+    from results.presentation import for_study
+
+    for name in ("active_forgetting", "baselines", "demo", "plasticity"):
+        assert for_study(name).STUDY == name
+    for name in (STUDY, "sparse", "no such study", "__init__", "x.y"):
+        assert for_study(name) is None  # the generic report only
+    code = (
+        "import sys, results.presentation; "
+        "assert 'matplotlib' not in sys.modules and 'results.presentation.baselines' not in "
+        "sys.modules, sorted(sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_markdown_table_renders_index_and_nan() -> None:
-    from results.report import markdown_table
+    from results.writer import markdown_table
 
     df = pd.DataFrame({"method": ["none", "tm"], "value": [0.5, np.nan]}).set_index("method")
     assert markdown_table(df).splitlines() == [
@@ -533,18 +551,18 @@ def test_random_slices_recorded_at_several_stages_are_plotted_per_stage() -> Non
                         )
                     )
     land = pd.DataFrame(rows)
-    one_d = plots.plot_interpolation(land, "t", slice_kind="random_1d")
+    one_d = diagnostic_plots.plot_interpolation(land, "t", slice_kind="random_1d")
     axes = _main_axes(one_d)
     assert len(axes) == 2
     for ax, offset in zip(axes, (10.0, 0.0), strict=True):
         assert min(ax.get_lines()[0].get_ydata()) == pytest.approx(offset)  # not a pooled mean
     for stage, offset in ((None, 0.0), (1, 10.0)):
-        fig = plots.plot_landscape_2d(land, "t", "random2d:seed=0", stage=stage)
+        fig = diagnostic_plots.plot_landscape_2d(land, "t", "random2d:seed=0", stage=stage)
         assert f"around stage {stage or 2}" in fig.get_suptitle()
         cbar = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"][0]
         assert cbar.get_ylim()[0] == pytest.approx(offset)
     with pytest.raises(ValueError, match="has stages"):
-        plots.plot_landscape_2d(land, "t", "random2d:seed=0", stage=3)
+        diagnostic_plots.plot_landscape_2d(land, "t", "random2d:seed=0", stage=3)
 
 
 # --- figures fit for a paper: formats, dpi, labels, seed means, curves, one glossary -------
@@ -628,19 +646,19 @@ def test_settings_label_names_settings_not_trial_ids(study: Path) -> None:
     # replay_size varies but follows the method (none at 0, tm at 100): not in the label.
     assert plots.trial_label(s, "tm-lr3-s1") == "tm, lr 3×, seed 1"
     assert plots.trial_label(None, "tm-lr3-s1") == "trial tm-lr3-s1"
-    heat = plots.plot_accuracy_heatmap(acc, "tm-lr1-s0", summary=s)
+    heat = matrix_plots.plot_accuracy_heatmap(acc, "tm-lr1-s0", summary=s)
     assert _main_axes(heat)[0].get_title() == "Accuracy matrix: tm, lr 1×, seed 0"
     if HAS_EXTRA_KINDS:
-        interp = plots.plot_interpolation(land, "tm-lr1-s0", summary=s)
+        interp = diagnostic_plots.plot_interpolation(land, "tm-lr1-s0", summary=s)
         assert interp.get_suptitle() == "Linear interpolation: tm, lr 1×, seed 0"
-        two_d = plots.plot_landscape_2d(land, "tm-lr1-s0", "random2d:seed=1", summary=s)
+        two_d = diagnostic_plots.plot_landscape_2d(land, "tm-lr1-s0", "random2d:seed=1", summary=s)
         assert two_d.get_suptitle().endswith(": tm, lr 1×, seed 0")
 
 
 def test_mean_and_difference_matrices_are_drawn_with_their_seed_counts(study: Path) -> None:
     data = read_study(study)
     s, acc = data["summary"], data["accuracy"]
-    fig = plots.plot_mean_accuracy_matrix(acc, s, {"method": "none", "lr_multiplier": 1.0})
+    fig = matrix_plots.plot_mean_accuracy_matrix(acc, s, {"method": "none", "lr_multiplier": 1.0})
     ax = _main_axes(fig)[0]
     assert ax.get_title() == "Accuracy matrix: none, lr 1×, seed mean (2)"
     # Cell (after task 3, task 1): 0.9 - 0.12 * 2 = 0.66 for seed 0 and 0.65 for seed 1.
@@ -649,9 +667,9 @@ def test_mean_and_difference_matrices_are_drawn_with_their_seed_counts(study: Pa
     }
     assert len(texts) == (len(TASKS) + 1) * len(TASKS) and texts[(3, 0)] == "0.66"
     # At 3x none has one completed seed: the diverged one is not averaged.
-    fig = plots.plot_mean_accuracy_matrix(acc, s, {"method": "none", "lr_multiplier": 3.0})
+    fig = matrix_plots.plot_mean_accuracy_matrix(acc, s, {"method": "none", "lr_multiplier": 3.0})
     assert _main_axes(fig)[0].get_title().endswith("none, lr 3×, 1 seed")
-    diff = plots.plot_accuracy_difference(acc, s, {"method": "tm", "lr_multiplier": 3.0})
+    diff = matrix_plots.plot_accuracy_difference(acc, s, {"method": "tm", "lr_multiplier": 3.0})
     ax = _main_axes(diff)[0]
     assert ax.get_title() == "Accuracy difference: tm − none, lr 3×\nseed-matched (1 seed(s))"
     # Seed 0 at 3x: fades 0.06 (tm) vs 0.36 (none) per task -> +0.30 and +0.60 below the diagonal.
@@ -664,14 +682,14 @@ def test_mean_and_difference_matrices_are_drawn_with_their_seed_counts(study: Pa
     assert image.get_cmap().name == "RdBu" and image.norm.vcenter == 0.0
     assert image.norm.vmin == pytest.approx(-image.norm.vmax)
     with pytest.raises(ValueError, match="no completed trial at"):
-        plots.plot_mean_accuracy_matrix(acc, s, {"method": "kl"})
+        matrix_plots.plot_mean_accuracy_matrix(acc, s, {"method": "kl"})
 
 
 @pytest.mark.skipif(not HAS_EXTRA_KINDS, reason="the study has no curve records")
 def test_training_curves_mean_band_and_task_boundaries(study: Path) -> None:
     data = read_study(study)
     s, curve = data["summary"], data["curve"]
-    fig = plots.plot_training_curves(curve, s[s.lr_multiplier == 1.0])
+    fig = diagnostic_plots.plot_training_curves(curve, s[s.lr_multiplier == 1.0])
     axes = _main_axes(fig)
     assert [ax.get_title() for ax in axes] == ["training loss", "task cross-entropy"]
     for ax in axes:
@@ -688,15 +706,19 @@ def test_training_curves_mean_band_and_task_boundaries(study: Path) -> None:
     tm_loss, tm_ce = (ax.get_lines()[1].get_ydata() for ax in axes)
     np.testing.assert_allclose(np.asarray(tm_loss) - np.asarray(tm_ce), 0.5)
     # Quantities never recorded get no panel; no completed trial means no figure.
-    only = plots.plot_training_curves(curve, s, quantities=("loss", "replay_ce"))
+    only = diagnostic_plots.plot_training_curves(curve, s, quantities=("loss", "replay_ce"))
     assert len(_main_axes(only)) == 2  # replay_ce is recorded for tm
     none = s[s.method == "none"]
     assert (
-        len(_main_axes(plots.plot_training_curves(curve, none, quantities=("loss", "replay_ce"))))
+        len(
+            _main_axes(
+                diagnostic_plots.plot_training_curves(curve, none, quantities=("loss", "replay_ce"))
+            )
+        )
         == 1
     )
     with pytest.raises(ValueError, match="no completed trial has curve records"):
-        plots.plot_training_curves(curve, s[s.status != "completed"])
+        diagnostic_plots.plot_training_curves(curve, s[s.status != "completed"])
 
 
 def test_report_has_one_glossary_that_the_sections_refer_to(report: Path) -> None:
