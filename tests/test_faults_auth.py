@@ -280,7 +280,7 @@ def _shell_blocks() -> list[tuple[str, str]]:
     cluster YAML (its usage lines; later comments are prose) and the Commands section of every
     study docstring."""
     blocks = []
-    for md in (ROOT / "README.md", CLUSTERS / "README.md"):
+    for md in (ROOT / "README.md", ROOT / "docs" / "running.md", CLUSTERS / "README.md"):
         for i, block in enumerate(re.findall(r"```bash\n(.*?)```", md.read_text(), re.S)):
             blocks.append((f"{md.relative_to(ROOT)} bash block {i}", block))
     for path in AUTOSCALER + KUBERAY:
@@ -329,7 +329,7 @@ RAY_COMMANDS = _ray_commands()
 
 def test_the_docs_show_ray_start_and_job_submit_where_expected():
     where = {w for w, _, _ in RAY_COMMANDS}
-    readme = [c for w, c, _ in RAY_COMMANDS if w.startswith("README.md")]
+    readme = [c for w, c, _ in RAY_COMMANDS if w.startswith("docs/running.md")]
     assert any(c.startswith("ray start --head") for c in readme)
     assert any("ray job submit" in c for c in readme)
     for study in STUDIES:
@@ -358,7 +358,7 @@ def test_study_docstrings_use_the_clusters_readme_token_file():
 def test_readme_makes_the_token_before_exporting_its_path():
     """A RAY_AUTH_TOKEN_PATH naming a missing or empty file is an error in Ray 2.60, and
     `ray get-auth-token --generate > FILE` with it exported would empty FILE first."""
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "running.md").read_text()
     section = text[text.index("### On a cluster: `ray job submit`") :]
     commands = _commands(re.search(r"```bash\n(.*?)```", section, re.S).group(1))
     make = next(i for i, c in enumerate(commands) if "ray get-auth-token --generate" in c)
@@ -392,7 +392,7 @@ def _kill_group(pgid: int, sig: int) -> None:
 
 
 def _readme_block() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "running.md").read_text()
     section = text[text.index("### On a cluster: `ray job submit`") :]
     return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
 
