@@ -47,7 +47,8 @@ def checkpoint_dir(cfg: TrialConfig) -> Path:
 def resumable(cfg: TrialConfig) -> Path | None:
     """The trial's checkpoint if one is complete and was saved with these settings, else None
     (an unreadable or foreign checkpoint is logged and ignored: the trial starts over)."""
-    from harness.trial import CHECKPOINT_STATE, comparable_settings
+    from harness.trial import CHECKPOINT_STATE
+    from results.ledger import comparable_settings
 
     path = checkpoint_dir(cfg)
     old = path.with_name(f".{path.name}.old")

@@ -144,7 +144,7 @@ def summary_table(result, cfg) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.checkpoints import LocalCheckpointHook
     from harness.data import DataError
-    from harness.trial import check_output
+    from results.ledger import check_output
 
     try:
         cfg = config_from_args(args)
@@ -186,7 +186,7 @@ def _run_claimed(args: argparse.Namespace, cfg, hooks: list, t0: float) -> int:
     if args.rerun or args.overwrite:
         checkpoints.remove(cfg)
     elif (done := stored_completed(cfg)) is not None:
-        from harness.trial import data_changed, stored_fingerprint
+        from results.ledger import data_changed, stored_fingerprint
 
         if stored_fingerprint(done) is not None:  # the same settings, but the same data?
             from harness.data import DataError

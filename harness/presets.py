@@ -39,7 +39,7 @@
   GPUs, and float32 (bf16 matmuls are slow on most CPUs). The learning rate is the 8B
   preset's (3e-6, meant for 1,000 examples x 3 epochs); the README's real-model table raises
   it to 1e-4 with ``--set train.lr=1e-4`` for every row and says so beside the numbers. Cost on a
-  2-core CPU: README "On a real model".
+  2-core CPU: docs/findings.md ("On a real model").
 
 ``smoke`` shrinks any preset to a run of seconds per trial with 2 Ray Train workers running
 DeepSpeed ZeRO-2 on CPU, so every study's ``--smoke-test`` runs on a 2-core machine.
@@ -58,6 +58,38 @@ from harness.suggest import did_you_mean
 log = logging.getLogger(__name__)
 
 PRESETS = ("tiny", "world", "smollm2-135m", "llama-3.1-8b")
+
+
+DEMO_SETTINGS = {
+    "data": {"max_train_per_task": 300, "max_test_per_task": 150, "max_seq_len": 160},
+    "replay": {"corpus": "general/train.jsonl", "size": 200, "max_tokens": 128},
+    # 3e-4 learns every task and erodes the probe step by step; at 1e-3 the base model's
+    # knowledge is gone after the first task, which leaves replay nothing to protect.
+    "train": {"lr": 3e-4, "batch_size": 16, "epochs": 10.0, "warmup_steps": 10, "log_every": 10},
+    "eval": {
+        "probe": "mmlu",
+        "probe_format": "continuation",
+        "probe_shots": 0,
+        "probe_max_questions": 400,
+        "heldout": "general/heldout.jsonl",
+        "heldout_max_texts": 100,
+        "heldout_max_tokens": 256,
+        "batch_size": 32,
+        "plasticity_texts": 16,
+    },
+    # 0.99 + the trial's 0.01 CPU: two trials side by side on a 2-core laptop (one thread each).
+    "scale": {"workers": 1, "backend": "torch", "cpus_per_worker": 0.99},
+}
+"""Settings of the demo's trials (the grid adds the method and the seed); the baselines study
+runs its world rows with them too, so its rows sit beside the demo's table."""
+
+DEMO_SMOKE_SETTINGS = {
+    "data": {"max_train_per_task": 48, "max_test_per_task": 24, "max_seq_len": 128},
+    "replay": {"size": 16, "max_tokens": 64},
+    "train": {"epochs": 1.0, "max_steps_per_task": 3, "warmup_steps": 1, "log_every": 1},
+    "eval": {"probe_max_questions": 24, "heldout_max_texts": 8, "heldout_max_tokens": 64},
+}
+"""--smoke-test: a few steps on small samples (the preset's tiny random model)."""
 
 
 def world_dir(seed: int = 0, stream: int = 0) -> Path:
@@ -297,3 +329,53 @@ def world_base_model(world: Path) -> Path:
     from harness.world.pretrain import ensure_base_model
 
     return ensure_base_model(world / "general" / "train.jsonl")
+
+
+def world_study_base(
+    base: dict[str, Any],
+    *,
+    data_dir: str | None,
+    seed: int,
+    pretrain: bool,
+    stream: int = 0,
+    corpus: str | None = None,
+    replay_corpus: bool = False,
+) -> tuple[dict[str, Any], Any]:
+    """The world-and-base recipe of the studies on the generated world (demo, baselines,
+    plasticity): the world of ``seed`` (generated into ``data_dir`` or the cache unless it is
+    there) and, when ``pretrain``, the small Llama pretrained on its general text (or on
+    ``corpus``), cached by content hash. Returns ``base`` with the world's data root and tasks
+    (its first ``stream`` long-stream tasks, when ``stream``), the replay corpus when
+    ``replay_corpus``, and the base model; and the world's :class:`WorldInfo`. ConfigError
+    names a missing corpus or a world with too short a stream."""
+    from harness.config import ConfigError
+    from harness.world.generate import generate_world
+    from harness.world.pretrain import ensure_base_model
+
+    where = Path(data_dir) if data_dir else world_dir(seed, stream=stream)
+    try:
+        info = generate_world(
+            where, seed=seed, **({"n_stream_tasks": max(stream, 3)} if stream else {})
+        )
+    except FileExistsError as exc:
+        raise ConfigError([f"--data-dir: {exc}"]) from exc
+    if stream and len(info.stream) < stream:
+        raise ConfigError(
+            [
+                f"--data-dir {str(where)!r} holds a stream of {len(info.stream)} tasks, fewer "
+                f"than --stream-tasks {stream}; pass an empty directory (with --generate-world) "
+                "or a smaller --stream-tasks"
+            ]
+        )
+    text = Path(corpus).resolve() if corpus else info.general_train
+    if not text.is_file():
+        raise ConfigError(
+            [f'--corpus {str(text)!r} does not exist; give a jsonl file of {{"text": ...}} lines']
+        )
+    tasks = info.stream[:stream] if stream else info.tasks
+    world: dict[str, Any] = {"data": {"root": str(info.root), "tasks": ",".join(tasks)}}
+    if replay_corpus:
+        world["replay"] = {"corpus": str(text)}
+    if pretrain:
+        world["model"] = {"name": str(ensure_base_model(text))}
+    return merge(base, world), info

@@ -1,11 +1,11 @@
 """The command line shared by every study script in studies/.
 
-A study script defines its question (docstring), its GRID and its SMOKE grid -- and, when
-its trials need settings beyond the preset's, SETTINGS and SMOKE_SETTINGS (dotted keys or
-nested dicts) -- as module-level constants, and calls :func:`main` with them. Everything else
--- presets, overrides, validation of the whole grid on the driver, running it on Ray, the
-summary table, the report -- lives here. tests/test_presets.py reads those constants and
-validates every study's grids under every preset.
+A study script describes itself in one :class:`Study` -- its question (docstring), its grid
+and smoke grid, and, when its trials need settings beyond the preset's, ``settings`` and
+``smoke_settings`` (dotted keys or nested dicts) -- and runs it (``studies.run(STUDY)``).
+Everything else -- presets, overrides, validation of the whole grid on the driver, running it
+on Ray, the summary table, the report -- lives here. tests/test_presets.py reads every study's
+``STUDY`` and validates its grids under every preset.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from harness.config import ConfigError, load_file, merge, option_types, read_ove
 from harness.presets import PRESETS, base_config
 from harness.tune import TRACKERS, Axis, axis, expand_grid, run_study
 
-__all__ = ["axis", "main", "study_base"]
+__all__ = ["Study", "axis", "main", "study_base"]
 
 log = logging.getLogger("harness.study")
 
@@ -45,7 +46,11 @@ def landscape_cost(configs) -> str:
     )
 
 
-def build_parser(name: str, doc: str | None, preset: str = "tiny") -> argparse.ArgumentParser:
+def build_parser(
+    name: str, doc: str | None, preset: str = "tiny", *, trials: bool = True
+) -> argparse.ArgumentParser:
+    """The study's options; ``trials=False``: a study of :class:`Jobs` (no preset, no trial
+    settings)."""
     p = argparse.ArgumentParser(
         prog=f"python studies/{name}.py",
         description=doc,
@@ -56,8 +61,12 @@ def build_parser(name: str, doc: str | None, preset: str = "tiny") -> argparse.A
         action="store_true",
         help="Tiny model, 2 tasks, a few steps, the SMOKE grid; 2 DeepSpeed ZeRO-2 workers "
         "per trial on CPU. Minutes on a laptop. (--preset smollm2-135m keeps its real model "
-        "and ZeRO-3, on 2 tasks of a few examples.)",
+        "and ZeRO-3, on 2 tasks of a few examples.)"
+        if trials
+        else "The study's smallest form: a tiny model, a few steps. Minutes on a laptop.",
     )
+    if not trials:
+        return _common_options(p, trials=False)
     p.add_argument(
         "--preset",
         default=preset,
@@ -65,19 +74,6 @@ def build_parser(name: str, doc: str | None, preset: str = "tiny") -> argparse.A
         help=f"Model/data/scale preset (default: {preset}; smollm2-135m is a real model, "
         "prepared once with 'gere model prepare smollm2-135m'; llama-3.1-8b needs a GPU "
         "cluster).",
-    )
-    p.add_argument(
-        "--out",
-        default=None,
-        help="Results root, a directory or an object-store URI (s3://bucket/prefix, gs://...); "
-        "Parquet lands in <out>/study=<name>/ (default: out of --set or --config, else runs).",
-    )
-    p.add_argument(
-        "--storage-path",
-        default=None,
-        help="Ray Tune/Train storage for checkpoints (shared storage such as s3://bucket/gere "
-        "or an NFS path on a multi-node cluster). Default: <out>/_ray (a folder Parquet "
-        "readers skip, so <out> stays a pure dataset).",
     )
     p.add_argument(
         "--config",
@@ -94,13 +90,6 @@ def build_parser(name: str, doc: str | None, preset: str = "tiny") -> argparse.A
         "integration (settings as the run's config; the training curve every train.log_every "
         "steps; per-task metrics): mlflow (MLFLOW_TRACKING_URI), wandb (WANDB_PROJECT, "
         "WANDB_MODE=offline) or tensorboard (event files in the Ray storage).",
-    )
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        help="Data root (long_sequence/, general/, mmlu/). Default: the preset's "
-        "(the generated world for tiny/world; $GERE_DATA_DIR or ../shared/data for "
-        "smollm2-135m and llama-3.1-8b).",
     )
     p.add_argument(
         "--generate-world",
@@ -122,11 +111,40 @@ def build_parser(name: str, doc: str | None, preset: str = "tiny") -> argparse.A
         default=[],
         help="Override a base setting for every trial, e.g. --set train.epochs=2.",
     )
+    return _common_options(p, trials=True)
+
+
+def _common_options(p: argparse.ArgumentParser, *, trials: bool) -> argparse.ArgumentParser:
+    """The options of every study: where results go, how many at once, the report."""
+    p.add_argument(
+        "--out",
+        default=None,
+        help="Results root, a directory or an object-store URI (s3://bucket/prefix, gs://...); "
+        "Parquet lands in <out>/study=<name>/ (default: out of --set or --config, else runs).",
+    )
+    p.add_argument(
+        "--storage-path",
+        default=None,
+        help="Ray Tune/Train storage for checkpoints (shared storage such as s3://bucket/gere "
+        "or an NFS path on a multi-node cluster). Default: <out>/_ray (a folder Parquet "
+        "readers skip, so <out> stays a pure dataset).",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="Data root (long_sequence/, general/, mmlu/). Default: the preset's "
+        "(the generated world for tiny/world; $GERE_DATA_DIR or ../shared/data for "
+        "smollm2-135m and llama-3.1-8b)."
+        if trials
+        else "A generated world (default: the cached world of seed 0, generated on first use).",
+    )
     p.add_argument(
         "--max-concurrent",
         type=int,
         default=None,
-        help="Trials at once (default: derived from the cluster's CPUs/GPUs).",
+        help="Trials at once (default: derived from the cluster's CPUs/GPUs)."
+        if trials
+        else "Runs at once (default: 1, one after another).",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="Validate and list the grid, run nothing."
@@ -238,39 +256,79 @@ def _study_out(given: str | None, overrides: dict, from_file: dict, config: str 
     return str(others[0][1]) if others else "runs"
 
 
-def main(
-    name: str,
-    doc: str | None,
-    grid: Sequence[Axis] | Callable[[argparse.Namespace], Sequence[Axis]],
-    smoke: Sequence[Axis] | Callable[[argparse.Namespace], Sequence[Axis]],
-    argv: Sequence[str] | None = None,
-    *,
-    settings: dict | None = None,
-    smoke_settings: dict | None = None,
-    hooks: Sequence = (),
-    preset: str = "tiny",
-    options: Callable[[argparse.ArgumentParser], None] | None = None,
-    prepare: Callable[[argparse.Namespace, dict], dict] | None = None,
-    present: Callable[[argparse.Namespace, Any], None] | None = None,
-) -> int:
-    """Run a study script: ``settings`` (dotted keys) apply to every trial of the study on
-    top of the preset, ``smoke_settings`` on top of those under --smoke-test; ``--set`` wins
-    over both. ``hooks``: extra stage hooks for every trial (:func:`harness.tune.run_study`).
+Axes = Sequence[Axis] | Callable[[argparse.Namespace], Sequence[Axis]]
+"""A grid: its axes, or a function of the parsed arguments giving them (a study's options)."""
 
-    A study with options of its own (the demo): ``options(parser)`` adds them; ``grid`` and
-    ``smoke`` may be functions of the parsed arguments; ``prepare(args, base)`` returns the
-    base config to run after the grid was validated on it (expensive set-up, such as
-    pretraining a base model, comes after a typo would have failed); ``present(args,
-    summary)`` prints the results instead of the summary table. ``preset``: the default
-    --preset (a study that provides ``prepare`` resolves the preset's model itself)."""
+
+@dataclass(frozen=True)
+class Jobs:
+    """The runs of a study that are not harness trials (the active-forgetting study's
+    adaptations of a small pretrained model), each a Ray Tune trial
+    (:func:`harness.tune.run_jobs`)."""
+
+    kind: str
+    """The record kind each run writes (one file per run)."""
+    plan: Callable[[argparse.Namespace], list[tuple[str, dict]]]
+    """``plan(args) -> [(run id, spec)]``; raises ValueError or ConfigError naming a bad
+    option, before any work."""
+    run: Callable[[dict], list[dict]]
+    """``run(spec) -> rows`` (a module-level function: it runs in a Ray worker)."""
+    prepare: Callable[[argparse.Namespace, list], list] | None = None
+    """``prepare(args, planned) -> planned``: the driver's set-up after the plan was listed
+    (e.g. pretraining the bases every run starts from); returns the runs with their specs."""
+    cpus: float = 1.0
+    """CPUs each run holds."""
+
+
+@dataclass(frozen=True)
+class Study:
+    """What a study script declares; :func:`main` does the rest."""
+
+    name: str
+    """The study's name: its results folder ``study=<name>`` and its presentation
+    (:mod:`results.presentation`)."""
+    doc: str | None
+    """The question, grid, cost and commands (the script's docstring; ``--help`` shows it)."""
+    grid: Axes
+    smoke: Axes
+    """The grid of ``--smoke-test``."""
+    settings: dict | None = None
+    """Settings of every trial, on top of the preset."""
+    smoke_settings: dict | None = None
+    """On top of ``settings`` under ``--smoke-test``."""
+    preset: str = "tiny"
+    """The default --preset (a study that provides ``prepare`` resolves its model itself)."""
+    options: Callable[[argparse.ArgumentParser], None] | None = None
+    """Adds the study's own options to the parser."""
+    prepare: Callable[[argparse.Namespace, dict], dict] | None = None
+    """``prepare(args, base) -> base``: expensive set-up (a world, a pretrained base model)
+    after the grid was validated, so a typo fails first."""
+    present: Callable[[argparse.Namespace, Any], None] | None = None
+    """``present(args, summary)`` prints the results instead of the summary table."""
+    hooks: Sequence = ()
+    """Extra stage hooks for every trial (:func:`harness.tune.run_study`)."""
+    report: Callable[..., Any] | None = None
+    """``report(study_dir, fmt=, dpi=) -> where`` writes the Markdown report (``--report``);
+    ``studies.run`` gives :func:`results.report.write_report`."""
+    jobs: Jobs | None = None
+    """The study's runs when they are not harness trials (then ``grid``/``smoke`` are empty
+    and ``present(args, study_dir)`` prints its table)."""
+
+
+def main(study: Study, argv: Sequence[str] | None = None) -> int:
+    """Run a study: the preset, then ``study.settings``, then ``study.smoke_settings`` under
+    --smoke-test; ``--set`` wins over all of them."""
+    name, grid, smoke, prepare = study.name, study.grid, study.smoke, study.prepare
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser(name, doc, preset)
-    if options is not None:
-        options(parser)
+    parser = build_parser(name, study.doc, study.preset, trials=study.jobs is None)
+    if study.options is not None:
+        study.options(parser)
     args = parser.parse_args(argv)
+    if study.jobs is not None:
+        return _main_jobs(study, study.jobs, args)
     from harness.data.release import how_to_get
     from harness.inputs import preflight
-    from harness.trial import check_output
+    from results.ledger import check_output
     from results.storage import check_writable, is_uri
 
     try:
@@ -294,6 +352,10 @@ def main(
                     )
                 ]
             )
+        if args.report and study.report is None:
+            raise ConfigError(
+                ["--report: this study has no report writer; run it with studies.run"]
+            )
         if args.dpi <= 0:
             raise ConfigError([f"--dpi {args.dpi}: must be a positive integer, e.g. 150 or 300"])
         types = option_types()
@@ -304,8 +366,8 @@ def main(
             args.preset,
             smoke=args.smoke_test,
             data_dir=args.data_dir,
-            settings=settings,
-            smoke_settings=smoke_settings,
+            settings=study.settings,
+            smoke_settings=study.smoke_settings,
             # merge({}, ...) expands the file's own dotted keys, so --set wins over all of them
             overrides=merge(merge({}, from_file), {**overrides, "out": args.out}),
             resolve_model=prepare is None,
@@ -347,7 +409,7 @@ def main(
             configs,
             storage_path=storage,
             max_concurrent=args.max_concurrent,
-            hooks=hooks,
+            hooks=study.hooks,
             overwrite=args.overwrite,
             tracker=args.tracker,
         )
@@ -360,8 +422,8 @@ def main(
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if present is not None:
-        present(args, summary)
+    if study.present is not None:
+        study.present(args, summary)
     else:
         cols = [
             c
@@ -389,7 +451,75 @@ def main(
         f"results: {where}  (python -c \"from results.io import read_study; read_study('{where}')\")"
     )
     if args.report:
-        from results.report import write_report
+        print(f"report: {study.report(where, fmt=args.figure_format, dpi=args.dpi)}")
+    return 0
 
-        print(f"report: {write_report(where, fmt=args.figure_format, dpi=args.dpi)}")
+
+def method_axis(spec: str) -> list[dict]:
+    """``--methods none,tm,tm:dynamic`` as one grid axis ('method:weight' sets replay.weight)."""
+    points = []
+    for item in (x.strip() for x in spec.split(",") if x.strip()):
+        name, _, weight = item.partition(":")
+        points.append({"replay.method": name, **({"replay.weight": weight} if weight else {})})
+    return points
+
+
+def only(points: list[dict], label: str, wanted: str | None, option: str) -> list[dict]:
+    """The points of a labelled axis (``{"@baseline": "tm", ...}``) that ``wanted`` names
+    (comma-separated; all when empty), in the axis's order; ConfigError naming an unknown one."""
+    from harness.suggest import did_you_mean
+
+    names = [p[label] for p in points]
+    picked = [r.strip() for r in (wanted or "").split(",") if r.strip()]
+    unknown = [r for r in picked if r not in names]
+    if unknown:
+        raise ConfigError(
+            [
+                f"{option}: {unknown[0]!r} is not a row of the table"
+                f"{did_you_mean(unknown[0], names)}; rows: {', '.join(names)}"
+            ]
+        )
+    return [p for p in points if not picked or p[label] in picked]
+
+
+def _main_jobs(study: Study, jobs: Jobs, args: argparse.Namespace) -> int:
+    """:func:`main` for a study of :class:`Jobs`: plan, list, prepare, run, present, report."""
+    from harness.config import TrialConfig
+    from harness.tune import run_jobs
+    from results.io import study_dir
+    from results.ledger import check_output
+
+    args.out = args.out or "runs"
+    try:
+        if args.report and study.report is None:
+            raise ConfigError(
+                ["--report: this study has no report writer; run it with studies.run"]
+            )
+        if args.dpi <= 0:
+            raise ConfigError([f"--dpi {args.dpi}: must be a positive integer, e.g. 150 or 300"])
+        planned = jobs.plan(args)
+        check_output(TrialConfig(out=args.out))  # the results root, before any preparation
+    except (ValueError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"study {study.name}: {len(planned)} runs{' (smoke test)' if args.smoke_test else ''}")
+    for run_id, _ in planned:
+        print(f"  {run_id}")
+    if args.dry_run:
+        return 0
+    if jobs.prepare is not None:
+        planned = jobs.prepare(args, planned)
+    storage = args.storage_path or default_storage(args.out)
+    try:
+        run_jobs(study.name, args.out, jobs.kind, planned, jobs.run, storage_path=storage,
+                 max_concurrent=args.max_concurrent or 1, cpus=jobs.cpus)  # fmt: skip
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    where = study_dir(args.out, study.name)
+    if study.present is not None:
+        study.present(args, where)
+    print(f"results: {where}")
+    if args.report:
+        print(f"report: {study.report(where, fmt=args.figure_format, dpi=args.dpi)}")
     return 0

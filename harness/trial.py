@@ -21,9 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,8 +30,7 @@ from typing import Any, ClassVar
 import torch
 
 from harness.backend import Backend, make_backend
-from harness.config import ConfigError, TrialConfig, computed_settings, from_dict
-from harness.config.flat import flat_settings
+from harness.config import ConfigError, TrialConfig
 from harness.core import device_of, eval_mode
 from harness.hooks import Hook
 from harness.inputs import (
@@ -43,7 +40,6 @@ from harness.inputs import (
     load_data,
     tokenize_inputs,
 )
-from harness.metrics import all_metrics, matrix_from_long
 from harness.models import (
     check_lora_targets,
     check_model_source,
@@ -54,6 +50,9 @@ from harness.models import (
 from harness.provenance import provenance, version_string
 from harness.replay.base import Ranks, get_method
 from harness.train import train_task
+from results import ledger
+from results.ledger import check_output, data_changed, stored_conflict, stored_summary_or_none
+from results.summary import summary_row
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,8 @@ KINDS = ("accuracy", "general", "predictions", "curve", "plasticity", "landscape
 """The record kinds a trial's state holds rows of (``summary`` is written from them)."""
 CHECKPOINT_STATE = "state.json"
 """The trial state's file inside a checkpoint directory."""
+CHECKPOINT_CONFIG = "trial_config.json"
+"""The config the checkpoint was saved with: a resume with other settings is refused."""
 
 
 @dataclass
@@ -460,6 +461,7 @@ class Trial:
                     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
                     save_file(tensors, str(self._hook_file(path / "hooks", i, hook)))
             self.state.torch_rng = torch.get_rng_state().tolist()
+            (path / CHECKPOINT_CONFIG).write_text(json.dumps(self.cfg.to_dict(), sort_keys=True))
             (path / CHECKPOINT_STATE).write_text(json.dumps(self.state.to_dict()))
         self.backend.barrier()
 
@@ -470,6 +472,18 @@ class Trial:
             raise ValueError(
                 f"checkpoint {path} belongs to trial {state.trial_id!r}, not {self.cfg.id!r}"
             )
+        saved = path / CHECKPOINT_CONFIG  # absent in checkpoints written before it existed
+        if saved.is_file():
+            theirs = ledger.comparable_settings(json.loads(saved.read_text()))
+            if theirs != ledger.comparable_settings(self.cfg.to_dict()):
+                raise ConfigError(
+                    [
+                        f"trial {self.cfg.id}: its checkpoint {path} was saved with other "
+                        "settings (another study or config under the same trial id), so it "
+                        "cannot resume: give this trial another trial_id or study, or remove "
+                        "that checkpoint (harness run: --rerun)"
+                    ]
+                )
         mine = self.state.data_fingerprint
         if state.data_fingerprint and mine and state.data_fingerprint != mine:
             raise ConfigError(
@@ -518,52 +532,23 @@ def run_trial(
 
 
 def _summary(trial: Trial, status: str) -> dict:
-    import pandas as pd
-
-    from harness.metrics import METRICS
-
-    cfg, acc, general = trial.cfg, trial.state.rows["accuracy"], trial.state.rows["general"]
-    data = trial.data
-    n, n_stages = len(data.tasks), len(trial.stages)
-    metrics = dict.fromkeys(METRICS, float("nan"))
-    done = acc and len({r["stage"] for r in acc}) == n_stages + 1
-    if done and n_stages == n and "single_task" not in cfg.cl:
-        A, _ = matrix_from_long(pd.DataFrame(acc))
-        metrics = all_metrics(A)
-    elif done and "single_task" in cfg.cl:
-        pass  # every task alone: only the diagonal means much (results.analysis: fwt_sapt)
-    elif done:  # every task trained in one stage (multitask): only the final scores mean much
-        final = [r["accuracy"] for r in acc if r["stage"] == n_stages]
-        metrics["ap"] = sum(final) / len(final)
-    diverged = trial.diverged
-    return dict(
+    cfg, data = trial.cfg, trial.data
+    return summary_row(
+        cfg,
         status=status,
         error=trial.error,
-        diverged_stage=diverged[0],
-        diverged_step=diverged[1],
+        diverged=trial.diverged,
         wall_time_s=time.perf_counter() - trial.started,
-        n_tasks=n,
-        n_stages=n_stages,
         tasks=[t.name for t in data.tasks],
-        model=cfg.model.name,
-        tuning=cfg.model.tuning,
-        method=cfg.replay.method,
+        n_stages=len(trial.stages),
         replay_size=len(data.replay),
-        replay_weight=str(cfg.replay.weight if cfg.replay.weight is not None else "default"),
-        lr=cfg.train.lr,
-        lr_multiplier=cfg.train.lr_multiplier,
-        seed=cfg.seed,
-        **metrics,
-        general_acc_start=general[0]["accuracy"] if general else float("nan"),
-        general_acc_final=general[-1]["accuracy"] if general else float("nan"),
-        general_ppl_start=general[0]["ppl"] if general else float("nan"),
-        general_ppl_final=general[-1]["ppl"] if general else float("nan"),
-        config_json=json.dumps(cfg.to_dict(), sort_keys=True),
-        data_fingerprint=data.fingerprint,
-        data_warnings=list(data.warnings),
+        accuracy=trial.state.rows["accuracy"],
+        general=trial.state.rows["general"],
+        fingerprint=data.fingerprint,
+        warnings=data.warnings,
         harness_version=version_string(),
-        **provenance(_device(trial), trial.started_at),
-        **flat_settings(cfg.to_dict(), getattr(trial, "weight", None)),
+        provenance=provenance(_device(trial), trial.started_at),
+        weight=getattr(trial, "weight", None),
     )
 
 
@@ -607,177 +592,6 @@ def failure_reason(exc: BaseException, trial: Trial) -> str:
     return text
 
 
-def check_output(cfg: TrialConfig) -> None:
-    """ConfigError unless results can be written under ``cfg.out`` (tried with a temp file; on
-    an object store, one small object written and deleted)."""
-    from results import storage
-
-    if storage.is_uri(cfg.out):
-        problem = storage.check_writable(cfg.out, "out:")
-        if problem:
-            raise ConfigError([problem])
-        return
-    out = Path(storage.location(cfg.out)).expanduser()  # file:///x is the local /x
-    where = f"out: {cfg.out!r}"
-    existing = next((p for p in (out, *out.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise ConfigError(
-            [f"{where} {existing} is a file, not a directory; pick a directory for results"]
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-check-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            [f"{where} cannot be written ({exc.strerror or exc}); pick a writable directory"]
-        ) from None
-
-
-def comparable_settings(config: dict) -> dict:
-    """The computed settings of a (possibly older) stored config, defaults filled in: two
-    configs compute the same trial when these are equal."""
-    try:
-        config = from_dict(config).to_dict()
-    except ConfigError:
-        pass  # compared as stored
-    return computed_settings(config)
-
-
-def _stored_summary(cfg: TrialConfig) -> dict | None:
-    """This trial's stored summary row, or None; raises if its file is damaged."""
-    from results.io import read_trial_rows
-
-    rows = read_trial_rows(cfg.out, "summary", study=cfg.study, trial_id=cfg.id)
-    return rows[0] if rows else None
-
-
-def settings_conflict(cfg: TrialConfig, stored: dict | None) -> str | None:
-    """A message if the summary ``stored`` under this trial's id comes from other settings
-    (two configs sharing an id would silently replace each other's rows), else None."""
-    if not stored or not stored.get("config_json"):
-        return None
-    theirs = comparable_settings(json.loads(stored["config_json"]))
-    mine = comparable_settings(cfg.to_dict())
-    if theirs == mine:
-        return None
-    diff = sorted(_diff(theirs, mine))
-    shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
-    return (
-        f"trial_id: {cfg.id!r} in study {cfg.study!r} under {cfg.out!r} holds results of "
-        f"other settings ({shown}); give this trial another trial_id, study or out, or pass "
-        "--overwrite to replace them"
-    )
-
-
-def stored_summary_or_none(cfg: TrialConfig) -> dict | None:
-    """This trial's stored summary, or None if there is none or it cannot be read."""
-    try:
-        return _stored_summary(cfg)
-    except (OSError, ValueError):
-        return None
-
-
-def stored_fingerprint(stored: dict | None) -> str | None:
-    """The data fingerprint of a stored summary row; None if it has none (written before
-    fingerprints, or read back by pandas as NaN)."""
-    value = (stored or {}).get("data_fingerprint")
-    return value if isinstance(value, str) and value else None
-
-
-def data_changed(cfg: TrialConfig, stored: dict | None, fingerprint: str | None) -> str | None:
-    """A message if the results ``stored`` under this trial's id were computed on other data
-    than ``fingerprint`` (a task file, the probe, the held-out texts or the replay corpus changed
-    since), else None (also when either side has no fingerprint: written before it existed)."""
-    theirs = stored_fingerprint(stored)
-    if theirs is None or not fingerprint or theirs == fingerprint:
-        return None
-    return (
-        f"trial {cfg.id!r} in study {cfg.study!r} under {cfg.out!r} holds results computed on "
-        f"other data (data fingerprint {theirs}, now {fingerprint}: a task file, the probe, the "
-        "held-out texts or the replay corpus changed since); restore that data, or pass --rerun "
-        "to replace them with a run on the current data, or give another study or out"
-    )
-
-
-def stored_conflict(cfg: TrialConfig) -> str | None:
-    """:func:`settings_conflict` with this trial's stored summary (none if it is damaged:
-    the trial is then re-run and its files replaced)."""
-    from results.io import NewerResultsError
-
-    try:
-        return settings_conflict(cfg, _stored_summary(cfg))
-    except NewerResultsError as exc:
-        return str(exc)
-    except (OSError, ValueError):
-        return None
-
-
-def _diff(a: Any, b: Any, path: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{path}.{k}" if path else k)
-        return out
-    return [] if a == b else [f"{path} stored {a!r}, now {b!r}"]
-
-
-def completion_problems(cfg: TrialConfig, summary: dict) -> list[str]:
-    """Why a trial whose stored summary says 'completed' is not complete ([] if it is): a
-    record file missing or unreadable, or fewer stages than tasks + 1 in its accuracy or
-    general records. A study re-runs such a trial instead of skipping it."""
-    from results.io import read_trial_rows, trial_problems
-
-    kinds = Trial(cfg).kinds()
-    problems = trial_problems(cfg.out, study=cfg.study, trial_id=cfg.id, kinds=kinds)
-    if problems:
-        return problems
-    n_stages = summary.get("n_stages")
-    n_stages = summary["n_tasks"] if n_stages is None or n_stages != n_stages else n_stages
-    want = set(range(int(n_stages) + 1))
-    for kind in ("accuracy", "general"):
-        if kind not in kinds:
-            continue
-        rows = read_trial_rows(cfg.out, kind, study=cfg.study, trial_id=cfg.id)
-        have = {r["stage"] for r in rows}
-        if have != want:
-            problems.append(
-                f"{kind}: stages {sorted(have)} stored, the summary's {len(want) - 1} stages "
-                f"need stages 0-{len(want) - 1}"
-            )
-    return problems
-
-
-def counts_as_completed(cfg: TrialConfig, stored: dict | None) -> bool:
-    """Whether the stored summary ``stored`` shows this trial done: status 'completed', the
-    same settings, and every record agreeing with it (logging why a 'completed' does not
-    count; the trial is then run again)."""
-    if not stored or stored["status"] != "completed":
-        return False
-    if comparable_settings(json.loads(stored["config_json"])) != comparable_settings(cfg.to_dict()):
-        log.warning("trial %s completed earlier with other settings: running it again", cfg.id)
-        return False
-    problems = completion_problems(cfg, stored)
-    if problems:
-        log.warning(
-            "trial %s: summary says completed, but %s: running it again",
-            cfg.id,
-            "; ".join(problems),
-        )
-        return False
-    return True
-
-
 def stored_completed(cfg: TrialConfig) -> dict | None:
-    """The stored summary if this trial :func:`counts_as_completed`, else None."""
-    from results.io import NewerResultsError
-
-    try:
-        stored = _stored_summary(cfg)
-    except NewerResultsError as exc:
-        raise ConfigError([str(exc)]) from None
-    except (OSError, ValueError) as exc:
-        log.warning("trial %s: its summary cannot be read (%s): running it again", cfg.id, exc)
-        return None
-    return stored if counts_as_completed(cfg, stored) else None
+    """The stored summary if this trial counts as completed (:mod:`results.ledger`), else None."""
+    return ledger.stored_completed(cfg, Trial(cfg).kinds())

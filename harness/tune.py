@@ -6,7 +6,7 @@ Ray 2.60 pattern: ``Tuner(TorchTrainer)`` is gone), and each trial runs a Ray Tr
 
 Resume and idempotence, without timestamps or random names anywhere:
   * every trial has a deterministic id (from its grid point), and its Train run is named
-    ``train-trial_id=<id>`` under the study's storage path, so a restarted trial (Train's
+    ``train-study=<study>-trial_id=<id>`` under the storage path, so a restarted trial (Train's
     FailureConfig, a re-submitted job) resumes from its last end-of-task checkpoint;
   * a trial whose summary is already in the results with status 'completed' is not run again,
     so re-running a finished study's command re-runs nothing and duplicates no rows.
@@ -22,13 +22,23 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError, TrialConfig, from_dict, merge
 from harness.hooks import Hook
+from harness.inputs import fingerprint_for
+from harness.trial import Trial
+from results.ledger import (
+    completed_trials,
+    counts_as_completed,
+    data_changed,
+    settings_conflict,
+    stored_fingerprint,
+    stored_summaries,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,48 +114,21 @@ def finished(cfg: TrialConfig, completed: Mapping[str, dict] | None = None) -> d
     files agrees (all stages present, every file readable), else None: the trial is run
     (again) and its rows replaced. ``completed``: :func:`completed_trials` of the study, when
     the caller has read it already."""
-    from harness.trial import counts_as_completed
-
     if completed is None:
         completed = completed_trials(cfg.out, cfg.study)
     done = completed.get(cfg.id)
-    if not counts_as_completed(cfg, done):
+    if not counts_as_completed(cfg, done, Trial(cfg).kinds()):
         return None
-    from harness.trial import stored_fingerprint
-
     if (theirs := stored_fingerprint(done)) is not None:
-        from harness.inputs import fingerprint_for
-
         if theirs != fingerprint_for(cfg):
             log.warning("trial %s completed on other data: running it again", cfg.id)
             return None
     return done
 
 
-def stored_summaries(out: str | Path, study: str) -> dict[str, dict]:
-    """Every stored summary of the study (any status), by trial id; a damaged summary file is
-    logged and left out (its trial is then run again)."""
-    from results import storage
-    from results.io import read_records, study_dir
-
-    path = study_dir(out, study)
-    if not storage.is_dir(storage.join(path, "summary")):
-        return {}
-    summary = read_records(path, "summary", skip_damaged=True)
-    return {row["trial_id"]: row for row in summary.to_dict("records")}
-
-
-def completed_trials(out: str | Path, study: str) -> dict[str, dict]:
-    """Summaries of the study's trials that say 'completed', by trial id."""
-    stored = stored_summaries(out, study)
-    return {k: v for k, v in stored.items() if v["status"] == "completed"}
-
-
 def id_conflicts(configs: Sequence[TrialConfig], stored: Mapping[str, dict]) -> list[str]:
     """A problem for every trial whose id already holds results of other settings, or of these
-    settings on other data (:func:`harness.trial.data_changed`)."""
-    from harness.inputs import fingerprint_for
-    from harness.trial import data_changed, settings_conflict, stored_fingerprint
+    settings on other data (:func:`results.ledger.data_changed`)."""
 
     problems = []
     for c in configs:
@@ -290,7 +273,9 @@ def _run_tune_trial(config: dict, cfg: TrialConfig) -> None:
             backend="nccl" if sc.use_gpu else "gloo", timeout_s=int(sc.collective_timeout_s)
         ),
         run_config=RunConfig(
-            name=f"train-trial_id={cfg.id}",
+            # the study in the name: two studies in one storage may share a point id
+            # (method=none), and Train resumes from whatever checkpoint its run folder holds
+            name=f"train-study={cfg.study}-trial_id={cfg.id}",
             storage_path=config["storage_path"],
             failure_config=FailureConfig(max_failures=sc.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
@@ -538,3 +523,77 @@ def run_study(
     summary = read_records(study_dir(out, study), "summary", skip_damaged=True)
     ids = {c.id for c in configs}
     return summary[summary.trial_id.isin(ids)].reset_index(drop=True)
+
+
+def _tune_job(config: dict, *, fn: Callable[[dict], list[dict]], kind: str) -> None:
+    """One Tune trial of :func:`run_jobs`: ``fn(spec)``'s rows written as its records."""
+    import ray.tune
+
+    from results.io import write_records
+
+    job = config["job"]
+    start = time.perf_counter()
+    rows = fn(job["spec"])
+    write_records(job["out"], kind, rows, study=job["study"], trial_id=job["id"])
+    ray.tune.report({"rows": len(rows), "work_s": time.perf_counter() - start})
+
+
+def run_jobs(
+    study: str,
+    out: str,
+    kind: str,
+    jobs: Sequence[tuple[str, dict]],
+    fn: Callable[[dict], list[dict]],
+    *,
+    storage_path: str | Path,
+    max_concurrent: int | None = None,
+    cpus: float = 1.0,
+    verbose: int = 1,
+) -> None:
+    """Run a study's jobs that are not harness trials (the active-forgetting study's
+    adaptations: a small model retrained and probed) as Ray Tune trials, ``cpus`` each.
+
+    ``jobs``: ``(id, spec)`` pairs; ``fn(spec)`` (picklable: a module-level function) returns
+    the rows of record ``kind``, written as ``<out>/study=<study>/<kind>/<id>.parquet``. A job
+    whose file is stored is skipped, so an interrupted study resumes. Every job runs even when
+    some fail; then RuntimeError names the failed ones."""
+    from ray import tune
+
+    from results import storage
+    from results.io import record_path
+
+    out = out if "://" in out else str(Path(out).resolve())
+    todo = []
+    for i, (job_id, spec) in enumerate(jobs, 1):
+        if storage.is_file(record_path(out, kind, study=study, trial_id=job_id)):
+            log.info("[%d/%d] %s: stored, skipped", i, len(jobs), job_id)
+        else:
+            todo.append({"id": job_id, "spec": spec, "study": study, "out": out})
+    if not todo:
+        return
+    import ray
+
+    if not ray.is_initialized():
+        _init_ray()
+    log.info("study %s: running %d jobs, %s at a time", study, len(todo), max_concurrent or "all")
+    storage_path = (
+        str(storage_path) if "://" in str(storage_path) else str(Path(storage_path).resolve())
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(_tune_job, fn=fn, kind=kind), {"CPU": cpus}),
+        param_space={"job": tune.grid_search(todo)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=max_concurrent,
+            trial_name_creator=lambda t: t.config["job"]["id"],
+            trial_dirname_creator=lambda t: f"job={t.config['job']['id']}",
+        ),
+        run_config=tune.RunConfig(
+            name=f"tune-study={study}", storage_path=storage_path, verbose=verbose
+        ),
+    )
+    grid = tuner.fit()
+    failed = [f"{type(e).__name__}: {e}"[:400] for e in grid.errors]
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} job(s) of study {study!r} failed (the others ran): " + "; ".join(failed)
+        )

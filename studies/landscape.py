@@ -35,7 +35,8 @@ Commands:
 
 import sys
 
-from harness.study import axis, main
+from harness.study import Study, axis
+from studies import run
 
 CELLS = [axis("replay.method", ["none", "tm"]), axis("model.tuning", ["full", "lora"])]
 GRID = [*CELLS, axis("seed", [0, 1])]
@@ -64,7 +65,7 @@ SMOKE_SETTINGS = {
     },
 }
 
+STUDY = Study("landscape", __doc__, GRID, SMOKE, settings=SETTINGS, smoke_settings=SMOKE_SETTINGS)
+
 if __name__ == "__main__":
-    sys.exit(
-        main("landscape", __doc__, GRID, SMOKE, settings=SETTINGS, smoke_settings=SMOKE_SETTINGS)
-    )
+    sys.exit(run(STUDY))

@@ -21,11 +21,14 @@ Commands:
 
 import sys
 
-from harness.study import axis, main
+from harness.study import Study, axis
+from studies import run
 
 CELLS = [axis("model.tuning", ["full", "lora"]), axis("replay.method", ["none", "tm"])]
 GRID = [*CELLS, axis("seed", [0, 1, 2])]
 SMOKE = CELLS
 
+STUDY = Study("lora_vs_full", __doc__, GRID, SMOKE)
+
 if __name__ == "__main__":
-    sys.exit(main("lora_vs_full", __doc__, GRID, SMOKE))
+    sys.exit(run(STUDY))

@@ -20,11 +20,14 @@ Commands:
 
 import sys
 
-from harness.study import axis, main
+from harness.study import Study, axis
+from studies import run
 
 METHODS = axis("replay.method", ["none", "ce", "kl", "l1", "l2", "tm"])
 GRID = [METHODS, axis("seed", [0, 1, 2])]
 SMOKE = [METHODS]
 
+STUDY = Study("loss_types", __doc__, GRID, SMOKE)
+
 if __name__ == "__main__":
-    sys.exit(main("loss_types", __doc__, GRID, SMOKE))
+    sys.exit(run(STUDY))

@@ -21,11 +21,14 @@ Commands:
 
 import sys
 
-from harness.study import axis, main
+from harness.study import Study, axis
+from studies import run
 
 METHODS = [{"replay.method": "none"}, {"replay.method": "tm"}]
 GRID = [axis("train.lr_multiplier", [1, 2, 3, 5, 10]), METHODS, axis("seed", [0, 1, 2])]
 SMOKE = [axis("train.lr_multiplier", [1, 10]), METHODS]
 
+STUDY = Study("lr_robustness", __doc__, GRID, SMOKE)
+
 if __name__ == "__main__":
-    sys.exit(main("lr_robustness", __doc__, GRID, SMOKE))
+    sys.exit(run(STUDY))

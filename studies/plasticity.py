@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from results.presentation.plasticity import print_table
 
 from harness.config import ConfigError, merge, parse_override
-from harness.study import axis, main, seed_list
+from harness.presets import world_study_base
+from harness.study import Study, axis, seed_list
+from studies import run
 
-NAME = "plasticity"
 STREAM = 20
 
 REGIMES = [
@@ -110,85 +112,32 @@ SMOKE_SETTINGS = {
 
 def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0,1,2", help="Seeds, comma-separated (default: 0,1,2).")
-    p.add_argument(
-        "--stream-tasks",
-        type=int,
-        default=STREAM,
-        help=f"Tasks of the long stream (default: {STREAM}; the smoke test uses 3).",
-    )
-    p.add_argument(
-        "--world-seed", type=int, default=0, help="Seed of the generated world. Default: 0."
-    )
-
-
-def grid(args: argparse.Namespace) -> list:
-    return [REGIMES, axis("seed", seed_list(args.seeds))]
-
-
-GRID = grid(argparse.Namespace(seeds="0,1,2"))
-SMOKE = [SMOKE_REGIMES]
+    p.add_argument("--stream-tasks", type=int, default=STREAM, help="Tasks of the long stream "
+                   f"(default: {STREAM}; the smoke test uses 3).")  # fmt: skip
+    p.add_argument("--world-seed", type=int, default=0, help="Seed of the generated world.")
 
 
 def prepare(args: argparse.Namespace, base: dict) -> dict:
     """The world with its long stream, and (world preset) the base model pretrained on it."""
-    from harness.presets import world_dir
-    from harness.world.generate import generate_world
-    from harness.world.pretrain import ensure_base_model
-
     n = 3 if args.smoke_test else args.stream_tasks
     if not 1 <= n <= 99:
         raise ConfigError([f"--stream-tasks {n}: must be in 1..99"])
-    where = Path(args.data_dir) if args.data_dir else world_dir(args.world_seed, stream=n)
-    try:
-        info = generate_world(where, seed=args.world_seed, n_stream_tasks=max(n, 3))
-    except FileExistsError as exc:
-        raise ConfigError([f"--data-dir: {exc}"]) from exc
-    if len(info.stream) < n:
-        raise ConfigError(
-            [
-                f"--data-dir {str(where)!r} holds a stream of {len(info.stream)} tasks, fewer "
-                f"than --stream-tasks {n}; pass an empty directory (with --generate-world) or "
-                "a smaller --stream-tasks"
-            ]
-        )
-    args.world = info
-    print(f"world: {info.root}  stream: {n} tasks ({info.stream[0]} .. {info.stream[n - 1]})")
-    world: dict = {"data": {"root": str(info.root), "tasks": ",".join(info.stream[:n])}}
-    if args.preset == "world" and not args.smoke_test:  # smoke: the tiny random model
-        world["model"] = {"name": str(ensure_base_model(info.general_train))}
-    if args.preset != "llama-3.1-8b" and not args.smoke_test:
-        # 0.99 + the trial's 0.01 CPU: two trials side by side on a 2-core laptop.
-        world["scale"] = {"cpus_per_worker": 0.99}
-    return merge(merge(base, world), dict(parse_override(s) for s in args.set))
-
-
-def present(args: argparse.Namespace, summary) -> None:
-    from results.analysis import plasticity_table
-    from results.io import read_study, study_dir
-
-    tables = read_study(study_dir(args.out, NAME))
-    table = plasticity_table(tables["accuracy"], tables["summary"])
-    print()
-    print("Accuracy right after training on each task (plasticity), first vs last tasks, and")
-    print("final AP / forgetting, per regime (mean ± std over seeds, %):")
-    print(table.to_string())
-
-
-def run(argv: list[str] | None = None) -> int:
-    return main(
-        NAME,
-        __doc__,
-        grid,
-        SMOKE,
-        argv,
-        settings=SETTINGS,
-        smoke_settings=SMOKE_SETTINGS,
-        preset="world",
-        options=options,
-        prepare=prepare,
-        present=present,
+    pretrain = args.preset == "world" and not args.smoke_test  # smoke: the tiny random model
+    base, args.world = world_study_base(
+        base, data_dir=args.data_dir, seed=args.world_seed, stream=n, pretrain=pretrain
     )
+    print(f"world: {args.world.root}  stream: {n} tasks ({args.world.stream[0]} .. "
+          f"{args.world.stream[n - 1]})")  # fmt: skip
+    if args.preset != "llama-3.1-8b" and not args.smoke_test:  # two trials side by side on 2 cores
+        base = merge(base, {"scale": {"cpus_per_worker": 0.99}})
+    return merge(base, dict(parse_override(s) for s in args.set))
 
+
+STUDY = Study(
+    "plasticity", __doc__, lambda args: [REGIMES, axis("seed", seed_list(args.seeds))],
+    [SMOKE_REGIMES], settings=SETTINGS, smoke_settings=SMOKE_SETTINGS, preset="world",
+    options=options, prepare=prepare, present=lambda args, summary: print_table(args.out),
+)  # fmt: skip
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(run(STUDY))

@@ -20,7 +20,8 @@ Commands:
 
 import sys
 
-from harness.study import axis, main
+from harness.study import Study, axis
+from studies import run
 
 
 def sizes(values):
@@ -35,5 +36,7 @@ def sizes(values):
 GRID = [sizes([0, 100, 250, 500, 1000, 1500]), axis("seed", [0, 1, 2])]
 SMOKE = [sizes([0, 4, 8, 16])]
 
+STUDY = Study("replay_size", __doc__, GRID, SMOKE)
+
 if __name__ == "__main__":
-    sys.exit(main("replay_size", __doc__, GRID, SMOKE))
+    sys.exit(run(STUDY))

@@ -473,7 +473,7 @@ def test_multitask_trains_every_task_in_one_stage_and_its_rows_fit_the_schema(mi
     assert summary[["bwt", "fwt", "forgetting"]].isna().all().all()
     assert curve.task.unique().tolist() == ["colour+animal+compare"]
     assert curve.task_step.max() == 3 * cfg.train.max_steps_per_task  # the same budget
-    from results.analysis import baselines_table
+    from results.presentation.baselines import baselines_table
 
     table = baselines_table(summary)
     assert "multitask" in table.index
@@ -531,7 +531,7 @@ def test_single_task_starts_every_task_from_the_starting_model(mini_root, tmp_pa
     run_trial(mini_config(mini_root, tmp_path, **{"replay.method": "none"}))
     tables = read_study(tmp_path / "study=engine")
     from harness.metrics import fwt_sapt, matrix_from_long
-    from results.analysis import baselines, baselines_table
+    from results.presentation.baselines import baselines, baselines_table
 
     acc, summary = tables["accuracy"], tables["summary"]
     names = baselines(summary)
@@ -568,12 +568,13 @@ def test_the_baselines_study_takes_paper_defaults(tmp_path, monkeypatch):
     (a dry run on the tiny preset: the grid validated and costed, nothing trained)."""
     import harness.cost
     import studies.baselines as study
+    from studies import run
 
     seen: list = []
     costs = harness.cost.grid_costs
     monkeypatch.setattr(harness.cost, "grid_costs", lambda cfgs: seen.extend(cfgs) or costs(cfgs))
     argv = ["--preset", "tiny", "--smoke-test", "--dry-run", "--out", str(tmp_path)]
-    assert study.run([*argv, "--config", "configs/paper-defaults.yaml"]) == 0
+    assert run(study.STUDY, [*argv, "--config", "configs/paper-defaults.yaml"]) == 0
     by = {next(iter(c.cl), c.replay.method): c for c in seen}
     assert by["ewc"].cl["ewc"]["anchors"] == "per_task" and by["ewc"].cl["ewc"]["half"]
     assert by["lwf"].cl["lwf"] == {"t2_scale": False, "distil_first_task": False}

@@ -27,15 +27,15 @@ pytestmark = pytest.mark.slow
 # One trial, two tasks of 4 steps (2 Train workers, DeepSpeed ZeRO-2 on CPU: the smoke preset).
 DRIVER = """
 import sys
-from harness.study import main
+from harness.study import Study, main
 from harness.tune import axis
 from tests.fault_hooks import EventLog, WhereAndWhen
 GRID = SMOKE = [axis("replay.method", ["tm"])]
 hooks = [WhereAndWhen({events!r}, stage=2, pause_s={pause})]
-sys.exit(main("node_loss", "One trial.", GRID, SMOKE, [
+sys.exit(main(Study("node_loss", "One trial.", GRID, SMOKE, hooks=hooks), [
     "--smoke-test", "--out", {out!r}, "--storage-path", {storage!r},
     "--set", "train.max_steps_per_task=4", "--max-concurrent", "1", *{extra!r},
-], hooks=hooks))
+]))
 """
 
 
@@ -176,7 +176,10 @@ def test_a_worker_node_lost_inside_the_second_task_moves_the_trial_and_loses_no_
     (tmp_path / "ref.log").write_text(ref_out)
     assert ref.returncode == 0, _why(ref_out)
     assert f"report: {out}/_reports/node_loss/report.md" in ref_out
-    assert "Checkpoint(filesystem=s3, path=bucket/gere/_ray/train-trial_id=method=tm/" in ref_out
+    assert (
+        "Checkpoint(filesystem=s3, path=bucket/gere/_ray/train-study=node_loss-trial_id=method=tm/"
+        in ref_out
+    )
     starts = len(_events(ref_events))
     again = _driver(c.address, out, ray_storage, ref_events, 0.0)
     again_out, _ = again.communicate(timeout=900)

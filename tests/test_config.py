@@ -104,7 +104,7 @@ def test_settings_added_later_keep_the_ids_of_trials_that_do_not_use_them():
     # results stored with the earlier default count as these settings (not as a conflict).
     earlier = from_dict({"model": {"lora_target_modules": attention}})
     assert earlier.id == "tm-ea6c3e2883"
-    from harness.trial import comparable_settings
+    from results.ledger import comparable_settings
 
     assert comparable_settings(earlier.to_dict()) == comparable_settings(from_dict({}).to_dict())
     for changed in (

@@ -241,17 +241,17 @@ def test_a_version_1_summary_is_read_in_version_2_form(tmp_path):
 
 
 def test_a_study_reads_base_settings_from_a_config_file(tmp_path, capsys):
-    from harness.study import main
+    from harness.study import Study, main
 
     path = tmp_path / "mine.yaml"
     path.write_text("train:\n  epochs: 2\n  warmup_steps: 0\n")
     argv = ["--smoke-test", "--dry-run", "--out", str(tmp_path), "--config", str(path)]
-    assert main("lr_robustness", None, [], [], argv) == 0
+    assert main(Study("lr_robustness", None, [], []), argv) == 0
     path.write_text("train:\n  lr_multiplier: 3\n")
     from harness.tune import axis
 
     grid = [axis("train.lr_multiplier", [1, 10])]
-    assert main("lr_robustness", None, grid, grid, argv) == 2
+    assert main(Study("lr_robustness", None, grid, grid), argv) == 2
     err = capsys.readouterr().err
     assert f"--config {path}: train.lr_multiplier=3" in err and "axis of this study" in err
     # --set wins over the file, dotted keys in the file included.
@@ -263,10 +263,10 @@ def test_a_study_reads_base_settings_from_a_config_file(tmp_path, capsys):
         return base
 
     argv_set = [*argv, "--set", "train.lr=5e-5"]
-    assert main("lr_robustness", None, [], [], argv_set, prepare=prepare) == 0
+    assert main(Study("lr_robustness", None, [], [], prepare=prepare), argv_set) == 0
     assert float(seen["train"]["lr"]) == 5e-5 and seen["train"]["epochs"] == 2
     path.write_text("trian:\n  lr: 1\n")
-    assert main("lr_robustness", None, [], [], argv) == 2
+    assert main(Study("lr_robustness", None, [], []), argv) == 2
     assert "unknown key 'trian'" in capsys.readouterr().err
 
 

@@ -176,10 +176,10 @@ def test_non_utf8_data_files_are_named(mini_root, tmp_path) -> None:
 
 
 def _study_main(argv, tmp_path, capsys):
-    from harness.study import main
+    from harness.study import Study, main
 
     grid = [axis("replay.method", ["none", "tm"])]
-    code = main("faults", "doc", grid, grid, [*argv, "--out", str(tmp_path / "runs")])
+    code = main(Study("faults", "doc", grid, grid), [*argv, "--out", str(tmp_path / "runs")])
     return code, capsys.readouterr()
 
 

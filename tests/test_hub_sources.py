@@ -235,10 +235,11 @@ def test_preflight_checks_local_tasks_and_hub_sources_without_the_network(
 def test_the_study_dry_run_of_the_8b_preset_fails_on_missing_tasks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from harness.study import main
+    from harness.study import Study, main
 
     argv = ["--preset", "llama-3.1-8b", "--data-dir", str(tmp_path), "--dry-run"]
-    code = main("x", None, [axis("replay.method", ["none"])], [], argv + ["--out", str(tmp_path)])
+    study = Study("x", None, [axis("replay.method", ["none"])], [])
+    code = main(study, argv + ["--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2
     assert "'yelp'" in err and "'wic'" in err and f"not found in {tmp_path}" in err

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import re
 import time
 from pathlib import Path
 from types import ModuleType
@@ -15,21 +14,35 @@ import pytest
 
 from harness.config import ConfigError, merge
 from harness.presets import PRESETS, base_config
-from harness.study import study_base
+from harness.study import Study, build_parser, study_base
 from harness.tune import axis, expand_grid
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = sorted(p for p in (ROOT / "studies").glob("*.py") if "\nGRID" in p.read_text())
-"""The grid studies (active_forgetting.py runs adaptations, not a grid of trials: its own
-tests are in test_active_forgetting.py and test_studies.py)."""
+STUDIES = sorted(p for p in (ROOT / "studies").glob("*.py") if p.stem != "__init__")
 
 
 def _load(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"study_{path.stem}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # main() only runs under __main__
+    spec.loader.exec_module(module)  # run() only runs under __main__
     return module
+
+
+GRID_STUDIES = [p for p in STUDIES if _load(p).STUDY.jobs is None]
+"""The grid studies (active_forgetting runs adaptations, not a grid of trials: its own tests
+are in test_active_forgetting.py and test_studies.py)."""
+
+
+def _axes(study: Study, smoke: bool) -> list:
+    """A study's grid (or smoke grid) at its options' defaults."""
+    axes = study.smoke if smoke else study.grid
+    if not callable(axes):
+        return list(axes)
+    parser = build_parser(study.name, study.doc, study.preset)
+    if study.options is not None:
+        study.options(parser)
+    return list(axes(parser.parse_args([])))
 
 
 @pytest.fixture(scope="module")
@@ -54,32 +67,27 @@ def test_there_are_studies() -> None:
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_study_grid_is_valid_under_every_preset(preset: str, smoke: bool, world: str):
     t0 = time.perf_counter()
-    for path in STUDIES:
-        study = _load(path)
-        grid = study.SMOKE if smoke else study.GRID
+    for path in GRID_STUDIES:
+        study = _load(path).STUDY
+        grid = _axes(study, smoke)
         base = study_base(
             preset,
             smoke=smoke,
             data_dir=world,
-            settings=getattr(study, "SETTINGS", None),
-            smoke_settings=getattr(study, "SMOKE_SETTINGS", None),
+            settings=study.settings,
+            smoke_settings=study.smoke_settings,
             resolve_model=False,
         )
-        configs = expand_grid(path.stem, base, grid)  # raises ConfigError naming each point
+        configs = expand_grid(study.name, base, grid)  # raises ConfigError naming each point
         assert len(configs) == math.prod(len(a) for a in grid), path.stem
     assert time.perf_counter() - t0 < 30  # generous for a busy machine; about 0.1 s idle
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
-def test_study_scripts_pass_their_settings_constants_to_main(path: Path) -> None:
-    # The grid test reads SETTINGS / SMOKE_SETTINGS; a script must run with exactly those.
-    source = path.read_text()
-    study = _load(path)
-    for kw, const in (("settings", "SETTINGS"), ("smoke_settings", "SMOKE_SETTINGS")):
-        passed = re.findall(rf"\b{kw}=(\w+)", source)
-        assert passed in ([], [const]), f"{path.name}: pass {kw}={const} (a module constant)"
-        if hasattr(study, const):
-            assert passed == [const], f"{path.name}: {const} is defined but not passed to main()"
+def test_every_study_script_declares_one_study_named_after_its_file(path: Path) -> None:
+    study = _load(path).STUDY
+    assert isinstance(study, Study) and study.name == path.stem
+    assert study.doc and study.doc.strip() == (_load(path).__doc__ or "").strip()
 
 
 def test_an_invalid_preset_setting_is_caught_like_any_config(world: str) -> None:
@@ -102,10 +110,11 @@ def test_unknown_preset_suggests_the_closest() -> None:
 
 
 def test_demo_grid_of_every_registered_method_is_valid(world: str) -> None:
+    from harness.presets import DEMO_SETTINGS
     from harness.replay import method_names
-    from studies.demo import DEMO_BASE, method_axis
+    from harness.study import method_axis
 
-    base = merge(base_config("tiny", data_dir=world), DEMO_BASE)
+    base = merge(base_config("tiny", data_dir=world), DEMO_SETTINGS)
     spec = ",".join([*method_names(), "tm:dynamic", "kl:10"])
     configs = expand_grid("demo", base, [method_axis(spec), axis("seed", [0])])
     assert [c.replay.method for c in configs] == [*method_names(), "tm", "kl"]

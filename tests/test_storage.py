@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from harness.config import ConfigError
-from harness.trial import check_output, run_trial
+from harness.trial import run_trial
 from results import storage
 from results.io import (
     DamagedResultsError,
@@ -25,6 +25,7 @@ from results.io import (
     trial_problems,
     write_records,
 )
+from results.ledger import check_output
 from tests.helpers import mini_config
 
 
@@ -145,16 +146,17 @@ def test_a_trial_writes_to_s3_summary_last_and_counts_as_completed_from_there(
 
 
 def test_a_study_refuses_an_unwritable_storage_path_before_ray_starts(s3, tmp_path, capsys):
-    from harness.study import main
+    from harness.study import Study, main
     from harness.tune import axis
 
     grid = [axis("replay.method", ["none"])]
+    st = Study("st", "A study.", grid, grid)
     argv = ["--smoke-test", "--out", str(tmp_path / "runs"), "--dry-run"]
     bad = [*argv, "--storage-path", "s3://no-such-bucket/ray"]
-    assert main("st", "A study.", grid, grid, bad) == 2
+    assert main(st, bad) == 2
     err = capsys.readouterr().err
     assert "--storage-path 's3://no-such-bucket/ray': cannot write there" in err
-    assert main("st", "A study.", grid, grid, [*argv, "--storage-path", "s3://bucket/ray"]) == 0
+    assert main(st, [*argv, "--storage-path", "s3://bucket/ray"]) == 0
 
 
 def test_the_report_names_an_unreachable_store_and_cli_checkpoints_stay_local(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from results.analysis import interpolation_summary
+from results.diagnostics import interpolation_summary
 from results.io import read_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -232,7 +232,7 @@ def test_baselines_smoke_runs_every_row_on_two_zero2_ranks_and_reports_the_table
     assert multitask.n_stages == 1 and summary[summary.n_stages == 3].shape[0] == 10
     acc = tables["accuracy"]
     assert len(acc) == 10 * 4 * 3 + 2 * 3  # sequential: stages 0..3; multitask: 0..1
-    from results.analysis import baselines_table
+    from results.presentation.baselines import baselines_table
 
     table = baselines_table(summary, acc, formatted=False)
     assert table["fwt_sapt_mean"].drop(["multitask", "single_task"]).notna().all()
@@ -274,11 +274,12 @@ def _study_with_hooks(name: str, out: Path, hooks: str, *argv: str):
     repository goes on PYTHONPATH so the Ray Train workers import the hooks' module."""
     code = (
         "import sys\n"
+        "import dataclasses\n"
         f"import studies.{name} as s\n"
-        "from harness.study import main\n"
+        "from studies import run\n"
         "from tests.fault_hooks import CrashOnce, EventLog, FailAt, HangOnRank\n"
-        f"sys.exit(main({name!r}, s.__doc__, s.GRID, s.SMOKE, "
-        f"['--smoke-test', '--out', {str(out)!r}, *{list(argv)!r}], hooks={hooks}))\n"
+        f"sys.exit(run(dataclasses.replace(s.STUDY, hooks={hooks}), "
+        f"['--smoke-test', '--out', {str(out)!r}, *{list(argv)!r}]))\n"
     )
     env = {
         **os.environ,

@@ -4,6 +4,7 @@ no checkpoint that outlives its trial. Each test failed on the code before the f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -126,6 +127,33 @@ def test_changed_data_is_neither_completed_nor_resumed(mini_root, tmp_path) -> N
     _change_a_test_answer(mini_root)  # the data changes back: the checkpoint's data is gone
     with pytest.raises(ConfigError, match="saved on other data.*--rerun"):
         run_trial(cfg, resume_from=resume, rerun=True)
+
+
+def test_a_checkpoint_of_other_settings_under_the_same_trial_id_is_not_resumed(
+    mini_root, tmp_path
+) -> None:
+    """Two studies in one storage shared a point id (the demo's and loss_types' 'method=none'),
+    so Ray Train resumed one study's trial from the other's checkpoint: the settings a
+    checkpoint was saved with are now checked on resume (and Train runs are named by study)."""
+    cfg = dataclasses.replace(mini_config(mini_root, tmp_path / "out"), trial_id="method=none")
+
+    class Stop(Hook):  # a crash after task 1, its checkpoint saved
+        def after_task(self, trial, stage):
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        run_trial(cfg, hooks=[LocalCheckpointHook(), Stop()])
+    resume = checkpoints.resumable(cfg)
+    assert resume is not None and (resume / trial_mod.CHECKPOINT_CONFIG).is_file()
+    other = from_dict(
+        {**cfg.to_dict(), "study": "demo", "train": {**cfg.to_dict()["train"], "lr": 1e-3}}
+    )
+    assert other.id == cfg.id  # the same explicit id, other settings
+    with pytest.raises(ConfigError, match="saved with other settings"):
+        run_trial(other, resume_from=resume)
+    with pytest.raises(ConfigError, match="saved with other settings"):  # another study too
+        run_trial(from_dict({**cfg.to_dict(), "study": "demo"}), resume_from=resume)
+    assert run_trial(cfg, resume_from=resume).status == "completed"  # its own trial resumes
 
 
 def test_a_study_refuses_a_completed_trial_whose_data_changed(mini_root, tmp_path) -> None:

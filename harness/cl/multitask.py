@@ -8,7 +8,7 @@ task), and ``train.max_steps_per_task`` is multiplied by the number of tasks. Ev
 scored before (stage 0) and after (stage 1) that run, so its accuracy records hold two stages;
 the summary's ``n_stages`` is 1 and only ``ap`` (the mean final accuracy) is computed -- BWT,
 FWT and forgetting have no meaning without an order. The analysis reads every other method's
-AP against it (``results.analysis.baselines_table``: the gap to multitask).
+AP against it (``results.presentation.baselines.baselines_table``: the gap to multitask).
 """
 
 from __future__ import annotations

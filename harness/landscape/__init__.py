@@ -18,7 +18,7 @@ Definitions (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets"; Go
   weights, biases) get a zero direction in every mode, so all modes move the same weights.
 * **Interpolation** (Goodfellow et al. 2015): ``L((1-alpha)*theta_A + alpha*theta_B)`` between
   consecutive checkpoints, alpha in [-0.5, 1.5]; the barrier
-  (:func:`results.analysis.barrier`) is the largest excess over the straight line between the
+  (:func:`results.diagnostics.barrier`) is the largest excess over the straight line between the
   end points.
 
 Cost control: one fixed evaluation batch per dataset for every point; directions are

@@ -3,7 +3,7 @@
 The project's default run must show forgetting on a fresh offline machine, so it needs a base
 model that provably *knows* something and a task stream that can erode it. This module writes
 such a world, deterministically from a seed, in exactly the layouts of the real data (the
-README's "Data" section) so the same loaders read both:
+docs/getting-started.md, "Data") so the same loaders read both:
 
 - ``general/{train,heldout}.jsonl`` (SlimPajama form): short documents stating facts about a
   population of fictional people (birth city, birth decade, employer, field), each fact several
