@@ -14,7 +14,7 @@ what they need (a completed trial, a changed data file, a process holding a tria
 
 Prints one table and the counts; nothing is written outside a temp directory. Takes about 20
 minutes (one Python start per case, a few short trials). Not a test: the behaviour of each case
-is asserted in tests/test_faults*.py and tests/test_trial_identity.py; this is the census
+is asserted in tests/*/test_faults*.py and tests/harness/test_trial_identity.py; this is the census
 behind docs/faults.md.
 """
 
@@ -360,7 +360,7 @@ def identity_cases(real: str, tmp: Path) -> list[tuple]:
     (files / "long.jsonl").write_text("\n".join(texts) + "\n")
 
     sys.path.insert(0, str(REPO))
-    from tests.helpers import saved_tiny
+    from tests.fixtures import saved_tiny
 
     model = Path(saved_tiny(tmp / "model"))
     broken = {}

@@ -34,7 +34,7 @@ def checkpoint_dir(cfg: TrialConfig) -> Path:
     checkpoint is many files renamed into place. Studies keep theirs in Ray's storage."""
     import hashlib
 
-    from harness.core import cache_root
+    from harness.cache import cache_root
     from results import storage
     from results.io import safe_name, study_dir
 
@@ -47,7 +47,7 @@ def checkpoint_dir(cfg: TrialConfig) -> Path:
 def resumable(cfg: TrialConfig) -> Path | None:
     """The trial's checkpoint if one is complete and was saved with these settings, else None
     (an unreadable or foreign checkpoint is logged and ignored: the trial starts over)."""
-    from harness.trial import CHECKPOINT_STATE
+    from harness.trial_state import CHECKPOINT_STATE
     from results.ledger import comparable_settings
 
     path = checkpoint_dir(cfg)

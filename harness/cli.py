@@ -158,8 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     hooks = [] if args.no_checkpoints else [LocalCheckpointHook()]
     if args.tracker:
-        from harness.tracking import TrackerHook
-        from harness.tune import check_tracker
+        from harness.tracking import TrackerHook, check_tracker
 
         try:
             check_tracker(args.tracker)
@@ -180,7 +179,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_claimed(args: argparse.Namespace, cfg, hooks: list, t0: float) -> int:
     from harness import checkpoints
-    from harness.trial import TrialResult, run_trial, stored_completed
+    from harness.trial import run_trial, stored_completed
+    from harness.trial_state import TrialResult
     from results.io import study_dir
 
     if args.rerun or args.overwrite:
@@ -230,7 +230,7 @@ def _run_claimed(args: argparse.Namespace, cfg, hooks: list, t0: float) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.tune import TRACKERS  # the one list of trackers (no Ray import)
+    from harness.tracking import TRACKERS  # the one list of trackers
 
     parser = argparse.ArgumentParser(
         prog="python -m harness",

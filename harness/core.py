@@ -14,10 +14,8 @@ here (never the other way round), so following a training step never climbs back
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,15 +23,6 @@ from torch import Tensor, nn
 
 IGNORE = -100
 """Label of a position that carries no loss (prompt, padding)."""
-
-CACHE_ENV_VAR = "GERE_CACHE_DIR"
-"""Overrides the cache root (tokens/, base/, world-*/ live under it)."""
-
-
-def cache_root() -> Path:
-    """``$GERE_CACHE_DIR`` if set, else ``~/.cache/gere-harness``."""
-    root = os.environ.get(CACHE_ENV_VAR)
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "gere-harness"
 
 
 @dataclass(frozen=True)

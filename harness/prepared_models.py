@@ -33,7 +33,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.core import cache_root
+from harness.cache import cache_root
 from harness.suggest import did_you_mean
 
 log = logging.getLogger(__name__)

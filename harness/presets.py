@@ -51,8 +51,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from harness.cache import cache_root
 from harness.config import merge
-from harness.core import cache_root
 from harness.suggest import did_you_mean
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ A study script describes itself in one :class:`Study` -- its question (docstring
 and smoke grid, and, when its trials need settings beyond the preset's, ``settings`` and
 ``smoke_settings`` (dotted keys or nested dicts) -- and runs it (``studies.run(STUDY)``).
 Everything else -- presets, overrides, validation of the whole grid on the driver, running it
-on Ray, the summary table, the report -- lives here. tests/test_presets.py reads every study's
+on Ray, the summary table, the report -- lives here. tests/harness/test_presets.py reads every study's
 ``STUDY`` and validates its grids under every preset.
 """
 
@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError, load_file, merge, option_types, read_override
+from harness.grid import Axis, axis, expand_grid
 from harness.presets import PRESETS, base_config
-from harness.tune import TRACKERS, Axis, axis, expand_grid, run_study
+from harness.tracking import TRACKERS
+from harness.tune import run_study
 
 __all__ = ["Study", "axis", "main", "study_base"]
 
@@ -229,17 +231,6 @@ def _check_overrides(
                 for k in clash
             ]
         )
-
-
-def seed_list(text: str) -> list[int]:
-    """``--seeds 0,1,2`` as integers; ConfigError naming the value unless it gives at least one."""
-    try:
-        seeds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds:
-        raise ConfigError([f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2"])
-    return seeds
 
 
 def _study_out(given: str | None, overrides: dict, from_file: dict, config: str | None) -> str:
@@ -453,33 +444,6 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
     if args.report:
         print(f"report: {study.report(where, fmt=args.figure_format, dpi=args.dpi)}")
     return 0
-
-
-def method_axis(spec: str) -> list[dict]:
-    """``--methods none,tm,tm:dynamic`` as one grid axis ('method:weight' sets replay.weight)."""
-    points = []
-    for item in (x.strip() for x in spec.split(",") if x.strip()):
-        name, _, weight = item.partition(":")
-        points.append({"replay.method": name, **({"replay.weight": weight} if weight else {})})
-    return points
-
-
-def only(points: list[dict], label: str, wanted: str | None, option: str) -> list[dict]:
-    """The points of a labelled axis (``{"@baseline": "tm", ...}``) that ``wanted`` names
-    (comma-separated; all when empty), in the axis's order; ConfigError naming an unknown one."""
-    from harness.suggest import did_you_mean
-
-    names = [p[label] for p in points]
-    picked = [r.strip() for r in (wanted or "").split(",") if r.strip()]
-    unknown = [r for r in picked if r not in names]
-    if unknown:
-        raise ConfigError(
-            [
-                f"{option}: {unknown[0]!r} is not a row of the table"
-                f"{did_you_mean(unknown[0], names)}; rows: {', '.join(names)}"
-            ]
-        )
-    return [p for p in points if not picked or p[label] in picked]
 
 
 def _main_jobs(study: Study, jobs: Jobs, args: argparse.Namespace) -> int:

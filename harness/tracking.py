@@ -12,10 +12,13 @@ Parquet readers skip).
 from __future__ import annotations
 
 import logging
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.config import ConfigError
 from harness.hooks import Hook
 
 log = logging.getLogger(__name__)
@@ -86,7 +89,7 @@ class TrackerHook(Hook):
             from results import storage
 
             if storage.is_uri(cfg.out):  # event files are appended to: kept on this disk
-                from harness.core import cache_root
+                from harness.cache import cache_root
 
                 logdir = cache_root() / "tensorboard" / cfg.study / cfg.id
                 log.info("TensorBoard event files: %s (--out is an object store)", logdir)
@@ -114,8 +117,6 @@ class TrackerHook(Hook):
                 self._run.add_scalar(key, value, step)
 
     def after_log(self, trial, stage: int, row: dict) -> None:
-        from harness.tune import step_metrics  # the same metric names as a study's runs
-
         m = step_metrics(row)
         self._log({k: v for k, v in m.items() if k.startswith("train/")}, m["timesteps_total"])
 
@@ -148,3 +149,42 @@ class TrackerHook(Hook):
     def load_state_dict(self, state: dict) -> None:
         if "run_id" in state:
             self._run_id = bytes(state["run_id"].tolist()).decode()
+
+
+TRACKERS = {
+    "mlflow": "mlflow",
+    "wandb": "wandb",
+    "tensorboard": "tensorboardX",
+}
+"""--tracker values and the package each needs (``pip install 'gere-harness[trackers]'``)."""
+
+
+def check_tracker(tracker: str | None) -> None:
+    """ConfigError naming the value unless ``tracker`` is None or one of :data:`TRACKERS`
+    whose package is installed (checked on the driver, before anything runs)."""
+    if tracker is None:
+        return
+    import importlib.util
+
+    if tracker not in TRACKERS:
+        raise ConfigError(
+            [f"--tracker {tracker!r}: not a tracker; choose one of {', '.join(TRACKERS)}"]
+        )
+    if importlib.util.find_spec(TRACKERS[tracker]) is None:
+        raise ConfigError(
+            [
+                f"--tracker {tracker}: the package {TRACKERS[tracker]!r} is not installed; "
+                f"pip install {TRACKERS[tracker]} (or pip install 'gere-harness[trackers]')"
+            ]
+        )
+
+
+def step_metrics(row: Mapping[str, Any]) -> dict:
+    """A curve row as Tune metrics: ``timesteps_total`` is the global step (the step the
+    trackers plot against); NaN terms (no replay in this step) are left out."""
+    out = {"timesteps_total": int(row["step"]), "stage": int(row["stage"]), "task": row["task"]}
+    for key in ("loss", "task_ce", "replay_ce", "replay_term", "lr", "grad_norm", "pad_share"):
+        value = row.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            out[f"train/{key}"] = float(value)
+    return out

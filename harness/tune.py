@@ -15,22 +15,18 @@ Resume and idempotence, without timestamps or random names anywhere:
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
-import math
 import os
-import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, TrialConfig, from_dict, merge
+from harness.config import ConfigError, TrialConfig, from_dict
 from harness.hooks import Hook
-from harness.inputs import fingerprint_for
-from harness.trial import Trial
+from harness.tracking import check_tracker, step_metrics
 from results.ledger import (
     completed_trials,
     counts_as_completed,
@@ -42,71 +38,8 @@ from results.ledger import (
 
 log = logging.getLogger(__name__)
 
-Axis = Sequence[Mapping[str, Any]]
-"""One grid axis: a list of settings (dotted keys -> values). Settings that must change
-together (a replay method and its buffer size) sit in one dict, so no invalid combination
-is ever scheduled."""
-
 TRIAL_CPU = 0.01
 """CPU reserved by each Tune trial function (it only waits on its TorchTrainer)."""
-
-
-def axis(key: str, values: Iterable[Any]) -> Axis:
-    """A one-key axis: axis('train.lr_multiplier', [1, 2, 3])."""
-    return [{key: v} for v in values]
-
-
-def _slug(value: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(value)) or "x"  # keeps signs: -2 and 2 differ
-
-
-def point_id(point: Mapping[str, Any]) -> str:
-    """A readable, deterministic trial id from a grid point: 'method=tm,lr_multiplier=2,seed=0'."""
-    names = [k.split(".")[-1] for k in point]
-    keys = [k.split(".")[-1] if names.count(k.split(".")[-1]) == 1 else k for k in point]
-    return ",".join(f"{k}={_slug(v)}" for k, v in zip(keys, point.values(), strict=True)) or "base"
-
-
-def expand_grid(study: str, base: Mapping[str, Any], grid: Sequence[Axis]) -> list[TrialConfig]:
-    """Every grid point merged into ``base``, validated on the driver before anything runs.
-
-    A value of an axis may carry a label: a key starting with '@' is not a setting but names
-    that value in the trial id in place of its settings (``{"@regime": "redo",
-    "interventions.redo": {}}`` reads ``regime=redo``), for values whose settings make a poor
-    id. Raises one ConfigError listing every problem once, with the grid points it affects.
-    """
-    configs, problems = [], []
-    by_problem: dict[str, list[str]] = {}
-    n_points = 0
-    for combo in itertools.product(*grid) if grid else [()]:
-        point: dict[str, Any] = {}
-        named: dict[str, Any] = {}
-        for setting in combo:
-            labels = {k[1:]: v for k, v in setting.items() if k.startswith("@")}
-            point.update({k: v for k, v in setting.items() if not k.startswith("@")})
-            named.update(labels or setting)
-        tid = point_id(named)
-        data = merge(dict(base), {**point, "study": study, "trial_id": tid})
-        try:
-            configs.append(from_dict(data))
-        except ConfigError as exc:
-            for p in exc.problems:
-                by_problem.setdefault(p, []).append(tid)
-        n_points += 1
-    for p, tids in by_problem.items():  # one line per problem, not one per grid point
-        where = (
-            f"every grid point ({n_points})"
-            if len(tids) == n_points and n_points > 1
-            else f"grid point{'s' if len(tids) > 1 else ''} {', '.join(tids)}"
-        )
-        problems.append(f"{p} [{where}]")
-    ids = [c.id for c in configs]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        problems.append(f"grid has duplicate points {dupes}; make every axis value distinct")
-    if problems:
-        raise ConfigError(problems)
-    return configs
 
 
 def finished(cfg: TrialConfig, completed: Mapping[str, dict] | None = None) -> dict | None:
@@ -114,6 +47,9 @@ def finished(cfg: TrialConfig, completed: Mapping[str, dict] | None = None) -> d
     files agrees (all stages present, every file readable), else None: the trial is run
     (again) and its rows replaced. ``completed``: :func:`completed_trials` of the study, when
     the caller has read it already."""
+    from harness.inputs import fingerprint_for  # torch: a trial's data, when one is checked
+    from harness.trial import Trial
+
     if completed is None:
         completed = completed_trials(cfg.out, cfg.study)
     done = completed.get(cfg.id)
@@ -129,6 +65,7 @@ def finished(cfg: TrialConfig, completed: Mapping[str, dict] | None = None) -> d
 def id_conflicts(configs: Sequence[TrialConfig], stored: Mapping[str, dict]) -> list[str]:
     """A problem for every trial whose id already holds results of other settings, or of these
     settings on other data (:func:`results.ledger.data_changed`)."""
+    from harness.inputs import fingerprint_for
 
     problems = []
     for c in configs:
@@ -166,17 +103,6 @@ class RayCheckpointHook(Hook):
         import ray.train
 
         ray.train.report(step_metrics(row))
-
-
-def step_metrics(row: Mapping[str, Any]) -> dict:
-    """A curve row as Tune metrics: ``timesteps_total`` is the global step (the step the
-    trackers plot against); NaN terms (no replay in this step) are left out."""
-    out = {"timesteps_total": int(row["step"]), "stage": int(row["stage"]), "task": row["task"]}
-    for key in ("loss", "task_ce", "replay_ce", "replay_term", "lr", "grad_norm", "pad_share"):
-        value = row.get(key)
-        if isinstance(value, int | float) and math.isfinite(value):
-            out[f"train/{key}"] = float(value)
-    return out
 
 
 def _train_worker(config: dict) -> dict | None:
@@ -292,34 +218,6 @@ def _trial_name(trial) -> str:
 
 def _trial_dirname(trial) -> str:
     return f"trial_id={trial.config['trial']['trial_id']}"
-
-
-TRACKERS = {
-    "mlflow": "mlflow",
-    "wandb": "wandb",
-    "tensorboard": "tensorboardX",
-}
-"""--tracker values and the package each needs (``pip install 'gere-harness[trackers]'``)."""
-
-
-def check_tracker(tracker: str | None) -> None:
-    """ConfigError naming the value unless ``tracker`` is None or one of :data:`TRACKERS`
-    whose package is installed (checked on the driver, before anything runs)."""
-    if tracker is None:
-        return
-    import importlib.util
-
-    if tracker not in TRACKERS:
-        raise ConfigError(
-            [f"--tracker {tracker!r}: not a tracker; choose one of {', '.join(TRACKERS)}"]
-        )
-    if importlib.util.find_spec(TRACKERS[tracker]) is None:
-        raise ConfigError(
-            [
-                f"--tracker {tracker}: the package {TRACKERS[tracker]!r} is not installed; "
-                f"pip install {TRACKERS[tracker]} (or pip install 'gere-harness[trackers]')"
-            ]
-        )
 
 
 def tracker_callbacks(tracker: str | None, study: str) -> list:

@@ -12,8 +12,6 @@ the columns marked nullable below use null for "does not apply". ``docs/results-
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from harness.config.replay_methods import REPLAY
+from harness.docgen import generated_page_main
 from harness.suggest import did_you_mean
 from results.fields import FILLED, PROVENANCE, SCHEMA_VERSION
 from results.kinds import _KIND_DOCS, KINDS, schema_for
@@ -347,25 +346,8 @@ def schema_markdown() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the schema documentation, write it to docs/, or check the committed copy."""
-    parser = argparse.ArgumentParser(prog="python -m results.schema", description=main.__doc__)
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--write", action="store_true", help=f"write {DOCS_PATH}")
-    group.add_argument("--check", action="store_true", help="exit 1 if the docs are stale")
-    args = parser.parse_args(argv)
-    text = schema_markdown()
-    if args.write:
-        DOCS_PATH.parent.mkdir(parents=True, exist_ok=True)
-        DOCS_PATH.write_text(text, encoding="utf-8")
-        return 0
-    if args.check:
-        current = DOCS_PATH.read_text(encoding="utf-8") if DOCS_PATH.exists() else None
-        if current != text:
-            print(f"{DOCS_PATH} is stale; run: python -m results.schema --write", file=sys.stderr)
-            return 1
-        return 0
-    sys.stdout.write(text)
-    return 0
+    """Print the page, write it to docs/, or check the committed copy."""
+    return generated_page_main("python -m results.schema", DOCS_PATH, schema_markdown, argv)
 
 
 if __name__ == "__main__":

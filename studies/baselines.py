@@ -33,8 +33,9 @@ import argparse
 import sys
 
 from harness.config import merge, parse_override
+from harness.grid import axis, only, seed_list
 from harness.presets import DEMO_SETTINGS, DEMO_SMOKE_SETTINGS, world_study_base
-from harness.study import Study, axis, only, seed_list
+from harness.study import Study
 from results.presentation.baselines import print_table
 from studies import run
 

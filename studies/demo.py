@@ -30,12 +30,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from results.presentation.demo import print_table
-
 from harness.config import merge, parse_override
 from harness.config.replay_methods import REPLAY
+from harness.grid import axis, method_axis, seed_list
 from harness.presets import DEMO_SETTINGS, DEMO_SMOKE_SETTINGS, world_study_base
-from harness.study import Study, axis, method_axis, seed_list
+from harness.study import Study
+from results.presentation.demo import print_table
 from studies import run
 
 

@@ -35,7 +35,8 @@ Commands:
 
 import sys
 
-from harness.study import Study, axis
+from harness.grid import axis
+from harness.study import Study
 from studies import run
 
 CELLS = [axis("replay.method", ["none", "tm"]), axis("model.tuning", ["full", "lora"])]

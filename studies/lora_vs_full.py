@@ -21,7 +21,8 @@ Commands:
 
 import sys
 
-from harness.study import Study, axis
+from harness.grid import axis
+from harness.study import Study
 from studies import run
 
 CELLS = [axis("model.tuning", ["full", "lora"]), axis("replay.method", ["none", "tm"])]

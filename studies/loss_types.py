@@ -20,7 +20,8 @@ Commands:
 
 import sys
 
-from harness.study import Study, axis
+from harness.grid import axis
+from harness.study import Study
 from studies import run
 
 METHODS = axis("replay.method", ["none", "ce", "kl", "l1", "l2", "tm"])

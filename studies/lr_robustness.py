@@ -21,7 +21,8 @@ Commands:
 
 import sys
 
-from harness.study import Study, axis
+from harness.grid import axis
+from harness.study import Study
 from studies import run
 
 METHODS = [{"replay.method": "none"}, {"replay.method": "tm"}]

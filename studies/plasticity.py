@@ -38,11 +38,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from results.presentation.plasticity import print_table
-
 from harness.config import ConfigError, merge, parse_override
+from harness.grid import axis, seed_list
 from harness.presets import world_study_base
-from harness.study import Study, axis, seed_list
+from harness.study import Study
+from results.presentation.plasticity import print_table
 from studies import run
 
 STREAM = 20

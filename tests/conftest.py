@@ -6,81 +6,20 @@ harness.data.resolve_data_root and skip with a reason when it is absent.
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
 import pytest
 import torch
 
-from harness.core import cache_root
+from harness.cache import cache_root
 from harness.data import DataError, resolve_data_root
-from tests.helpers import tiny_built, tiny_model
-
-REAL_CACHE = cache_root()
-"""The user's cache root, read before each test points GERE_CACHE_DIR at its own tmp dir: a
-prepared real model (gere model prepare smollm2-135m) is found there."""
-
-COLOURS = ["red", "blue", "green", "yellow"]
-ANIMALS = ["cat", "dog", "owl", "fox"]
-
-
-def write_task(
-    root: Path, name: str, definition: str, labels: list[str], rows: list[tuple[str, str]]
-):
-    d = root / "long_sequence" / name
-    d.mkdir(parents=True, exist_ok=True)
-    half = len(rows) * 3 // 4
-    for split, part in (("train", rows[:half]), ("test", rows[half:])):
-        body = {
-            "Definition": [definition],
-            "Positive Examples": [],
-            "Negative Examples": [],
-            "Instances": [{"input": i, "output": o} for i, o in part],
-        }
-        (d / f"{split}.json").write_text(json.dumps(body))
-    (d / "labels.json").write_text(json.dumps(labels))
-
-
-def make_mini_benchmark(root: Path, seed: int = 0) -> Path:
-    """Three learnable toy tasks, a general corpus, held-out text and a 4-choice probe."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(32):
-        c = rng.choice(COLOURS[:2])
-        rows.append((f"the sky is {c} today", "warm" if c == "red" else "cold"))
-    write_task(root, "colour", "Is the colour warm or cold?", ["warm", "cold"], rows)
-    rows = []
-    for _ in range(32):
-        a = rng.choice(ANIMALS)
-        rows.append((f"I saw a {a} in the garden", "pet" if a in ("cat", "dog") else "wild"))
-    write_task(root, "animal", "Is the animal a pet or wild?", ["pet", "wild"], rows)
-    rows = []
-    for _ in range(32):
-        x, y = rng.randint(0, 9), rng.randint(0, 9)
-        rows.append((f"{x} vs {y}", "more" if x > y else "less"))
-    write_task(root, "compare", "", ["more", "less"], rows)
-    general = root / "general"
-    general.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", 40), ("heldout", 12)):
-        with (general / f"{split}.jsonl").open("w") as f:
-            for i in range(n):
-                a, c = rng.choice(ANIMALS), rng.choice(COLOURS)
-                text = f"The {c} {a} number {i} lives near the river and sings at night."
-                f.write(json.dumps({"text": text, "meta": {"source": "mini"}}) + "\n")
-    test = root / "mmlu" / "test"
-    test.mkdir(parents=True, exist_ok=True)
-    lines = ["question,choice0,choice1,choice2,choice3,answer"]
-    for i in range(8):
-        lines.append(f"Which colour is number {i}?,red,blue,green,yellow,{i % 4}")
-    (test / "mini_test.csv").write_text("\n".join(lines) + "\n")
-    return root
+from tests.fixtures import REAL_CACHE, make_mini_benchmark, tiny_built, tiny_model
 
 
 @pytest.fixture
 def tiny():
     """The shared tiny Llama: a factory ``tiny(vocab=64, seed=0, **shape)`` (see
-    :func:`tests.helpers.tiny_model`; modules that need it at import time import that)."""
+    :func:`tests.fixtures.tiny_model`; modules that need it at import time import that)."""
     return tiny_model
 
 

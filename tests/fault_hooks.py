@@ -124,7 +124,7 @@ class SummaryAtStart(Hook):
 class WhereAndWhen(EventLog):
     """Logs every worker start and every optimiser step of task ``stage`` with the Ray node it
     runs on, the process and the time, and sleeps ``pause_s`` after each of those steps, so a
-    test can take the node away while the task is running (tests/test_cluster.py)."""
+    test can take the node away while the task is running (tests/clusters/test_cluster.py)."""
 
     def __init__(self, path: str | Path, stage: int, pause_s: float):
         super().__init__(path)

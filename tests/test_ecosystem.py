@@ -1,7 +1,7 @@
 """The harness among the tools researchers use: trackers, typed results, installs, the CLI.
 
 (The study-level checks -- a smoke study tracked with MLflow, its dataset read by pandas,
-pyarrow, DuckDB and polars -- are in tests/test_studies.py, slow.)"""
+pyarrow, DuckDB and polars -- are in tests/studies/test_studies.py, slow.)"""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import pytest
 
 from harness.config import ConfigError, from_dict
 from harness.config.flat import flat_settings, settings_columns
+from harness.tracking import check_tracker
 from harness.trial import run_trial
-from harness.tune import check_tracker
 from results import io, schema
-from tests.helpers import mini_config
+from tests.fixtures import mini_config, tb_scalars
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,7 @@ def test_a_resumed_trial_logs_on_to_its_mlflow_run(mini_root, tmp_path, monkeypa
     resumed trial reopens the same run (no second one) and ends it finished."""
     mlflow = pytest.importorskip("mlflow")
     from harness.tracking import TrackerHook
-    from tests.helpers import Crash, SaveThenCrash
+    from tests.fixtures import Crash, SaveThenCrash
 
     uri = f"file://{tmp_path / 'mlruns'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -84,29 +84,12 @@ def test_a_resumed_trial_logs_on_to_its_mlflow_run(mini_root, tmp_path, monkeypa
     assert steps == set(curve.step)  # task 2's steps were logged again after the resume
 
 
-def _tb_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
-    """Scalars of TensorBoard event files (TFRecord framing, Event protos)."""
-    from tensorboardX.proto import event_pb2
-
-    out: dict[str, list[tuple[int, float]]] = {}
-    for path in folder.glob("events.out.tfevents.*"):
-        data = path.read_bytes()
-        i = 0
-        while i < len(data):
-            (n,) = struct.unpack("<Q", data[i : i + 8])
-            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
-            i += 12 + n + 4
-            for v in event.summary.value:
-                out.setdefault(v.tag, []).append((event.step, v.simple_value))
-    return out
-
-
 def test_harness_run_writes_tensorboard_events_outside_the_dataset(mini_root, tmp_path):
     from harness.tracking import TrackerHook
 
     cfg = mini_config(mini_root, tmp_path / "out", **{"data.tasks": "colour,animal"})
     assert run_trial(cfg, hooks=[TrackerHook("tensorboard")]).status == "completed"
-    scalars = _tb_scalars(tmp_path / "out" / "_tensorboard" / cfg.study / cfg.id)
+    scalars = tb_scalars(tmp_path / "out" / "_tensorboard" / cfg.study / cfg.id)
     curve = io.read_study(io.study_dir(cfg.out, cfg.study))["curve"].sort_values("step")
     assert [s for s, _ in scalars["train/loss"]] == curve.step.tolist()
     assert [v for _, v in scalars["train/loss"]] == pytest.approx(curve.loss.tolist(), rel=1e-6)
@@ -248,7 +231,7 @@ def test_a_study_reads_base_settings_from_a_config_file(tmp_path, capsys):
     argv = ["--smoke-test", "--dry-run", "--out", str(tmp_path), "--config", str(path)]
     assert main(Study("lr_robustness", None, [], []), argv) == 0
     path.write_text("train:\n  lr_multiplier: 3\n")
-    from harness.tune import axis
+    from harness.grid import axis
 
     grid = [axis("train.lr_multiplier", [1, 10])]
     assert main(Study("lr_robustness", None, grid, grid), argv) == 2
@@ -371,7 +354,7 @@ def test_model_options_are_checked():
 
 
 def test_lora_all_linear_adapts_every_linear_layer_but_the_head():
-    from tests.helpers import tiny_built
+    from tests.fixtures import tiny_built
 
     built = tiny_built(tuning="lora")
     adapted = {

@@ -9,7 +9,7 @@ string (KubeRay generates its CRDs with ``crd:maxDescLen=0``, so there are none 
 writes compact JSON with a header naming the release, commit and path. The schema itself is
 stored as KubeRay wrote it: ``clusters/validate.py`` closes its objects when it loads it. After
 writing a new version, point ``KUBERAY_VERSION`` in ``clusters/validate.py`` at it and run
-``python -m pytest tests/test_clusters.py``.
+``python -m pytest tests/clusters/test_clusters.py``.
 """
 
 from __future__ import annotations

@@ -10,9 +10,7 @@ as one table per section, then one table per method family from the registries. 
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from harness.config.interventions import INTERVENTIONS
 from harness.config.replay_methods import REPLAY
 from harness.config.scale import rewrites_weights_problem, zero_stage_problem
 from harness.config.schema import ScaleConfig
+from harness.docgen import generated_page_main
 from harness.registry import Entry, Registry
 
 __all__ = ["DOCS_PATH", "main", "reference_markdown"]
@@ -262,30 +261,10 @@ def reference_markdown() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the config reference, write it to docs/, or check the committed copy."""
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.config.reference", description=main.__doc__
+    """Print the page, write it to docs/, or check the committed copy."""
+    return generated_page_main(
+        "python -m harness.config.reference", DOCS_PATH, reference_markdown, argv
     )
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--write", action="store_true", help=f"write {DOCS_PATH}")
-    group.add_argument("--check", action="store_true", help="exit 1 if the docs are stale")
-    args = parser.parse_args(argv)
-    text = reference_markdown()
-    if args.write:
-        DOCS_PATH.parent.mkdir(parents=True, exist_ok=True)
-        DOCS_PATH.write_text(text, encoding="utf-8")
-        return 0
-    if args.check:
-        current = DOCS_PATH.read_text(encoding="utf-8") if DOCS_PATH.exists() else None
-        if current != text:
-            print(
-                f"{DOCS_PATH} is stale; run: python -m harness.config.reference --write",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    sys.stdout.write(text)
-    return 0
 
 
 if __name__ == "__main__":

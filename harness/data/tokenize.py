@@ -28,8 +28,8 @@ _BATCH = 1024  # texts per tokenizer call: bounds memory on large corpora
 
 
 def default_cache_dir() -> Path:
-    """``tokens/`` under the cache root (:func:`harness.core.cache_root`)."""
-    from harness.core import cache_root
+    """``tokens/`` under the cache root (:func:`harness.cache.cache_root`)."""
+    from harness.cache import cache_root
 
     return cache_root() / "tokens"
 

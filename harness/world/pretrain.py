@@ -32,7 +32,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from harness.core import cache_root
+from harness.cache import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class PretrainConfig:
 
 
 def default_cache_root() -> Path:
-    """``base/`` under the cache root (:func:`harness.core.cache_root`)."""
+    """``base/`` under the cache root (:func:`harness.cache.cache_root`)."""
     return cache_root() / "base"
 
 

@@ -1,0 +1,78 @@
+"""The forward-token count of --dry-run (harness.cost)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from harness.cost import describe, grid_costs, trial_cost
+from harness.evaluate import _pack
+from harness.inputs import load_data, tokenize_inputs
+from tests.fixtures import mini_config, tiny_built
+
+
+def test_measured_cost_counts_every_training_row_and_every_evaluation_forward(mini_root, tmp_path):
+    cfg = mini_config(
+        mini_root,
+        tmp_path / "out",
+        **{
+            "replay.method": "none",
+            "data.tasks": "colour,animal",
+            "train.max_steps_per_task": None,
+        },
+    )
+    tok = tiny_built().tokenizer
+    inputs = tokenize_inputs(cfg, load_data(cfg), tok)
+    c = trial_cost(cfg, inputs)
+    # epochs 1, no replay, no step cap: every training row once
+    assert c.train == sum(len(x.ids) for tt in inputs.tasks for x in tt.train)
+    assert c.train_compute == 3 * c.train
+    per_ckpt = sum(len(_pack(p, tt.candidates)[0]) for tt in inputs.tasks for p in tt.prompts)
+    per_ckpt += sum(len(_pack(p, cands)[0]) for p, cands in inputs.probe[0])
+    per_ckpt += sum(len(t) for t in inputs.heldout)
+    assert c.checkpoints == 3 and c.evaluation == 3 * per_ckpt
+    assert c.ratio == pytest.approx(c.evaluation / c.train_compute)
+
+
+def test_the_cost_counts_what_the_cl_methods_add(mini_root, tmp_path):
+    """Task replay trains on the buffer too (the real trial's rows, counted), multitask is
+    scored at 2 checkpoints, LwF adds a teacher forward over the task rows."""
+    from harness.trial import run_trial
+
+    common = {"data.tasks": "colour,animal", "train.max_steps_per_task": None}
+    tok = tiny_built().tokenizer
+    plain = mini_config(mini_root, tmp_path / "p", **{"replay.method": "none", **common})
+    inputs = tokenize_inputs(plain, load_data(plain), tok)
+    base = trial_cost(plain, inputs)
+    replay = mini_config(
+        mini_root,
+        tmp_path / "r",
+        **{"replay.method": "none", "cl.task_replay": {"size": 3}, **common},
+    )
+    measured = run_trial(replay).train_tokens
+    counted = trial_cost(replay, inputs).train
+    assert measured > base.train and counted == pytest.approx(measured, rel=0.05)
+    multi = mini_config(
+        mini_root, tmp_path / "m", **{"replay.method": "none", "cl.multitask": {}, **common}
+    )
+    assert trial_cost(multi, inputs).checkpoints == 2
+    lwf = mini_config(
+        mini_root, tmp_path / "l", **{"replay.method": "none", "cl.lwf": {}, **common}
+    )
+    assert trial_cost(lwf, inputs).train_compute == pytest.approx(4 * base.train, rel=1e-6)
+
+
+def test_the_8b_dry_run_prints_the_ratio_from_stated_assumptions() -> None:
+    from harness.grid import axis, expand_grid
+    from harness.presets import base_config
+
+    base = base_config("llama-3.1-8b", data_dir="/nonexistent")
+    configs = expand_grid("x", base, [axis("replay.method", ["tm"])])
+    lines = describe(grid_costs(configs))
+    assert any("assumed lengths" in ln for ln in lines)
+    ratio = float(re.fullmatch(r"evaluation/training forward tokens: (\S+)", lines[-1]).group(1))
+    c = next(iter(grid_costs(configs).values()))
+    # gradient checkpointing: training compute is 4x the training tokens
+    assert c.train_compute == 4 * c.train and ratio == pytest.approx(c.ratio, abs=0.005)
+    assert c.checkpoints == 16 and c.prepare > 0
