@@ -40,16 +40,11 @@ Commands:
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import math
 import sys
-import time
 from pathlib import Path
 
-from results.presentation.active_forgetting import print_table
-
 from harness.study import Jobs, Study
+from results.presentation.active_forgetting import print_table
 from studies import run
 
 RESET_EVERY, BUDGETS, LANGUAGE_SEED, PROBE_QUESTIONS = 100, (40, 400), 1, 400
@@ -93,67 +88,27 @@ def plan(args: argparse.Namespace) -> list[tuple[str, dict]]:
 
 def prepare(args: argparse.Namespace, planned: list) -> list:
     """The world, its respelled language and both bases (pretrained here, cached by content)."""
-    import torch
-
     from harness.presets import world_dir
-    from harness.world import generate_world, language, pretrain
+    from harness.world.adapt import prepare_bases
 
-    world = generate_world(Path(args.data_dir) if args.data_dir else world_dir(0), seed=0)
-    new = language.render_language(world.root, world.root.parent /
-                                   f"{world.root.name}-language{LANGUAGE_SEED}", seed=LANGUAGE_SEED)  # fmt: skip
-    small = dict(vocab_size=512, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-                 block_size=64, batch_size=8, steps=20, warmup_steps=2)  # fmt: skip
-    standard = pretrain.PretrainConfig(**(small if args.smoke_test else {}))
-    configs = {
-        "standard": standard,
-        "forgetful": dataclasses.replace(standard, embedding_reset_every=args.every),
-    }
-    print(f"world: {world.root}  new language: {new}")
-    bases = {
-        b: str(pretrain.ensure_base_model(world.general_train, config=c))
-        for b, c in configs.items()
-    }
-    args.chance = 1.0 / world.settings.n_choices
-    common = dict(world=str(world.root), language=str(new), chance=args.chance,
-                  questions=24 if args.smoke_test else PROBE_QUESTIONS, threads=torch.get_num_threads())  # fmt: skip
-    return [(i, {**r, **common, "model": bases[r["base"]], "every": configs[r["base"]].embedding_reset_every})
-            for i, r in planned]  # fmt: skip
+    root = Path(args.data_dir) if args.data_dir else world_dir(0)
+    common = prepare_bases(root, smoke=args.smoke_test, reset_every=args.every,
+                           language_seed=LANGUAGE_SEED,
+                           questions=24 if args.smoke_test else PROBE_QUESTIONS)  # fmt: skip
+    args.chance = common["chance"]
+    return [(run_id, {**spec, **common}) for run_id, spec in planned]
 
 
-def adapt_and_probe(s: dict) -> list[dict]:
-    """One run (a Ray Tune trial): a base's probe in both languages, or one adaptation and its
-    probe in the new language; its rows of the ``adaptation`` record kind."""
-    import torch
+def adaptation_rows(spec: dict) -> list[dict]:
+    """One run, in a Ray worker (torch is imported there, not for --help)."""
+    from harness.world.adapt import adaptation_rows
 
-    from harness.world.adapt import ensure_adapted, probe_accuracy
-
-    torch.set_num_threads(s["threads"])  # the driver's: the same numbers as in one process
-    common = {"base": s["base"], "embedding_reset_every": s["every"], "adapt": s["adapt"],
-              "budget_steps": s["steps"], "seed": s["seed"], "chance": s["chance"]}  # fmt: skip
-    if s["adapt"] == "none":
-        probes = [("first", Path(s["model"]), s["world"]), ("new", Path(s["model"]), s["language"])]
-        loss, wall = math.nan, 0.0
-    else:
-        start = time.perf_counter()
-        model = ensure_adapted(Path(s["model"]), Path(s["language"]) / "general" / "train.jsonl",
-                               steps=s["steps"], train=s["adapt"], seed=s["seed"])  # fmt: skip
-        done = json.loads((model / "adapt.json").read_text())
-        probes, loss, wall = (
-            [("new", model, s["language"])],
-            done["final_loss"],
-            done.get("wall_s", time.perf_counter() - start),
-        )
-    rows = []
-    for lang, model, root in probes:
-        c, n = probe_accuracy(model, Path(root), max_questions=s["questions"])
-        rows.append({**common, "language": lang, "probe_accuracy": c / n, "n_correct": c,
-                     "n_total": n, "final_loss": loss, "wall_time_s": wall})  # fmt: skip
-    return rows
+    return adaptation_rows(spec)
 
 
 STUDY = Study(
     "active_forgetting", __doc__, [], [], options=options,
-    jobs=Jobs("adaptation", plan, adapt_and_probe, prepare=prepare),
+    jobs=Jobs("adaptation", plan, adaptation_rows, prepare=prepare),
     present=lambda args, where: print_table(where, chance=args.chance),
 )  # fmt: skip
 

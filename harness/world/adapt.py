@@ -182,3 +182,68 @@ def probe_accuracy(
     correct = sum(int(max(range(len(ll)), key=ll.__getitem__) == q.answer)
                   for ll, q in zip(lls, questions, strict=True))  # fmt: skip
     return correct, len(questions)
+
+
+# -- the active-forgetting study's runs (studies/active_forgetting.py) --------------------------
+
+SMOKE_PRETRAIN = dict(
+    vocab_size=512, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+    block_size=64, batch_size=8, steps=20, warmup_steps=2,
+)  # fmt: skip
+"""The smoke test's base: one layer, 20 pretraining steps."""
+
+
+def prepare_bases(
+    world_root: Path, *, smoke: bool, reset_every: int, language_seed: int, questions: int
+) -> dict:
+    """What every run of the active-forgetting study shares: the world at ``world_root``
+    (generated unless it is there), its respelled language, and the standard and forgetful
+    bases pretrained on its general text (cached by content). Returns the common part of a
+    run's spec (:func:`adaptation_rows`), with ``bases`` (name -> (model dir, reset period))."""
+    from harness.world.generate import generate_world
+    from harness.world.language import render_language
+    from harness.world.pretrain import ensure_base_model
+
+    world = generate_world(world_root, seed=0)
+    new = render_language(
+        world.root, world.root.parent / f"{world.root.name}-language{language_seed}",
+        seed=language_seed,
+    )  # fmt: skip
+    standard = PretrainConfig(**(SMOKE_PRETRAIN if smoke else {}))
+    configs = {
+        "standard": standard,
+        "forgetful": dataclasses.replace(standard, embedding_reset_every=reset_every),
+    }
+    logger.info("world: %s  new language: %s", world.root, new)
+    bases = {
+        b: (str(ensure_base_model(world.general_train, config=c)), c.embedding_reset_every)
+        for b, c in configs.items()
+    }
+    return dict(world=str(world.root), language=str(new), chance=1.0 / world.settings.n_choices,
+                questions=questions, threads=torch.get_num_threads(), bases=bases)  # fmt: skip
+
+
+def adaptation_rows(s: dict) -> list[dict]:
+    """One run of the active-forgetting study (a Ray Tune trial): a base's probe in both
+    languages (``adapt='none'``), or one adaptation of it and its probe in the new language;
+    its rows of the ``adaptation`` record kind."""
+    torch.set_num_threads(s["threads"])  # the driver's: the same numbers as in one process
+    model, every = s["bases"][s["base"]]
+    common = {"base": s["base"], "embedding_reset_every": every, "adapt": s["adapt"],
+              "budget_steps": s["steps"], "seed": s["seed"], "chance": s["chance"]}  # fmt: skip
+    if s["adapt"] == "none":
+        probes = [("first", Path(model), s["world"]), ("new", Path(model), s["language"])]
+        loss, wall = float("nan"), 0.0
+    else:
+        start = time.perf_counter()
+        adapted = ensure_adapted(Path(model), Path(s["language"]) / "general" / "train.jsonl",
+                                 steps=s["steps"], train=s["adapt"], seed=s["seed"])  # fmt: skip
+        done = json.loads((adapted / "adapt.json").read_text())
+        probes = [("new", adapted, s["language"])]
+        loss, wall = done["final_loss"], done.get("wall_s", time.perf_counter() - start)
+    rows = []
+    for lang, path, root in probes:
+        c, n = probe_accuracy(path, Path(root), max_questions=s["questions"])
+        rows.append({**common, "language": lang, "probe_accuracy": c / n, "n_correct": c,
+                     "n_total": n, "final_loss": loss, "wall_time_s": wall})  # fmt: skip
+    return rows
