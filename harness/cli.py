@@ -1,8 +1,9 @@
 """Command line: ``python -m harness run ...`` runs one trial in this process, without Ray.
 
 Every config field is an option (``--train.lr 1e-4``), documented by the docstring under the
-field in harness/config.py; every setting of every replay method is one too
-(``--replay.settings.k 1.5``), documented in the method's ``__init__`` docstring. Precedence:
+field in harness/config/; every setting of every replay method is one too
+(``--replay.settings.k 1.5``), documented under its field in the method's settings dataclass
+(:mod:`harness.config.replay_methods`). Precedence:
 defaults < ``--config FILE`` < ``--set K=V`` < options.
 """
 

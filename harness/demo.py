@@ -23,4 +23,4 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     study = runpy.run_path(str(SCRIPT), run_name="harness_demo_study")
-    return study["run"](argv)
+    return study["run"](study["STUDY"], argv)

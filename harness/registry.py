@@ -6,8 +6,9 @@ docstrings are the documentation, and the facts the config needs (its source, di
 reference values, its rules on a trial). The config validates, documents and hashes a method's
 settings from the entry alone, so ``--help`` and every config check run without torch and
 without importing any method's module (the spirit of lm-eval's ``lm_eval/api/registry.py``;
-each family's entries are registered in :mod:`harness.config.methods`, one line per method, next
-to its settings dataclass: peft's ``tuners/<method>/config.py``).
+each family's entries are registered in :mod:`harness.config.replay_methods`,
+:mod:`harness.config.interventions` and :mod:`harness.config.cl_methods`, one registration per
+method next to its settings dataclass: peft's ``tuners/<method>/config.py``).
 
 Standard library only: this is the floor every other module may stand on.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import importlib
 import inspect
 import typing
@@ -58,8 +60,18 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+@functools.cache
+def _settings_of(settings: type) -> tuple[Setting, ...]:
+    return tuple(_read_settings(settings))
+
+
 def settings_of(settings: type) -> list[Setting]:
-    """The settings a settings dataclass declares, in field order."""
+    """The settings a settings dataclass declares, in field order (read from its source once
+    per process)."""
+    return list(_settings_of(settings))
+
+
+def _read_settings(settings: type) -> list[Setting]:
     hints = typing.get_type_hints(settings)
     docs = field_docs(settings)
     out = []

@@ -122,7 +122,8 @@ def _common_options(p: argparse.ArgumentParser, *, trials: bool) -> argparse.Arg
         "--out",
         default=None,
         help="Results root, a directory or an object-store URI (s3://bucket/prefix, gs://...); "
-        "Parquet lands in <out>/study=<name>/ (default: out of --set or --config, else runs).",
+        "Parquet lands in <out>/study=<name>/ (default: "
+        + ("out of --set or --config, else runs)." if trials else "runs)."),
     )
     p.add_argument(
         "--storage-path",
@@ -269,6 +270,8 @@ class Jobs:
     (e.g. pretraining the bases every run starts from); returns the runs with their specs."""
     cpus: float = 1.0
     """CPUs each run holds."""
+    label: str = "the grid"
+    """What a full run is, in the listing's first line (``smoke test`` otherwise)."""
 
 
 @dataclass(frozen=True)
@@ -452,6 +455,7 @@ def _main_jobs(study: Study, jobs: Jobs, args: argparse.Namespace) -> int:
     from harness.tune import run_jobs
     from results.io import study_dir
     from results.ledger import check_output
+    from results.storage import check_writable, is_uri
 
     args.out = args.out or "runs"
     try:
@@ -463,10 +467,16 @@ def _main_jobs(study: Study, jobs: Jobs, args: argparse.Namespace) -> int:
             raise ConfigError([f"--dpi {args.dpi}: must be a positive integer, e.g. 150 or 300"])
         planned = jobs.plan(args)
         check_output(TrialConfig(out=args.out))  # the results root, before any preparation
+        if args.storage_path and is_uri(args.storage_path):
+            problem = check_writable(args.storage_path, "--storage-path")
+            if problem:
+                raise ConfigError([problem])
     except (ValueError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"study {study.name}: {len(planned)} runs{' (smoke test)' if args.smoke_test else ''}")
+    print(
+        f"study {study.name}: {len(planned)} runs ({'smoke test' if args.smoke_test else jobs.label})"
+    )
     for run_id, _ in planned:
         print(f"  {run_id}")
     if args.dry_run:

@@ -138,6 +138,14 @@ class Trial:
                     raise ConfigError([changed])
         if cfg.landscape.enabled:
             landscape_stages(cfg, self.data)  # a bad stage or dataset fails before the model
+        if self.resume_from is not None and self.foreign_checkpoint(self.resume_from, same_id=True):
+            log.warning(
+                "trial %s: ignoring the checkpoint %s, saved with other settings (another study "
+                "or config under the same trial id): starting over",
+                cfg.id,
+                self.resume_from,
+            )
+            self.resume_from = None
         if self.resume_from is not None:
             self.load(self.resume_from)
         self.method = get_method(cfg.replay.method, **cfg.replay.settings)
@@ -414,6 +422,21 @@ class Trial:
             (path / CHECKPOINT_STATE).write_text(json.dumps(self.state.to_dict()))
         self.backend.barrier()
 
+    def foreign_checkpoint(self, path: Path, *, same_id: bool = False) -> bool:
+        """Whether the checkpoint at ``path`` was saved with other settings than this trial's
+        (a checkpoint written before it stored its config is taken as this trial's);
+        ``same_id``: only if it was saved under this trial's id (Ray Train's run folder of
+        another study or config; a checkpoint of another id is refused by :meth:`load`)."""
+        saved = path / CHECKPOINT_CONFIG
+        if not saved.is_file():
+            return False
+        if same_id:
+            state = json.loads((path / CHECKPOINT_STATE).read_text())
+            if state.get("trial_id") != self.cfg.id:
+                return False
+        theirs = ledger.comparable_settings(json.loads(saved.read_text()))
+        return theirs != ledger.comparable_settings(self.cfg.to_dict())
+
     def load(self, path: Path) -> None:
         """Restore the state of a checkpoint written by :meth:`save` (weights: ``setup``)."""
         state = TrialState.from_dict(json.loads((path / CHECKPOINT_STATE).read_text()))
@@ -421,18 +444,13 @@ class Trial:
             raise ValueError(
                 f"checkpoint {path} belongs to trial {state.trial_id!r}, not {self.cfg.id!r}"
             )
-        saved = path / CHECKPOINT_CONFIG  # absent in checkpoints written before it existed
-        if saved.is_file():
-            theirs = ledger.comparable_settings(json.loads(saved.read_text()))
-            if theirs != ledger.comparable_settings(self.cfg.to_dict()):
-                raise ConfigError(
-                    [
-                        f"trial {self.cfg.id}: its checkpoint {path} was saved with other "
-                        "settings (another study or config under the same trial id), so it "
-                        "cannot resume: give this trial another trial_id or study, or remove "
-                        "that checkpoint (harness run: --rerun)"
-                    ]
-                )
+        if self.foreign_checkpoint(path):
+            raise ConfigError(
+                [
+                    f"trial {self.cfg.id}: its checkpoint {path} was saved with other settings "
+                    "(another study or config under the same trial id), so it cannot resume"
+                ]
+            )
         mine = self.state.data_fingerprint
         if state.data_fingerprint and mine and state.data_fingerprint != mine:
             raise ConfigError(

@@ -58,21 +58,22 @@ def options(p: argparse.ArgumentParser) -> None:
                    f"reset period in pretraining steps (default: {RESET_EVERY}; smoke: 5).")  # fmt: skip
 
 
-def _ints(text: str, what: str, least: int = 0) -> list[int]:
-    values = [int(x) for x in text.split(",") if x.strip().isdigit()]
-    if (
-        not values
-        or len(values) != len([x for x in text.split(",") if x.strip()])
-        or min(values) < least
-    ):
-        raise ValueError(f"--{what} {text!r}: give comma-separated integers >= {least}")
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 0 for v in values):
+        raise ValueError(f"--{what} {text!r}: give comma-separated non-negative integers")
     return values
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, dict]]:
     smoke = args.smoke_test
     seeds = _ints(args.seeds or ("0" if smoke else "0,1,2"), "seeds")
-    budgets = _ints(args.budgets or ("2,5" if smoke else ",".join(map(str, BUDGETS))), "budgets", 1)
+    budgets = _ints(args.budgets or ("2,5" if smoke else ",".join(map(str, BUDGETS))), "budgets")
+    if 0 in budgets:
+        raise ValueError("--budgets: a budget must be >= 1 step")
     args.every = args.reset_every if args.reset_every is not None else (5 if smoke else RESET_EVERY)
     if args.every < 1:
         raise ValueError(f"--reset-every {args.every}: must be >= 1")
@@ -96,6 +97,7 @@ def prepare(args: argparse.Namespace, planned: list) -> list:
                            language_seed=LANGUAGE_SEED,
                            questions=24 if args.smoke_test else PROBE_QUESTIONS)  # fmt: skip
     args.chance = common["chance"]
+    print(f"world: {common['world']}  new language: {common['language']}")
     return [(run_id, {**spec, **common}) for run_id, spec in planned]
 
 
@@ -108,7 +110,7 @@ def adaptation_rows(spec: dict) -> list[dict]:
 
 STUDY = Study(
     "active_forgetting", __doc__, [], [], options=options,
-    jobs=Jobs("adaptation", plan, adaptation_rows, prepare=prepare),
+    jobs=Jobs("adaptation", plan, adaptation_rows, prepare=prepare, label="world base"),
     present=lambda args, where: print_table(where, chance=args.chance),
 )  # fmt: skip
 

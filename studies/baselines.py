@@ -67,7 +67,9 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0,1,2", help="Seeds, comma-separated (default: 0,1,2).")
     p.add_argument("--rows", default=None, metavar="A,B,...", help="Only these rows of the "
                    f"table (default: all: {','.join(b[B] for b in BASELINES)}).")  # fmt: skip
-    p.add_argument("--world-seed", type=int, default=0, help="Seed of the generated world.")
+    p.add_argument(
+        "--world-seed", type=int, default=0, help="Seed of the generated world. Default: 0."
+    )
 
 
 def prepare(args: argparse.Namespace, base: dict) -> dict:
@@ -81,6 +83,8 @@ def prepare(args: argparse.Namespace, base: dict) -> dict:
         base = merge(base, layer)
     base, args.world = world_study_base(base, data_dir=args.data_dir, seed=args.world_seed,
                                         replay_corpus=True, pretrain=not args.smoke_test)  # fmt: skip
+    print(f"world: {args.world.root}  tasks: {', '.join(args.world.tasks)}  "
+          f"probe chance: {args.world.chance:.3f}")  # fmt: skip
     return merge(base, dict(parse_override(s) for s in args.set))
 
 

@@ -52,7 +52,9 @@ def options(p: argparse.ArgumentParser) -> None:
                    "and seed. Default: 0.")  # fmt: skip
     p.add_argument("--corpus", default=None, help="Pretrain the base (and draw replay texts) from "
                    "this SlimPajama-style jsonl instead of the world's general text.")  # fmt: skip
-    p.add_argument("--world-seed", type=int, default=0, help="Seed of the generated world.")
+    p.add_argument(
+        "--world-seed", type=int, default=0, help="Seed of the generated world. Default: 0."
+    )
 
 
 def grid(args: argparse.Namespace) -> list:

@@ -114,7 +114,9 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0,1,2", help="Seeds, comma-separated (default: 0,1,2).")
     p.add_argument("--stream-tasks", type=int, default=STREAM, help="Tasks of the long stream "
                    f"(default: {STREAM}; the smoke test uses 3).")  # fmt: skip
-    p.add_argument("--world-seed", type=int, default=0, help="Seed of the generated world.")
+    p.add_argument(
+        "--world-seed", type=int, default=0, help="Seed of the generated world. Default: 0."
+    )
 
 
 def prepare(args: argparse.Namespace, base: dict) -> dict:

@@ -416,3 +416,22 @@ def test_a_version_2_summary_reads_its_bool_add_bos_as_the_rule_it_meant(tmp_pat
     assert table.column("replay.add_bos").to_pylist() == ["tokenizer", "never"]
     assert set(table.column("schema_version").to_pylist()) == {3}
     assert "data.add_bos" in schema.with_added_columns("summary", table).column_names
+
+
+def test_the_demo_alias_lists_its_grid(tmp_path):
+    """``python -m harness demo`` (the README's first command) runs studies/demo.py's Study: a
+    dry run of its smoke test lists the grid without training (the full run is in
+    tests/studies/test_studies.py, slow)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "demo",
+        "--smoke-test",
+        "--dry-run",
+        "--out",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "study demo: 2 trials" in proc.stdout and "method=tm" in proc.stdout

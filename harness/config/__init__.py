@@ -9,8 +9,9 @@ every key and value and raises one :class:`ConfigError` listing *every* problem,
 :class:`TrialConfig`, never a raw dict.
 
 The docstring under each field is the documentation: ``python -m harness run --help`` prints it.
-Replay method names and their settings (``replay.settings``) come from the method registry,
-:mod:`harness.replay`, which documents each setting in the method's ``__init__`` docstring.
+Method names and their settings (``replay.settings``, ``interventions``, ``cl``) come from the
+method registries (:mod:`.replay_methods`, :mod:`.interventions`, :mod:`.cl_methods`), which
+document each setting under its field in the method's settings dataclass.
 """
 
 from harness.config.docs import (

@@ -211,6 +211,10 @@ def _rules(cfg: TrialConfig) -> list[str]:
     for ch in "/\\":
         if cfg.trial_id and ch in cfg.trial_id:
             p.append(f"trial_id: {cfg.trial_id!r} must not contain {ch!r}")
+        if ch in cfg.study:  # it names the folder study=<study> and the study's Ray runs
+            p.append(f"study: {cfg.study!r} must not contain {ch!r}")
+    if not cfg.study.strip() or cfg.study.strip(".") == "":
+        p.append(f"study: {cfg.study!r} is not a name; give the study a name, e.g. lr_robustness")
     return p
 
 

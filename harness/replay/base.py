@@ -1,7 +1,7 @@
 """The replay-method interface, its registry and the loss combination rule.
 
 Every replay method (one file each: none, ce, kl, l1, l2, tm) is a small :class:`ReplayMethod`
-subclass registered by name with ``@register``. The training loop only ever talks to this
+subclass; its name, settings and facts are registered in :mod:`harness.config.replay_methods`. The training loop only ever talks to this
 interface: it asks the class flags what the forward pass must produce (replay rows at all,
 hidden states, a frozen-model forward), calls :meth:`ReplayMethod.prepare` once per trial and
 :meth:`ReplayMethod.term` on every step, then adds the term with :func:`combine`.

@@ -214,7 +214,6 @@ def prepare_bases(
         "standard": standard,
         "forgetful": dataclasses.replace(standard, embedding_reset_every=reset_every),
     }
-    logger.info("world: %s  new language: %s", world.root, new)
     bases = {
         b: (str(ensure_base_model(world.general_train, config=c)), c.embedding_reset_every)
         for b, c in configs.items()
