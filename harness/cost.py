@@ -98,10 +98,10 @@ def _buffered(cfg: TrialConfig, k: int, n_task: int) -> int:
     tr = cfg.cl.get("task_replay")
     if tr is None:
         return 0
-    size = int(tr.get("size", 50))
-    if tr.get("policy", "quota") == "reservoir":
-        return min(size, k * n_task)
-    return k * min(size, n_task)
+    settings = CL.entry("task_replay").settings(**tr)  # its defaults from the registry
+    if settings.policy == "reservoir":
+        return min(settings.size, k * n_task)
+    return k * min(settings.size, n_task)
 
 
 def _cl_compute(

@@ -112,6 +112,10 @@ class Entry:
     """The paper or code it comes from."""
     order: int = 100
     """Place in listings (then by name)."""
+    label: str = ""
+    """Its name in tables and figure legends (empty: the name itself)."""
+    colour: str = ""
+    """Its matplotlib colour in every figure (empty: one picked from its name)."""
     paper_defaults: Mapping[str, Any] = field(default_factory=dict)
     """Settings whose reference value differs from the harness's default
     (``method_defaults: paper`` fills them in where a trial leaves them unset)."""

@@ -28,6 +28,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
+from harness.config.cl_methods import CL
+from harness.config.interventions import INTERVENTIONS
+from harness.config.replay_methods import REPLAY
 from results import analysis as an
 
 __all__ = [
@@ -128,46 +131,33 @@ LABELS = {
 }
 """Axis labels with units for summary metrics and plasticity diagnostics."""
 
-_METHOD_COLOURS = {
-    "none": "tab:gray",
-    "ce": "tab:blue",
-    "kl": "tab:purple",
-    "l1": "tab:olive",
-    "l2": "tab:brown",
-    "tm": "tab:red",
-    # plasticity regimes (studies/plasticity.py): interventions, weight decay, plain backprop
-    "backprop": "black",
-    "weight_decay": "tab:orange",
-    "shrink_perturb": "tab:cyan",
-    "continual_backprop": "tab:pink",
-    "redo": "tab:green",
-    # continual-learning baselines (studies/baselines.py)
-    "task_replay": "goldenrod",
-    "ewc": "teal",
-    "lwf": "slateblue",
-    "olora": "darkorange",
-    "multitask": "black",
-}
-_METHOD_NAMES = {
-    "none": "none (sequential FT)",
-    "ce": "CE replay",
-    "kl": "KL replay",
-    "l1": "L1 replay",
-    "l2": "L2 replay",
-    "tm": "TM (GeRe)",
-}
+_LABEL_COLOURS = {"backprop": "black", "weight_decay": "tab:orange"}
+"""Colours of the plasticity study's two regimes that are no registered method (plain
+backprop, weight decay); every method's colour and label come from its registry entry."""
 _OTHER_COLOURS = ["tab:green", "tab:orange", "tab:cyan", "tab:pink", "black"]
+
+
+def _entry(method: object):
+    for registry in (REPLAY, INTERVENTIONS, CL):
+        entry = registry.get(str(method))
+        if entry is not None:
+            return entry
+    return None
 
 
 def method_colour(method: object) -> str:
     """A fixed colour per method, so the same method looks the same in every figure."""
-    if method in _METHOD_COLOURS:
-        return _METHOD_COLOURS[method]  # type: ignore[index]
+    entry = _entry(method)
+    if entry is not None and entry.colour:
+        return entry.colour
+    if method in _LABEL_COLOURS:
+        return _LABEL_COLOURS[method]  # type: ignore[index]
     return _OTHER_COLOURS[sum(map(ord, str(method))) % len(_OTHER_COLOURS)]
 
 
 def method_label(method: object) -> str:
-    return _METHOD_NAMES.get(str(method), str(method))
+    entry = REPLAY.get(str(method))
+    return entry.label if entry is not None and entry.label else str(method)
 
 
 def _short_value(col: str, v: object) -> str:

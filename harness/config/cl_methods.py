@@ -196,6 +196,7 @@ CL.add(
         "harness.cl.ewc:EWC",
         EWCSettings,
         section="cl",
+        colour="teal",
         source="Kirkpatrick et al. 2017; online: Schwarz et al. 2018",
         summary="EWC: penalise moving the weights that mattered for earlier tasks (diagonal "
         "Fisher), online by default.",
@@ -216,6 +217,7 @@ CL.add(
         "harness.cl.lwf:LwF",
         LwFSettings,
         section="cl",
+        colour="slateblue",
         source="Li & Hoiem 2017",
         summary="LwF, learning without forgetting: distil the model as it was at the end of "
         "the previous task on the current task's inputs.",
@@ -231,6 +233,7 @@ CL.add(
         "harness.cl.multitask:Multitask",
         NoSettings,
         section="cl",
+        colour="black",
         source="the upper bound of the O-LoRA and GeRe tables",
         summary="Multitask: the upper bound every continual-learning row is read against -- one "
         "training run on the union of all the tasks, instead of one task after another.",
@@ -243,6 +246,7 @@ CL.add(
         "harness.cl.olora:OLoRA",
         OLoRASettings,
         section="cl",
+        colour="darkorange",
         source="Wang et al. 2023 (O-LoRA)",
         summary="O-LoRA, orthogonal subspace learning: a new LoRA adapter per task, trained "
         "orthogonal to the earlier tasks' adapters.",
@@ -272,6 +276,7 @@ CL.add(
         "harness.cl.task_replay:TaskReplay",
         TaskReplaySettings,
         section="cl",
+        colour="goldenrod",
         source="Chaudhry et al. 2019 (experience replay)",
         summary="Task replay (experience replay): keep examples of the finished tasks and mix "
         "them into the next tasks' batches.",

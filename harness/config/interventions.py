@@ -158,6 +158,7 @@ INTERVENTIONS.add(
         "continual_backprop",
         "harness.interventions.continual_backprop:ContinualBackprop",
         ContinualBackpropSettings,
+        colour="tab:pink",
         source="Dohare et al. 2024",
         summary="Continual backprop: replace the least useful mature MLP units with fresh ones "
         "at a small rate every step (selective reinitialisation).",
@@ -183,6 +184,7 @@ INTERVENTIONS.add(
         "redo",
         "harness.interventions.redo:ReDo",
         ReDoSettings,
+        colour="tab:green",
         source="Sokar et al. 2023",
         summary="ReDo: recycle dormant neurons (fresh incoming weights, zero outgoing).",
         paper_defaults={"every": 1000},
@@ -195,6 +197,7 @@ INTERVENTIONS.add(
         "shrink_perturb",
         "harness.interventions.shrink_perturb:ShrinkPerturb",
         ShrinkPerturbSettings,
+        colour="tab:cyan",
         source="Ash & Adams 2020",
         summary="Shrink & perturb: scale the weights down and add noise, θ ← λθ + σε.",
         paper_defaults={"shrink": 0.4, "sigma": 0.1},

@@ -60,23 +60,74 @@ class TMSettings:
             raise ValueError(f"tm k must be >= 0, got {self.k!r} (GeRe: 1.0).")
 
 
-_ = REPLAY.add  # one line per method:
-_(ReplayEntry("none", "harness.replay.none:NoReplay", NoSettings, order=0,
-              summary="No replay rows in any batch; nothing to add to the task loss."))  # fmt: skip
-_(ReplayEntry("ce", "harness.replay.ce:CEReplay", NoSettings, order=10,
-              summary="Replay rows get CE only."))  # fmt: skip
-_(ReplayEntry("kl", "harness.replay.kl:KLReplay", KLSettings, order=20,
-              summary="CE on replay rows + KL to the frozen model's temperature-softened "
-              "next-token distribution."))  # fmt: skip
-_(ReplayEntry("l1", "harness.replay.l1:L1Replay", NoSettings, order=30,
-              summary="CE on replay rows + mean absolute deviation from the frozen hidden "
-              "states."))  # fmt: skip
-_(ReplayEntry("l2", "harness.replay.l2:L2Replay", NoSettings, order=40,
-              summary="CE on replay rows + mean squared deviation from the frozen hidden "
-              "states."))  # fmt: skip
-_(ReplayEntry("tm", "harness.replay.tm:TMReplay", TMSettings, order=50, default_weight=100.0,
-              summary="CE on replay rows + w * TM(h; states and thresholds of the frozen "
-              "model)."))  # fmt: skip
+REPLAY.add(
+    ReplayEntry(
+        "none",
+        "harness.replay.none:NoReplay",
+        NoSettings,
+        order=0,
+        label="none (sequential FT)",
+        colour="tab:gray",
+        summary="No replay rows in any batch; nothing to add to the task loss.",
+    )
+)
+REPLAY.add(
+    ReplayEntry(
+        "ce",
+        "harness.replay.ce:CEReplay",
+        NoSettings,
+        order=10,
+        label="CE replay",
+        colour="tab:blue",
+        summary="Replay rows get CE only.",
+    )
+)
+REPLAY.add(
+    ReplayEntry(
+        "kl",
+        "harness.replay.kl:KLReplay",
+        KLSettings,
+        order=20,
+        label="KL replay",
+        colour="tab:purple",
+        summary="CE on replay rows + KL to the frozen model's temperature-softened "
+        "next-token distribution.",
+    )
+)
+REPLAY.add(
+    ReplayEntry(
+        "l1",
+        "harness.replay.l1:L1Replay",
+        NoSettings,
+        order=30,
+        label="L1 replay",
+        colour="tab:olive",
+        summary="CE on replay rows + mean absolute deviation from the frozen hidden states.",
+    )
+)
+REPLAY.add(
+    ReplayEntry(
+        "l2",
+        "harness.replay.l2:L2Replay",
+        NoSettings,
+        order=40,
+        label="L2 replay",
+        colour="tab:brown",
+        summary="CE on replay rows + mean squared deviation from the frozen hidden states.",
+    )
+)
+REPLAY.add(
+    ReplayEntry(
+        "tm",
+        "harness.replay.tm:TMReplay",
+        TMSettings,
+        order=50,
+        label="TM (GeRe)",
+        colour="tab:red",
+        default_weight=100.0,
+        summary="CE on replay rows + w * TM(h; states and thresholds of the frozen model).",
+    )
+)
 
 
 def method_names() -> list[str]:
