@@ -27,12 +27,13 @@ pytestmark = pytest.mark.slow
 # One trial, two tasks of 4 steps (2 Train workers, DeepSpeed ZeRO-2 on CPU: the smoke preset).
 DRIVER = """
 import sys
-from harness.study import Study, main
 from harness.grid import axis
+from harness.study import Study
+from studies import run
 from tests.fault_hooks import EventLog, WhereAndWhen
 GRID = SMOKE = [axis("replay.method", ["tm"])]
 hooks = [WhereAndWhen({events!r}, stage=2, pause_s={pause})]
-sys.exit(main(Study("node_loss", "One trial.", GRID, SMOKE, hooks=hooks), [
+sys.exit(run(Study("node_loss", "One trial.", GRID, SMOKE, hooks=hooks), [
     "--smoke-test", "--out", {out!r}, "--storage-path", {storage!r},
     "--set", "train.max_steps_per_task=4", "--max-concurrent", "1", *{extra!r},
 ]))
