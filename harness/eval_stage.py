@@ -8,7 +8,11 @@ weights are sharded over the ranks (ZeRO-3) every forward is a collective: each 
 counts the forward calls its share needs, and all make the largest count (the shorter shares
 add one-token dummy calls), so the ranks' collectives stay in step.
 
-Rows: ``accuracy`` (one per task), ``general`` (probe accuracy, perplexity) and, with
+With ``eval.lm_eval_tasks``, lm-evaluation-harness runs its tasks on the same sharded scorer
+(:mod:`harness.lm_eval_tasks`), every rank running lm-eval alike.
+
+Rows: ``accuracy`` (one per task), ``general`` (probe accuracy, perplexity), ``lm_eval`` (one per
+lm-eval task and metric) and, with
 ``eval.predictions``, ``predictions`` (one per scored example: the gold and predicted answer,
 whether it was correct, and the candidates' log-likelihoods or the generated text), from which
 a study can be re-scored without re-running it.
@@ -24,6 +28,7 @@ from harness.evaluate import (
     Perplexity,
     candidate_forwards,
     candidate_logliks,
+    candidate_scores,
     generate_answers,
     new_token_budget,
     perplexity,
@@ -36,11 +41,23 @@ class EvaluationHook(Hook):
     """Scores every task (the accuracy matrix, future tasks included) and general ability
     (probe accuracy, held-out perplexity) of the starting model and after every task."""
 
-    kinds = ("accuracy", "general", "predictions")
+    kinds = ("accuracy", "general", "lm_eval", "predictions")
 
     def setup(self, trial) -> None:
-        if not trial.cfg.eval.predictions:
-            self.kinds = ("accuracy", "general")
+        cfg = trial.cfg
+        self.kinds = tuple(
+            k
+            for k in type(self).kinds
+            if (k != "predictions" or cfg.eval.predictions)
+            and (k != "lm_eval" or cfg.eval.lm_eval_tasks)
+        )
+        self.lm_eval = None
+        if cfg.eval.lm_eval_tasks:  # resolved now: an unknown task fails before any training
+            from harness import lm_eval_tasks
+
+            manager = lm_eval_tasks.task_manager(cfg)
+            lm_eval_tasks.check_tasks(cfg, manager)
+            self.lm_eval = manager
 
     def before_first_task(self, trial) -> None:
         self._record(trial, 0, "<start>")
@@ -50,6 +67,10 @@ class EvaluationHook(Hook):
 
     def _record(self, trial, stage: int, after_task: str) -> None:
         acc, general, predictions = evaluate_checkpoint(trial, stage, after_task)
+        if self.lm_eval is not None:
+            rows, docs = evaluate_lm_eval(trial, self.lm_eval, stage, after_task)
+            trial.state.rows["lm_eval"] += rows
+            predictions += docs
         trial.state.rows["accuracy"] += acc
         trial.state.rows["general"] += general
         if "predictions" in self.kinds:
@@ -187,6 +208,28 @@ def evaluate_checkpoint(trial, stage: int, after_task: str):
         nll, tokens = sum(p.nll_sum for p in parts), sum(p.tokens for p in parts)
         general.update(ppl=Perplexity(nll, tokens).ppl, nll_sum=nll, ppl_tokens=tokens)
     return acc_rows, [general], pred_rows
+
+
+def evaluate_lm_eval(trial, manager, stage: int, after_task: str):
+    """``lm_eval`` rows and the documents' ``predictions`` rows of the configured lm-eval tasks
+    on the model as it is now (every rank calls this; every rank gets the same rows)."""
+    from harness import lm_eval_tasks
+
+    backend, cfg, pad = trial.backend, trial.cfg, trial.inputs.pad_id
+    model, bs = backend.module, cfg.eval.batch_size
+
+    def score(requests):
+        return on_shards(
+            backend,
+            requests,
+            lambda mine, f: candidate_scores(model, mine, pad_id=pad, batch_size=bs, forwards=f),
+            lambda mine: candidate_forwards(mine, bs),
+        )
+
+    tok = trial.built.tokenizer
+    lm = lm_eval_tasks.harness_lm(tok, score, lm_eval_tasks.max_length(trial.built.model, tok))
+    out = lm_eval_tasks.evaluate(cfg, lm, manager)
+    return lm_eval_tasks.rows_of(out, {"stage": stage, "after_task": after_task})
 
 
 def _probe_answers(cfg, inputs) -> list[list[str]]:

@@ -144,7 +144,6 @@ def request_tokens(requests: Sequence[Request], batch_size: int = 16) -> int:
     )
 
 
-@torch.no_grad()
 def candidate_logliks(
     model: torch.nn.Module,
     requests: Sequence[Request],
@@ -154,6 +153,25 @@ def candidate_logliks(
     forwards: int | None = None,
 ) -> list[list[float]]:
     """Summed log-likelihood of every candidate continuation of every prompt, from one forward
+    per prompt (:func:`candidate_scores` without the greedy flags)."""
+    scores = candidate_scores(
+        model, requests, pad_id=pad_id, batch_size=batch_size, forwards=forwards
+    )
+    return [[ll for ll, _ in row] for row in scores]
+
+
+@torch.no_grad()
+def candidate_scores(
+    model: torch.nn.Module,
+    requests: Sequence[Request],
+    *,
+    pad_id: int,
+    batch_size: int,
+    forwards: int | None = None,
+) -> list[list[tuple[float, bool]]]:
+    """``(log-likelihood, greedy)`` of every candidate continuation of every prompt: the
+    candidate's summed log-likelihood, and whether each of its tokens is the model's arg-max
+    at its position (lm-evaluation-harness's ``is_greedy``). Summed log-likelihood of every candidate continuation of every prompt, from one forward
     per prompt.
 
     Each prompt is one row holding the prompt and all its candidates side by side (a packed
@@ -173,6 +191,7 @@ def candidate_logliks(
 
     decoder, head = decoder_and_head(model)
     out = [[0.0] * len(cands) for _, cands in requests]
+    greedy = [[True] * len(cands) for _, cands in requests]
     device = device_of(model)
     calls = 0
     with eval_mode(model):
@@ -221,15 +240,18 @@ def candidate_logliks(
                         targets += list(cand)
                         owners += [(i, j)] * len(readers)
                 logits = head(hidden[torch.tensor(rows), torch.tensor(cols)]).float()
-                picked = logits.gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
+                wanted = torch.tensor(targets, device=device)
+                picked = logits.gather(1, wanted[:, None])[:, 0]
                 logp = (picked - torch.logsumexp(logits, dim=-1)).tolist()
-                for (i, j), v in zip(owners, logp, strict=True):
+                best = (logits.argmax(dim=-1) == wanted).tolist()
+                for (i, j), v, b in zip(owners, logp, best, strict=True):
                     out[i][j] += v
+                    greedy[i][j] = greedy[i][j] and b
                 calls += 1
         while forwards is not None and calls < forwards:
             _idle_decoder_forward(model, pad_id)
             calls += 1
-    return out
+    return [list(zip(o, g, strict=True)) for o, g in zip(out, greedy, strict=True)]
 
 
 def length_batches(lengths: Sequence[int], items: Sequence, batch_size: int) -> list[list]:

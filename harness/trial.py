@@ -74,6 +74,10 @@ def default_hooks(cfg: TrialConfig) -> list[Hook]:
         hooks.append(PlasticityHook())
     if cfg.landscape.enabled:
         hooks.append(LandscapeHook())
+    if cfg.train.save_models != "none":
+        from harness.saved_models import SavedModelsHook
+
+        hooks.append(SavedModelsHook())
     from harness.cl import build_cl_methods
     from harness.interventions import build_interventions
 

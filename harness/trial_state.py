@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-KINDS = ("accuracy", "general", "predictions", "curve", "plasticity", "landscape")
+KINDS = ("accuracy", "general", "lm_eval", "predictions", "curve", "plasticity", "landscape")
 """The record kinds a trial's state holds rows of (``summary`` is written from them)."""
 CHECKPOINT_STATE = "state.json"
 """The trial state's file inside a checkpoint directory."""

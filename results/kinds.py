@@ -328,17 +328,24 @@ _PREDICTIONS = pa.schema(
         _f(
             "task",
             pa.string(),
-            "Evaluated task's name, or 'probe:<probe>' for the general-ability probe.",
+            "Evaluated task's name, 'probe:<probe>' for the general-ability probe, or "
+            "'lm_eval:<task>' for a document of an lm-eval task (eval.lm_eval_tasks).",
         ),
-        _f("example", pa.int64(), "Index of the example in the trial's (seeded) test sample."),
+        _f(
+            "example",
+            pa.int64(),
+            "Index of the example in the trial's (seeded) test sample; lm-eval's doc_id for "
+            "an lm-eval task.",
+        ),
         _f(
             "item",
             pa.string(),
             "Which source item it was, to join with other tools' per-sample logs: "
-            "'<task>/<index>' (0-based index into the task's test.json Instances) or, for an "
-            "MMLU-style probe, '<subject>/<row>' (0-based index of the question in the "
+            "'<task>/<index>' (0-based index into the task's test.json Instances), for an "
+            "MMLU-style probe '<subject>/<row>' (0-based index of the question in the "
             "subject's test file, header row excluded; in the Hub dataset, among that "
-            "subject's rows). Null in files written before it existed.",
+            "subject's rows), for an lm-eval task '<task>/<doc_id>'. Null in files written "
+            "before it existed.",
             nullable=True,
         ),
         _f("gold", pa.string(), "The gold answer: label, letter or choice text."),
@@ -350,7 +357,8 @@ _PREDICTIONS = pa.schema(
             "logliks",
             pa.list_(pa.float64()),
             "Summed log-likelihood of every candidate, in the order of the task's labels.json "
-            "(or the probe's choices); null when the answer was generated.",
+            "(or the probe's choices, or the lm-eval document's requests: its choices, or one "
+            "continuation or whole text); null when the answer was generated.",
             nullable=True,
         ),
         _f(
@@ -363,9 +371,35 @@ _PREDICTIONS = pa.schema(
         _f(
             "scoring",
             pa.string(),
-            "How the example was scored (see accuracy.scoring).",
-            allowed=("loglik", "exact_match", "generate"),
+            "How the example was scored (see accuracy.scoring); 'lm_eval': by an lm-eval "
+            "task's own metric ('correct': its arg-max choice is the target, or for a "
+            "one-continuation task the continuation is the greedy one).",
+            allowed=("loglik", "exact_match", "generate", "lm_eval"),
         ),
+    ]
+)
+
+_LM_EVAL = pa.schema(
+    [
+        *_common(),
+        *_stage_fields(),
+        _f(
+            "task",
+            pa.string(),
+            "lm-eval task or group name (eval.lm_eval_tasks, or a subtask of a group).",
+        ),
+        _f("metric", pa.string(), "lm-eval metric name, e.g. 'acc', 'acc_norm', 'word_perplexity'."),
+        _f("filter", pa.string(), "lm-eval filter the metric was computed after ('none' mostly)."),
+        _f("value", pa.float64(), "The metric as lm-eval computes and aggregates it."),
+        _f("stderr", pa.float64(), "lm-eval's standard error of the metric; NaN where it has none."),
+        _f(
+            "n_samples",
+            pa.int64(),
+            "Documents scored (lm-eval's n-samples 'effective'); null for a group.",
+            nullable=True,
+        ),
+        _f("num_fewshot", pa.int64(), "Few-shot examples in each prompt; null for a group.", nullable=True),
+        _f("is_group", pa.bool_(), "Whether the row is a group's aggregate over its subtasks."),
     ]
 )
 
@@ -421,6 +455,8 @@ _KIND_DOCS = {
     "tau) (harness.plasticity).",
     "adaptation": "Active forgetting (studies/active_forgetting.py): one row per (base, "
     "adaptation, budget, seed, probe language); each run is one trial_id.",
+    "lm_eval": "General ability from lm-evaluation-harness tasks (eval.lm_eval_tasks): one row "
+    "per (stage, task or group, metric, filter), as lm-eval computes it.",
     "predictions": "Every scored example per checkpoint (eval.predictions): one row per "
     "(stage, task or probe, example). Size: one row per test instance and probe question per "
     "checkpoint; the llama-3.1-8b preset (15 tasks x 500 + 2,000 questions, 16 checkpoints) "
@@ -437,6 +473,7 @@ KINDS: dict[str, pa.Schema] = {
         "landscape": _LANDSCAPE,
         "plasticity": _PLASTICITY,
         "predictions": _PREDICTIONS,
+        "lm_eval": _LM_EVAL,
         "adaptation": _ADAPTATION,
     }.items()
 }

@@ -557,3 +557,100 @@ def tb_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
             for v in event.summary.value:
                 out.setdefault(v.tag, []).append((event.step, v.simple_value))
     return out
+
+
+LM_EVAL_TASKS = ("local_arc", "local_cloze", "local_wiki")
+"""The local lm-eval tasks of :func:`write_lm_eval_tasks`: multiple choice with acc and acc_norm
+(ARC's format), one-continuation log-likelihood (LAMBADA's: acc is the greedy flag) and a
+rolling log-likelihood (wikitext's perplexities)."""
+
+_LM_EVAL_YAML = {
+    "local_arc": """task: local_arc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}/arc.jsonl
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{choices.label.index(answerKey)}}}}"
+doc_to_choice: "{{{{choices.text}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+""",
+    "local_cloze": """task: local_cloze
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}/cloze.jsonl
+test_split: test
+output_type: loglikelihood
+doc_to_text: "{{{{prefix}}}}"
+doc_to_target: " {{{{word}}}}"
+metric_list:
+  - metric: perplexity
+    aggregation: perplexity
+    higher_is_better: false
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+""",
+    "local_wiki": """task: local_wiki
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}/wiki.jsonl
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{{{text}}}}"
+metric_list:
+  - metric: word_perplexity
+  - metric: byte_perplexity
+  - metric: bits_per_byte
+""",
+}
+
+
+def write_lm_eval_tasks(root: Path, *, n: int = 6, seed: int = 0) -> Path:
+    """Local lm-eval task YAMLs (:data:`LM_EVAL_TASKS`) and their seeded JSON-lines data under
+    ``root``; returns the YAML directory (lm-eval's ``include_path``)."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    words = ["river", "stone", "ion", "cell", "mass", "wave", "bone", "heart", "force", "light"]
+    data, tasks = root / "lm_eval_data", root / "lm_eval_tasks"
+    data.mkdir(parents=True, exist_ok=True)
+    tasks.mkdir(parents=True, exist_ok=True)
+
+    def phrase(k: int) -> str:
+        return " ".join(rng.choices(words, k=k))
+
+    docs = {
+        "arc": [
+            {
+                "question": phrase(5) + "?",
+                "choices": {
+                    "text": [phrase(rng.randint(1, 3)) for _ in range(4)],
+                    "label": ["A", "B", "C", "D"],
+                },
+                "answerKey": rng.choice("ABCD"),
+            }
+            for _ in range(n)
+        ],  # fmt: skip
+        "cloze": [{"prefix": phrase(6), "word": rng.choice(words)} for _ in range(n)],
+        "wiki": [
+            {"text": ". ".join(phrase(8) for _ in range(rng.randint(1, 4)))} for _ in range(n)
+        ],
+    }
+    for name, rows in docs.items():
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name, text in _LM_EVAL_YAML.items():
+        (tasks / f"{name}.yaml").write_text(text.format(data=data))
+    return tasks

@@ -182,6 +182,14 @@ class TrainConfig:
     max(the task's first-step CE, 1 nat) counts as divergence, like a non-finite loss or
     gradient: training stops and the trial ends 'diverged' with every row measured so far.
     None disables the check (non-finite values still count)."""
+    save_models: Literal["none", "final", "every_task"] = "none"
+    """Keep the fine-tuned model as a Hugging Face directory for later evaluation (lm_eval,
+    vLLM, transformers): 'final' after the last task, 'every_task' after each, 'none' keeps
+    nothing (checkpoints are deleted when a trial ends). Written to
+    <out>/study=<study>/_models/<trial_id>/stage=<k>/: the full weights in the model's dtype,
+    gathered from ZeRO-3 shards (about 16 GB per save at 8B in bfloat16), or the LoRA adapter
+    with its base's name; the trial's log prints a ready lm_eval and vLLM command. Changes
+    nothing the trial computes (not part of the trial id)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,6 +235,21 @@ class EvalConfig:
     predictions: bool = True
     """Record every scored example (Parquet kind 'predictions': gold, predicted, correct, the
     candidates' log-likelihoods or the generated text), so a study can be re-scored later."""
+    lm_eval_tasks: tuple[str, ...] = ()
+    """lm-evaluation-harness tasks or groups scored as general ability at every stage (e.g.
+    arc_easy,hellaswag,piqa): lm-eval builds the prompts and computes its metrics
+    (acc, acc_norm, their stderr ...) with its default settings, the harness computes the
+    log-likelihoods (harness.lm_eval_tasks). Rows: kind 'lm_eval' (one per stage, task and
+    metric) and, with eval.predictions, one 'predictions' row per document (lm-eval's doc_id).
+    Log-likelihood tasks only (generative ones are refused). Needs the lm-eval extra."""
+    lm_eval_include_path: str | None = None
+    """A directory of lm-eval task YAMLs (absolute, or relative to data.root) whose tasks
+    eval.lm_eval_tasks can name, as lm_eval's --include_path."""
+    lm_eval_num_fewshot: int | None = None
+    """Few-shot examples for every lm-eval task (lm_eval's --num_fewshot); None = each task's
+    own default."""
+    lm_eval_limit: int | None = None
+    """Documents per lm-eval task (lm_eval's --limit: the first N); None = all."""
     plasticity_texts: int = 16
     """Plasticity diagnostics (dormant MLP units, effective rank, weight norms and distance
     from the start) at every stage, on the first this-many held-out texts as a fixed probe
@@ -355,6 +378,10 @@ LATER_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("model", "revision"): None,
     ("model", "attn_implementation"): None,
     ("method_defaults",): "harness",
+    ("eval", "lm_eval_tasks"): [],
+    ("eval", "lm_eval_include_path"): None,
+    ("eval", "lm_eval_num_fewshot"): None,
+    ("eval", "lm_eval_limit"): None,
 }
 """Settings added after trial ids were first derived, at their defaults: left out of the id's
 hash, so a trial that does not use them keeps the id (and checkpoint) it had before."""
@@ -401,8 +428,8 @@ EARLIER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 def computed_settings(d: dict[str, Any]) -> dict[str, Any]:
     """A config dict without what does not change what the trial computes: its id, where
-    results go and what a worker reserves (:data:`RESOURCE_ONLY`). Two trials with equal
-    computed settings compute the same thing.
+    results and saved models go (``train.save_models``) and what a worker reserves
+    (:data:`RESOURCE_ONLY`). Two trials with equal computed settings compute the same thing.
 
     The replay method's settings are given in full (defaults filled in), and stored configs
     written before ``replay.settings`` existed (``replay.tm_k``, ``replay.kl_temperature``)
@@ -410,6 +437,8 @@ def computed_settings(d: dict[str, Any]) -> dict[str, Any]:
     d = in_earlier_form(json.loads(json.dumps(d)))
     scale = {k: v for k, v in d.get("scale", {}).items() if k not in RESOURCE_ONLY}
     out = {**d, "trial_id": None, "out": None, "scale": scale}
+    if "train" in d:  # where the models go is not what the trial computes
+        out["train"] = {k: v for k, v in d["train"].items() if k != "save_models"}
     if "replay" in d:
         out["replay"] = _computed_replay(d["replay"])
     return out

@@ -171,6 +171,7 @@ def _rules(cfg: TrialConfig) -> list[str]:
         p.append(f"eval.probe_shots: {e.probe_shots} must be >= 0")
     if e.probe_shots and e.probe_format == "continuation":
         p.append("eval.probe_shots: few-shot prompts need eval.probe_format 'letter' or 'lm_eval'")
+    p.extend(_lm_eval_problems(e))
     sc = cfg.scale
     positive("scale.workers", sc.workers, allow_none=False)
     positive("scale.collective_timeout_s", sc.collective_timeout_s, allow_none=False)
@@ -435,3 +436,34 @@ def load_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError([f"config file {str(p)!r}: top level must be a mapping"])
     return data
+
+
+def _lm_eval_problems(e) -> list[str]:
+    """The lm-eval settings' own rules (the task names are checked against lm-eval when the
+    trial is set up: harness.lm_eval_tasks.check_tasks)."""
+    p = []
+    for name in e.lm_eval_tasks:
+        if not name.strip() or "," in name:
+            p.append(
+                f"eval.lm_eval_tasks: {name!r} is not a task name; give names as a list or one "
+                "comma-separated string (arc_easy,hellaswag)"
+            )
+    if e.lm_eval_num_fewshot is not None and e.lm_eval_num_fewshot < 0:
+        p.append(f"eval.lm_eval_num_fewshot: {e.lm_eval_num_fewshot} must be >= 0 (or unset)")
+    if e.lm_eval_limit is not None and e.lm_eval_limit < 1:
+        p.append(f"eval.lm_eval_limit: {e.lm_eval_limit} must be >= 1 (or unset: all documents)")
+    settings = (e.lm_eval_include_path, e.lm_eval_num_fewshot, e.lm_eval_limit)
+    if not e.lm_eval_tasks and any(v is not None for v in settings):
+        p.append(
+            "eval.lm_eval_include_path / lm_eval_num_fewshot / lm_eval_limit: set without "
+            "eval.lm_eval_tasks, so nothing would use them; name the tasks or unset them"
+        )
+    if e.lm_eval_tasks:
+        import importlib.util
+
+        if importlib.util.find_spec("lm_eval") is None:
+            p.append(
+                f"eval.lm_eval_tasks: {list(e.lm_eval_tasks)} need lm-evaluation-harness, "
+                "which is not installed; pip install -e '.[lm-eval]'"
+            )
+    return p
