@@ -15,7 +15,8 @@ Two kinds of file, told apart by content (a Kubernetes manifest has ``apiVersion
   providers ``prepare_config`` only reads Ray's bundled ``defaults.yaml`` files; what needs
   credentials (``bootstrap_config``: subnets, IAM roles, key pairs; auto-detecting node resources
   from the instance type) is never called. Both are private APIs
-  (``ray.autoscaler._private.util``): the project pins ``ray==2.60.0``. On top of Ray's checks:
+  (``ray.autoscaler._private.util``), so this validator is a dev tool checked against the Ray of
+  ``requirements/ci-constraints.txt`` (2.60.0); on a Ray without them it says so. On top of Ray's checks:
   every worker node type must declare its ``resources`` (CPU, and GPU for a type named ``*gpu*``),
   because auto-detection needs credentials and an autoscaler scaling from zero must know what a
   node type offers before one exists.
@@ -488,8 +489,19 @@ def validate_autoscaler_yaml(path: str | Path, *, allow_open_dashboard: bool = F
         # prepare_config assumes a well-formed config; stop before it.
         raise ClusterConfigError(path, problems)
 
-    # Private API, stable within the pinned ray==2.60.0: the steps `ray up` runs first.
-    from ray.autoscaler._private.util import prepare_config, validate_config
+    # Private API (the steps `ray up` runs first): this validator is a dev tool, checked
+    # against the Ray of requirements/ci-constraints.txt; another Ray may have moved it.
+    try:
+        from ray.autoscaler._private.util import prepare_config, validate_config
+    except ImportError as exc:
+        raise ClusterConfigError(
+            path,
+            [
+                f"this Ray ({_ray_version()}) has no ray.autoscaler._private.util "
+                f"({exc}); the validator runs on the Ray of requirements/ci-constraints.txt: "
+                "pip install -c requirements/ci-constraints.txt -e '.[dev]'"
+            ],
+        ) from exc
 
     try:
         with _quiet("ray.autoscaler._private.util"):
@@ -1109,3 +1121,9 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _ray_version() -> str:
+    import ray
+
+    return f"ray {ray.__version__}"

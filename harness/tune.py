@@ -264,9 +264,8 @@ def _init_ray() -> None:
     import socket
 
     import ray
-    from ray._private.utils import read_ray_address  # private: Ray is pinned
 
-    address = None if os.environ.get("RAY_ADDRESS") else read_ray_address()
+    address = None if os.environ.get("RAY_ADDRESS") else _last_started_address()
     if address:
         host, _, port = address.rpartition(":")
         try:
@@ -281,6 +280,22 @@ def _init_ray() -> None:
             ray.init(address="local")
             return
     ray.init()
+
+
+def _last_started_address() -> str | None:
+    """The address of the cluster ``ray start`` last started on this machine, as ``ray.init()``
+    would read it. Ray offers no public call for it: its private one is used where it exists
+    (every Ray the project is tested with), else the stale-address check is skipped and
+    ``ray.init()`` behaves as Ray's own."""
+    try:
+        from ray._private.utils import read_ray_address
+    except ImportError:  # moved or renamed in another Ray release
+        return None
+    try:
+        return read_ray_address()
+    except Exception as exc:  # noqa: BLE001 - a changed signature must not stop a study
+        log.debug("could not read the last Ray address: %s", exc)
+        return None
 
 
 def max_concurrent_trials(configs: Sequence[TrialConfig]) -> int | None:
