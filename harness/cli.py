@@ -43,7 +43,14 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="Override one dotted key, e.g. --set train.lr=1e-4 (repeatable).",
+        help="Override one dotted key, e.g. --set train.lr=1e-4 (repeatable; or bare: "
+        "train.lr=1e-4).",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="Settings as --set takes them: train.lr=1e-4 eval.predictions=false.",
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
     fields = [*iter_fields(), *iter_method_settings(), *iter_intervention_settings()]
@@ -52,13 +59,29 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         if section not in groups:
             groups[section] = parser.add_argument_group(f"{section} settings")
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        names = [f"--{name}", *ALIASES.get(name, ())]
+        text = f"{field_help(tp, doc)} [default: {shown}]".replace("%", "%%")
+        if tp is bool:  # --x / --x true / --no-x
+            groups[section].add_argument(
+                *names, dest=f"cfg:{name}", nargs="?", const="true", metavar="BOOL",
+                default=argparse.SUPPRESS, help=f"{text} (--no-{name}: false)",
+            )  # fmt: skip
+            groups[section].add_argument(
+                f"--no-{name}", dest=f"cfg:{name}", action="store_const", const="false",
+                default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+            )  # fmt: skip
+            continue
         groups[section].add_argument(
-            f"--{name}",
+            *names,
             dest=f"cfg:{name}",
             metavar=type_label(tp).replace(" ", ""),
             default=argparse.SUPPRESS,
-            help=f"{field_help(tp, doc)} [default: {shown}]".replace("%", "%%"),
+            help=text,
         )
+
+
+ALIASES = {"data.root": ("--data-dir",), "train.save_models": ("--save-models",)}
+"""Second spellings of per-field options: the studies' --data-dir and --save-models."""
 
 
 def _after_settings(fields: list) -> list:
@@ -77,7 +100,7 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
     overrides: dict[str, Any] = {}
     problems: list[str] = []
     types = option_types()
-    for item in args.set:
+    for item in [*getattr(args, "overrides", []), *args.set]:
         try:
             key, value = read_override(item, types)  # by the field's type, not as YAML
             overrides[key] = value
@@ -230,6 +253,13 @@ def _run_claimed(args: argparse.Namespace, cfg, hooks: list, t0: float) -> int:
     return 0 if result.status == "completed" else 1
 
 
+def _version() -> str:
+    """The harness's version with its git revision where it runs from a checkout (no torch)."""
+    from harness.provenance import version_string
+
+    return f"gere-harness {version_string()}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from harness.tracking import TRACKERS  # the one list of trackers
 
@@ -238,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Continual-learning trials: how much does fine-tuning make a causal LM forget, "
         "and which replay methods prevent it?",
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run",

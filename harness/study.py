@@ -53,9 +53,11 @@ def build_parser(
 ) -> argparse.ArgumentParser:
     """The study's options; ``trials=False``: a study of :class:`Jobs` (no preset, no trial
     settings)."""
+    from harness.config.docs import plain_text
+
     p = argparse.ArgumentParser(
         prog=f"python studies/{name}.py",
-        description=doc,
+        description=plain_text(doc or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -111,7 +113,22 @@ def build_parser(
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="Override a base setting for every trial, e.g. --set train.epochs=2.",
+        help="Override a base setting for every trial, e.g. --set train.epochs=2 (or bare: "
+        "train.epochs=2).",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="Settings for every trial, as --set takes them: train.lr=1e-4 eval.predictions=false.",
+    )
+    p.add_argument(
+        "--save-models",
+        choices=("none", "final", "every_task"),
+        default=None,
+        help="Keep each trial's fine-tuned model as a Hugging Face directory under "
+        "<out>/study=<name>/_models/<trial_id>/stage=<k>/ (train.save_models; default none): "
+        "after the last task, or after every task. About 16 GB per save at 8B (bfloat16).",
     )
     return _common_options(p, trials=True)
 
@@ -134,6 +151,8 @@ def _common_options(p: argparse.ArgumentParser, *, trials: bool) -> argparse.Arg
     )
     p.add_argument(
         "--data-dir",
+        "--data.root",
+        dest="data_dir",
         default=None,
         help="Data root (long_sequence/, general/, mmlu/). Default: the preset's "
         "(the generated world for tiny/world; $GERE_DATA_DIR or ../shared/data for "
@@ -318,6 +337,8 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
     if study.options is not None:
         study.options(parser)
     args = parser.parse_args(argv)
+    if args.dry_run:  # the grid and its cost, not the progress of loading the data
+        logging.getLogger().setLevel(logging.WARNING)
     if study.jobs is not None:
         return _main_jobs(study, study.jobs, args)
     from harness.data.release import how_to_get
@@ -353,7 +374,9 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
         if args.dpi <= 0:
             raise ConfigError([f"--dpi {args.dpi}: must be a positive integer, e.g. 150 or 300"])
         types = option_types()
-        overrides = dict(read_override(item, types) for item in args.set)
+        overrides = dict(read_override(item, types) for item in [*args.overrides, *args.set])
+        if args.save_models is not None:
+            overrides["train.save_models"] = args.save_models
         from_file = load_file(args.config) if args.config else {}
         args.out = _study_out(args.out, overrides, from_file, args.config)
         base = study_base(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Iterator
@@ -70,9 +71,22 @@ def iter_intervention_settings() -> Iterator[tuple[str, Any, Any, str]]:
                 yield f"{section}.{name}.{spec.name}", spec.type, spec.default, doc
 
 
+_ROLE = re.compile(r":(?:func|class|mod|meth|data|attr|obj|ref|doc):`~?([^`<]+?)(?:\s*<[^>]*>)?`")
+
+
+def plain_text(text: str) -> str:
+    """reStructuredText markup taken out for a terminal: ``x`` -> x, :func:`a.b` -> a.b,
+    `x`_ -> x, **x** -> x."""
+    text = _ROLE.sub(r"\1", text)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    text = re.sub(r"`([^`]+)`_", r"\1", text)
+    return re.sub(r"\*\*([^*]+)\*\*", r"\1", text)
+
+
 def field_help(tp: Any, doc: str) -> str:
-    """A field's docstring for --help, followed by the valid names of a registry-backed field
-    and what each one is."""
+    """A field's docstring for --help (plain text), followed by the valid names of a
+    registry-backed field and what each one is."""
+    doc = plain_text(doc)
     choices = choices_of(tp)
     if choices is None or choices.describe is None:
         return doc
