@@ -130,7 +130,9 @@ def plot_training_curves(
     One line per ``by`` group, the mean over its completed trials (seeds) with a ± 1 sample-std
     band (``diagnostics.training_curve_stats``); dashed vertical lines mark where each task's
     training begins (``diagnostics.task_boundaries``), numbered at the top. A quantity never
-    recorded (all NaN) gets no panel. Lines are named by :func:`settings_label`.
+    recorded (all NaN) gets no panel. Lines are named by :func:`settings_label`. Where the
+    groups' tasks start at different steps (replay lengthens a task), each group's boundaries
+    are drawn in its line's colour and style.
     """
     by = list(by)
     done = summary[summary["status"] == "completed"]
@@ -141,11 +143,13 @@ def plot_training_curves(
             "plot_training_curves: no completed trial has curve records"
             + (f" with {list(quantities)}" if len(shown) else "")
         )
-    bounds = diagnostics.task_boundaries(shown)
+    bounds = diagnostics.task_boundaries(shown, by=by)
+    shared = bool((bounds.groupby("stage")["step"].nunique() <= 1).all())
     fig, axes = new_figure(1, len(quantities), w=6.0, h=4.2)
     for ax, q in zip(axes.flat, quantities, strict=True):
         stats = diagnostics.training_curve_stats(curve, summary, by=by, quantity=q)
         styles: dict[object, int] = {}
+        drawn: dict[tuple, tuple] = {}  # group -> (colour, line style)
         for key, g in stats.groupby(by, sort=False, dropna=False):
             key = key if isinstance(key, tuple) else (key,)
             settings = dict(zip(by, key, strict=True))
@@ -161,6 +165,7 @@ def plot_training_curves(
                 lw=1.2,
                 label=settings_label(settings, n_seeds=n),
             )
+            drawn[key] = (line.get_color(), line.get_linestyle())
             band = g["std"].notna()
             if band.any():
                 ax.fill_between(
@@ -172,15 +177,29 @@ def plot_training_curves(
                     lw=0,
                 )
         trans = ax.get_xaxis_transform()
-        for b in bounds.itertuples(index=False):
-            if b.stage > 1:
-                ax.axvline(b.step, color="grey", ls="--", lw=0.8)
-            ax.text(b.step, 0.98, f" {b.stage}", transform=trans, va="top", fontsize="x-small")
+        if shared:  # every group's task i starts at the same step: one grey line each
+            for b in bounds.drop_duplicates("stage").itertuples(index=False):
+                if b.stage > 1:
+                    ax.axvline(b.step, color="grey", ls="--", lw=0.8)
+                ax.text(b.step, 0.98, f" {b.stage}", transform=trans, va="top", fontsize="x-small")
+        else:
+            for key, g in bounds.groupby(by, sort=False, dropna=False):
+                key = key if isinstance(key, tuple) else (key,)
+                colour, ls = drawn.get(key, ("grey", "--"))
+                for b in g.itertuples(index=False):
+                    if b.stage > 1:
+                        ax.axvline(b.step, color=colour, ls=ls, lw=0.8, alpha=0.7)
+                        ax.text(b.step, 0.98, f" {b.stage}", transform=trans, va="top",
+                                fontsize="x-small", color=colour)  # fmt: skip
         values = shown[q].to_numpy(float)
         values = values[np.isfinite(values)]
         if len(values) and values.min() > 0 and values.max() / values.min() > 20:
             ax.set_yscale("log")
-        ax.set_xlabel("optimiser step (dashed: start of task i)")
+        ax.set_xlabel(
+            "optimiser step (vertical lines: start of task i"
+            + ("" if shared else ", per group in its line's colour")
+            + ")"
+        )
         ax.set_ylabel(_CURVE_LABELS.get(q, q.replace("_", " ")))
         ax.set_title(_CURVE_LABELS.get(q, q).split(",")[0].split(" (")[0], fontsize="medium")
         ax.grid(alpha=0.3)

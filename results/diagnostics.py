@@ -60,20 +60,29 @@ def training_curve_stats(
     return sort_groups(out, keys).reset_index(drop=True)
 
 
-def task_boundaries(curve: pd.DataFrame) -> pd.DataFrame:
-    """Where each task's training begins on the global step axis: ``[stage, task, step]``.
+def task_boundaries(curve: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Where each task's training begins on the global step axis: ``[*by, stage, task, step]``.
 
     ``step`` = the global step completed before the task's first step (``step - task_step``
-    of its curve rows; 0 for the first task), the median over the trials in ``curve``.
+    of its curve rows; 0 for the first task), the median over the trials of each ``by`` group
+    (methods differ: replay rows lengthen a task, so a task starts later for ``tm`` than for
+    ``none``); with no ``by``, the median over all trials.
     """
-    require_columns(curve, ["trial_id", "stage", "task", "step", "task_step"], "task_boundaries")
+    by = list(by)
+    require_columns(
+        curve, [*by, "trial_id", "stage", "task", "step", "task_step"], "task_boundaries"
+    )
     keys = [k for k in ("study", "trial_id") if k in curve]
     start = curve.assign(_start=curve["step"] - curve["task_step"])
-    per = start.groupby([*keys, "stage"], sort=False).agg(
+    per = start.groupby([*by, *keys, "stage"], sort=False, dropna=False).agg(
         task=("task", "first"), s=("_start", "min")
     )
-    out = per.groupby("stage").agg(task=("task", "first"), step=("s", "median")).reset_index()
-    return out.sort_values("stage").reset_index(drop=True)
+    out = (
+        per.groupby([*by, "stage"], sort=False, dropna=False)
+        .agg(task=("task", "first"), step=("s", "median"))
+        .reset_index()
+    )
+    return out.sort_values([*by, "stage"]).reset_index(drop=True)
 
 
 def pooled_loss(points: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:

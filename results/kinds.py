@@ -388,17 +388,26 @@ _LM_EVAL = pa.schema(
             pa.string(),
             "lm-eval task or group name (eval.lm_eval_tasks, or a subtask of a group).",
         ),
-        _f("metric", pa.string(), "lm-eval metric name, e.g. 'acc', 'acc_norm', 'word_perplexity'."),
+        _f(
+            "metric", pa.string(), "lm-eval metric name, e.g. 'acc', 'acc_norm', 'word_perplexity'."
+        ),
         _f("filter", pa.string(), "lm-eval filter the metric was computed after ('none' mostly)."),
         _f("value", pa.float64(), "The metric as lm-eval computes and aggregates it."),
-        _f("stderr", pa.float64(), "lm-eval's standard error of the metric; NaN where it has none."),
+        _f(
+            "stderr", pa.float64(), "lm-eval's standard error of the metric; NaN where it has none."
+        ),
         _f(
             "n_samples",
             pa.int64(),
             "Documents scored (lm-eval's n-samples 'effective'); null for a group.",
             nullable=True,
         ),
-        _f("num_fewshot", pa.int64(), "Few-shot examples in each prompt; null for a group.", nullable=True),
+        _f(
+            "num_fewshot",
+            pa.int64(),
+            "Few-shot examples in each prompt; null for a group.",
+            nullable=True,
+        ),
         _f("is_group", pa.bool_(), "Whether the row is a group's aggregate over its subtasks."),
     ]
 )

@@ -841,6 +841,39 @@ def test_training_curve_stats_and_task_boundaries() -> None:
     ]
 
 
+def test_task_boundaries_are_per_group_when_methods_train_for_other_lengths() -> None:
+    """The demo's case: a task takes 188 steps without replay and 313 with tm's replay rows.
+    The old median over all trials drew both at 250 and 501 steps, where neither begins."""
+    from results import diagnostic_plots
+
+    def rows(tid, method, per_task):
+        return [
+            dict(study="s", trial_id=tid, method=method, stage=st, task="abc"[st - 1],
+                 step=(st - 1) * per_task + k, task_step=k, loss=1.0, task_ce=1.0)
+            for st in (1, 2, 3)
+            for k in (1, per_task)
+        ]  # fmt: skip
+
+    curve = pd.DataFrame(rows("n", "none", 188) + rows("t", "tm", 313))
+    b = diagnostics.task_boundaries(curve, by=["method"])
+    got = {(m, st): step for m, st, step in zip(b.method, b.stage, b.step, strict=True)}
+    assert got == {
+        ("none", 1): 0, ("none", 2): 188, ("none", 3): 376,
+        ("tm", 1): 0, ("tm", 2): 313, ("tm", 3): 626,
+    }  # fmt: skip
+    assert diagnostics.task_boundaries(curve).step.tolist() == [0, 250.5, 501]  # the old way
+    summary = pd.DataFrame([trial("n", "none", 0), trial("t", "tm", 0)])
+    fig = diagnostic_plots.plot_training_curves(curve.drop(columns="method"), summary)
+    ax = fig.axes[0]
+    means = {ln.get_label(): ln for ln in ax.get_lines() if "seed" in ln.get_label()}
+    marks = [ln for ln in ax.get_lines() if ln not in means.values()]
+    drawn = sorted((ln.get_xdata()[0], ln.get_color()) for ln in marks)
+    colour = {k.split(",")[0]: ln.get_color() for k, ln in means.items()}
+    assert drawn == sorted(
+        [(188, colour["none"]), (376, colour["none"]), (313, colour["tm"]), (626, colour["tm"])]
+    )
+
+
 def test_list_valued_settings_are_grouped_as_comma_joined_strings() -> None:
     """Results schema 2 stores ``tasks`` as a list; settings code groups it like the old
     comma-joined string."""
