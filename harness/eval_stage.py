@@ -169,7 +169,7 @@ def evaluate_checkpoint(trial, stage: int, after_task: str):
             )
     general = dict(
         **base,
-        probe=cfg.eval.probe or "",
+        probe=cfg.probe_label,
         accuracy=float("nan"),
         n_correct=0,
         n_total=0,
@@ -187,7 +187,7 @@ def evaluate_checkpoint(trial, stage: int, after_task: str):
             pred_rows.append(
                 dict(
                     **base,
-                    task=f"probe:{cfg.eval.probe}",
+                    task=f"probe:{cfg.probe_label}",
                     example=i,
                     item=q.item,
                     gold=names[i][a],

@@ -68,6 +68,7 @@ DEMO_SETTINGS = {
     "train": {"lr": 3e-4, "batch_size": 16, "epochs": 10.0, "warmup_steps": 10, "log_every": 10},
     "eval": {
         "probe": "mmlu",
+        "probe_name": "world_quiz",  # MMLU's file layout, not MMLU
         "probe_format": "continuation",
         "probe_shots": 0,
         "probe_max_questions": 400,
@@ -124,6 +125,7 @@ def _world_base(data_dir: str | None) -> dict[str, Any]:
         "train": {"lr": 3e-4, "batch_size": 16, "epochs": 3.0, "warmup_steps": 10, "log_every": 10},
         "eval": {
             "probe": "mmlu",
+            "probe_name": "world_quiz",  # MMLU's file layout, not MMLU
             "probe_format": "continuation",
             "probe_max_questions": 300,
             "heldout": "general/heldout.jsonl",

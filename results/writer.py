@@ -80,15 +80,16 @@ GLOSSARY = [
     "s[k][k], s the `single_task` trial of the same seed (every task trained alone from the "
     "starting model): did earlier tasks help learn later ones.",
     "**just-learned** = 1/T sum_k a[k][k]: accuracy on each task right after training it.",
-    "**MMLU subsample**: the general-ability probe scores `eval.probe_max_questions` questions "
-    "(a seeded sample, the same at every stage) of the probe's files, not lm-eval's full "
-    "`mmlu` task of 14,042 questions (unless it is unset); compare with lm-eval's published "
-    "numbers only as that subsample.",
+    "**probe subsample**: the general-ability probe scores `eval.probe_max_questions` questions "
+    "(a seeded sample, the same at every stage) of the probe's files: for MMLU, not lm-eval's "
+    "full `mmlu` task of 14,042 questions (unless it is unset), so compare with lm-eval's "
+    "published numbers only as that subsample; `world_quiz` is the offline world's own quiz "
+    "(facts of the generated world, in MMLU's file layout), not MMLU.",
     "**Gap to multitask** = a method's AP minus the multitask upper bound's mean AP (every task "
     "trained at once, the same epochs); 0 = as good as training on everything together.",
     "**forgetting** (Chaudhry) = mean over j<T of max_{j<=l<T} a[l][j] - a[T][j]; >= 0 is loss.",
     "**general acc.**: multiple-choice general-knowledge probe (e.g. MMLU: a seeded "
-    "subsample, see *MMLU subsample*), of the starting model (start) and after the last task "
+    "subsample, see *probe subsample*), of the starting model (start) and after the last task "
     "(final); "
     "**general ppl**: perplexity on held-out general text (lower is better).",
     "**forgetting prevented** = 1 - drop_method / drop_baseline with the baseline trial of the "

@@ -84,6 +84,7 @@ SETTINGS = {
     "train": {"lr": 1e-3, "batch_size": 16, "epochs": 5.0, "warmup_steps": 5, "log_every": 10},
     "eval": {
         "probe": "mmlu",
+        "probe_name": "world_quiz",
         "probe_format": "continuation",
         "probe_shots": 0,
         "probe_max_questions": 100,

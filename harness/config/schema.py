@@ -214,6 +214,11 @@ class EvalConfig:
     probe: str | None = "mmlu"
     """General-ability multiple choice: a directory of MMLU-format CSVs (relative to data.root
     or absolute), 'hf:cais/mmlu[:<config>][@<revision>]', or None to skip."""
+    probe_name: str | None = None
+    """What the probe is called in the records (general.probe, predictions 'probe:<name>') and
+    figures; unset: eval.probe as given. The world presets call their quiz 'world_quiz': it is
+    stored in MMLU's file layout (mmlu/), but it is not MMLU. A label only: not part of the
+    trial id."""
     probe_format: Literal["letter", "lm_eval", "continuation"] = "letter"
     """'letter': "Question: ...\nA. ...\nAnswer:" and score ' A', ' B', ...; 'lm_eval':
     lm-evaluation-harness's mmlu prompt (a subject header line, "<question>\nA. ...\nAnswer:",
@@ -334,6 +339,11 @@ class TrialConfig:
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
+    @property
+    def probe_label(self) -> str:
+        """The probe's name in records and figures (``eval.probe_name``, else ``eval.probe``)."""
+        return self.eval.probe_name or self.eval.probe or ""
+
     def __hash__(self) -> int:  # interventions and cl are dicts; hash the plain form instead
         return hash(json.dumps(to_dict(self), sort_keys=True, default=str))
 
@@ -428,7 +438,8 @@ EARLIER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 def computed_settings(d: dict[str, Any]) -> dict[str, Any]:
     """A config dict without what does not change what the trial computes: its id, where
-    results and saved models go (``train.save_models``) and what a worker reserves
+    results and saved models go (``train.save_models``), the probe's label
+    (``eval.probe_name``) and what a worker reserves
     (:data:`RESOURCE_ONLY`). Two trials with equal computed settings compute the same thing.
 
     The replay method's settings are given in full (defaults filled in), and stored configs
@@ -439,6 +450,8 @@ def computed_settings(d: dict[str, Any]) -> dict[str, Any]:
     out = {**d, "trial_id": None, "out": None, "scale": scale}
     if "train" in d:  # where the models go is not what the trial computes
         out["train"] = {k: v for k, v in d["train"].items() if k != "save_models"}
+    if "eval" in d:  # nor what the probe is called
+        out["eval"] = {k: v for k, v in d["eval"].items() if k != "probe_name"}
     if "replay" in d:
         out["replay"] = _computed_replay(d["replay"])
     return out

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from harness import train as train_mod
-from harness.config import from_dict
+from harness.config import from_dict, merge
 from harness.data import DataError
 from harness.hooks import Hook
 from harness.trial import Trial, run_trial
@@ -283,6 +283,10 @@ def test_predictions_record_every_example_under_both_protocols(mini_root, tmp_pa
             tmp_path / scoring,
             **{"replay.method": "none", "data.tasks": "colour", "eval.scoring": scoring},
         )
+        if scoring == "exact_match":  # the probe's label: in the records, not in the trial id
+            named = from_dict(merge(cfg.to_dict(), {"eval": {"probe_name": "world_quiz"}}))
+            assert named.id == cfg.id and named.probe_label == "world_quiz"
+            cfg = named
         run_trial(cfg)
         tables = read_study(tmp_path / scoring / "study=engine")
         preds, acc = tables["predictions"], tables["accuracy"]
@@ -296,5 +300,7 @@ def test_predictions_record_every_example_under_both_protocols(mini_root, tmp_pa
             assert all(len(ll) == 2 for ll in tasks.logliks)  # colour has 2 labels
         else:
             assert tasks.generated.notna().all() and tasks.logliks.isna().all()
-        probe = preds[preds.task == "probe:mmlu"]
+        label = "world_quiz" if scoring == "exact_match" else "mmlu"
+        probe = preds[preds.task == f"probe:{label}"]
         assert len(probe) == 2 * 8 and probe.logliks.map(len).eq(4).all()
+        assert tables["general"].probe.tolist() == [label, label]
