@@ -168,6 +168,35 @@ def _source(name: str) -> str:
     return source
 
 
+def model_identity(cfg: ModelConfig) -> tuple[str, str | None]:
+    """``(model id, local path)`` of a trial's starting model. The id is the same on every
+    machine, so trials group by it: a preset's name ('tiny', 'smollm2-135m'), a Hub id with its
+    revision ('meta-llama/Llama-3.1-8B@main'), or for a local directory its name and a short
+    content hash of its config and weight files' names and sizes
+    ('local:<dir name>@<hash>'; the world's cached base is named by its own content hash). The
+    path is where this machine read it from (None for 'tiny' and a Hub id)."""
+    import hashlib
+
+    from harness.prepared_models import GGUF_MODELS
+
+    name = cfg.name
+    if name == "tiny":
+        return "tiny", None
+    if name in GGUF_MODELS:
+        return name, _source(name)
+    source = HUB_PRESETS.get(name, name)
+    local = Path(source).expanduser()
+    if not local.exists():
+        return f"{source}@{cfg.revision or 'main'}", None
+    digest = hashlib.sha256()
+    for f in sorted(local.iterdir()):
+        if f.name == "config.json":
+            digest.update(f.read_bytes())
+        elif f.is_file() and any(f.match(g) for g in _WEIGHT_GLOBS):
+            digest.update(f"{f.name}:{f.stat().st_size}".encode())
+    return f"local:{local.name}@{digest.hexdigest()[:10]}", str(local.resolve())
+
+
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
 _WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "*.pt")
 

@@ -520,7 +520,18 @@ def _summary(trial: Trial, status: str) -> dict:
         harness_version=version_string(),
         provenance=provenance(_device(trial), trial.started_at),
         weight=getattr(trial, "weight", None),
+        model=_model_identity(trial.cfg),
     )
+
+
+def _model_identity(cfg) -> tuple[str, str | None]:
+    from harness.models import model_identity
+
+    try:
+        return model_identity(cfg.model)
+    except Exception as exc:  # noqa: BLE001 - a failed trial's summary must still be written
+        log.warning("model id of %r: %s", cfg.model.name, exc)
+        return cfg.model.name, None
 
 
 def _device(trial: Trial) -> str | None:

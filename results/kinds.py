@@ -152,7 +152,21 @@ _SUMMARY = pa.schema(
             nullable=True,
         ),
         _f("tasks", pa.list_(pa.string()), "Task names in sequence order."),
-        _f("model", pa.string(), "Model name or path."),
+        _f(
+            "model",
+            pa.string(),
+            "The starting model's stable id, the same on every machine: a preset's name, "
+            "'<hub id>@<revision>', or 'local:<dir name>@<content hash>' "
+            "(harness.models.model_identity). Files written before 2026-12-05 hold the "
+            "configured name or local path here.",
+        ),
+        _f(
+            "model_path",
+            pa.string(),
+            "Where this machine read the starting model from (a local directory); null for "
+            "'tiny' and Hub ids, and in files written before it existed.",
+            nullable=True,
+        ),
         _f("tuning", pa.string(), "Which parameters were trained.", allowed=("lora", "full")),
         _f("method", pa.string(), "Replay method: its name in harness.replay (e.g. none, tm)."),
         _f("replay_size", pa.int64(), "Number of general replay samples (0 for none)."),

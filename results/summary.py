@@ -32,10 +32,12 @@ def summary_row(
     harness_version: str,
     provenance: dict[str, Any],
     weight: float | str | None,
+    model: tuple[str, str | None] | None = None,
 ) -> dict:
     """A trial's summary row from its accuracy and general records so far (``n_stages``
     stages trained of ``len(tasks)`` tasks; the metrics are NaN until every stage is scored).
-    ``weight``: the replay weight the trial used (its method's default resolved)."""
+    ``weight``: the replay weight the trial used (its method's default resolved); ``model``:
+    the starting model's (stable id, local path), default (model.name, None)."""
     n = len(tasks)
     metrics = dict.fromkeys(METRICS, float("nan"))
     done = accuracy and len({r["stage"] for r in accuracy}) == n_stages + 1
@@ -56,7 +58,8 @@ def summary_row(
         n_tasks=n,
         n_stages=n_stages,
         tasks=list(tasks),
-        model=cfg.model.name,
+        model=(model or (cfg.model.name, None))[0],
+        model_path=(model or (cfg.model.name, None))[1],
         tuning=cfg.model.tuning,
         method=cfg.replay.method,
         replay_size=replay_size,

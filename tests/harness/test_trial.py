@@ -304,3 +304,24 @@ def test_predictions_record_every_example_under_both_protocols(mini_root, tmp_pa
         probe = preds[preds.task == f"probe:{label}"]
         assert len(probe) == 2 * 8 and probe.logliks.map(len).eq(4).all()
         assert tables["general"].probe.tolist() == [label, label]
+
+
+def test_the_model_id_is_the_same_on_every_machine(tmp_path):
+    """The summary's ``model`` groups trials across machines: two copies of one saved model in
+    other places have one id (the local paths stay apart, in ``model_path``); changed weights
+    or config give another."""
+    import json as _json
+
+    from harness.config import ModelConfig
+    from harness.models import model_identity
+    from tests.fixtures import saved_tiny
+
+    a, b = (saved_tiny(tmp_path / where / "base") for where in ("machine_a", "machine_b"))
+    (id_a, path_a), (id_b, path_b) = (model_identity(ModelConfig(name=p)) for p in (a, b))
+    assert id_a == id_b and id_a.startswith("local:base@") and path_a != path_b
+    cfg = tmp_path / "machine_b" / "base" / "config.json"
+    cfg.write_text(_json.dumps({**_json.loads(cfg.read_text()), "rms_norm_eps": 1e-5}))
+    assert model_identity(ModelConfig(name=b))[0] != id_a
+    assert model_identity(ModelConfig(name="tiny")) == ("tiny", None)
+    hub = model_identity(ModelConfig(name="meta-llama/Llama-3.1-8B", revision="abc123"))
+    assert hub == ("meta-llama/Llama-3.1-8B@abc123", None)
