@@ -76,7 +76,7 @@ def section_main(
             )
         if notes:
             w.add("**Incomplete trials (see Trials):** " + "; ".join(notes) + ".")
-    w.table(shown, METRICS_HELP, index=False, max_rows=None)
+    w.table(shown, METRICS_HELP, index=False, max_rows=None, name="table_main", raw=table)
 
 
 def section_lr(w: Writer, summary: pd.DataFrame) -> None:
@@ -89,7 +89,8 @@ def section_lr(w: Writer, summary: pd.DataFrame) -> None:
             w.add(f"**{HEADERS[metric]}** by method (rows) and LR multiplier (columns):")
             w.table(
                 _mean_std_cells(summary, "method", "lr_multiplier", metric),
-                "each cell is mean ± std over completed seeds at lr = base lr × multiplier; a "
+                name=f"table_lr_{metric}",
+                how="each cell is mean ± std over completed seeds at lr = base lr × multiplier; a "
                 "method is robust if its row stays flat as the multiplier grows; "
                 "'div./failed' counts trials that did not finish (not in the mean).",
                 index=False,
@@ -117,7 +118,8 @@ def section_replay_size(w: Writer, summary: pd.DataFrame) -> None:
         w.add(f"**{HEADERS[metric]}** by replay-buffer size:")
         w.table(
             curve,
-            "replay size = number of general samples mixed into training; mean ± std over "
+            name=f"table_replay_size_{metric}",
+            how="replay size = number of general samples mixed into training; mean ± std over "
             "completed seeds.",
             index=False,
         )
@@ -136,9 +138,12 @@ def section_methods(w: Writer, summary: pd.DataFrame) -> None:
     if note:
         w.add(f"Trials at {note} (so that the methods are compared at one setting).")
     metrics = [m for m in (*an.PAPER_METRICS, "general_ppl_final") if m in rows]
+    losses = an.loss_type_table(rows, metrics=metrics)
     w.table(
-        pct(an.loss_type_table(rows, metrics=metrics)),
-        "one row per replay loss: none = plain sequential fine-tuning, ce = replayed general "
+        pct(losses),
+        name="table_replay_losses",
+        raw=losses,
+        how="one row per replay loss: none = plain sequential fine-tuning, ce = replayed general "
         "text with cross-entropy only, kl = + logit imitation of the starting model, l1/l2 = + "
         "hidden-state imitation, tm = + GeRe's threshold-margin loss. Higher general acc. and "
         "AP, BWT closer to 0 and lower general ppl are better. " + METRICS_HELP,
@@ -150,9 +155,12 @@ def section_lora(w: Writer, summary: pd.DataFrame) -> None:
     w.add("## LoRA vs full fine-tuning")
     if note:
         w.add(f"Trials at {note}.")
+    lora = an.lora_vs_full_table(rows)
     w.table(
-        pct(an.lora_vs_full_table(rows)),
-        "rows pair each method with the parameters trained (lora = low-rank adapters only, "
+        pct(lora),
+        name="table_lora_vs_full",
+        raw=lora,
+        how="rows pair each method with the parameters trained (lora = low-rank adapters only, "
         "full = all weights); compare the same method across the two tunings. " + METRICS_HELP,
     )
 

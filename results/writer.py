@@ -137,6 +137,29 @@ def markdown_table(df: pd.DataFrame, *, index: bool = True) -> str:
     return "\n".join(lines)
 
 
+def _flat(df: pd.DataFrame, index: bool) -> pd.DataFrame:
+    if index and (df.index.name is not None or any(n is not None for n in df.index.names)):
+        return df.reset_index()
+    return df.reset_index(drop=True)
+
+
+_LATEX_SYMBOLS = {"±": r"$\pm$", "×": r"$\times$", "–": "--", "≥": r"$\geq$", "≤": r"$\leq$"}
+
+
+def latex_table(df: pd.DataFrame) -> str:
+    r"""A table as LaTeX through pandas' ``Styler.to_latex`` (needs ``\usepackage{booktabs}``):
+    the report's column headers, text escaped for LaTeX, floats to 4 significant digits."""
+    shown = df.rename(columns=lambda c: HEADERS.get(str(c), str(c)))
+    styler = shown.style.hide(axis="index").format(
+        lambda v: cell(v).replace("\\|", "|"), escape="latex"
+    )
+    styler = styler.format_index(escape="latex", axis=1)
+    text = styler.to_latex(hrules=True, column_format="l" * len(shown.columns))
+    for symbol, tex in _LATEX_SYMBOLS.items():
+        text = text.replace(symbol, tex)
+    return text
+
+
 def fmt_value(col: str, v: object) -> str:
     """A setting's value as the report writes it (an LR multiplier as "3×")."""
     if col == "lr_multiplier" and isinstance(v, float | int | np.number):
@@ -155,6 +178,7 @@ class Writer:
         self.dpi = dpi
         self.lines: list[str] = []
         self.figures: list[Path] = []
+        self.tables: list[Path] = []
 
     def add(self, *text: str) -> None:
         """Lines of Markdown, then a blank line."""
@@ -166,14 +190,38 @@ class Writer:
         self.add(f"*How to read this:* {text}")
 
     def table(
-        self, df: pd.DataFrame, how: str, *, index: bool = True, max_rows: int | None = MAX_ROWS
+        self,
+        df: pd.DataFrame,
+        how: str,
+        *,
+        index: bool = True,
+        max_rows: int | None = MAX_ROWS,
+        name: str | None = None,
+        raw: pd.DataFrame | None = None,
     ) -> None:
-        """A table (cut to ``max_rows``, saying so) and how to read it."""
+        """A table (cut to ``max_rows``, saying so) and how to read it; with ``name``, also
+        whole as ``<name>.csv`` (``raw``'s numbers where given) and ``<name>.tex``."""
         cut = max_rows is not None and len(df) > max_rows
         self.add(markdown_table(df.iloc[:max_rows] if cut else df, index=index))
         if cut:
             self.add(f"(first {max_rows} of {len(df)} rows shown)")
+        if name is not None:
+            self.export(df, name, raw=raw, index=index)
         self.read(how)
+
+    def export(
+        self, df: pd.DataFrame, name: str, *, raw: pd.DataFrame | None = None, index: bool = True
+    ) -> None:
+        """A paper table beside the report, whole: ``<name>.csv`` (``raw`` where given: numbers
+        rather than "mean ± std" text) and ``<name>.tex`` (pandas ``Styler.to_latex``, booktabs
+        rules), linked from the report."""
+        csv = self.out / f"{safe_name(name)}.csv"
+        tex = csv.with_suffix(".tex")
+        self.out.mkdir(parents=True, exist_ok=True)
+        (_flat(raw, True) if raw is not None else _flat(df, index)).to_csv(csv, index=False)
+        tex.write_text(latex_table(_flat(df, index)))
+        self.tables += [csv, tex]
+        self.add(f"(also as [{csv.name}]({csv.name}) and [{tex.name}]({tex.name}))")
 
     def figure(self, name: str, alt: str, how: str, draw: Callable[[], Figure]) -> None:
         """The figure ``draw()`` returns, saved as ``<name>.<fmt>`` beside the report and linked

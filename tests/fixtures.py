@@ -461,6 +461,7 @@ def make_study(out: Path, *, extra_kinds: bool = HAS_EXTRA_KINDS) -> Path:
                     n_stages=T,
                     tasks=",".join(TASKS),
                     model="tiny",
+                    model_path=None,
                     tuning="full",
                     method=method,
                     replay_size=0 if method == "none" else 100,

@@ -126,7 +126,9 @@ def section(w: Writer, data: Mapping[str, pd.DataFrame]) -> None:
         f"many steps; `none_0` = the base on the new language without adapting. Chance = "
         f"{100 * chance:.1f}%."
     )
-    w.add(markdown_table(adaptation_table(adaptation)))
+    table = adaptation_table(adaptation)
+    w.add(markdown_table(table))
+    w.export(table, "table_active_forgetting")
     w.figure(
         "adaptation",
         "new-language probe by budget",

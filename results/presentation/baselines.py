@@ -251,6 +251,7 @@ def section(w: Writer, data: Mapping[str, pd.DataFrame]) -> None:
         "forgetting. Completed trials only."
     )
     w.add(markdown_table(table))
+    w.export(table, "table_baselines")
     w.figure(
         "baselines",
         "continual-learning baselines",

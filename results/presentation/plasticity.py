@@ -200,7 +200,9 @@ def section(w: Writer, data: Mapping[str, pd.DataFrame]) -> None:
         "difference (negative = later tasks learned worse), and AP / forgetting after the "
         "stream; mean ± std over seeds, in % (differences in points). Completed trials only."
     )
-    w.add(markdown_table(plasticity_table(accuracy, summary, k)))
+    table = plasticity_table(accuracy, summary, k)
+    w.add(markdown_table(table))
+    w.export(table, "table_plasticity")
     w.figure(
         "plasticity_just_learned",
         "just-learned accuracy by task",

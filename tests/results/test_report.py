@@ -128,6 +128,24 @@ def test_report_numbers(report: Path) -> None:
     assert "| tm | 1× | 2.40 | 18.00 | 0.87 ± 0.00 | 0.8667 | 2 | 2 |" in prevented
 
 
+def test_paper_tables_come_as_markdown_csv_and_latex(report: Path) -> None:
+    """The main table beside the report as CSV (numbers, for pandas) and LaTeX (booktabs, for
+    the paper), linked from the Markdown, and the same values in all three."""
+    import pandas as pd
+
+    text = report.read_text()
+    main = "\n".join(_section(text, "## Main results (paper-style table)"))
+    assert "[table_main.csv](table_main.csv) and [table_main.tex](table_main.tex)" in main
+    csv = pd.read_csv(report.parent / "table_main.csv")
+    row = csv[(csv["method"] == "tm") & (csv["lr_multiplier"] == 1.0)].iloc[0]
+    assert row["general_acc_start_mean"] == pytest.approx(0.602)  # the Markdown's 60.2 ± 0.3
+    assert row["general_acc_start_std"] == pytest.approx(0.08**0.5 / 100 * 1, rel=1e-6)
+    tex = (report.parent / "table_main.tex").read_text()
+    assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex and "\\bottomrule" in tex
+    line = next(x for x in tex.splitlines() if x.startswith("tm & 1$\\times$"))
+    assert "60.2 $\\pm$ 0.3" in line
+
+
 def test_report_cli_writes_pdf_figures_at_the_dpi_asked(study: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
     args = ["--report-dir", str(out), "--format", "PDF", "--dpi", "72"]
@@ -143,7 +161,12 @@ def test_report_cli_writes_pdf_figures_at_the_dpi_asked(study: Path, tmp_path: P
     links = _LINK.findall((out / "report.md").read_text())
     want = [f.replace(".png", ".pdf") for f in FIGURES + (EXTRA_FIGURES if HAS_EXTRA_KINDS else [])]
     assert set(want) <= set(links), sorted(set(want) - set(links))
-    assert sorted(links) == sorted(p.name for p in out.iterdir() if p.suffix != ".md")
+    figures = sorted(p.name for p in out.iterdir() if p.suffix not in (".md", ".csv", ".tex"))
+    assert sorted(links) == figures
+    tables = re.findall(r"\[(table_\w+\.(?:csv|tex))\]", (out / "report.md").read_text())
+    assert tables and sorted(tables) == sorted(
+        p.name for p in out.iterdir() if p.suffix in (".csv", ".tex")
+    )
     for link in links:
         data = (out / link).read_bytes()
         assert data.startswith(b"%PDF") and b"/FontFile2" in data and b"/Type3" not in data
@@ -167,6 +190,7 @@ def test_report_default_out_and_sparse_study(tmp_path: Path) -> None:
             n_stages=2,
             tasks="a,b",
             model="tiny",
+            model_path=None,
             tuning=tuning,
             method="tm",
             replay_size=size,
