@@ -41,16 +41,25 @@ class EvaluationHook(Hook):
     """Scores every task (the accuracy matrix, future tasks included) and general ability
     (probe accuracy, held-out perplexity) of the starting model and after every task."""
 
-    kinds = ("accuracy", "general", "lm_eval", "predictions")
+    kinds = ("accuracy", "general", "predictions")
+
+    def __init__(self, cfg=None) -> None:
+        if cfg is not None:  # known before setup: what a stored trial must have written
+            self.kinds = self.kinds_for(cfg)
+
+    @staticmethod
+    def kinds_for(cfg) -> tuple[str, ...]:
+        """The record kinds a trial of ``cfg`` writes through this hook."""
+        return (
+            "accuracy",
+            "general",
+            *(("lm_eval",) if cfg.eval.lm_eval_tasks else ()),
+            *(("predictions",) if cfg.eval.predictions else ()),
+        )
 
     def setup(self, trial) -> None:
         cfg = trial.cfg
-        self.kinds = tuple(
-            k
-            for k in type(self).kinds
-            if (k != "predictions" or cfg.eval.predictions)
-            and (k != "lm_eval" or cfg.eval.lm_eval_tasks)
-        )
+        self.kinds = self.kinds_for(cfg)
         self.lm_eval = None
         if cfg.eval.lm_eval_tasks:  # resolved now: an unknown task fails before any training
             from harness import lm_eval_tasks

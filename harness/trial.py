@@ -69,7 +69,7 @@ def default_hooks(cfg: TrialConfig) -> list[Hook]:
     from harness.landscape import LandscapeHook
     from harness.plasticity import PlasticityHook
 
-    hooks: list[Hook] = [EvaluationHook()]
+    hooks: list[Hook] = [EvaluationHook(cfg)]
     if cfg.eval.plasticity_texts and cfg.eval.heldout:
         hooks.append(PlasticityHook())
     if cfg.landscape.enabled:
