@@ -176,6 +176,47 @@ def test_mmlu_logliks_equal_lm_evaluation_harness_with_its_defaults(
     worst = max(abs(a - b) for k in forced for a, b in zip(forced[k], theirs[k], strict=True))
     assert worst > 1e-2
 
+    # The same lm-eval tasks as eval.lm_eval_tasks (lm-eval's prompts, few-shot sampling and
+    # metrics; the harness's scorer through its TemplateLM): every document equal, and acc.
+    from harness import lm_eval_tasks as L
+    from harness.evaluate import candidate_scores
+    from tests.fixtures import LM_EVAL_TASKS, write_lm_eval_tasks
+
+    def adapter(tasks, include, **settings):
+        cfg = from_dict(
+            {"eval": {"lm_eval_tasks": tasks, "lm_eval_include_path": str(include), **settings}}
+        )
+        lm = L.harness_lm(
+            tok,
+            lambda r: candidate_scores(model, r, pad_id=tok.pad_token_id, batch_size=8),
+            L.max_length(model, tok),
+        )
+        return L.evaluate(cfg, lm, L.task_manager(cfg))
+
+    adapted = adapter(names, tmp_path, lm_eval_num_fewshot=shots, lm_eval_limit=PER_SUBJECT)
+    for s, name in zip(SUBJECTS, names, strict=True):
+        for sample in adapted["samples"][name]:
+            got = [r[0][0] for r in sample["resps"]]
+            assert got == pytest.approx(theirs[f"{s}/{sample['doc_id']}"], abs=1e-4)
+        assert adapted["results"][name]["acc,none"] == out["results"][name]["acc,none"]
+    if shots:
+        return
+    # Multiple choice with acc_norm, one-continuation and rolling log-likelihood tasks.
+    include = write_lm_eval_tasks(tmp_path / "local")
+    mine_all = adapter(list(LM_EVAL_TASKS), include)
+    hf = simple_evaluate(
+        model=lm, tasks=list(LM_EVAL_TASKS), task_manager=TaskManager(include_path=str(include))
+    )
+    for task in LM_EVAL_TASKS:
+        for a, b in zip(hf["samples"][task], mine_all["samples"][task], strict=True):
+            la = [r[0][0] if isinstance(r[0], (list, tuple)) else r[0] for r in a["resps"]]
+            lb = [r[0][0] if isinstance(r[0], (list, tuple)) else r[0] for r in b["resps"]]
+            # a whole text's summed log-likelihood (hundreds of tokens): HFLM sums float32
+            assert a["doc_id"] == b["doc_id"] and lb == pytest.approx(la, rel=1e-6, abs=1e-4)
+        for k, v in hf["results"][task].items():
+            if "," in k and isinstance(v, float):
+                assert mine_all["results"][task][k] == pytest.approx(v, rel=1e-4), (task, k)
+
 
 # --------------------------------------------------------------------------- SAPT
 
