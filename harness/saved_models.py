@@ -32,8 +32,10 @@ MODELS_DIR = "_models"
 
 def model_location(cfg, stage: int) -> storage.Location:
     """Where stage ``stage`` of this trial's model is saved."""
+    from results.io import safe_name, study_dir
+
     return storage.join(
-        storage.location(cfg.out), f"study={cfg.study}", MODELS_DIR, cfg.id, f"stage={stage}"
+        study_dir(cfg.out, cfg.study), MODELS_DIR, safe_name(cfg.id), f"stage={stage}"
     )
 
 

@@ -120,13 +120,18 @@ def test_a_trial_writes_to_s3_summary_last_and_counts_as_completed_from_there(
 
     monkeypatch.setattr(storage, "write", spy)
     out = "s3://bucket/gere"
-    cfg = mini_config(mini_root, out)
+    cfg = mini_config(mini_root, out, **{"train.save_models": "final"})
     result = run_trial(cfg)
     assert result.status == "completed"
     assert writes[-1] == "summary" and writes.count("summary") == 2  # 'running', then final
     assert set(writes[writes.index("summary") + 1 : -1]) >= {"accuracy", "general", "curve"}
     keys = _keys(s3)
     assert all(k.startswith("bucket/gere/study=engine/") for k in keys)
+    # the final model, uploaded whole beside the results (a folder Parquet readers skip)
+    saved = f"bucket/gere/study=engine/_models/{cfg.id}/stage=3/"
+    assert {k.removeprefix(saved) for k in keys if k.startswith(saved)} >= {
+        "config.json", "model.safetensors", "gere_model.json", "tokenizer.json"
+    }  # fmt: skip
     assert not any(Path(k).name.startswith(".") for k in keys)
     tables = read_study(study_dir(out, "engine"))
     assert len(tables["summary"]) == 1 and len(tables["accuracy"]) == 4 * 3
@@ -134,6 +139,7 @@ def test_a_trial_writes_to_s3_summary_last_and_counts_as_completed_from_there(
     assert done is not None and done["status"] == "completed"
 
     monkeypatch.setattr(storage, "write", real)
+    capsys.readouterr()  # the trial's output (saving a model imports DeepSpeed, which prints)
     assert report([study_dir(out, "engine")]) == 0
     printed = capsys.readouterr().out.strip()
     assert printed == f"{out}/_reports/engine/report.md"
