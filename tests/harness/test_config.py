@@ -150,6 +150,51 @@ def test_cli_precedence(tmp_path):
     assert (cfg.train.lr, cfg.train.epochs, cfg.seed) == (0.2, 3.0, 5)
 
 
+def test_the_command_line_takes_the_field_s_conventions(tmp_path, capsys):
+    """Bare key=value overrides (torchtune, LLaMA-Factory, Hydra), --flag/--no-flag booleans,
+    --data-dir as a second spelling of --data.root, --save-models, --version."""
+    import subprocess
+    import sys
+
+    from harness.study import build_parser as study_parser
+
+    args = build_parser().parse_args(
+        ["run", "train.lr=2e-4", "replay.method=kl", "--no-eval.predictions",
+         "--data-dir", str(tmp_path), "--save-models", "final", "--set", "train.lr=3e-4"]
+    )  # fmt: skip
+    cfg = config_from_args(args)
+    assert (cfg.train.lr, cfg.replay.method, cfg.eval.predictions) == (3e-4, "kl", False)
+    assert cfg.data.root == str(tmp_path) and cfg.train.save_models == "final"
+    on = config_from_args(build_parser().parse_args(["run", "--eval.predictions"]))
+    off = config_from_args(build_parser().parse_args(["run", "--eval.predictions", "false"]))
+    assert on.eval.predictions is True and off.eval.predictions is False
+    with pytest.raises(ConfigError, match="did you mean"):  # a bare typo is named
+        config_from_args(build_parser().parse_args(["run", "train.lrr=1"]))
+    study = study_parser("lr_robustness", "doc", "tiny").parse_args(
+        ["--data.root", str(tmp_path), "train.epochs=2", "--save-models", "every_task"]
+    )
+    assert study.data_dir == str(tmp_path) and study.overrides == ["train.epochs=2"]
+    assert study.save_models == "every_task"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("gere-harness 0.1.0"), proc.stderr
+
+
+def test_help_is_plain_text():
+    from harness.config.docs import plain_text
+
+    assert plain_text("see :func:`harness.x.y`, ``a=b`` and :mod:`~results.io`") == (
+        "see harness.x.y, a=b and results.io"
+    )
+    text = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+    assert "``" not in text and ":func:" not in text and ":mod:" not in text
+    assert "--eval.predictions [BOOL]" in text
+    flat = "".join(text.split())  # argparse wraps lines, at hyphens too
+    assert flat.count("--no-eval.predictions") == 1  # said once, in the flag's own help
+    assert "(--no-eval.predictions:false)" in flat
+
+
 def test_config_file_errors(tmp_path):
     args = build_parser().parse_args(["run", "--config", str(tmp_path / "missing.yaml")])
     with pytest.raises(ConfigError, match="does not exist"):
