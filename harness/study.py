@@ -11,6 +11,7 @@ on Ray, the summary table, the report -- lives here. tests/harness/test_presets.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -187,6 +188,35 @@ def _common_options(p: argparse.ArgumentParser, *, trials: bool) -> argparse.Arg
         "--dpi", type=int, default=150, help="Figure resolution of the report (default 150)."
     )
     return p
+
+
+class _Once(logging.Filter):
+    """Lets each (logger, level, message) through once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+@contextlib.contextmanager
+def _each_message_once():
+    """While the grid's inputs are checked, each log message is shown once (every trial of a
+    grid loads the same tasks, so each data warning would repeat per distinct data setting)."""
+    filters = {h: _Once() for h in logging.getLogger().handlers}  # one per handler
+    for h, once in filters.items():
+        h.addFilter(once)
+    try:
+        yield
+    finally:
+        for h, once in filters.items():
+            h.removeFilter(once)
 
 
 def default_storage(out: str) -> str:
@@ -403,7 +433,8 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
                 raise ConfigError([problem])
         if prepare is not None:
             configs = expand_grid(name, prepare(args, base), axes)
-        preflight(configs)
+        with _each_message_once():  # the grid's configs load the same data: say things once
+            preflight(configs)
     except (ConfigError, ValueError) as exc:  # DataError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -355,3 +355,35 @@ def test_legacy_command_line_options_name_their_new_spelling(capsys):
     assert "unknown option '--replay.methd' (did you mean '--replay.method'?)" in (
         capsys.readouterr().err
     )
+
+
+def test_a_dry_run_is_quiet_and_says_each_thing_once(caplog, capsys):
+    """--dry-run prints the grid and its cost, not the data loading's INFO lines; while the
+    grid's inputs are checked, a warning every trial would repeat is shown once."""
+    import logging
+    import subprocess
+    import sys
+
+    from harness.study import _each_message_once
+
+    logging.basicConfig()
+    stream = logging.StreamHandler(sys.stderr)
+    logging.getLogger().addHandler(stream)
+    try:
+        with _each_message_once():
+            for _ in range(3):
+                logging.getLogger("harness.inputs").warning("mnli: dropped 131 of 7600")
+            logging.getLogger("harness.inputs").warning("qqp: labels from outputs")
+        logging.getLogger("harness.inputs").warning("mnli: dropped 131 of 7600")  # after: shown
+    finally:
+        logging.getLogger().removeHandler(stream)
+    err = capsys.readouterr().err
+    assert err.count("mnli: dropped 131 of 7600") == 2 and err.count("qqp: labels") == 1
+
+    proc = subprocess.run(
+        [sys.executable, "studies/lr_robustness.py", "--smoke-test", "--dry-run"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "INFO" not in proc.stdout + proc.stderr
+    assert proc.stdout.startswith("study lr_robustness: 4 trials")
