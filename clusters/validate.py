@@ -1119,11 +1119,11 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _ray_version() -> str:
     import ray
 
     return f"ray {ray.__version__}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

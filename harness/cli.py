@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -63,7 +64,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         text = f"{field_help(tp, doc)} [default: {shown}]".replace("%", "%%")
         if tp is bool:  # --x / --x true / --no-x
             groups[section].add_argument(
-                *names, dest=f"cfg:{name}", nargs="?", const="true", metavar="BOOL",
+                *names, dest=f"cfg:{name}", nargs="?", action=BoolFlag, metavar="BOOL",
                 default=argparse.SUPPRESS, help=f"{text} (--no-{name}: false)",
             )  # fmt: skip
             groups[section].add_argument(
@@ -78,6 +79,21 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             default=argparse.SUPPRESS,
             help=text,
         )
+
+
+BARE = re.compile(r"^[A-Za-z_][\w.-]*=")
+"""A bare override, ``section.key=value``."""
+
+
+class BoolFlag(argparse.Action):
+    """``--x`` (true), ``--x true|false``; a bare ``key=value`` right after the flag is not
+    taken as its value (``--eval.predictions train.lr=1e-4``) but kept as an override."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if isinstance(values, str) and BARE.match(values):
+            namespace.bare_after_flags = [*getattr(namespace, "bare_after_flags", []), values]
+            values = None
+        setattr(namespace, self.dest, "true" if values is None else values)
 
 
 ALIASES = {"data.root": ("--data-dir",), "train.save_models": ("--save-models",)}
@@ -100,7 +116,8 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
     overrides: dict[str, Any] = {}
     problems: list[str] = []
     types = option_types()
-    for item in [*getattr(args, "overrides", []), *args.set]:
+    bare = [*getattr(args, "overrides", []), *getattr(args, "bare_after_flags", [])]
+    for item in [*bare, *args.set]:
         try:
             key, value = read_override(item, types)  # by the field's type, not as YAML
             overrides[key] = value
@@ -194,6 +211,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:  # a bad --out is reported before anything is read from it or any model is built
         check_output(cfg)
+        from harness.inputs import lm_eval_problem
+
+        if problem := lm_eval_problem(cfg):
+            raise ConfigError([problem])
         with claimed(cfg):  # one run of a trial id at a time: its results and checkpoint
             return _run_claimed(args, cfg, hooks, t0)
     except (DataError, ConfigError) as exc:
@@ -390,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
         return _study(argv[1:])
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    if args.command == "run":  # bare key=value after an option: argparse leaves them over
+        bare = [u for u in unknown if BARE.match(u)]
+        args.overrides = [*args.overrides, *bare]
+        unknown = [u for u in unknown if not BARE.match(u)]
     if unknown:
         known = [o for a in _subcommand(parser, args.command)._actions for o in a.option_strings]
         msgs = [_unknown_option(u, known) for u in unknown if u.startswith("--")]

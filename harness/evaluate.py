@@ -171,8 +171,7 @@ def candidate_scores(
 ) -> list[list[tuple[float, bool]]]:
     """``(log-likelihood, greedy)`` of every candidate continuation of every prompt: the
     candidate's summed log-likelihood, and whether each of its tokens is the model's arg-max
-    at its position (lm-evaluation-harness's ``is_greedy``). Summed log-likelihood of every candidate continuation of every prompt, from one forward
-    per prompt.
+    at its position (lm-evaluation-harness's ``is_greedy``), from one forward per prompt.
 
     Each prompt is one row holding the prompt and all its candidates side by side (a packed
     row, :func:`_pack`): a block attention mask lets every candidate token see the prompt and

@@ -471,6 +471,20 @@ def fingerprint_for(cfg: TrialConfig) -> str:
     return _FINGERPRINTS[key]
 
 
+def lm_eval_problem(cfg: TrialConfig) -> str | None:
+    """What is wrong with ``eval.lm_eval_tasks`` (lm-eval missing or too old, an unknown or
+    generative task, a missing include path), or None; seconds (lm-eval indexes its tasks)."""
+    if not cfg.eval.lm_eval_tasks:
+        return None
+    from harness import lm_eval_tasks
+
+    try:
+        lm_eval_tasks.check_tasks(cfg, lm_eval_tasks.task_manager(cfg))
+    except (ImportError, ValueError, FileNotFoundError) as exc:
+        return str(exc)
+    return None
+
+
 def preflight(configs: list[TrialConfig]) -> None:
     """Check every distinct data setting of a grid on the driver before anything is scheduled,
     so a missing task, a malformed file, a mistyped Hub source or a replay buffer larger than
@@ -491,6 +505,12 @@ def preflight(configs: list[TrialConfig]) -> None:
             except (DataError, ConfigError) as exc:
                 seen[key] = str(exc)
         if seen[key] is not None:  # every point with these data settings has the problem
+            problems.setdefault(seen[key], []).append(cfg.id)
+    for cfg in configs:
+        key = f"lm_eval:{cfg.eval.lm_eval_tasks}:{cfg.eval.lm_eval_include_path}:{cfg.data.root}"
+        if cfg.eval.lm_eval_tasks and key not in seen:
+            seen[key] = lm_eval_problem(cfg)
+        if cfg.eval.lm_eval_tasks and seen[key] is not None:
             problems.setdefault(seen[key], []).append(cfg.id)
     if problems:
 

@@ -33,21 +33,39 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-INSTALL = "pip install -e '.[lm-eval]' (or pip install 'lm-eval>=0.4.8')"
+INSTALL = "pip install -e '.[lm-eval]' (or pip install 'lm-eval>=0.4.13')"
 
 Scorer = Callable[[list[tuple[list[int], list[list[int]]]]], list[list[tuple[float, bool]]]]
 """[(context ids, [continuation ids, ...]), ...] -> [[(log-likelihood, is_greedy), ...], ...]."""
 
 
+MIN_VERSION = (0, 4, 13)
+"""The lm-eval release this adapter is tested with (its HFLM defaults: the tokenizer's own
+BOS rule, ``resolve_max_length``, ``has_bos_prefix``); earlier ones differ."""
+
+
 def require_lm_eval():
-    """The ``lm_eval`` module, or an ImportError that says how to install it."""
+    """The ``lm_eval`` module, or an ImportError that says how to install it (a release
+    older than :data:`MIN_VERSION` included)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         import lm_eval
-    except ImportError as exc:
+
+        found = version("lm_eval")
+    except (ImportError, PackageNotFoundError) as exc:
         raise ImportError(
             f"eval.lm_eval_tasks needs lm-evaluation-harness, which is not installed ({exc}). "
             f"Fix: {INSTALL}, or leave eval.lm_eval_tasks empty."
         ) from exc
+    parts = tuple(int(p) for p in found.split("+")[0].split(".")[:3] if p.isdigit())
+    if parts < MIN_VERSION:
+        wanted = ".".join(map(str, MIN_VERSION))
+        raise ImportError(
+            f"eval.lm_eval_tasks: lm-eval {found} is installed; the harness's adapter needs "
+            f">= {wanted} (its HFLM defaults, which the scores must equal). Fix: pip install "
+            f"'lm-eval>={wanted}'."
+        )
     return lm_eval
 
 
@@ -208,8 +226,8 @@ def score_pairs(
     """``(log-likelihood, is_greedy)`` of each (context ids, continuation ids): contexts longer
     than the model's length lose their left end as in HFLM (the last ``length + 1`` tokens of
     context + continuation are kept), and pairs with the same context are one request of
-    several candidates (one forward)."""
-    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+    several candidates (one forward), up to ``length + 1`` tokens per request."""
+    groups: dict[tuple[int, ...], list[list[tuple[int, list[int]]]]] = {}
     for i, (context, continuation) in enumerate(pairs):
         cont = list(continuation)
         if len(cont) > length:
@@ -219,10 +237,18 @@ def score_pairs(
             )
         keep = (list(context) + cont)[-(length + 1) :]
         ctx = tuple(keep[: len(keep) - len(cont)])
-        groups.setdefault(ctx, []).append((i, cont))
-    requests = [(list(ctx), [c for _, c in members]) for ctx, members in groups.items()]
+        chunks = groups.setdefault(ctx, [[]])
+        # A packed row holds the context and its continuations side by side (its attention
+        # mask grows with the square of its length): at most length + 1 tokens per row, so
+        # documents that merely share a short context (BOS alone) are not one huge row.
+        used = len(ctx) + sum(len(c) for _, c in chunks[-1])
+        if chunks[-1] and used + len(cont) > length + 1:
+            chunks.append([])
+        chunks[-1].append((i, cont))
+    rows = [(ctx, members) for ctx, chunks in groups.items() for members in chunks]
+    requests = [(list(ctx), [c for _, c in members]) for ctx, members in rows]
     out: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
-    for members, scores in zip(groups.values(), score(requests), strict=True):
+    for (_, members), scores in zip(rows, score(requests), strict=True):
         for (i, _), (ll, greedy) in zip(members, scores, strict=True):
             out[i] = (float(ll), bool(greedy))
     return out
@@ -251,18 +277,23 @@ def kept_rng() -> Iterator[None]:
 def _as_one_process() -> Iterator[None]:
     """simple_evaluate returns its results only where ``LOCAL_RANK`` is 0 (under torchrun it
     takes the other ranks for tensor-parallel followers); here every rank is a whole lm-eval
-    process over the sharded scorer, so each must get them."""
+    process over the sharded scorer, so each must get them (and each runs in one process)."""
     import os
 
-    before = os.environ.get("LOCAL_RANK")
-    os.environ["LOCAL_RANK"] = "0"
+    # DISABLE_MULTIPROC: lm-eval's bootstrap standard errors (perplexity metrics) would fork a
+    # pool of every CPU on each rank, inside a multi-threaded Ray/NCCL process; its one-process
+    # path uses the same seeds, so the numbers are the same.
+    set_now = {"LOCAL_RANK": "0", "DISABLE_MULTIPROC": "1"}
+    before = {k: os.environ.get(k) for k in set_now}
+    os.environ.update(set_now)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("LOCAL_RANK", None)
-        else:
-            os.environ["LOCAL_RANK"] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def evaluate(cfg, lm, manager) -> dict:
@@ -308,22 +339,30 @@ def rows_of(out: dict, base: dict) -> tuple[list[dict], list[dict]]:
             )
     predictions = []
     for task, samples in (out.get("samples") or {}).items():
+        first = samples[0].get("filter") if samples else None  # one row per document
         for s in sorted(samples, key=lambda s: s["doc_id"]):
-            predictions.append(dict(**base, **_prediction(task, s)))
+            if s.get("filter") == first:
+                predictions.append(dict(**base, **_prediction(task, s)))
     return rows, predictions
 
 
 def _prediction(task: str, s: dict) -> dict:
+    """One document's predictions row: every request's log-likelihood; ``correct`` is lm-eval's
+    own per-document ``acc`` where the task has it (the arg-max choice is the target; for a
+    one-continuation task, the continuation is the greedy one)."""
     lls = [float(r[0][0]) if isinstance(r[0], list | tuple) else float(r[0]) for r in s["resps"]]
     conts = [a[1] if len(a) > 1 else "" for a in s["arguments"]]
     target = s.get("target")
-    if len(lls) > 1:  # multiple choice: the arg-max continuation
+    gold, predicted = (str(target) if target is not None else ""), ""
+    if len(lls) > 1:  # multiple choice: choices are told apart by their text, else by index
         best = max(range(len(lls)), key=lls.__getitem__)
-        gold_i = target if isinstance(target, int) and 0 <= target < len(conts) else None
-        gold = conts[gold_i].strip() if gold_i is not None else str(target)
-        predicted, correct = conts[best].strip(), best == gold_i
+        distinct = len(set(conts)) == len(conts)
+        predicted = conts[best].strip() if distinct else str(best)
+        if isinstance(target, int) and 0 <= target < len(conts) and distinct:
+            gold = conts[target].strip()
+    if "acc" in s:
+        correct = bool(s["acc"])
     else:
-        gold, predicted = str(target) if target is not None else "", ""
         first = s["resps"][0][0]
         correct = bool(first[1]) if isinstance(first, list | tuple) and len(first) > 1 else False
     return dict(
@@ -332,7 +371,7 @@ def _prediction(task: str, s: dict) -> dict:
         item=f"{task}/{s['doc_id']}",
         gold=gold,
         predicted=predicted,
-        correct=bool(correct),
+        correct=correct,
         logliks=lls,
         generated=None,
         scoring="lm_eval",

@@ -171,10 +171,11 @@ def _source(name: str) -> str:
 def model_identity(cfg: ModelConfig) -> tuple[str, str | None]:
     """``(model id, local path)`` of a trial's starting model. The id is the same on every
     machine, so trials group by it: a preset's name ('tiny', 'smollm2-135m'), a Hub id with its
-    revision ('meta-llama/Llama-3.1-8B@main'), or for a local directory its name and a short
-    content hash of its config and weight files' names and sizes
-    ('local:<dir name>@<hash>'; the world's cached base is named by its own content hash). The
-    path is where this machine read it from (None for 'tiny' and a Hub id)."""
+    revision where one is pinned ('meta-llama/Llama-3.1-8B', '...@<revision>'), or for a local
+    directory its name and a short content hash of its config.json and of each weight file's
+    name, size and first and last MiB ('local:<dir name>@<hash>'; two fine-tuned copies of one
+    model differ there, and hashing 16 GB whole would take a minute). The path is where this
+    machine read it from (None for 'tiny' and a Hub id)."""
     import hashlib
 
     from harness.prepared_models import GGUF_MODELS
@@ -187,13 +188,18 @@ def model_identity(cfg: ModelConfig) -> tuple[str, str | None]:
     source = HUB_PRESETS.get(name, name)
     local = Path(source).expanduser()
     if not local.exists():
-        return f"{source}@{cfg.revision or 'main'}", None
-    digest = hashlib.sha256()
+        return (f"{source}@{cfg.revision}" if cfg.revision else source), None
+    digest, mib = hashlib.sha256(), 1 << 20
     for f in sorted(local.iterdir()):
         if f.name == "config.json":
             digest.update(f.read_bytes())
         elif f.is_file() and any(f.match(g) for g in _WEIGHT_GLOBS):
-            digest.update(f"{f.name}:{f.stat().st_size}".encode())
+            size = f.stat().st_size
+            digest.update(f"{f.name}:{size}".encode())
+            with f.open("rb") as fh:
+                digest.update(fh.read(mib))
+                fh.seek(max(size - mib, 0))
+                digest.update(fh.read(mib))
     return f"local:{local.name}@{digest.hexdigest()[:10]}", str(local.resolve())
 
 

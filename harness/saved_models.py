@@ -8,7 +8,9 @@ the tokenizer, or for LoRA the PEFT adapter, whose ``adapter_config.json`` names
 ``gere_model.json`` beside them says which trial, stage and task it is. Every rank takes part
 in the save (ZeRO-3 gathers); the main rank writes, first into ``stage=<k>.partial`` and then
 renames, so an interrupted save never leaves a directory that looks whole. On a bucket the
-directory is written locally and uploaded.
+directory is written locally and uploaded file by file, ``gere_model.json`` last: a directory
+without it is not whole. A completed trial whose asked-for model is missing runs again
+(:func:`models_missing`).
 
 When the trial ends, its log prints ready commands that score the saved model with
 lm-evaluation-harness (``lm_eval --model hf``) and serve it with vLLM.
@@ -37,6 +39,30 @@ def model_location(cfg, stage: int) -> storage.Location:
     return storage.join(
         study_dir(cfg.out, cfg.study), MODELS_DIR, safe_name(cfg.id), f"stage={stage}"
     )
+
+
+def models_missing(cfg, done: dict | None) -> bool:
+    """Whether a completed trial (its stored summary ``done``) lacks a model that
+    ``train.save_models`` asks for, so it must run again to save it: the setting is not part of
+    the trial id, and asking for models after a study ran must not silently save none."""
+    if done is None or cfg.train.save_models == "none":
+        return False
+    n = int(done.get("n_stages") or 0)
+    stages = range(1, n + 1) if cfg.train.save_models == "every_task" else [n]
+    missing = [
+        k
+        for k in stages
+        if not storage.exists(storage.join(model_location(cfg, k), "gere_model.json"))
+    ]
+    if missing:
+        log.warning(
+            "trial %s completed, but train.save_models=%s and the model of stage(s) %s is not "
+            "saved: running the trial again to save it",
+            cfg.id,
+            cfg.train.save_models,
+            missing,
+        )
+    return bool(missing)
 
 
 class SavedModelsHook(Hook):
@@ -86,9 +112,14 @@ def save_model(trial, stage: int) -> tuple[storage.Location, str | None]:
     with tempfile.TemporaryDirectory(prefix="gere-model-") as tmp:
         local = Path(tmp) / "model"
         backend.save_model(local)
-        if main:
-            base = _describe(trial, stage, local)
+        if main:  # file by file; gere_model.json last, so its presence marks a whole upload
+            if storage.exists(marker := storage.join(dest, "gere_model.json")):
+                storage.delete(marker)
             storage.upload_dir(local, dest)
+            about = Path(tmp) / "about"
+            about.mkdir()
+            base = _describe(trial, stage, about)
+            storage.upload_dir(about, dest)
     backend.barrier()
     return dest, base
 

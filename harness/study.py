@@ -366,7 +366,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
     parser = build_parser(name, study.doc, study.preset, trials=study.jobs is None)
     if study.options is not None:
         study.options(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # bare key=value before or after options
     if args.dry_run:  # the grid and its cost, not the progress of loading the data
         logging.getLogger().setLevel(logging.WARNING)
     if study.jobs is not None:

@@ -575,5 +575,9 @@ def failure_reason(exc: BaseException, trial: Trial) -> str:
 
 
 def stored_completed(cfg: TrialConfig) -> dict | None:
-    """The stored summary if this trial counts as completed (:mod:`results.ledger`), else None."""
-    return ledger.stored_completed(cfg, Trial(cfg).kinds())
+    """The stored summary if this trial counts as completed (:mod:`results.ledger`) and has
+    the models ``train.save_models`` asks for, else None."""
+    from harness.saved_models import models_missing
+
+    done = ledger.stored_completed(cfg, Trial(cfg).kinds())
+    return None if models_missing(cfg, done) else done

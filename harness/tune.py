@@ -55,6 +55,10 @@ def finished(cfg: TrialConfig, completed: Mapping[str, dict] | None = None) -> d
     done = completed.get(cfg.id)
     if not counts_as_completed(cfg, done, Trial(cfg).kinds()):
         return None
+    from harness.saved_models import models_missing
+
+    if models_missing(cfg, done):
+        return None
     if (theirs := stored_fingerprint(done)) is not None:
         if theirs != fingerprint_for(cfg):
             log.warning("trial %s completed on other data: running it again", cfg.id)

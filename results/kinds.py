@@ -155,10 +155,11 @@ _SUMMARY = pa.schema(
         _f(
             "model",
             pa.string(),
-            "The starting model's stable id, the same on every machine: a preset's name, "
-            "'<hub id>@<revision>', or 'local:<dir name>@<content hash>' "
-            "(harness.models.model_identity). Files written before 2026-12-05 hold the "
-            "configured name or local path here.",
+            "The starting model's stable id, the same on every machine: a preset's name, a "
+            "Hub id ('<hub id>@<revision>' where one is pinned), or "
+            "'local:<dir name>@<content hash>' (harness.models.model_identity). Files written "
+            "before 2026-12-05 hold the configured name or local path here (the same for "
+            "presets and Hub ids).",
         ),
         _f(
             "model_path",

@@ -175,6 +175,19 @@ def test_the_command_line_takes_the_field_s_conventions(tmp_path, capsys):
     )
     assert study.data_dir == str(tmp_path) and study.overrides == ["train.epochs=2"]
     assert study.save_models == "every_task"
+    # Bare overrides after options, and right after a boolean flag, are overrides still.
+    from harness.cli import main
+
+    argv = ["run", "--print-config", "train.lr=1e-3", "--eval.predictions", "seed=3",
+            "--model.name", "tiny", "replay.method=l2"]  # fmt: skip
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["train"]["lr"] == 1e-3 and printed["seed"] == 3
+    assert printed["replay"]["method"] == "l2" and printed["eval"]["predictions"] is True
+    later = study_parser("x", "doc", "tiny").parse_intermixed_args(
+        ["a.b=1", "--smoke-test", "c.d=2"]
+    )
+    assert later.overrides == ["a.b=1", "c.d=2"] and later.smoke_test
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "--version"], capture_output=True, text=True, timeout=60
     )

@@ -343,3 +343,45 @@ def test_a_zero3_trial_scores_lm_eval_tasks_and_saves_a_model_lm_eval_scores_ali
         for k, v in theirs["results"][task].items():
             if "," in k and "_stderr" not in k:
                 assert final[task, k.split(",")[0]] == pytest.approx(v, rel=1e-4), (task, k)
+
+
+def test_shared_contexts_are_packed_within_the_model_length():
+    """Pairs that share a context are one request (one forward) only up to length + 1 tokens:
+    the rolling windows of many documents all follow BOS alone and must not become one row."""
+    from harness import lm_eval_tasks as L
+
+    seen = []
+
+    def score(requests):
+        seen.extend(requests)
+        return [[(-float(len(c)), True) for c in cands] for _, cands in requests]
+
+    pairs = [([0], [5] * 3)] * 5 + [([0, 7], [9])]
+    got = L.score_pairs(score, pairs, length=7)
+    assert got == [(-3.0, True)] * 5 + [(-1.0, True)]
+    assert [(ctx, [len(c) for c in cands]) for ctx, cands in seen] == [
+        ([0], [3, 3]), ([0], [3, 3]), ([0], [3]), ([0, 7], [1]),
+    ]  # fmt: skip
+    assert all(len(ctx) + sum(map(len, cands)) <= 8 for ctx, cands in seen)
+    # left truncation as HFLM's: the last length + 1 tokens of context + continuation
+    seen.clear()
+    L.score_pairs(score, [(list(range(10)), [42, 43])], length=5)
+    assert seen == [([6, 7, 8, 9], [[42, 43]])]
+
+
+def test_prediction_rows_take_lm_eval_s_own_per_document_verdict():
+    """Winogrande's choices differ in their contexts, not their continuations, and its target
+    is not an index into them: the row says which choice by index, and 'correct' is lm-eval's
+    own per-document acc. A document scored under two filters is one row."""
+    from harness import lm_eval_tasks as L
+
+    wino = {
+        "doc_id": 4, "target": "2", "arguments": [("a _", " x"), ("b _", " x")],
+        "resps": [[(-3.0, False)], [(-1.0, True)]], "acc": 1.0, "filter": "none",
+    }  # fmt: skip
+    out = {"results": {}, "samples": {"wino": [wino, {**wino, "filter": "other"}]}}
+    _, rows = L.rows_of(out, {"stage": 1, "after_task": "t"})
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["predicted"], row["gold"], row["correct"]) == ("1", "2", True)
+    assert row["item"] == "wino/4" and row["logliks"] == [-3.0, -1.0]

@@ -325,3 +325,37 @@ def test_the_model_id_is_the_same_on_every_machine(tmp_path):
     assert model_identity(ModelConfig(name="tiny")) == ("tiny", None)
     hub = model_identity(ModelConfig(name="meta-llama/Llama-3.1-8B", revision="abc123"))
     assert hub == ("meta-llama/Llama-3.1-8B@abc123", None)
+    # unpinned: the name alone, as summaries written before the id held it
+    assert model_identity(ModelConfig(name="llama-3.1-8b")) == ("meta-llama/Llama-3.1-8B", None)
+    # another fine-tune of the same shape (same file sizes) is another model
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = tmp_path / "machine_a" / "base" / "model.safetensors"
+    tensors = {k: v + 0.01 for k, v in load_file(str(weights)).items()}
+    size = weights.stat().st_size
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    assert weights.stat().st_size == size and torch.is_tensor(next(iter(tensors.values())))
+    assert model_identity(ModelConfig(name=a))[0] != id_a
+
+
+def test_asking_for_models_after_a_trial_completed_runs_it_again_to_save_them(
+    mini_root, tmp_path, caplog
+):
+    """train.save_models is not part of the trial id, so a completed trial counts as done
+    only if the models it asks for are there; otherwise it runs again (saying why)."""
+    from harness.saved_models import model_location
+    from harness.trial import stored_completed
+
+    cfg = _mini_config(mini_root, tmp_path, **{"replay.method": "none", "data.tasks": "colour"})
+    run_trial(cfg)
+    assert stored_completed(cfg) is not None
+    wanting = from_dict(merge(cfg.to_dict(), {"train": {"save_models": "final"}}))
+    assert wanting.id == cfg.id
+    assert stored_completed(wanting) is None and "is not saved" in caplog.text
+    run_trial(wanting)
+    saved = model_location(wanting, 1)
+    assert (saved / "gere_model.json").is_file() and (saved / "model.safetensors").is_file()
+    assert stored_completed(wanting) is not None
+    every = from_dict(merge(cfg.to_dict(), {"train": {"save_models": "every_task"}}))
+    assert stored_completed(every) is not None  # one task: stage 1 is every stage
