@@ -125,7 +125,8 @@ def _replay_size_tracked_with_mlflow(tmp_path):
         assert steps == sorted(curve[curve.trial_id == tid].step), tid
 
     params = list((out / "_ray" / "tune-study=replay_size").glob("*/params.json"))
-    assert len(params) == 4 and max(p.stat().st_size for p in params) < 3000, [
+    # Tune's params: the trial's own settings (about 3.1 KB), never data or the whole grid
+    assert len(params) == 4 and max(p.stat().st_size for p in params) < 4000, [
         p.stat().st_size for p in params
     ]
     assert "Reporting training result" not in proc.stderr  # Ray's per-report line, silenced
