@@ -472,14 +472,16 @@ def fingerprint_for(cfg: TrialConfig) -> str:
 
 
 def lm_eval_problem(cfg: TrialConfig) -> str | None:
-    """What is wrong with ``eval.lm_eval_tasks`` (lm-eval missing or too old, an unknown or
-    generative task, a missing include path), or None; seconds (lm-eval indexes its tasks)."""
+    """What is wrong with ``eval.lm_eval_tasks`` that shows without the network (lm-eval
+    missing or too old, an unknown task name, a missing include path), or None; seconds
+    (lm-eval indexes its task YAMLs). Whether a task generates text is known once its
+    dataset is read, in the trial's set-up, before any training."""
     if not cfg.eval.lm_eval_tasks:
         return None
     from harness import lm_eval_tasks
 
     try:
-        lm_eval_tasks.check_tasks(cfg, lm_eval_tasks.task_manager(cfg))
+        lm_eval_tasks.check_tasks(cfg, lm_eval_tasks.task_manager(cfg), build=False)
     except (ImportError, ValueError, FileNotFoundError) as exc:
         return str(exc)
     return None

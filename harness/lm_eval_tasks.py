@@ -58,8 +58,9 @@ def require_lm_eval():
             f"eval.lm_eval_tasks needs lm-evaluation-harness, which is not installed ({exc}). "
             f"Fix: {INSTALL}, or leave eval.lm_eval_tasks empty."
         ) from exc
-    parts = tuple(int(p) for p in found.split("+")[0].split(".")[:3] if p.isdigit())
-    if parts < MIN_VERSION:
+    from packaging.version import Version
+
+    if Version(found).release < MIN_VERSION:
         wanted = ".".join(map(str, MIN_VERSION))
         raise ImportError(
             f"eval.lm_eval_tasks: lm-eval {found} is installed; the harness's adapter needs "
@@ -95,8 +96,9 @@ def task_manager(cfg):
     return TaskManager(include_path=str(path) if path else None)
 
 
-def check_tasks(cfg, manager) -> list[str]:
-    """The configured task names, checked against what lm-eval knows, and every (sub)task's
+def check_tasks(cfg, manager, *, build: bool = True) -> list[str]:
+    """The configured task names, checked against what lm-eval knows, and (``build``: the
+    tasks are built, which reads their datasets, from the Hub for most) every (sub)task's
     output type; raises ValueError naming each unknown or generative task and the fix."""
     from harness.suggest import did_you_mean
 
@@ -110,6 +112,8 @@ def check_tasks(cfg, manager) -> list[str]:
             "(`lm_eval ls tasks` lists them); a local task needs its YAML under "
             "eval.lm_eval_include_path."
         )
+    if not build:
+        return names
     generative = sorted(
         name
         for name, task in _leaves(manager.load_task_or_group(names))
@@ -362,6 +366,8 @@ def _prediction(task: str, s: dict) -> dict:
             gold = conts[target].strip()
     if "acc" in s:
         correct = bool(s["acc"])
+    elif len(lls) > 1:  # multiple choice scored by other metrics: the arg-max is the target
+        correct = isinstance(target, int) and best == target
     else:
         first = s["resps"][0][0]
         correct = bool(first[1]) if isinstance(first, list | tuple) and len(first) > 1 else False

@@ -47,7 +47,8 @@ def models_missing(cfg, done: dict | None) -> bool:
     the trial id, and asking for models after a study ran must not silently save none."""
     if done is None or cfg.train.save_models == "none":
         return False
-    n = int(done.get("n_stages") or 0)
+    n = done.get("n_stages")  # absent or NaN in summaries written before it: n_tasks
+    n = int(done.get("n_tasks") or 0 if n is None or n != n else n)
     stages = range(1, n + 1) if cfg.train.save_models == "every_task" else [n]
     missing = [
         k
@@ -113,21 +114,22 @@ def save_model(trial, stage: int) -> tuple[storage.Location, str | None]:
         local = Path(tmp) / "model"
         backend.save_model(local)
         if main:  # file by file; gere_model.json last, so its presence marks a whole upload
-            if storage.exists(marker := storage.join(dest, "gere_model.json")):
-                storage.delete(marker)
+            for old in storage.files(dest) if storage.exists(dest) else []:
+                storage.delete(old)  # an earlier save's files (another shard layout)
             storage.upload_dir(local, dest)
             about = Path(tmp) / "about"
             about.mkdir()
-            base = _describe(trial, stage, about)
+            base = _describe(trial, stage, about, saved=local)
             storage.upload_dir(about, dest)
     backend.barrier()
     return dest, base
 
 
-def _describe(trial, stage: int, path: Path) -> str | None:
-    """Write ``gere_model.json``; returns the base a LoRA adapter names."""
+def _describe(trial, stage: int, path: Path, saved: Path | None = None) -> str | None:
+    """Write ``gere_model.json`` into ``path``; returns the base the LoRA adapter saved in
+    ``saved`` (default ``path``) names."""
     cfg = trial.cfg
-    adapter = path / "adapter_config.json"
+    adapter = (saved or path) / "adapter_config.json"
     base = (
         json.loads(adapter.read_text()).get("base_model_name_or_path")
         if adapter.is_file()

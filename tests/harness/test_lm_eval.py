@@ -385,3 +385,12 @@ def test_prediction_rows_take_lm_eval_s_own_per_document_verdict():
     row = rows[0]
     assert (row["predicted"], row["gold"], row["correct"]) == ("1", "2", True)
     assert row["item"] == "wino/4" and row["logliks"] == [-3.0, -1.0]
+    # multiple choice scored by another metric (no per-document acc): the arg-max is the target
+    norm = {"doc_id": 0, "target": 1, "arguments": [("q", " a"), ("q", " b")],
+            "resps": [[(-2.0, False)], [(-1.0, False)]], "acc_norm": 1.0}  # fmt: skip
+    _, rows = L.rows_of(
+        {"results": {}, "samples": {"t": [norm, {**norm, "doc_id": 1, "target": 0}]}}, {}
+    )
+    assert [(r["gold"], r["predicted"], r["correct"]) for r in rows] == [
+        ("b", "b", True), ("a", "b", False)
+    ]  # fmt: skip

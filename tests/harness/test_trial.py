@@ -359,3 +359,9 @@ def test_asking_for_models_after_a_trial_completed_runs_it_again_to_save_them(
     assert stored_completed(wanting) is not None
     every = from_dict(merge(cfg.to_dict(), {"train": {"save_models": "every_task"}}))
     assert stored_completed(every) is not None  # one task: stage 1 is every stage
+    # a summary written before n_stages existed (absent, or NaN beside newer ones): n_tasks
+    from harness.saved_models import models_missing
+
+    for old in ({"n_tasks": 1}, {"n_tasks": 1, "n_stages": float("nan")}):
+        assert not models_missing(wanting, {"status": "completed", **old})
+    assert models_missing(wanting, {"status": "completed", "n_tasks": 2, "n_stages": 2})

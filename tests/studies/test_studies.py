@@ -369,7 +369,8 @@ def test_ray_job_submit_against_a_local_head_node(tmp_path):
     token = tmp_path / "auth_token"
     made = subprocess.run(
         ["ray", "get-auth-token", "--generate"],
-        env={**os.environ, "HOME": str(tmp_path)},
+        # Ray 2.52-2.58 generate a token only in token mode (2.59+ in any mode)
+        env={**os.environ, "HOME": str(tmp_path), "RAY_AUTH_MODE": "token"},
         capture_output=True,
         text=True,
         timeout=60,
