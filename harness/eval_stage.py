@@ -27,7 +27,6 @@ from harness.data.mmlu import LETTERS
 from harness.evaluate import (
     Perplexity,
     candidate_forwards,
-    candidate_logliks,
     candidate_scores,
     generate_answers,
     new_token_budget,
@@ -101,6 +100,23 @@ def on_shards(backend, items: Sequence, run: Callable, count: Callable) -> list:
     return [r for part in backend.gather(run(mine, forwards)) for r in part]
 
 
+def sharded_scorer(trial) -> Callable:
+    """``requests -> [[(log-likelihood, greedy), ...], ...]`` on the trial's model as it is
+    now (:func:`harness.evaluate.candidate_scores`), the requests dealt over its ranks."""
+    backend, pad, bs = trial.backend, trial.inputs.pad_id, trial.cfg.eval.batch_size
+    model = backend.module
+
+    def score(requests):
+        return on_shards(
+            backend,
+            requests,
+            lambda mine, f: candidate_scores(model, mine, pad_id=pad, batch_size=bs, forwards=f),
+            lambda mine: candidate_forwards(mine, bs),
+        )
+
+    return score
+
+
 def evaluate_checkpoint(trial, stage: int, after_task: str):
     """``accuracy`` rows (one per task), the ``general`` row and the ``predictions`` rows of the
     model as it is now (every rank calls this; every rank gets the same rows)."""
@@ -110,13 +126,10 @@ def evaluate_checkpoint(trial, stage: int, after_task: str):
     acc_rows, pred_rows = [], []
     base = {"stage": stage, "after_task": after_task}
 
+    score = sharded_scorer(trial)
+
     def choices(requests):
-        return on_shards(
-            backend,
-            requests,
-            lambda mine, f: candidate_logliks(model, mine, pad_id=pad, batch_size=bs, forwards=f),
-            lambda mine: candidate_forwards(mine, bs),
-        )
+        return [[ll for ll, _ in row] for row in score(requests)]
 
     for pos, (task, tt) in enumerate(zip(inputs.data.tasks, inputs.tasks, strict=True), start=1):
         labels = task.labels
@@ -224,20 +237,10 @@ def evaluate_lm_eval(trial, manager, stage: int, after_task: str):
     on the model as it is now (every rank calls this; every rank gets the same rows)."""
     from harness import lm_eval_tasks
 
-    backend, cfg, pad = trial.backend, trial.cfg, trial.inputs.pad_id
-    model, bs = backend.module, cfg.eval.batch_size
-
-    def score(requests):
-        return on_shards(
-            backend,
-            requests,
-            lambda mine, f: candidate_scores(model, mine, pad_id=pad, batch_size=bs, forwards=f),
-            lambda mine: candidate_forwards(mine, bs),
-        )
-
     tok = trial.built.tokenizer
-    lm = lm_eval_tasks.harness_lm(tok, score, lm_eval_tasks.max_length(trial.built.model, tok))
-    out = lm_eval_tasks.evaluate(cfg, lm, manager)
+    length = lm_eval_tasks.max_length(trial.built.model, tok)
+    lm = lm_eval_tasks.harness_lm(tok, sharded_scorer(trial), length)
+    out = lm_eval_tasks.evaluate(trial.cfg, lm, manager)
     return lm_eval_tasks.rows_of(out, {"stage": stage, "after_task": after_task})
 
 

@@ -108,6 +108,26 @@ def spawn_ranks(fn, *args, nprocs: int = 2) -> None:
         pytest.fail(f"{exc}\n" + "\n".join(found))
 
 
+def trials_on_rank(rank: int, port: int, trials: list[dict], errors) -> None:
+    """A :func:`spawn_ranks` function: join the gloo group, then run each trial (config dicts)
+    to completion on this rank; a failure is reported with its rank."""
+    import traceback
+
+    from harness.config import from_dict
+    from harness.trial import run_trial
+
+    join_gloo(rank, port)
+    try:
+        for d in trials:
+            result = run_trial(from_dict(d))
+            assert result.status == "completed", (d.get("trial_id"), result.summary["error"])
+    except BaseException:
+        errors.put(f"rank {rank}: {traceback.format_exc()}")
+        raise
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def mini_config(root, out, **overrides):
     """A validated 3-task trial config on the mini benchmark of conftest (landscape_model model)."""
     base = {

@@ -6,7 +6,6 @@ collective timeout naming the rank, within a minute, instead of a stuck Ray work
 
 from __future__ import annotations
 
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from harness.config import from_dict, merge
 from harness.config.scale import scale_problems as config_problems
 from harness.config.scale import shards_weights
 from harness.replay import REGISTRY
-from tests.fixtures import free_port, join_gloo, spawn_ranks
+from tests.fixtures import free_port, join_gloo, spawn_ranks, trials_on_rank
 
 METHODS = sorted(REGISTRY)
 
@@ -39,22 +38,6 @@ def _trial_dict(out: Path, method: str, tuning: str, zero: int, world: Path) -> 
             "trial_id": f"{method}-{tuning}",
         },
     )
-
-
-def _rank(rank: int, port: int, trials: list[dict], errors) -> None:
-    # A hang (ranks out of step) becomes an error within the timeout instead of forever.
-    join_gloo(rank, port)
-    from harness.trial import run_trial
-
-    try:
-        for d in trials:
-            result = run_trial(from_dict(d))
-            assert result.status == "completed", (d["trial_id"], result.summary["error"])
-    except BaseException:
-        errors.put(f"rank {rank}: {traceback.format_exc()}")
-        raise
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 def test_the_backends_satisfy_the_protocol() -> None:
@@ -94,7 +77,7 @@ def test_every_replay_method_completes_on_two_ranks(zero: int, tmp_path: Path) -
         for tuning in ("full", "lora")
         for m in METHODS
     ]
-    spawn_ranks(_rank, trials)
+    spawn_ranks(trials_on_rank, trials)
     from results.io import read_study
 
     tables = read_study(tmp_path / "out" / f"study=zero{zero}")

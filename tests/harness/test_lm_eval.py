@@ -264,25 +264,6 @@ def test_lm_eval_settings_fail_before_anything_runs(tmp_path):
         from_dict({"eval": {"lm_eval_num_fewshot": 5}})
 
 
-def _zero3_rank(rank: int, port: int, d: dict, errors) -> None:
-    import traceback
-
-    import torch
-
-    from harness.trial import run_trial
-    from tests.fixtures import join_gloo
-
-    join_gloo(rank, port)
-    try:
-        result = run_trial(from_dict(d))
-        assert result.status == "completed", result.summary["error"]
-    except BaseException:
-        errors.put(f"rank {rank}: {traceback.format_exc()}")
-        raise
-    finally:
-        torch.distributed.destroy_process_group()
-
-
 @pytest.mark.slow
 def test_a_zero3_trial_scores_lm_eval_tasks_and_saves_a_model_lm_eval_scores_alike(
     mini_root, tmp_path, caplog
@@ -293,7 +274,7 @@ def test_a_zero3_trial_scores_lm_eval_tasks_and_saves_a_model_lm_eval_scores_ali
     (``lm_eval --model hf --model_args pretrained=...``, transformers underneath), which
     scores every document of the tasks exactly as the trial's last evaluation did."""
     from results.io import read_study
-    from tests.fixtures import mini_config, spawn_ranks
+    from tests.fixtures import mini_config, spawn_ranks, trials_on_rank
 
     include = write_lm_eval_tasks(tmp_path)
     cfg = mini_config(
@@ -310,7 +291,7 @@ def test_a_zero3_trial_scores_lm_eval_tasks_and_saves_a_model_lm_eval_scores_ali
             "train.save_models": "final",
         },
     )
-    spawn_ranks(_zero3_rank, cfg.to_dict())
+    spawn_ranks(trials_on_rank, [cfg.to_dict()])
     tables = read_study(tmp_path / "out" / "study=engine")
     assert tables["summary"].status.tolist() == ["completed"]
     rows = tables["lm_eval"]
