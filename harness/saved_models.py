@@ -47,8 +47,9 @@ def models_missing(cfg, done: dict | None) -> bool:
     the trial id, and asking for models after a study ran must not silently save none."""
     if done is None or cfg.train.save_models == "none":
         return False
-    n = done.get("n_stages")  # absent or NaN in summaries written before it: n_tasks
-    n = int(done.get("n_tasks") or 0 if n is None or n != n else n)
+    from results.ledger import stored_stages
+
+    n = stored_stages(done)
     stages = range(1, n + 1) if cfg.train.save_models == "every_task" else [n]
     missing = [
         k
@@ -157,9 +158,7 @@ def commands(cfg, where: storage.Location, base: str | None = None) -> str:
         fetch = f"# copy it to local disk first, e.g. to ./model (lm_eval and vLLM read local paths): {path}\n"
         path = "./model"
     tasks = ",".join(cfg.eval.lm_eval_tasks) or "mmlu"
-    dtype = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}.get(
-        cfg.model.dtype, "auto"
-    )
+    dtype = cfg.model.dtype
     if cfg.model.tuning == "lora":
         base = base or "<the base: adapter_config.json's base_model_name_or_path>"
         args = f"pretrained={base},peft={path},dtype={dtype}"

@@ -14,12 +14,14 @@ import argparse
 import contextlib
 import logging
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError, load_file, merge, option_types, read_override
+from harness.config.schema import SaveModels
 from harness.grid import Axis, axis, expand_grid
 from harness.presets import PRESETS, base_config
 from harness.tracking import TRACKERS
@@ -125,7 +127,7 @@ def build_parser(
     )
     p.add_argument(
         "--save-models",
-        choices=("none", "final", "every_task"),
+        choices=typing.get_args(SaveModels),
         default=None,
         help="Keep each trial's fine-tuned model as a Hugging Face directory under "
         "<out>/study=<name>/_models/<trial_id>/stage=<k>/ (train.save_models; default none): "

@@ -132,6 +132,13 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if a == b else [f"{path} stored {a!r}, now {b!r}"]
 
 
+def stored_stages(summary: dict) -> int:
+    """The stages a stored summary trained: ``n_stages``, or ``n_tasks`` in summaries written
+    before it existed (absent, or NaN when read beside newer ones)."""
+    n_stages = summary.get("n_stages")
+    return int(summary["n_tasks"] if n_stages is None or n_stages != n_stages else n_stages)
+
+
 def completion_problems(cfg: TrialConfig, summary: dict, kinds: Sequence[str]) -> list[str]:
     """Why a trial whose stored summary says 'completed' is not complete ([] if it is): a
     file of its record ``kinds`` missing or unreadable, or fewer stages than tasks + 1 in its
@@ -139,9 +146,7 @@ def completion_problems(cfg: TrialConfig, summary: dict, kinds: Sequence[str]) -
     problems = trial_problems(cfg.out, study=cfg.study, trial_id=cfg.id, kinds=kinds)
     if problems:
         return problems
-    n_stages = summary.get("n_stages")
-    n_stages = summary["n_tasks"] if n_stages is None or n_stages != n_stages else n_stages
-    want = set(range(int(n_stages) + 1))
+    want = set(range(stored_stages(summary) + 1))
     for kind in ("accuracy", "general"):
         if kind not in kinds:
             continue

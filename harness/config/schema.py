@@ -144,6 +144,10 @@ class ReplayConfig:
         return hash(json.dumps(to_dict(self), sort_keys=True, default=str))
 
 
+SaveModels = Literal["none", "final", "every_task"]
+"""When a trial keeps its model (``train.save_models``)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """Optimisation settings, applied to every task in the stream (fresh optimiser per task)."""
@@ -182,7 +186,7 @@ class TrainConfig:
     max(the task's first-step CE, 1 nat) counts as divergence, like a non-finite loss or
     gradient: training stops and the trial ends 'diverged' with every row measured so far.
     None disables the check (non-finite values still count)."""
-    save_models: Literal["none", "final", "every_task"] = "none"
+    save_models: SaveModels = "none"
     """Keep the fine-tuned model as a Hugging Face directory for later evaluation (lm_eval,
     vLLM, transformers): 'final' after the last task, 'every_task' after each, 'none' keeps
     nothing (checkpoints are deleted when a trial ends). Written to
