@@ -28,6 +28,7 @@ ratio ``evaluation/training forward tokens`` = evaluation tokens / training comp
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -59,6 +60,10 @@ class Cost:
     prepare: int = 0
     checkpoints: int = 0
     assumptions: list[str] = field(default_factory=list)
+    stage0: int = 0
+    """Evaluation tokens of the starting model (part of ``evaluation`` unless shared)."""
+    shared: bool = False
+    """Stage 0 is another trial's of the grid (:mod:`harness.shared`): not in ``evaluation``."""
 
     def __add__(self, other: Cost) -> Cost:
         notes = self.assumptions + [a for a in other.assumptions if a not in self.assumptions]
@@ -69,6 +74,7 @@ class Cost:
             self.prepare + other.prepare,
             self.checkpoints + other.checkpoints,
             notes,
+            self.stage0 + other.stage0,
         )
 
     @property
@@ -121,14 +127,16 @@ def _cl_compute(
 def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cost:
     """The forward tokens of one trial; ``inputs``: its :class:`harness.inputs.TrialInputs`
     (exact lengths), else the config's caps and :data:`ASSUMED` lengths for ``n_tasks``."""
+    from harness.eval_stage import scored_positions
     from harness.evaluate import new_token_budget, request_tokens
 
     e, r = cfg.eval, cfg.replay
     uses_replay = r.method != "none"
     notes: list[str] = []
     gen = e.scoring != "loglik"
-    train = evaluation = prepare = 0.0
+    train = prepare = 0.0
     task_tokens = 0.0
+    per_task: list[float] = []  # each task's test set at one checkpoint
     if inputs is not None:
         replay = [len(x) for x in inputs.buffer.token_ids] if inputs.buffer else []
         mean_replay = sum(replay) / len(replay) if replay else 0.0
@@ -141,13 +149,13 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
             task_tokens += rows_t * task_len
             if gen:
                 new = new_token_budget(e.max_new_tokens, tt.candidates)
-                evaluation += sum(len(p) + new for p in tt.prompts)
+                per_task.append(sum(len(p) + new for p in tt.prompts))
             else:
-                evaluation += request_tokens([(p, tt.candidates) for p in tt.prompts])
-        per_ckpt = evaluation
+                per_task.append(request_tokens([(p, tt.candidates) for p in tt.prompts]))
+        general = 0
         if inputs.probe is not None:
-            per_ckpt += request_tokens(inputs.probe[0])
-        per_ckpt += sum(len(t) for t in inputs.heldout)
+            general += request_tokens(inputs.probe[0])
+        general += sum(len(t) for t in inputs.heldout)
         n = len(inputs.tasks)
         prepare = 2 * sum(replay) if r.method == "tm" else 0
         notes.append("lengths measured on the trial's tokenised inputs")
@@ -166,22 +174,23 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
             task_tokens += rows_t * task_len
         prompt = min(cfg.data.max_seq_len, a["task_prompt"])
         if gen:
-            per_task = n_test * (prompt + (e.max_new_tokens or a["label_tokens"] + 2))
+            per_test = n_test * (prompt + (e.max_new_tokens or a["label_tokens"] + 2))
         else:
-            per_task = n_test * (prompt + a["labels_per_task"] * (a["label_tokens"] - 1))
-        per_ckpt = n * per_task
+            per_test = n_test * (prompt + a["labels_per_task"] * (a["label_tokens"] - 1))
+        per_task = [per_test] * n
+        general = 0
         if e.probe:
             q = e.probe_max_questions or 14042
             if e.probe_format == "continuation":
-                per_ckpt += q * (a["continuation_prompt"] + 4 * a["label_tokens"])
+                general += q * (a["continuation_prompt"] + 4 * a["label_tokens"])
             else:
                 # k-shot: each subject's shared few-shot block once, then each question
-                per_ckpt += q * a["letter_prompt_0shot"]
+                general += q * a["letter_prompt_0shot"]
                 if e.probe_shots:
                     shared = a["letter_prompt"] - a["letter_prompt_0shot"]
-                    per_ckpt += min(q, a["mmlu_subjects"]) * shared
+                    general += min(q, a["mmlu_subjects"]) * shared
         if e.heldout:
-            per_ckpt += (e.heldout_max_texts or 500) * e.heldout_max_tokens
+            general += (e.heldout_max_texts or 500) * e.heldout_max_tokens
         prepare = 2 * r.size * replay_len if r.method == "tm" else 0
         notes.append(
             f"assumed lengths: task row {task_len}, replay text {replay_len} (its cap), probe "
@@ -190,8 +199,14 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
             f"{e.heldout_max_tokens} (its cap), {n_test} test and {n_task} train instances per "
             "task (the caps)"
         )
-    checkpoints = (1 if "multitask" in cfg.cl else n) + 1  # multitask: one training stage
-    total_eval = per_ckpt * checkpoints
+    # multitask: one training stage of every task
+    stages = [tuple(range(1, n + 1))] if "multitask" in cfg.cl else [(k,) for k in range(1, n + 1)]
+    checkpoints = len(stages) + 1
+    stage0 = sum(per_task) + general
+    total_eval = stage0 + sum(
+        sum(per_task[p - 1] for p in scored_positions(stages, k, e.matrix)) + general
+        for k in range(1, len(stages) + 1)
+    )
     factor = 4 if cfg.model.gradient_checkpointing else 3
     extra = _cl_compute(cfg, task_tokens, task_len, n, n_task)
     return Cost(
@@ -201,6 +216,7 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
         prepare=int(prepare),
         checkpoints=checkpoints,
         assumptions=notes,
+        stage0=int(stage0),
     )
 
 
@@ -231,6 +247,7 @@ def grid_costs(configs) -> dict[str, Cost]:
     from harness.inputs import load_data, tokenize_inputs
 
     cache: dict[str, object] = {}
+    starts: set[str] = set()
     out = {}
     for cfg in configs:
         d = cfg.to_dict()
@@ -240,8 +257,25 @@ def grid_costs(configs) -> dict[str, Cost]:
             cache[key] = tokenize_inputs(cfg, load_data(cfg), tok) if tok is not None else None
         spec = cfg.data.tasks.strip()
         n_tasks = len(ORDERS[spec]) if spec in ORDERS else len([t for t in spec.split(",") if t])
-        out[cfg.id] = trial_cost(cfg, cache[key], n_tasks=n_tasks)
+        cost = trial_cost(cfg, cache[key], n_tasks=n_tasks)
+        start = _start_key(cfg)
+        if start in starts:
+            cost = dataclasses.replace(cost, evaluation=cost.evaluation - cost.stage0, shared=True)
+        starts.add(start)
+        out[cfg.id] = cost
     return out
+
+
+def _start_key(cfg: TrialConfig) -> str:
+    """Trials with one key evaluate the same starting model on the same inputs alike: the
+    settings :func:`harness.shared.stage0_key` hashes, read from the config (the trial's key
+    also hashes the token ids and the code's versions, which are the same across one grid)."""
+    import json
+
+    d = cfg.to_dict()
+    sc = d["scale"]
+    numerics = [sc[k] for k in ("backend", "zero_stage", "workers", "use_gpu", "offload_params")]
+    return json.dumps([d["model"], d["data"], d["eval"], d["seed"], numerics], sort_keys=True)
 
 
 def _m(x: float) -> str:
@@ -259,13 +293,21 @@ def describe(costs: dict[str, Cost]) -> list[str]:
             f"  {tid}: training {_m(c.train)} ({_m(c.train_compute)} compute), evaluation "
             f"{_m(c.evaluation)} over {c.checkpoints} checkpoints (R {c.ratio:.2f})"
             + (f", TM prepare {_m(c.prepare)}" if c.prepare else "")
+            + (f" (stage 0 shared: {_m(c.stage0)} not recomputed)" if c.shared else "")
         )
     total = sum(costs.values(), Cost())
+    shared = [c for c in costs.values() if c.shared]
     lines.append(
         f"  grid ({len(costs)} trials): training {_m(total.train)} ({_m(total.train_compute)} "
         f"compute), evaluation {_m(total.evaluation)}"
         + (f", TM prepare {_m(total.prepare)}" if total.prepare else "")
     )
+    if shared:
+        lines.append(
+            f"  (stage 0 shared: {len(costs) - len(shared)} of {len(costs)} trials evaluate "
+            f"their starting model, the others read its rows; "
+            f"{_m(sum(c.stage0 for c in shared))} tokens not recomputed)"
+        )
     for note in total.assumptions:
         lines.append(f"  ({note})")
     lines.append(f"evaluation/training forward tokens: {total.ratio:.2f}")

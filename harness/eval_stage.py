@@ -68,21 +68,28 @@ class EvaluationHook(Hook):
             self.lm_eval = manager
 
     def before_first_task(self, trial) -> None:
-        self._record(trial, 0, "<start>")
+        """The starting model's rows: computed once per study for every trial that shares
+        them (:func:`harness.shared.shared_stage0`)."""
+        from harness.shared import shared_stage0
+
+        self._add(trial, shared_stage0(trial, lambda: self._rows(trial, 0, "<start>")))
 
     def after_task(self, trial, stage: int) -> None:
-        self._record(trial, stage, trial.stage_name(stage))
+        self._add(trial, self._rows(trial, stage, trial.stage_name(stage)))
 
-    def _record(self, trial, stage: int, after_task: str) -> None:
+    def _rows(self, trial, stage: int, after_task: str) -> dict[str, list[dict]]:
         acc, general, predictions = evaluate_checkpoint(trial, stage, after_task)
+        rows = {"accuracy": acc, "general": general}
         if self.lm_eval is not None:
-            rows, docs = evaluate_lm_eval(trial, self.lm_eval, stage, after_task)
-            trial.state.rows["lm_eval"] += rows
+            rows["lm_eval"], docs = evaluate_lm_eval(trial, self.lm_eval, stage, after_task)
             predictions += docs
-        trial.state.rows["accuracy"] += acc
-        trial.state.rows["general"] += general
         if "predictions" in self.kinds:
-            trial.state.rows["predictions"] += predictions
+            rows["predictions"] = predictions
+        return rows
+
+    def _add(self, trial, rows: dict[str, list[dict]]) -> None:
+        for kind, part in rows.items():
+            trial.state.rows[kind] += part
         trial.flush()
 
 
@@ -117,6 +124,17 @@ def sharded_scorer(trial) -> Callable:
     return score
 
 
+def scored_positions(stages: Sequence[tuple[int, ...]], stage: int, matrix: str) -> set[int]:
+    """The task positions (1-based) scored at checkpoint ``stage`` (0: the start) of a trial
+    that trains ``stages`` (:attr:`harness.trial.Trial.stages`): every task under
+    ``eval.matrix=full`` and at the start; under 'needed', the tasks trained so far and the
+    next stage's."""
+    every = {p for s in stages for p in s}
+    if matrix == "full" or stage == 0:
+        return every
+    return {p for s in stages[: stage + 1] for p in s}
+
+
 def evaluate_checkpoint(trial, stage: int, after_task: str):
     """``accuracy`` rows (one per task), the ``general`` row and the ``predictions`` rows of the
     model as it is now (every rank calls this; every rank gets the same rows)."""
@@ -131,7 +149,10 @@ def evaluate_checkpoint(trial, stage: int, after_task: str):
     def choices(requests):
         return [[ll for ll, _ in row] for row in score(requests)]
 
+    scored = scored_positions(trial.stages, stage, cfg.eval.matrix)
     for pos, (task, tt) in enumerate(zip(inputs.data.tasks, inputs.tasks, strict=True), start=1):
+        if pos not in scored:
+            continue
         labels = task.labels
         if cfg.eval.scoring == "loglik":
             lls = choices([(p, tt.candidates) for p in tt.prompts])

@@ -21,7 +21,7 @@ Two optional methods change what is trained (a hook without them changes nothing
     after_task(trial, stage)       after task ``stage`` was trained
     at_end(trial, status)          once, when the trial ends ('completed', 'diverged', 'failed')
 
-Two optional attributes change how the trial treats a hook:
+Optional attributes change how the trial treats a hook:
 
     reads_previous_model = True    its before_task runs before every other hook's, so it sees
                                    the model exactly as the previous task left it (LwF's
@@ -29,6 +29,10 @@ Two optional attributes change how the trial treats a hook:
     per_element_step = True        the trial trains with Adam's step count per element
                                    (harness.adam; continual backprop restarts it for the units
                                    it replaces); read once, when the backend is built
+    changes_the_start = True       its setup or before_first_task changes the model before
+                                   the starting model is evaluated: the trial's stage-0 rows
+                                   are then not shared with trials without it
+                                   (harness.shared; no shipped hook does)
 
 A hook with state of its own that a resumed trial needs (running statistics, counters) returns
 it from ``state_dict()`` as named tensors; the trial's end-of-task checkpoint saves it
@@ -69,6 +73,9 @@ class Hook(Protocol):
 
     kinds: tuple[str, ...] = ()
     """Record kinds this hook adds rows to."""
+
+    changes_the_start: bool = False
+    """Whether setup changes the model before the starting model is evaluated."""
 
     def setup(self, trial: Trial) -> None:
         return None

@@ -187,6 +187,8 @@ def base_config(
                 "probe_format": "lm_eval",
                 "probe_shots": 5,
                 "probe_max_questions": 2000,
+                # the cells the CL metrics read (eval.matrix=full scores the whole matrix)
+                "matrix": "needed",
                 "heldout": "hf:cerebras/SlimPajama-627B#validation",
                 "heldout_max_texts": 500,
                 "batch_size": 16,

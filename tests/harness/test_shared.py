@@ -1,0 +1,187 @@
+"""Work a study's trials share: the starting model's evaluation (stage 0), computed once per
+study (harness.shared), and the accuracy cells a trial scores (eval.matrix)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from harness.config import from_dict, merge
+from harness.cost import describe, grid_costs, trial_cost
+from harness.eval_stage import scored_positions
+from harness.hooks import Hook
+from harness.metrics import all_metrics, matrix_from_long
+from harness.trial import run_trial
+from results.io import read_study
+from tests.fixtures import mini_config
+
+KINDS = ("accuracy", "general", "predictions")
+
+
+class CountStartForwards(Hook):
+    """Counts the model's forward calls (its decoder's: the scorer calls the decoder and the
+    output head apart) while the evaluation hook scores the starting model (stage 0; other
+    hooks' stage-0 measurements, such as the plasticity probe's, are their own)."""
+
+    def __init__(self) -> None:
+        self.start_forwards = None
+        self.calls = 0
+
+    def setup(self, trial) -> None:
+        from harness.models import decoder_and_head
+
+        def count(*_):
+            self.calls += 1
+
+        decoder, _ = decoder_and_head(trial.backend.module)
+        self.handle = decoder.register_forward_pre_hook(count)
+
+    def at_end(self, trial, status: str) -> None:
+        self.handle.remove()
+
+
+@pytest.fixture(autouse=True)
+def _count_in_the_evaluation_hook(monkeypatch):
+    from harness.eval_stage import EvaluationHook
+
+    plain = EvaluationHook.before_first_task
+
+    def counted(self, trial):
+        counters = [h for h in trial.hooks if isinstance(h, CountStartForwards)]
+        before = [c.calls for c in counters]
+        plain(self, trial)
+        for c, n in zip(counters, before, strict=True):
+            c.start_forwards = c.calls - n
+
+    monkeypatch.setattr(EvaluationHook, "before_first_task", counted)
+
+
+def _rows(out, study, trial_id, stage=None):
+    tables = read_study(out / f"study={study}")
+    rows = {}
+    for kind in KINDS:
+        t = tables[kind]
+        t = t[t.trial_id == trial_id]
+        if stage is not None:
+            t = t[t.stage == stage]
+        drop = [c for c in ("study", "trial_id", "wall_time_s") if c in t]
+        rows[kind] = t.drop(columns=drop).reset_index(drop=True)
+    return rows
+
+
+def test_a_study_s_trials_evaluate_the_starting_model_once_with_identical_rows(mini_root, tmp_path):
+    """Two trials of one study that differ in what they train (replay method and learning
+    rate) share stage 0: the second makes no forward before its first task, and its stage-0
+    rows equal those of the same trial computed alone in another study (every column, every
+    float). Other evaluation settings, or a hook that changes the start, compute their own."""
+    common = {"data.tasks": "colour,animal", "eval.predictions": True}
+    first = mini_config(mini_root, tmp_path, **{**common, "replay.method": "none"})
+    second = mini_config(mini_root, tmp_path, **{**common, "replay.method": "tm", "train.lr": 5e-4})
+    counts = []
+    for cfg in (first, second):
+        counter = CountStartForwards()
+        run_trial(cfg, hooks=[counter])
+        counts.append(counter.start_forwards)
+    assert counts[0] > 0 and counts[1] == 0, counts
+    stored = list((tmp_path / "study=engine" / "_shared" / "stage0").iterdir())
+    assert [p.suffix for p in stored] == [".json"]  # one key; no lock left lying
+
+    alone = from_dict(merge(second.to_dict(), {"study": "alone"}))
+    counter = CountStartForwards()
+    run_trial(alone, hooks=[counter])
+    assert counter.start_forwards == counts[0]  # another study: computed, not shared
+    shared, own = _rows(tmp_path, "engine", second.id, 0), _rows(tmp_path, "alone", alone.id, 0)
+    for kind in KINDS:
+        assert len(own[kind]) > 0
+        pd.testing.assert_frame_equal(shared[kind], own[kind], check_exact=True, obj=kind)
+    # later stages are the trial's own: not equal to the other trial's
+    later = _rows(tmp_path, "engine", first.id, 1)["accuracy"]
+    assert len(later) == 2
+
+    # another evaluation setting, or a hook that changes the model first: not shared
+    other_eval = mini_config(
+        mini_root, tmp_path, **{**common, "replay.method": "none", "eval.heldout_max_texts": 3}
+    )
+
+    class EditsTheStart(CountStartForwards):
+        changes_the_start = True
+
+    for cfg, hook in ((other_eval, CountStartForwards()), (second, EditsTheStart())):
+        run_trial(cfg, hooks=[hook], overwrite=True)
+        assert hook.start_forwards == counts[0], type(hook).__name__
+    assert len(list((tmp_path / "study=engine" / "_shared" / "stage0").iterdir())) == 3
+
+
+def test_a_damaged_shared_file_is_computed_again(mini_root, tmp_path):
+    cfg = mini_config(mini_root, tmp_path, **{"data.tasks": "colour", "replay.method": "none"})
+    run_trial(cfg)
+    (path,) = (tmp_path / "study=engine" / "_shared" / "stage0").iterdir()
+    path.write_text("{not json")
+    counter = CountStartForwards()
+    run_trial(cfg, hooks=[counter], rerun=True)
+    assert counter.start_forwards > 0
+    assert path.read_text().startswith('{"format": 1')
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_the_needed_matrix_holds_every_cell_the_metrics_read(n):
+    """eval.matrix='needed' scores every task at the start, then the tasks trained so far and
+    the next one; every CL metric computed from those cells alone equals the full matrix's
+    (multitask's one stage scores every task)."""
+    import numpy as np
+
+    stages = [(k,) for k in range(1, n + 1)]
+    rng = np.random.default_rng(n)
+    full = rng.random((n + 1, n))
+    needed = np.full_like(full, np.nan)
+    for stage in range(n + 1):
+        for p in scored_positions(stages, stage, "needed"):
+            needed[stage, p - 1] = full[stage, p - 1]
+    assert np.isnan(needed).sum() == (n - 1) * (n - 2) // 2
+    assert all_metrics(needed) == pytest.approx(all_metrics(full), nan_ok=True)
+    assert scored_positions([tuple(range(1, n + 1))], 1, "needed") == set(range(1, n + 1))
+    assert scored_positions(stages, 1, "full") == set(range(1, n + 1))
+    long = pd.DataFrame(
+        [
+            {"stage": s, "task_position": p, "task": f"t{p}", "accuracy": needed[s, p - 1]}
+            for s in range(n + 1)
+            for p in range(1, n + 1)
+            if not np.isnan(needed[s, p - 1])
+        ]
+    )
+    matrix, tasks = matrix_from_long(long)
+    assert tasks == [f"t{p}" for p in range(1, n + 1)]
+    assert np.array_equal(matrix, needed, equal_nan=True)
+
+
+def test_a_needed_matrix_trial_writes_those_cells_and_its_cost_counts_them(mini_root, tmp_path):
+    cfg = mini_config(mini_root, tmp_path, **{"replay.method": "none", "eval.matrix": "needed"})
+    full = from_dict(merge(cfg.to_dict(), {"eval": {"matrix": "full"}, "out": str(tmp_path / "f")}))
+    # other rows, so another id; 'full' (the default) keeps the id trials had before it
+    before = mini_config(mini_root, tmp_path, **{"replay.method": "none"})
+    assert cfg.id != full.id and full.id == before.id
+    summary = run_trial(cfg).summary
+    acc = read_study(tmp_path / "study=engine")["accuracy"]
+    cells = sorted(zip(acc.stage, acc.task_position, strict=True))
+    assert cells == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (2, 1), (2, 2), (2, 3)] + [
+        (3, 1),
+        (3, 2),
+        (3, 3),
+    ]
+    full_summary = run_trial(full).summary
+    for metric in ("ap", "bwt", "fwt", "forgetting"):
+        assert summary[metric] == pytest.approx(full_summary[metric], nan_ok=True), metric
+    from harness.inputs import load_data, tokenize_inputs
+    from harness.models import byte_level_tokenizer
+
+    inputs = tokenize_inputs(cfg, load_data(cfg), byte_level_tokenizer())
+    a, b = trial_cost(cfg, inputs), trial_cost(full, inputs)
+    assert a.evaluation < b.evaluation
+    # the grid counts a shared stage 0 once: two trials of one study cost one stage 0 less
+    # than twice one trial
+    twin = from_dict(merge(cfg.to_dict(), {"train": {"lr": 5e-4}, "trial_id": "twin"}))
+    costs = grid_costs([cfg, twin])
+    total = sum(costs.values(), type(a)())
+    assert costs[twin.id].evaluation == a.evaluation - a.stage0
+    assert total.evaluation == 2 * a.evaluation - a.stage0
+    assert any("stage 0 shared" in line for line in describe(costs))
