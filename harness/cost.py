@@ -64,6 +64,8 @@ class Cost:
     """Evaluation tokens of the starting model (part of ``evaluation`` unless shared)."""
     shared: bool = False
     """Stage 0 is another trial's of the grid (:mod:`harness.shared`): not in ``evaluation``."""
+    shared_prepare: bool = False
+    """The replay state is another trial's of the grid: ``prepare`` is 0."""
 
     def __add__(self, other: Cost) -> Cost:
         notes = self.assumptions + [a for a in other.assumptions if a not in self.assumptions]
@@ -258,12 +260,26 @@ def grid_costs(configs) -> dict[str, Cost]:
         spec = cfg.data.tasks.strip()
         n_tasks = len(ORDERS[spec]) if spec in ORDERS else len([t for t in spec.split(",") if t])
         cost = trial_cost(cfg, cache[key], n_tasks=n_tasks)
-        start = _start_key(cfg)
+        start, prepared = _start_key(cfg), _replay_key(cfg)
         if start in starts:
             cost = dataclasses.replace(cost, evaluation=cost.evaluation - cost.stage0, shared=True)
-        starts.add(start)
+        if cost.prepare and prepared in starts:  # TM's states: one prepare per key
+            cost = dataclasses.replace(cost, prepare=0, shared_prepare=True)
+        starts |= {start, prepared}
         out[cfg.id] = cost
     return out
+
+
+def _replay_key(cfg: TrialConfig) -> str:
+    """Trials with one key prepare the same replay state (:func:`harness.shared.replay_key`:
+    the model, the buffer, the method's settings, the batch and the numerics)."""
+    import json
+
+    d = cfg.to_dict()
+    sc = d["scale"]
+    numerics = [sc[k] for k in ("backend", "zero_stage", "workers", "use_gpu", "offload_params")]
+    buffer = [d["data"]["root"], d["replay"], d["seed"], d["eval"]["batch_size"]]
+    return json.dumps(["replay", d["model"], buffer, numerics], sort_keys=True)
 
 
 def _start_key(cfg: TrialConfig) -> str:
@@ -294,6 +310,7 @@ def describe(costs: dict[str, Cost]) -> list[str]:
             f"{_m(c.evaluation)} over {c.checkpoints} checkpoints (R {c.ratio:.2f})"
             + (f", TM prepare {_m(c.prepare)}" if c.prepare else "")
             + (f" (stage 0 shared: {_m(c.stage0)} not recomputed)" if c.shared else "")
+            + (" (TM prepare shared)" if c.shared_prepare else "")
         )
     total = sum(costs.values(), Cost())
     shared = [c for c in costs.values() if c.shared]

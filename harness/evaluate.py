@@ -212,16 +212,23 @@ def candidate_scores(
                     pos[row, :n] = torch.tensor(packed[i][1]) + plen
                     seg[row, :n] = torch.tensor(packed[i][2])
                 past = None
+                # At most one candidate's tokens in every row: causal attention is the block
+                # mask (its positions run on from the prompt's), so the plain padding mask.
+                plain = bool((seg.clamp(min=-1).amax(dim=1) <= 0).all())
                 if cache is not None:
                     past = copy.deepcopy(cache)
                     past.batch_repeat_interleave(len(chunk))
+                if plain:
+                    mask = (seg != -2).long()
+                    if cache is not None:
+                        mask = torch.cat([torch.ones(len(chunk), plen, dtype=torch.long), mask], 1)
+                    mask = mask.to(device)
+                elif cache is not None:
                     block = _block_mask(seg, dtype)
                     seen = torch.zeros((*block.shape[:3], plen), dtype=dtype)
                     mask = torch.cat([seen, block], dim=-1).to(device)
-                elif bool((seg >= 0).any()):  # packed candidates: the block mask
+                else:  # packed candidates: the block mask
                     mask = _block_mask(seg, dtype).to(device)
-                else:  # prompts only (single-token candidates): plain causal attention
-                    mask = (seg != -2).long().to(device)
                 hidden = decoder(
                     input_ids=ids.to(device),
                     attention_mask=mask,

@@ -242,11 +242,13 @@ def score_pairs(
         keep = (list(context) + cont)[-(length + 1) :]
         ctx = tuple(keep[: len(keep) - len(cont)])
         chunks = groups.setdefault(ctx, [[]])
-        # A packed row holds the context and its continuations side by side (its attention
-        # mask grows with the square of its length): at most length + 1 tokens per row, so
-        # documents that merely share a short context (BOS alone) are not one huge row.
+        # A packed row holds the context and its continuations side by side: it saves
+        # recomputing the context, and its attention grows with the square of its length. A
+        # continuation longer than its context gets a row of its own (documents that merely
+        # share a short context, BOS alone, are not one long row), and no row holds more than
+        # length + 1 tokens.
         used = len(ctx) + sum(len(c) for _, c in chunks[-1])
-        if chunks[-1] and used + len(cont) > length + 1:
+        if chunks[-1] and (used + len(cont) > length + 1 or len(cont) > len(ctx)):
             chunks.append([])
         chunks[-1].append((i, cont))
     rows = [(ctx, members) for ctx, chunks in groups.items() for members in chunks]

@@ -44,8 +44,10 @@ POLL_S = 1.0
 """How often a waiting trial looks whether the computing one has finished."""
 
 
-def stage0_key(trial) -> str:
-    """The content address of a trial's stage-0 evaluation rows (see the module's docs)."""
+def _hasher(trial, what: str):
+    """(sha256, add): ``add(obj)`` hashes a JSON value; already added: what is keyed, the
+    format, the harness, torch and transformers versions, the starting model's stable id and
+    settings, and what decides the numerics (backend, ZeRO stage, ranks, device)."""
     import torch
     import transformers
 
@@ -60,12 +62,23 @@ def stage0_key(trial) -> str:
         digest.update(json.dumps(obj, sort_keys=True, default=str).encode())
         digest.update(b"\0")
 
-    add(["stage0", STAGE0_FORMAT, version_string(), torch.__version__, transformers.__version__])
+    add([what, STAGE0_FORMAT, version_string(), torch.__version__, transformers.__version__])
     add([model_identity(cfg.model)[0], {k: v for k, v in d["model"].items() if k != "name"}])
-    add({k: v for k, v in d["data"].items() if k not in ("root", "cache_dir")})
-    add([d["eval"], d["seed"]])
     sc = d["scale"]
     add([sc[k] for k in ("backend", "zero_stage", "workers", "use_gpu", "offload_params")])
+    return digest, add
+
+
+def stage0_key(trial) -> str:
+    """The content address of a trial's stage-0 evaluation rows (see the module's docs)."""
+    d = trial.cfg.to_dict()
+    digest, add = _hasher(trial, "stage0")
+    add({k: v for k, v in d["data"].items() if k not in ("root", "cache_dir")})
+    add([d["eval"], d["seed"]])
+    if d["eval"]["lm_eval_tasks"]:  # lm-eval builds those prompts itself: its version
+        from importlib.metadata import version
+
+        add(version("lm_eval"))
     add(sorted(type(h).__name__ for h in trial.hooks if getattr(h, "changes_the_start", False)))
     inputs = trial.inputs
     for task, tt in zip(trial.data.tasks, inputs.tasks, strict=True):
@@ -172,3 +185,92 @@ def shared_stage0(trial, compute: Callable[[], dict[str, list[dict]]]) -> dict[s
             except OSError as exc:  # sharing is a saving, never a reason to fail the trial
                 log.warning("could not store the shared stage-0 rows at %s: %s", loc, exc)
     return rows
+
+
+def replay_key(trial) -> str:
+    """The content address of a trial's replay-method state (TM's thresholds and codes): the
+    frozen starting model over the replay buffer, so the model, the buffer's token ids, the
+    method and its settings, the batch it runs in and the numerics."""
+    d = trial.cfg.to_dict()
+    digest, add = _hasher(trial, "replay")
+    add([d["replay"]["method"], d["replay"]["settings"], d["eval"]["batch_size"]])
+    add([[list(t) for t in trial.inputs.buffer.token_ids], trial.inputs.pad_id])
+    return digest.hexdigest()[:32]
+
+
+MARKER = "shared.json"
+"""Written last into a shared state's folder: its presence marks the folder complete."""
+
+
+def shared_replay_state(trial, prepare: Callable[[], None]) -> None:
+    """Give the trial's replay method its prepared state (:meth:`ReplayMethod.prepare`, the
+    frozen starting model over the buffer): loaded from the study's storage when a trial with
+    the same key stored it (``_shared/replay/<method>-<key>/``), else ``prepare()`` on every
+    rank and stored by the main rank. Every rank calls this."""
+    import tempfile
+
+    from results import storage
+    from results.io import study_dir
+
+    backend, method = trial.backend, trial.method
+    loc = key = None
+    found = False
+    lock = contextlib.nullcontext()
+    if backend.is_main:
+        key = replay_key(trial)
+        base = study_dir(trial.cfg.out, trial.cfg.study)
+        loc = storage.join(base, "_shared", "replay", f"{method.name}-{key}")
+        found = storage.is_file(storage.join(loc, MARKER))
+        if not found:
+            lock = _lock(loc, trial.cfg.scale.collective_timeout_s / 2)
+    with lock:
+        if backend.is_main and not found:
+            found = storage.is_file(storage.join(loc, MARKER))
+        if backend.world_size > 1:
+            found, loc = backend.gather((found, loc) if backend.is_main else None)[0]
+        if found:
+            with tempfile.TemporaryDirectory(prefix="gere-shared-") as tmp:
+                method.load_state(_local_copy(loc, Path(tmp)))
+                log.info("trial %s: replay state shared (%s)", trial.cfg.id, loc)
+            return
+        prepare()
+        if backend.is_main:
+            try:
+                _store_state(method, loc, key)
+            except OSError as exc:
+                log.warning("could not store the shared replay state at %s: %s", loc, exc)
+
+
+def _local_copy(loc, tmp: Path) -> Path:
+    """``loc`` as a local folder: itself, or its files downloaded into ``tmp``."""
+    from results import storage
+
+    if isinstance(loc, Path):
+        return loc
+    for f in storage.files(loc):
+        name = storage.name(f)
+        (tmp / name).write_bytes(storage.read_bytes(f))
+    return tmp
+
+
+def _store_state(method, loc, key: str) -> None:
+    import shutil
+    import tempfile
+
+    from results import storage
+
+    with tempfile.TemporaryDirectory(prefix="gere-shared-") as tmp:
+        folder = Path(tmp) / "state"
+        if not method.save_state(folder):
+            return
+        (folder / MARKER).unlink(missing_ok=True)
+        if isinstance(loc, Path):
+            partial = loc.with_name(loc.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(folder, partial)
+            shutil.rmtree(loc, ignore_errors=True)
+            partial.rename(loc)
+        else:
+            storage.upload_dir(folder, loc)
+        payload = json.dumps({"format": STAGE0_FORMAT, "key": key}).encode()
+        storage.write(storage.join(loc, MARKER), lambda f: f.write(payload))

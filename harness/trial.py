@@ -206,6 +206,11 @@ class Trial:
             return
         # Before the first step the model being trained *is* the starting model. The ranks
         # share the work: each runs the frozen model over its part of the buffer.
+        from harness.shared import shared_replay_state
+
+        shared_replay_state(self, self._prepare_replay_here)
+
+    def _prepare_replay_here(self) -> None:
         backend, pad = self.backend, self.inputs.pad_id
         with eval_mode(backend.module) as m:
             ranks = None

@@ -154,3 +154,38 @@ def test_gpu_8b_knows_the_bf16_peak_of_a_gpu_by_its_name(monkeypatch, name, tflo
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     got = bench.peak_flops(torch.device("cuda"), None)
     assert (got / 1e12 if got else None) == tflops
+
+
+def _bench(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_vs_lm_eval_quick_agrees_with_lm_eval_and_prints_the_ratio(capsys, monkeypatch):
+    """The benchmark against lm-evaluation-harness (tiny model, generated data): lm-eval's
+    HFLM and the harness's scorer answer the same requests alike, and the last line is the
+    ratio; a scorer that is off by 1e-3 fails the agreement check (exit 1)."""
+    pytest.importorskip("lm_eval")
+    bench = _bench("eval_vs_lm_eval")
+    assert bench.main(["--quick"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "generated" in lines[0]
+    assert [ln.split(":")[0] for ln in lines[2:5]] == ["mmlu_5shot", "mc_0shot", "perplexity"]
+    assert all("log-likelihoods agree" in ln for ln in lines[2:5])
+    assert re.fullmatch(r"evaluation vs lm-eval: \d+\.\d\d", lines[-1])
+
+    import harness.evaluate
+
+    plain = harness.evaluate.candidate_scores
+
+    def off(*args, **kwargs):
+        return [[(ll + 1e-3, g) for ll, g in row] for row in plain(*args, **kwargs)]
+
+    monkeypatch.setattr(harness.evaluate, "candidate_scores", off)
+    assert bench.main(["--quick"]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFER" in out and "agreement: FAILED" in out

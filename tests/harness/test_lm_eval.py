@@ -214,8 +214,9 @@ def test_lm_eval_tasks_through_the_harness_scorer_equal_lm_eval_itself(tmp_path)
             if "," in k and isinstance(v, float):
                 assert ours["results"][task][k] == pytest.approx(v, rel=1e-4), (task, k)
     # Requests that share a context are one request of several candidates (one forward): the
-    # 4 choices of an ARC question; the texts' rolling windows, which all follow BOS alone.
-    assert calls == [6 + 6, 1]
+    # 4 choices of an ARC question. The texts' rolling windows all follow BOS alone: each is a
+    # row of its own (a continuation longer than its context is not packed with others).
+    assert calls == [6 + 6, 6]
 
     rows, docs = L.rows_of(ours, {"stage": 0, "after_task": "<start>"})
     got = {(r["task"], r["metric"]): r for r in rows}
@@ -327,8 +328,9 @@ def test_a_zero3_trial_scores_lm_eval_tasks_and_saves_a_model_lm_eval_scores_ali
 
 
 def test_shared_contexts_are_packed_within_the_model_length():
-    """Pairs that share a context are one request (one forward) only up to length + 1 tokens:
-    the rolling windows of many documents all follow BOS alone and must not become one row."""
+    """Pairs that share a context are one request (one forward) while each continuation is no
+    longer than the context and the row stays within length + 1 tokens: the rolling windows of
+    many documents all follow BOS alone and must not become one row."""
     from harness import lm_eval_tasks as L
 
     seen = []
@@ -337,13 +339,17 @@ def test_shared_contexts_are_packed_within_the_model_length():
         seen.extend(requests)
         return [[(-float(len(c)), True) for c in cands] for _, cands in requests]
 
-    pairs = [([0], [5] * 3)] * 5 + [([0, 7], [9])]
+    pairs = [([0, 1, 2], [5] * 3)] * 3 + [([0], [5] * 3)] * 2 + [([0, 7], [9])]
     got = L.score_pairs(score, pairs, length=7)
     assert got == [(-3.0, True)] * 5 + [(-1.0, True)]
     assert [(ctx, [len(c) for c in cands]) for ctx, cands in seen] == [
-        ([0], [3, 3]), ([0], [3, 3]), ([0], [3]), ([0, 7], [1]),
+        ([0, 1, 2], [3]), ([0, 1, 2], [3]), ([0, 1, 2], [3]), ([0], [3]), ([0], [3]),
+        ([0, 7], [1]),
     ]  # fmt: skip
-    assert all(len(ctx) + sum(map(len, cands)) <= 8 for ctx, cands in seen)
+    seen.clear()  # short continuations of a long context: packed, up to length + 1 tokens
+    L.score_pairs(score, [([0, 1, 2, 3], [5, 6])] * 3, length=8)
+    assert [len(cands) for _, cands in seen] == [2, 1]
+    assert all(len(ctx) + sum(map(len, cands)) <= 9 for ctx, cands in seen)
     # left truncation as HFLM's: the last length + 1 tokens of context + continuation
     seen.clear()
     L.score_pairs(score, [(list(range(10)), [42, 43])], length=5)

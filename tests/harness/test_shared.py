@@ -185,3 +185,40 @@ def test_a_needed_matrix_trial_writes_those_cells_and_its_cost_counts_them(mini_
     assert costs[twin.id].evaluation == a.evaluation - a.stage0
     assert total.evaluation == 2 * a.evaluation - a.stage0
     assert any("stage 0 shared" in line for line in describe(costs))
+
+
+def test_tm_states_are_prepared_once_per_study_and_train_alike(mini_root, tmp_path, monkeypatch):
+    """Two TM trials of one study at other learning rates: the second loads the first one's
+    states (no pass of the frozen model over the buffer) and every row it writes equals the
+    same trial run alone in another study, which prepares its own."""
+    from harness.trial import Trial
+
+    passes = []
+    plain = Trial._prepare_replay_here
+
+    def counted(self):
+        passes.append(self.cfg.id)
+        plain(self)
+
+    monkeypatch.setattr(Trial, "_prepare_replay_here", counted)
+    common = {"data.tasks": "colour,animal", "replay.method": "tm"}
+    first = mini_config(mini_root, tmp_path, **{**common, "train.lr": 1e-3})
+    second = mini_config(mini_root, tmp_path, **{**common, "train.lr": 5e-4})
+    alone = from_dict(merge(second.to_dict(), {"study": "alone"}))
+    for cfg in (first, second, alone):
+        run_trial(cfg)
+    assert passes == [first.id, alone.id]
+    (state,) = (tmp_path / "study=engine" / "_shared" / "replay").iterdir()
+    assert state.name.startswith("tm-") and (state / "shared.json").is_file()
+    tables = {s: read_study(tmp_path / f"study={s}") for s in ("engine", "alone")}
+    for kind in ("curve", "accuracy", "general"):
+        mine = tables["engine"][kind]
+        mine = mine[mine.trial_id == second.id].drop(columns=["study", "trial_id"])
+        theirs = tables["alone"][kind].drop(columns=["study", "trial_id"])
+        drop = [c for c in mine if "time" in c or c.endswith("_s")]
+        pd.testing.assert_frame_equal(
+            mine.drop(columns=drop).reset_index(drop=True),
+            theirs.drop(columns=drop).reset_index(drop=True),
+            check_exact=True,
+            obj=kind,
+        )
