@@ -137,7 +137,8 @@ def _train_worker(config: dict) -> dict | None:
             return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000]}
     # The trial's own work: its wall time less its set-up (data, model, DeepSpeed init).
     work = result.summary["wall_time_s"] - result.setup_seconds
-    return {**_public(result.summary), "work_s": work} if rank == 0 else None
+    public = {**_public(result.summary), "work_s": work, "setup_s": result.setup_seconds}
+    return public if rank == 0 else None
 
 
 def _quiet_report_log() -> None:
@@ -411,12 +412,20 @@ def run_study(
         ran = [r.metrics for r in grid if r.metrics and not r.metrics.get("skipped")]
         busy = sum(m.get("time_total_s", 0.0) for m in ran)
         work = sum(m.get("work_s", 0.0) for m in ran)
-        overhead = [m["time_total_s"] - m["work_s"] for m in ran if "work_s" in m]
+        timed = [m for m in ran if "work_s" in m]
+        overhead = [m["time_total_s"] - m["work_s"] for m in timed]
+        setup = [m.get("setup_s", float("nan")) for m in timed]
+
+        def mean(xs: list[float]) -> float:
+            return sum(xs) / len(xs) if xs else float("nan")
+
         log.info(
             "study %s: %.0f s wall; trials busy %.0f s in total; parallel efficiency %.2f "
             "(Tune: sum of trial times / (wall x %d concurrent)); useful-work efficiency %.2f "
             "(the trials' own work, set-up excluded / (wall x %d)); start-up overhead %.1f s "
-            "per trial (Ray Train worker group + DeepSpeed initialisation + model build)",
+            "per trial: %.1f s Ray (the trial's processes: Tune trial, Train controller and "
+            "workers, their imports, the process group) + %.1f s set-up (data, model, "
+            "DeepSpeed initialisation, replay preparation)",
             study,
             wall,
             busy,
@@ -424,7 +433,9 @@ def run_study(
             running,
             work / (wall * running),
             running,
-            sum(overhead) / len(overhead) if overhead else float("nan"),
+            mean(overhead),
+            mean(overhead) - mean(setup),
+            mean(setup),
         )
         failed = [
             f"{r.config['trial']['trial_id']}: {r.metrics.get('error')}"[:400]

@@ -98,6 +98,8 @@ def plot_accuracy_heatmap(
     )
     label = label if label is not None else trial_label(summary, trial_id)
     ax.set_title(f"Accuracy matrix: {label}", fontsize="medium")
+    if np.isnan(values).any():  # eval.matrix=needed, or a trial that stopped early
+        ax.set_xlabel("evaluated task (sequence order); blank: not scored")
     return fig
 
 

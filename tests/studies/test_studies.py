@@ -296,64 +296,73 @@ def _study_with_hooks(name: str, out: Path, hooks: str, *argv: str):
     )
 
 
-def test_a_killed_trial_resumes_from_its_last_task_and_a_rerun_runs_nothing(tmp_path):
+def test_killed_hung_and_buggy_trials_of_one_study_and_a_rerun_that_finishes_the_failed(
+    tmp_path,
+):
+    """One lr_robustness smoke, four trials, three faults (one study run checks them all):
+
+    * a trial whose worker processes are killed inside its second task resumes from its last
+      end-of-task checkpoint (both ranks restart once, after task 1) and completes;
+    * a rank that sleeps in a collective fails its trial within scale.collective_timeout_s,
+      recorded as 'failed' with the rank, the wait and what it was doing;
+    * a trial's own error is recorded and not retried (one start per rank);
+    * the fourth trial completes untouched.
+
+    Re-running the command (no faults) runs only the two failed trials, which now complete; the
+    completed ones start no worker and keep their rows."""
     events = tmp_path / "events.jsonl"
-    victim = "lr_multiplier=10,method=tm"
-    hooks = f"[EventLog({str(events)!r}), CrashOnce({str(events)!r}, {victim!r}, 1)]"
-    proc = _study_with_hooks("lr_robustness", tmp_path / "runs", hooks)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _check_dataset(tmp_path / "runs", "lr_robustness")
-    log = [json.loads(line) for line in events.read_text().splitlines()]
-    crashes = [e for e in log if e["event"] == "crash"]
-    assert {e["trial_id"] for e in crashes} == {victim}  # its worker processes died
-    starts = [
-        e["resumed_after_stage"] for e in log if e["event"] == "start" and e["trial_id"] == victim
-    ]
-    assert sorted(starts) == [0, 0, 1, 1]  # 2 ranks started fresh, then both resumed after task 1
-    others = [e for e in log if e["event"] == "start" and e["trial_id"] != victim]
-    assert len(others) == 3 * 2 and all(e["resumed_after_stage"] == 0 for e in others)
-
-    before = read_study(tmp_path / "runs" / "study=lr_robustness")
-    proc = _study_with_hooks("lr_robustness", tmp_path / "runs", f"[EventLog({str(events)!r})]")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "4 already completed" in proc.stderr
-    assert len(events.read_text().splitlines()) == len(log)  # no worker started again
-    after = read_study(tmp_path / "runs" / "study=lr_robustness")
-    for kind in ("summary", "accuracy", "curve"):
-        assert len(after[kind]) == len(before[kind])
-
-
-def test_a_hung_rank_and_a_bug_fail_their_trials_only_and_are_not_retried(tmp_path):
-    """A rank that sleeps in a collective fails its trial within scale.collective_timeout_s,
-    recorded as 'failed' with the rank, the wait and what it was doing; a trial's own error is
-    recorded and not retried (one start per rank); the other trials complete."""
-    events = tmp_path / "events.jsonl"
-    hung, buggy = "lr_multiplier=10,method=tm", "lr_multiplier=1,method=none"
+    crashed, hung = "lr_multiplier=1,method=tm", "lr_multiplier=10,method=tm"
+    buggy, clean = "lr_multiplier=1,method=none", "lr_multiplier=10,method=none"
     hooks = (
-        f"[EventLog({str(events)!r}), HangOnRank({str(events)!r}, {hung!r}, 1, 1, 60), "
+        f"[EventLog({str(events)!r}), CrashOnce({str(events)!r}, {crashed!r}, 1), "
+        f"HangOnRank({str(events)!r}, {hung!r}, 1, 1, 60), "
         f"FailAt({str(events)!r}, {buggy!r}, 1)]"
     )
     t0 = time.perf_counter()
-    proc = _study_with_hooks(
-        "lr_robustness", tmp_path / "runs", hooks, "--set", "scale.collective_timeout_s=15"
-    )
+    out = tmp_path / "runs"
+    proc = _study_with_hooks("lr_robustness", out, hooks, "--set", "scale.collective_timeout_s=15")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "2 trial(s) of study 'lr_robustness' failed" in proc.stderr
-    summary = read_study(tmp_path / "runs" / "study=lr_robustness")["summary"]
+    assert time.perf_counter() - t0 < 900
+    summary = read_study(out / "study=lr_robustness")["summary"]
     status = dict(zip(summary.trial_id, summary.status, strict=True))
-    assert status.pop(hung) == "failed" and status.pop(buggy) == "failed"
-    assert set(status.values()) == {"completed"} and len(status) == 2
+    assert status == {crashed: "completed", clean: "completed", hung: "failed", buggy: "failed"}
     errors = dict(zip(summary.trial_id, summary.error, strict=True))
     assert (
         "rank 0 waited 15 s (scale.collective_timeout_s) in a collective during " in (errors[hung])
     ), errors[hung]
     assert "training task 2" in errors[hung]
     assert "injected bug" in errors[buggy]
+
     log = [json.loads(line) for line in events.read_text().splitlines()]
-    for victim in (hung, buggy):  # two ranks started once each: no retry
-        starts = [e for e in log if e["event"] == "start" and e["trial_id"] == victim]
-        assert len(starts) == 2, (victim, starts)
-    assert time.perf_counter() - t0 < 900
+
+    def starts(trial_id, entries):
+        return sorted(
+            e["resumed_after_stage"]
+            for e in entries
+            if e["event"] == "start" and e["trial_id"] == trial_id
+        )
+
+    assert {e["trial_id"] for e in log if e["event"] == "crash"} == {crashed}
+    assert starts(crashed, log) == [0, 0, 1, 1]  # 2 ranks fresh, then both resumed after task 1
+    for trial_id in (clean, hung, buggy):  # one start per rank: no retry of a failure
+        assert starts(trial_id, log) == [0, 0], trial_id
+
+    before = read_study(out / "study=lr_robustness")
+    proc = _study_with_hooks("lr_robustness", out, f"[EventLog({str(events)!r})]")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 already completed" in proc.stderr
+    again = [json.loads(line) for line in events.read_text().splitlines()][len(log) :]
+    assert {e["trial_id"] for e in again if e["event"] == "start"} == {hung, buggy}
+    assert all(len(starts(t, again)) == 2 for t in (hung, buggy))
+    _check_dataset(out, "lr_robustness")  # all four completed, each cell once
+    after = read_study(out / "study=lr_robustness")
+    for kind in ("accuracy", "curve"):
+        kept = [
+            t[t.trial_id.isin([crashed, clean])].reset_index(drop=True)
+            for t in (before[kind], after[kind])
+        ]
+        pd.testing.assert_frame_equal(kept[0], kept[1], obj=kind)
 
 
 def _free_port() -> int:
