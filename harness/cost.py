@@ -270,28 +270,38 @@ def grid_costs(configs) -> dict[str, Cost]:
     return out
 
 
+def _numerics(d: dict) -> list:
+    sc = d["scale"]
+    return [sc[k] for k in ("backend", "zero_stage", "workers", "use_gpu", "offload_params")]
+
+
+def _model(d: dict) -> dict:
+    return {k: v for k, v in d["model"].items() if k != "gradient_checkpointing"}
+
+
 def _replay_key(cfg: TrialConfig) -> str:
     """Trials with one key prepare the same replay state (:func:`harness.shared.replay_key`:
-    the model, the buffer, the method's settings, the batch and the numerics)."""
+    the model, the buffer, the method and its settings, the batch, the numerics), read from the
+    config: the buffer from the settings that draw it."""
     import json
 
     d = cfg.to_dict()
-    sc = d["scale"]
-    numerics = [sc[k] for k in ("backend", "zero_stage", "workers", "use_gpu", "offload_params")]
-    buffer = [d["data"]["root"], d["replay"], d["seed"], d["eval"]["batch_size"]]
-    return json.dumps(["replay", d["model"], buffer, numerics], sort_keys=True)
+    r = d["replay"]
+    buffer = [d["data"]["root"], r["corpus"], r["size"], r["max_tokens"], r["add_bos"]]
+    method = [r["method"], r["settings"], d["eval"]["batch_size"], d["seed"]]
+    return json.dumps(["replay", _model(d), buffer, method, _numerics(d)], sort_keys=True)
 
 
 def _start_key(cfg: TrialConfig) -> str:
     """Trials with one key evaluate the same starting model on the same inputs alike: the
     settings :func:`harness.shared.stage0_key` hashes, read from the config (the trial's key
-    also hashes the token ids and the code's versions, which are the same across one grid)."""
+    hashes the inputs' token ids where this reads the data settings, and the code's versions,
+    which are the same across one grid)."""
     import json
 
     d = cfg.to_dict()
-    sc = d["scale"]
-    numerics = [sc[k] for k in ("backend", "zero_stage", "workers", "use_gpu", "offload_params")]
-    return json.dumps([d["model"], d["data"], d["eval"], d["seed"], numerics], sort_keys=True)
+    ev = {k: v for k, v in d["eval"].items() if k not in ("matrix", "plasticity_texts")}
+    return json.dumps([_model(d), d["data"], ev, d["seed"], _numerics(d)], sort_keys=True)
 
 
 def _m(x: float) -> str:
@@ -323,7 +333,8 @@ def describe(costs: dict[str, Cost]) -> list[str]:
         lines.append(
             f"  (stage 0 shared: {len(costs) - len(shared)} of {len(costs)} trials evaluate "
             f"their starting model, the others read its rows; "
-            f"{_m(sum(c.stage0 for c in shared))} tokens not recomputed)"
+            f"{_m(sum(c.stage0 for c in shared))} tokens not recomputed; trials that start "
+            "together wait for the one computing it)"
         )
     for note in total.assumptions:
         lines.append(f"  ({note})")

@@ -37,7 +37,8 @@ from harness.hooks import Hook
 
 
 class EvaluationHook(Hook):
-    """Scores every task (the accuracy matrix, future tasks included) and general ability
+    """Scores every task (the accuracy matrix, future tasks included unless
+    ``eval.matrix=needed``) and general ability
     (probe accuracy, held-out perplexity) of the starting model and after every task."""
 
     kinds = ("accuracy", "general", "predictions")

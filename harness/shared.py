@@ -1,5 +1,6 @@
 """Work the trials of a study would otherwise each repeat, done once and kept in the study's
-storage: the evaluation of the starting model (stage 0).
+storage: the evaluation of the starting model (stage 0) and the replay method's prepared state
+(TM's thresholds and codes).
 
 Every trial of a grid that starts from the same model and evaluates it on the same inputs
 with the same settings writes the same stage-0 rows, whatever it trains afterwards (learning
@@ -10,18 +11,25 @@ trial reads them. The key (:func:`stage0_key`) hashes what the rows depend on:
 * the evaluation inputs as token ids (every task's test prompts, candidates, answers and
   items; the probe's requests; the held-out texts), so other data or another tokenizer never
   matches;
-* the starting model's stable id (:func:`harness.models.model_identity`) and its settings;
-* every evaluation setting, the seed, and what decides the numerics (backend, ZeRO stage,
-  ranks, device; the harness, torch and transformers versions);
+* the starting model's stable id (:func:`harness.models.model_identity`), the Hub commit it
+  was read at, its settings and the seed (the tiny preset's weights come from it);
+* every evaluation setting that touches the rows (lm-eval's include path by the contents of
+  its files, and lm-eval's version), and what decides the numerics: backend, ZeRO stage,
+  ranks, GPU model and CUDA version; the harness's own source (by content), torch and
+  transformers;
 * the names of hooks that change the model before its first evaluation
   (``Hook.changes_the_start``; none of the shipped methods does).
 
+TM's state is shared the same way per (model, replay buffer token ids, method settings, batch,
+numerics) under ``_shared/replay/<method>-<key>/`` (its marker file written last).
+
 Rows read back are the rows computed (JSON keeps every float exactly; tests compare them
 with a trial that computed its own). A resumed or re-submitted study finds them too, on an
-object store as well. While one process of this machine computes a key, another that needs
-it waits for it (a lock beside the file, at most half the collective timeout, then it
-computes its own); on an object store there is no lock, and trials that start together
-compute it each (the same rows: the last upload stays).
+object store as well; ``--rerun`` and ``--overwrite`` compute them afresh. While one process
+computes a key, another that needs it waits for it: a lock beside the file on a filesystem, a
+claim object with a heartbeat on an object store (:mod:`harness.claim`); a computing process
+that dies releases it, and the waiting one computes. The ranks of a waiting trial poll together
+(one short collective a second), so no collective outlasts its timeout.
 """
 
 from __future__ import annotations
@@ -44,15 +52,30 @@ POLL_S = 1.0
 """How often a waiting trial looks whether the computing one has finished."""
 
 
+_CODE: list[str] = []
+
+
+def code_hash() -> str:
+    """A hash of the harness's own source (every ``harness/**/*.py``, by content): rows and
+    states computed by other code are never reused, with or without a git checkout."""
+    if not _CODE:
+        root = Path(__file__).resolve().parent
+        digest = hashlib.sha256()
+        for path in sorted(root.rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+        _CODE.append(digest.hexdigest())
+    return _CODE[0]
+
+
 def _hasher(trial, what: str):
     """(sha256, add): ``add(obj)`` hashes a JSON value; already added: what is keyed, the
-    format, the harness, torch and transformers versions, the starting model's stable id and
-    settings, and what decides the numerics (backend, ZeRO stage, ranks, device)."""
+    format, the harness's source, the torch and transformers versions, the starting model (its
+    stable id, the Hub commit it was read at, its settings) and what decides the numerics
+    (backend, ZeRO stage, ranks, device)."""
     import torch
     import transformers
 
     from harness.models import model_identity
-    from harness.provenance import version_string
 
     cfg = trial.cfg
     d = cfg.to_dict()
@@ -62,20 +85,38 @@ def _hasher(trial, what: str):
         digest.update(json.dumps(obj, sort_keys=True, default=str).encode())
         digest.update(b"\0")
 
-    add([what, STAGE0_FORMAT, version_string(), torch.__version__, transformers.__version__])
-    add([model_identity(cfg.model)[0], {k: v for k, v in d["model"].items() if k != "name"}])
+    add([what, STAGE0_FORMAT, code_hash(), torch.__version__, transformers.__version__])
+    model = {k: v for k, v in d["model"].items() if k not in ("name", "gradient_checkpointing")}
+    commit = getattr(getattr(trial.built.model, "config", None), "_commit_hash", None)
+    add([model_identity(cfg.model)[0], commit, model, d["seed"]])  # 'tiny': weights from the seed
     sc = d["scale"]
     add([sc[k] for k in ("backend", "zero_stage", "workers", "use_gpu", "offload_params")])
+    if cfg.scale.use_gpu and torch.cuda.is_available():
+        add([torch.cuda.get_device_name(), torch.version.cuda])
     return digest, add
+
+
+def _files_hash(folder: str | None) -> str | None:
+    """The contents of every file under ``folder`` (lm-eval's include path), or None."""
+    if not folder:
+        return None
+    digest = hashlib.sha256()
+    root = Path(folder).expanduser()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def stage0_key(trial) -> str:
     """The content address of a trial's stage-0 evaluation rows (see the module's docs)."""
     d = trial.cfg.to_dict()
     digest, add = _hasher(trial, "stage0")
-    add({k: v for k, v in d["data"].items() if k not in ("root", "cache_dir")})
-    add([d["eval"], d["seed"]])
-    if d["eval"]["lm_eval_tasks"]:  # lm-eval builds those prompts itself: its version
+    # every evaluation setting but those that do not touch stage 0's rows; the data settings
+    # through what they produce (the token ids below)
+    ev = {k: v for k, v in d["eval"].items() if k not in ("matrix", "plasticity_texts")}
+    ev["lm_eval_include_path"] = _files_hash(ev["lm_eval_include_path"])
+    add(ev)
+    if ev["lm_eval_tasks"]:  # lm-eval builds those prompts itself: its version
         from importlib.metadata import version
 
         add(version("lm_eval"))
@@ -91,13 +132,22 @@ def stage0_key(trial) -> str:
     return digest.hexdigest()[:32]
 
 
-def stage0_location(trial, key: str):
+def replay_key(trial) -> str:
+    """The content address of a trial's replay-method state (TM's thresholds and codes): the
+    frozen starting model over the replay buffer, so the model, the buffer's token ids, the
+    method and its settings and the batch it runs in."""
+    d = trial.cfg.to_dict()
+    digest, add = _hasher(trial, "replay")
+    add([d["replay"]["method"], d["replay"]["settings"], d["eval"]["batch_size"]])
+    add([[list(t) for t in trial.inputs.buffer.token_ids], trial.inputs.pad_id])
+    return digest.hexdigest()[:32]
+
+
+def _location(trial, *parts: str):
     from results import storage
     from results.io import study_dir
 
-    return storage.join(
-        study_dir(trial.cfg.out, trial.cfg.study), "_shared", "stage0", f"{key}.json"
-    )
+    return storage.join(study_dir(trial.cfg.out, trial.cfg.study), "_shared", *parts)
 
 
 def _read(loc) -> dict[str, list[dict]] | None:
@@ -123,37 +173,91 @@ def _write(loc, key: str, rows: dict[str, list[dict]]) -> None:
 
 
 @contextlib.contextmanager
-def _lock(loc, patience_s: float) -> Iterator[None]:
-    """Hold ``<loc>.lock`` (local storage) while computing; when another process holds it,
-    wait for it, at most ``patience_s`` (then go on without it). No lock on an object store."""
-    if not isinstance(loc, Path):
+def _file_lock(fd: int, path: Path) -> Iterator[None]:
+    try:
         yield
-        return
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def _try_claim(trial, loc):
+    """A context manager that holds the right to compute ``loc`` (a lock beside it; on an
+    object store a claim object with a heartbeat, :mod:`harness.claim`), or None while another
+    live process holds it. A lock that cannot be taken at all (a filesystem without locks)
+    lets this one compute unlocked."""
+    if not isinstance(loc, Path):
+        from harness.claim import ClaimedError, _object_claim
+
+        claim = _object_claim(trial.cfg, f"{loc}.claim.json")
+        try:
+            claim.__enter__()
+        except ClaimedError:
+            return None
+        except OSError as exc:
+            log.warning("no claim on %s (%s): computing it unclaimed", loc, exc)
+            return contextlib.nullcontext()
+
+        @contextlib.contextmanager
+        def held() -> Iterator[None]:
+            try:
+                yield
+            finally:
+                claim.__exit__(None, None, None)
+
+        return held()
     import fcntl
 
     path = loc.with_name(loc.name + ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline, held = time.monotonic() + patience_s, False
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held = True
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    log.warning(
-                        "%s: still held after %.0f s; computing without it", path, patience_s
-                    )
-                    break
-                time.sleep(POLL_S)
-        yield
-    finally:
-        if held:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        log.warning("no lock at %s (%s): computing it unlocked", path, exc)
+        return contextlib.nullcontext()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         os.close(fd)
+        return None
+    except OSError as exc:
+        os.close(fd)
+        log.warning("no lock at %s (%s): computing it unlocked", path, exc)
+        return contextlib.nullcontext()
+    return _file_lock(fd, path)
+
+
+def _obtain(trial, loc, read: Callable, stack: contextlib.ExitStack):
+    """('read', value) when ``read(loc)`` finds it stored, else ('compute', None) with the
+    right to compute it held in ``stack``; while another live process computes it, wait
+    (every rank, one short collective per poll: no collective waits long). ``--rerun`` and
+    ``--overwrite`` compute afresh. Every rank calls this and gets the main rank's answer."""
+    backend = trial.backend
+    forced = trial.rerun or trial.overwrite
+    waited = 0.0
+    while True:
+        state = None
+        if backend.is_main:
+            value = None if forced else read(loc)
+            if value is not None:
+                state = ("read", value)
+            else:
+                claim = _try_claim(trial, loc)
+                if claim is None:
+                    state = ("wait", None)
+                else:
+                    stack.enter_context(claim)
+                    value = None if forced else read(loc)  # finished while we looked
+                    state = ("compute", None) if value is None else ("read", value)
+        if backend.world_size > 1:
+            state = backend.gather(state if backend.is_main else None)[0]
+        if state[0] != "wait":
+            return state
+        if waited == 0.0:
+            log.info("trial %s: waiting for another trial computing %s", trial.cfg.id, loc)
+        time.sleep(POLL_S)
+        waited += POLL_S
 
 
 def shared_stage0(trial, compute: Callable[[], dict[str, list[dict]]]) -> dict[str, list[dict]]:
@@ -161,21 +265,11 @@ def shared_stage0(trial, compute: Callable[[], dict[str, list[dict]]]) -> dict[s
     same key stored them, else ``compute()`` (on every rank) and stored by the main rank.
     Every rank calls this; every rank gets the same rows."""
     backend = trial.backend
-    key = loc = None
-    rows: dict | None = None
-    lock = contextlib.nullcontext()
-    if backend.is_main:
-        key = stage0_key(trial)
-        loc = stage0_location(trial, key)
-        rows = _read(loc)
-        if rows is None:
-            lock = _lock(loc, trial.cfg.scale.collective_timeout_s / 2)
-    with lock:
-        if backend.is_main and rows is None:
-            rows = _read(loc)  # computed by the trial we waited for
-        if backend.world_size > 1:
-            rows = backend.gather(rows if backend.is_main else None)[0]
-        if rows is not None:
+    key = stage0_key(trial) if backend.is_main else ""
+    loc = _location(trial, "stage0", f"{key}.json") if backend.is_main else None
+    with contextlib.ExitStack() as stack:
+        what, rows = _obtain(trial, loc, _read, stack)
+        if what == "read":
             log.info("trial %s: stage-0 evaluation shared (%s)", trial.cfg.id, loc or "main rank")
             return rows
         rows = compute()
@@ -187,56 +281,52 @@ def shared_stage0(trial, compute: Callable[[], dict[str, list[dict]]]) -> dict[s
     return rows
 
 
-def replay_key(trial) -> str:
-    """The content address of a trial's replay-method state (TM's thresholds and codes): the
-    frozen starting model over the replay buffer, so the model, the buffer's token ids, the
-    method and its settings, the batch it runs in and the numerics."""
-    d = trial.cfg.to_dict()
-    digest, add = _hasher(trial, "replay")
-    add([d["replay"]["method"], d["replay"]["settings"], d["eval"]["batch_size"]])
-    add([[list(t) for t in trial.inputs.buffer.token_ids], trial.inputs.pad_id])
-    return digest.hexdigest()[:32]
-
-
 MARKER = "shared.json"
 """Written last into a shared state's folder: its presence marks the folder complete."""
+
+
+def _complete(loc) -> bool | None:
+    from results import storage
+
+    try:
+        return True if storage.is_file(storage.join(loc, MARKER)) else None
+    except OSError:
+        return None
 
 
 def shared_replay_state(trial, prepare: Callable[[], None]) -> None:
     """Give the trial's replay method its prepared state (:meth:`ReplayMethod.prepare`, the
     frozen starting model over the buffer): loaded from the study's storage when a trial with
     the same key stored it (``_shared/replay/<method>-<key>/``), else ``prepare()`` on every
-    rank and stored by the main rank. Every rank calls this."""
+    rank and stored by the main rank. Every rank calls this; each rank reads the folder itself
+    (the study's storage: a bucket, or a filesystem all of the trial's ranks see); when any
+    rank cannot, they all prepare it."""
     import tempfile
 
-    from results import storage
-    from results.io import study_dir
-
     backend, method = trial.backend, trial.method
-    loc = key = None
-    found = False
-    lock = contextlib.nullcontext()
-    if backend.is_main:
-        key = replay_key(trial)
-        base = study_dir(trial.cfg.out, trial.cfg.study)
-        loc = storage.join(base, "_shared", "replay", f"{method.name}-{key}")
-        found = storage.is_file(storage.join(loc, MARKER))
-        if not found:
-            lock = _lock(loc, trial.cfg.scale.collective_timeout_s / 2)
-    with lock:
-        if backend.is_main and not found:
-            found = storage.is_file(storage.join(loc, MARKER))
-        if backend.world_size > 1:
-            found, loc = backend.gather((found, loc) if backend.is_main else None)[0]
-        if found:
-            with tempfile.TemporaryDirectory(prefix="gere-shared-") as tmp:
-                method.load_state(_local_copy(loc, Path(tmp)))
+    key = replay_key(trial) if backend.is_main else ""
+    loc = _location(trial, "replay", f"{method.name}-{key}") if backend.is_main else None
+    if backend.world_size > 1:
+        loc = backend.gather(loc)[0]
+    with contextlib.ExitStack() as stack:
+        what, _ = _obtain(trial, loc, _complete, stack)
+        if what == "read":
+            try:
+                with tempfile.TemporaryDirectory(prefix="gere-shared-") as tmp:
+                    method.load_state(_local_copy(loc, Path(tmp)))
+                loaded = True
+            except (OSError, ValueError) as exc:
+                log.warning("shared replay state %s unreadable (%s): preparing it", loc, exc)
+                loaded = False
+            if backend.world_size > 1:
+                loaded = all(backend.gather(loaded))
+            if loaded:
                 log.info("trial %s: replay state shared (%s)", trial.cfg.id, loc)
-            return
+                return
         prepare()
         if backend.is_main:
             try:
-                _store_state(method, loc, key)
+                _store_state(method, loc, key, replace=what == "compute")
             except OSError as exc:
                 log.warning("could not store the shared replay state at %s: %s", loc, exc)
 
@@ -248,29 +338,34 @@ def _local_copy(loc, tmp: Path) -> Path:
     if isinstance(loc, Path):
         return loc
     for f in storage.files(loc):
-        name = storage.name(f)
-        (tmp / name).write_bytes(storage.read_bytes(f))
+        (tmp / storage.name(f)).write_bytes(storage.read_bytes(f))
     return tmp
 
 
-def _store_state(method, loc, key: str) -> None:
+def _store_state(method, loc, key: str, *, replace: bool) -> None:
+    """The method's state into ``loc`` with its marker last (a complete folder is kept unless
+    ``replace``: this process computed it under the claim)."""
     import shutil
     import tempfile
+    import uuid
 
     from results import storage
 
+    if not replace and _complete(loc):
+        return
     with tempfile.TemporaryDirectory(prefix="gere-shared-") as tmp:
         folder = Path(tmp) / "state"
         if not method.save_state(folder):
             return
         (folder / MARKER).unlink(missing_ok=True)
         if isinstance(loc, Path):
-            partial = loc.with_name(loc.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
+            partial = loc.with_name(f"{loc.name}.{uuid.uuid4().hex[:8]}.partial")
             shutil.copytree(folder, partial)
             shutil.rmtree(loc, ignore_errors=True)
             partial.rename(loc)
         else:
+            with contextlib.suppress(OSError, FileNotFoundError):
+                storage.delete(storage.join(loc, MARKER))
             storage.upload_dir(folder, loc)
         payload = json.dumps({"format": STAGE0_FORMAT, "key": key}).encode()
         storage.write(storage.join(loc, MARKER), lambda f: f.write(payload))

@@ -353,7 +353,13 @@ class Trial:
             self.files["summary"] = self._write("summary", [summary])
         st = self.state
         return TrialResult(
-            self.cfg.id, status, summary, self.files, st.train_tokens, st.train_seconds
+            self.cfg.id,
+            status,
+            summary,
+            self.files,
+            st.train_tokens,
+            st.train_seconds,
+            self.setup_seconds,
         )
 
     # -- records --------------------------------------------------------------------------

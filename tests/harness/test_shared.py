@@ -94,9 +94,8 @@ def test_a_study_s_trials_evaluate_the_starting_model_once_with_identical_rows(m
     for kind in KINDS:
         assert len(own[kind]) > 0
         pd.testing.assert_frame_equal(shared[kind], own[kind], check_exact=True, obj=kind)
-    # later stages are the trial's own: not equal to the other trial's
-    later = _rows(tmp_path, "engine", first.id, 1)["accuracy"]
-    assert len(later) == 2
+    # later stages are the trial's own, computed after its own training
+    assert len(_rows(tmp_path, "engine", first.id, 1)["accuracy"]) == 2
 
     # another evaluation setting, or a hook that changes the model first: not shared
     other_eval = mini_config(
@@ -118,7 +117,8 @@ def test_a_damaged_shared_file_is_computed_again(mini_root, tmp_path):
     (path,) = (tmp_path / "study=engine" / "_shared" / "stage0").iterdir()
     path.write_text("{not json")
     counter = CountStartForwards()
-    run_trial(cfg, hooks=[counter], rerun=True)
+    twin = from_dict(merge(cfg.to_dict(), {"train": {"lr": 5e-4}}))
+    run_trial(twin, hooks=[counter])  # would read the file; reads no rows from a damaged one
     assert counter.start_forwards > 0
     assert path.read_text().startswith('{"format": 1')
 
@@ -222,3 +222,46 @@ def test_tm_states_are_prepared_once_per_study_and_train_alike(mini_root, tmp_pa
             check_exact=True,
             obj=kind,
         )
+
+
+def test_a_trial_waits_for_the_one_computing_its_key_then_reads_it(tmp_path):
+    """While another process holds the lock on a key, the trial waits (polling) and then reads
+    what that process stored; a key nobody holds is computed; --rerun computes afresh."""
+    import contextlib
+    import fcntl
+    import os
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from harness import shared
+
+    backend = SimpleNamespace(is_main=True, world_size=1)
+    trial = SimpleNamespace(
+        backend=backend, rerun=False, overwrite=False, cfg=SimpleNamespace(id="t")
+    )
+    loc = tmp_path / "stage0" / "k.json"
+    loc.parent.mkdir()
+    lock = loc.with_name("k.json.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def finish():
+        time.sleep(1.5)
+        shared._write(loc, "k", {"accuracy": [{"stage": 0, "accuracy": 0.5}]})
+        os.close(fd)  # the computing process ends: its lock goes
+
+    threading.Thread(target=finish).start()
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        what, rows = shared._obtain(trial, loc, shared._read, stack)
+    assert what == "read" and rows == {"accuracy": [{"stage": 0, "accuracy": 0.5}]}
+    assert time.perf_counter() - t0 >= 1.0  # it waited for the holder
+    other = tmp_path / "stage0" / "other.json"
+    with contextlib.ExitStack() as stack:
+        assert shared._obtain(trial, other, shared._read, stack)[0] == "compute"
+        assert other.with_name("other.json.lock").exists()  # held while computing
+    assert not other.with_name("other.json.lock").exists()  # and removed after
+    trial.rerun = True
+    with contextlib.ExitStack() as stack:
+        assert shared._obtain(trial, loc, shared._read, stack)[0] == "compute"
