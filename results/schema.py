@@ -171,22 +171,43 @@ ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
         "method_defaults",
         "data_fingerprint",
         "data_warnings",
+        "model_path",
+        "train.save_models",
+        "eval.probe_name",
+        "eval.lm_eval_tasks",
+        "eval.lm_eval_include_path",
+        "eval.lm_eval_num_fewshot",
+        "eval.lm_eval_limit",
+        "eval.matrix",
     ),
     "curve": ("pad_share",),
     "predictions": ("item",),
 }
 """Nullable columns added to a kind within this schema version: a file written before they
-existed is read with them null (:func:`with_added_columns`), not refused as damaged."""
+existed is read with them null, or with the value :data:`ADDED_VALUES` says the trial had
+(:func:`with_added_columns`), not refused as damaged."""
+
+ADDED_VALUES: dict[str, Any] = {
+    "train.save_models": "none",
+    "eval.lm_eval_tasks": [],
+    "eval.matrix": "full",
+}
+"""What a setting added later was in every trial written before it existed (what the harness
+did then), filled in where such a file lacks the column."""
 
 
 def with_added_columns(kind: str, table: pa.Table) -> pa.Table:
-    """``table`` with every :data:`ADDED_COLUMNS` column it lacks appended as nulls."""
+    """``table`` with every :data:`ADDED_COLUMNS` column it lacks appended: its
+    :data:`ADDED_VALUES` value where a setting's earlier behaviour is known, else nulls."""
     schema = schema_for(kind)
     for name in ADDED_COLUMNS.get(kind, ()):
         if name not in table.column_names:
-            table = table.append_column(
-                schema.field(name), pa.nulls(len(table), type=schema.field(name).type)
-            )
+            field, n = schema.field(name), len(table)
+            if name in ADDED_VALUES:
+                column = pa.array([ADDED_VALUES[name]] * n, type=field.type)
+            else:
+                column = pa.nulls(n, type=field.type)
+            table = table.append_column(field, column)
     return table
 
 

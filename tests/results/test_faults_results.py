@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -178,7 +179,8 @@ def test_a_newer_schema_version_is_refused_by_name_never_skipped(out: Path, sdir
 
 
 def test_a_file_written_before_a_column_was_added_reads_with_it_null(out: Path, sdir: Path) -> None:
-    """Results written before ``n_stages`` / ``data.add_bos`` / ``pad_share`` existed are
+    """Results written before ``n_stages`` / ``data.add_bos`` / ``pad_share`` / the settings
+    added since (``eval.matrix``, ``train.save_models``, the lm-eval settings, ...) existed are
     read, not refused; a file lacking any other column is still damaged."""
     from results.schema import ADDED_COLUMNS
 
@@ -196,6 +198,12 @@ def test_a_file_written_before_a_column_was_added_reads_with_it_null(out: Path, 
     pq.write_table(old, curve)
     tables = read_study(sdir)
     assert tables["summary"]["n_stages"].isna().any()
+    # settings added later read as what every earlier trial did: the full matrix, no saved
+    # models, no lm-eval tasks
+    old_row = tables["summary"].set_index("trial_id").loc[TRIAL]
+    assert old_row["eval.matrix"] == "full" and old_row["train.save_models"] == "none"
+    assert list(old_row["eval.lm_eval_tasks"]) == []
+    assert pd.isna(old_row["model_path"]) and pd.isna(old_row["eval.probe_name"])
     assert tables["curve"]["pad_share"].isna().all() and len(tables["curve"]) == 1
     assert TRIAL not in set(incomplete_trials(tables).trial_id)  # n_stages null: T stages
     path = _path(out, "summary")
