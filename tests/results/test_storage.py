@@ -212,3 +212,44 @@ def test_an_object_store_that_fails_to_answer_is_an_error_not_a_damaged_file(
     monkeypatch.setattr(storage, "read_bytes", down)
     with pytest.raises(OSError, match="NETWORK_CONNECTION"):
         read_study(study_dir(out, "st"), skip_damaged=True)
+
+
+def test_a_study_s_trials_share_stage_0_and_tm_states_on_s3(s3, mini_root, monkeypatch):
+    """On a bucket as on disk: the second TM trial of a study reads the first one's stage-0
+    rows and TM states (no stage-0 evaluation, no pass over the buffer) from
+    ``_shared/`` in the study's storage; the claims taken while computing are gone after."""
+    from harness import eval_stage
+    from harness.trial import Trial
+
+    passes, evaluated = [], []
+    prepare, rows = Trial._prepare_replay_here, eval_stage.EvaluationHook._rows
+
+    def counted_prepare(self):
+        passes.append(self.cfg.id)
+        prepare(self)
+
+    def counted_rows(self, trial, stage, after_task):
+        evaluated.append((trial.cfg.id, stage))
+        return rows(self, trial, stage, after_task)
+
+    monkeypatch.setattr(Trial, "_prepare_replay_here", counted_prepare)
+    monkeypatch.setattr(eval_stage.EvaluationHook, "_rows", counted_rows)
+    out = "s3://bucket/gere"
+    first = mini_config(mini_root, out, **{"data.tasks": "colour,animal"})
+    second = mini_config(mini_root, out, **{"data.tasks": "colour,animal", "train.lr": 5e-4})
+    for cfg in (first, second):
+        assert run_trial(cfg).status == "completed"
+    assert passes == [first.id]
+    assert [s for t, s in evaluated if t == second.id] == [1, 2]  # stage 0 read, not scored
+    keys = [k for k in _keys(s3) if "/_shared/" in k]
+    assert len([k for k in keys if "/_shared/stage0/" in k]) == 1
+    assert any(k.endswith("/shared.json") and "/_shared/replay/tm-" in k for k in keys)
+    assert not any(k.endswith(".claim.json") for k in keys)
+    acc = read_study(study_dir(out, "engine"))["accuracy"]
+    start = [
+        acc[(acc.trial_id == c.id) & (acc.stage == 0)]
+        .drop(columns=["trial_id"])
+        .reset_index(drop=True)
+        for c in (first, second)
+    ]
+    pd.testing.assert_frame_equal(start[0], start[1], check_exact=True)
