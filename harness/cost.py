@@ -129,10 +129,12 @@ def _cl_compute(
 def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cost:
     """The forward tokens of one trial; ``inputs``: its :class:`harness.inputs.TrialInputs`
     (exact lengths), else the config's caps and :data:`ASSUMED` lengths for ``n_tasks``."""
+    from harness.config.cl_methods import diagonal_only
     from harness.eval_stage import scored_positions
     from harness.evaluate import new_token_budget, request_tokens
 
     e, r = cfg.eval, cfg.replay
+    diagonal = diagonal_only(cfg)
     uses_replay = r.method != "none"
     notes: list[str] = []
     gen = e.scoring != "loglik"
@@ -206,7 +208,7 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
     checkpoints = len(stages) + 1
     stage0 = sum(per_task) + general
     total_eval = stage0 + sum(
-        sum(per_task[p - 1] for p in scored_positions(stages, k, e.matrix)) + general
+        sum(per_task[p - 1] for p in scored_positions(stages, k, e.matrix, diagonal)) + general
         for k in range(1, len(stages) + 1)
     )
     factor = 4 if cfg.model.gradient_checkpointing else 3

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from harness.config.cl_methods import diagonal_only
 from harness.core import shard
 from harness.data.mmlu import LETTERS
 from harness.evaluate import (
@@ -125,14 +126,19 @@ def sharded_scorer(trial) -> Callable:
     return score
 
 
-def scored_positions(stages: Sequence[tuple[int, ...]], stage: int, matrix: str) -> set[int]:
+def scored_positions(
+    stages: Sequence[tuple[int, ...]], stage: int, matrix: str, diagonal: bool = False
+) -> set[int]:
     """The task positions (1-based) scored at checkpoint ``stage`` (0: the start) of a trial
     that trains ``stages`` (:attr:`harness.trial.Trial.stages`): every task under
     ``eval.matrix=full`` and at the start; under 'needed', the tasks trained so far and the
-    next stage's."""
+    next stage's, or with ``diagonal`` (a method whose diagonal alone is read:
+    :func:`harness.config.cl_methods.diagonal_only`) the stage's own."""
     every = {p for s in stages for p in s}
     if matrix == "full" or stage == 0:
         return every
+    if diagonal:
+        return set(stages[stage - 1])
     return {p for s in stages[: stage + 1] for p in s}
 
 
@@ -150,7 +156,7 @@ def evaluate_checkpoint(trial, stage: int, after_task: str):
     def choices(requests):
         return [[ll for ll, _ in row] for row in score(requests)]
 
-    scored = scored_positions(trial.stages, stage, cfg.eval.matrix)
+    scored = scored_positions(trial.stages, stage, cfg.eval.matrix, diagonal_only(cfg))
     for pos, (task, tt) in enumerate(zip(inputs.data.tasks, inputs.tasks, strict=True), start=1):
         if pos not in scored:
             continue

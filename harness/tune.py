@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 TRIAL_CPU = 0.01
 """CPU reserved by each Tune trial function (it only waits on its TorchTrainer)."""
 
+RAY_PREEMPTION_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 RAY_POLL_ENV, RAY_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"
 """How often Ray Train's controller polls a trial's ranks, and so takes their reports (Ray's
 default is 2 s; see :func:`_run_tune_trial`)."""
@@ -280,11 +281,14 @@ def _init_ray() -> None:
 
     import ray
 
-    address = None if os.environ.get("RAY_ADDRESS") else _last_started_address()
+    joining = bool(os.environ.get("RAY_ADDRESS"))
+    address = None if joining else _last_started_address()
+    dead = False
     if address:
         host, _, port = address.rpartition(":")
         try:
             socket.create_connection((host, int(port)), timeout=3).close()
+            joining = True
         except (OSError, ValueError):
             log.warning(
                 "the Ray cluster last started here (%s, from Ray's temp dir) does not answer: "
@@ -292,9 +296,16 @@ def _init_ray() -> None:
                 "RAY_ADDRESS to join a cluster elsewhere)",
                 address,
             )
-            ray.init(address="local")
-            return
-    ray.init()
+            dead = True
+    if not joining:
+        # A Ray instance of this machine alone, started here (its processes inherit this
+        # environment): no cloud sends it preemption notices, so Ray Train's watcher for
+        # them (one more process per trial) has nothing to watch.
+        os.environ.setdefault(RAY_PREEMPTION_ENV, "0")
+    if dead:
+        ray.init(address="local")
+    else:
+        ray.init()
 
 
 def _last_started_address() -> str | None:

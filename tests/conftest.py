@@ -6,6 +6,9 @@ harness.data.resolve_data_root and skip with a reason when it is absent.
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,48 @@ import torch
 from harness.cache import cache_root
 from harness.data import DataError, resolve_data_root
 from tests.fixtures import REAL_CACHE, make_mini_benchmark, tiny_built, tiny_model
+
+# pytest-xdist (pyproject.toml's addopts: one worker per core): the tests marked ``ray`` form
+# one group (--dist loadgroup) that one worker runs in turn while the others take the rest.
+# Each worker computes on one thread (two workers of two threads each on two cores were
+# slower than one), and keeps Ray's temp dir to itself: Ray finds "the running cluster" there,
+# so a plain ``ray.init()`` on one worker never joins a cluster another worker started.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    torch.set_num_threads(1)
+    _base = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    os.environ["RAY_TMPDIR"] = os.path.join(_base, f"gere-{WORKER}")
+RAY_SESSION_LINK = Path(
+    os.environ.get("RAY_TMPDIR") or tempfile.gettempdir(), "ray", "session_latest"
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+def _ray_session() -> str | None:
+    return os.path.realpath(RAY_SESSION_LINK) if RAY_SESSION_LINK.is_symlink() else None
+
+
+@pytest.fixture(autouse=True)
+def _ray_only_where_marked(request: pytest.FixtureRequest):
+    """A test that starts Ray (here or in a subprocess) must be marked ``ray``: beside another
+    Ray test's cluster it would compete for the cores its start-up timeouts assume."""
+    if request.node.get_closest_marker("ray"):
+        yield
+        return
+    before = _ray_session()
+    yield
+    ray = sys.modules.get("ray")
+    if _ray_session() != before or (ray is not None and ray.is_initialized()):
+        pytest.fail(
+            f"{request.node.nodeid} started Ray but is not marked: add @pytest.mark.ray "
+            "(pytest-xdist then runs it in turn with the other Ray tests)"
+        )
 
 
 @pytest.fixture

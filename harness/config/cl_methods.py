@@ -165,6 +165,12 @@ def _olora_rules(cfg: Any) -> list[str]:
     return []
 
 
+def diagonal_only(cfg: Any) -> bool:
+    """Whether the trial's ``cl`` methods read its diagonal only (:attr:`HookEntry.diagonal_only`:
+    ``eval.matrix=needed`` then scores each stage's own tasks)."""
+    return any(CL.entry(name).diagonal_only for name in cfg.cl)
+
+
 def _single_task_rules(cfg: Any) -> list[str]:
     others = sorted(set(cfg.cl) - {"single_task"})
     if others:
@@ -268,6 +274,7 @@ CL.add(
         "reference row behind SAPT's forward transfer.",
         rules=_single_task_rules,
         rewrites_weights=True,
+        diagonal_only=True,  # SAPT's FWT reads a[k][k]; the rest of its matrix means little
     )
 )
 CL.add(

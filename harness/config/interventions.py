@@ -29,6 +29,9 @@ class HookEntry(Entry):
     """Why it cannot run under ZeRO-3 (when 3 is not in ``zero_stages``)."""
     needs_lora: bool = False
     """It only exists for LoRA (O-LoRA)."""
+    diagonal_only: bool = False
+    """Only its trial's diagonal a[k][k] is read (each task just after its own stage): under
+    ``eval.matrix=needed`` each stage scores that stage's tasks alone (single_task)."""
 
     def problems(self, cfg: Any) -> list[str]:
         where = f"{self.section}.{self.name}"

@@ -215,7 +215,8 @@ class EvalConfig:
     each stage only the tasks trained so far and the next one: the cells AP, BWT, FWT, AIA and
     every forgetting variant read (:mod:`harness.metrics`). The cells left out (a task many
     stages before it is trained) are absent rows, NaN in a matrix. At 15 tasks this scores 149
-    of 240 cells; the llama-3.1-8b preset uses it."""
+    of 240 cells; the llama-3.1-8b preset uses it. A single_task trial, whose diagonal alone is
+    read (SAPT's FWT), scores each stage's own task: 15 + 15 cells."""
     max_new_tokens: int | None = 50
     """Tokens generated per answer under 'exact_match' and 'generate' (greedy; stops early at
     EOS). 50 is SAPT's; None = the task's longest label + 2 tokens (much cheaper, but an

@@ -22,7 +22,7 @@ from results.io import read_study
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 # One trial, two tasks of 4 steps (2 Train workers, DeepSpeed ZeRO-2 on CPU: the smoke preset).
 DRIVER = """

@@ -398,6 +398,7 @@ def _readme_block() -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_readme_block_starts_a_head_that_refuses_clients_without_the_token(tmp_path):
     """The README's lines, on a fresh HOME and private ports: the head asks for the token; a
     client with the README's environment submits, one without it is refused. The head runs

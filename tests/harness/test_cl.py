@@ -14,7 +14,7 @@ import torch
 from harness.backend import TorchBackend
 from harness.cl.ewc import EWC
 from harness.cl.olora import OLoRA, lora_layers
-from harness.config import ConfigError, TrialConfig
+from harness.config import ConfigError, TrialConfig, from_dict, merge
 from harness.core import IGNORE, collate
 from harness.hooks import Hook
 from harness.train import Batch
@@ -543,6 +543,27 @@ def test_single_task_starts_every_task_from_the_starting_model(mini_root, tmp_pa
     jl = [A["single_task"][k, k - 1] for k in (1, 2, 3)]
     assert table.loc["single_task", "just_learned_mean"] == pytest.approx(sum(jl) / 3)
     assert pd.isna(table.loc["single_task", "fwt_sapt_mean"])
+
+    # eval.matrix=needed: after each stage only its own task (the diagonal, all SAPT's FWT
+    # reads), the same values; the dry run's count agrees
+    needed = from_dict(merge(cfg.to_dict(), {"trial_id": "needed", "eval": {"matrix": "needed"}}))
+    assert run_trial(needed).status == "completed"
+    acc = read_study(tmp_path / "study=engine")["accuracy"]
+    mine = acc[acc.trial_id == "needed"]
+    assert sorted(zip(mine.stage, mine.task_position, strict=True)) == [
+        (0, 1), (0, 2), (0, 3), (1, 1), (2, 2), (3, 3)
+    ]  # fmt: skip
+    assert np.diag(matrix_from_long(mine)[0][1:]).tolist() == jl
+    from harness.cost import trial_cost
+
+    def cells_left_out(c):  # of the full matrix's 12 (4 checkpoints x 3 tasks), in tokens
+        return trial_cost(cfg, n_tasks=3).evaluation - trial_cost(c, n_tasks=3).evaluation
+
+    sequential = mini_config(
+        mini_root, tmp_path, **{"replay.method": "none", "eval.matrix": "needed"}
+    )
+    assert cells_left_out(sequential) > 0  # one cell: task 3 after stage 1
+    assert cells_left_out(needed) == pytest.approx(6 * cells_left_out(sequential))
 
 
 def test_single_task_refuses_other_cl_methods(mini_root, tmp_path):

@@ -358,14 +358,23 @@ def test_a_stale_ray_address_starts_a_local_ray_instead_of_waiting_for_ever(
         dead = f"127.0.0.1:{s.getsockname()[1]}"
     calls = []
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(tune.RAY_PREEMPTION_ENV, raising=False)
     monkeypatch.setattr(ray_utils, "read_ray_address", lambda temp_dir=None: dead)
     monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
     tune._init_ray()
     assert calls == [{"address": "local"}]
     assert dead in caplog.text and "without `ray stop`" in caplog.text
+    # a Ray started here watches for no cloud's preemption notices (one process less a trial)
+    assert os.environ[tune.RAY_PREEMPTION_ENV] == "0"
+    monkeypatch.delenv(tune.RAY_PREEMPTION_ENV)
     monkeypatch.setattr(ray_utils, "read_ray_address", lambda temp_dir=None: None)
     tune._init_ray()
     assert calls[-1] == {}  # no address recorded: ray.init() as before
+    assert os.environ[tune.RAY_PREEMPTION_ENV] == "0"
+    monkeypatch.delenv(tune.RAY_PREEMPTION_ENV)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # a cluster's: its watcher stays on
+    tune._init_ray()
+    assert calls[-1] == {} and tune.RAY_PREEMPTION_ENV not in os.environ
 
 
 def test_a_model_name_that_is_no_preset_directory_or_hub_id_fails_before_the_model(

@@ -363,6 +363,7 @@ def test_heldout_perplexity_equals_a_plain_transformers_forward(real, shared_dat
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_the_preset_runs_on_two_zero3_ranks_under_ray_and_names_every_item(
     smollm2, shared_data, tmp_path
 ):

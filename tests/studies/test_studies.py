@@ -27,7 +27,7 @@ SMOKE_TRIALS = {
 }
 N_TASKS = 2  # smoke runs train on the first 2 tasks of the generated world
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def _study(name: str, out: Path, *extra: str, env: dict | None = None):
