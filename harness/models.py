@@ -475,8 +475,11 @@ def build(
             # ZeRO-3 partitioned model cannot be deep-copied).
             reference = load_tokenizer_and_model(cfg.name, dtype=dtype, seed=seed, **hub)[1]
         reference.eval().requires_grad_(False)
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n_all = sum(p.numel() for p in model.parameters())
+    # A parameter partitioned while it loaded (ZeRO-3) holds no elements here: its full size
+    # is DeepSpeed's ds_numel (the log said "0 / 0 parameters trainable").
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+    n_train = sum(n for n, trainable in sizes if trainable)
+    n_all = sum(n for n, _ in sizes)
     log.info("model %s (%s): %d / %d parameters trainable", cfg.name, cfg.tuning, n_train, n_all)
     return Built(model=model, tokenizer=tok, reference=reference, keepalive=keepalive)
 

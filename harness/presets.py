@@ -216,7 +216,13 @@ def base_config(
             {
                 "data": {"tasks": "cb,rte", "max_train_per_task": 8, "max_test_per_task": 4},
                 "replay": {"size": 4, "max_tokens": 64},
-                "train": {"max_steps_per_task": 2, "warmup_steps": 1, "log_every": 1},
+                # 2 steps of 2 x 2 rows: each of a task's 8 examples once
+                "train": {
+                    "max_steps_per_task": 2,
+                    "batch_size": 2,
+                    "warmup_steps": 1,
+                    "log_every": 1,
+                },
                 "eval": {
                     "probe_max_questions": 4,
                     "heldout_max_texts": 4,

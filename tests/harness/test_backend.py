@@ -6,6 +6,8 @@ collective timeout naming the rank, within a minute, instead of a stuck Ray work
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +176,22 @@ def test_tm_states_built_by_two_ranks_equal_the_one_rank_states(tmp_path: Path) 
     # Each pass: rank 0 ran 2 batches, rank 1 its 1 batch and one idle forward (same calls).
     calls = [(tmp_path / f"calls{r}").read_text().split() for r in (0, 1)]
     assert calls[0] == ["2", "2", "2", "2"] and calls[1] == ["2", "0", "2", "0"]
+
+
+def test_deepspeed_is_imported_without_mlflow_which_stays_importable():
+    """Every rank imports DeepSpeed; its autotuner's optional MLflow import was most of that
+    import's time. A fresh process: DeepSpeed works, MLflow is not loaded by it, and a later
+    ``import mlflow`` (the tracker) still works."""
+    pytest.importorskip("mlflow")
+    code = (
+        "import sys\n"
+        "from harness.backend import import_deepspeed\n"
+        "ds = import_deepspeed()\n"
+        "assert 'mlflow' not in sys.modules, 'DeepSpeed imported MLflow'\n"
+        "assert ds.zero.GatheredParameters and not ds.autotuning.autotuner.has_mlflow\n"
+        "import mlflow\n"
+        "assert mlflow.start_run\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "ok", proc.stderr[-2000:]

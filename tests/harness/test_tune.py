@@ -107,3 +107,19 @@ def test_a_labelled_axis_value_names_the_trial_and_is_not_a_setting():
     ]
     assert configs[2].interventions == {"redo": {"tau": 0.05}} and configs[0].interventions == {}
     assert "@regime" not in configs[2].to_dict() and "regime" not in configs[2].to_dict()
+
+
+def test_a_trial_s_trainer_starts_ray_data_s_dataset_manager_only_for_ray_datasets():
+    """Ray 2.60 starts a DatasetManager actor for every run; the harness's ranks read their own
+    data, so its trainer drops that callback, and keeps it (and every other) when a run has
+    Ray Datasets. Built, not run: no Ray starts."""
+    from harness.tune import _trainer_class
+
+    def names(**kwargs):
+        trainer = _trainer_class()(lambda config: None, **kwargs)
+        return [type(cb).__name__ for cb in trainer._create_default_callbacks()]
+
+    plain, with_data = names(), names(datasets={"train": lambda: None})
+    assert "DatasetsCallback" in with_data and "DatasetsCallback" not in plain
+    assert [n for n in with_data if n != "DatasetsCallback"] == plain
+    assert {"BackendSetupCallback", "PlacementGroupCleanerCallback"} <= set(plain)
