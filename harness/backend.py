@@ -459,23 +459,51 @@ def init_single_process(timeout_s: float = 900.0) -> None:
 
 
 def import_deepspeed():
-    """``import deepspeed`` without the optional MLflow import of its autotuner, which the
-    harness never runs: MLflow was 1.1 s of the 1.3 s DeepSpeed import, in every rank of
-    every trial (measured with ``python -X importtime``). MLflow stays importable afterwards
-    (the MLflow tracker runs in the driver, not in ranks)."""
+    """``import deepspeed``, less two costs of every rank of every trial for code the harness
+    never runs (measured with ``python -X importtime`` and py-spy):
+
+    * its autotuner's optional MLflow import (1.1 s of the 1.3 s ``import deepspeed``; MLflow
+      stays importable afterwards, for the tracker in the driver);
+    * ``torch.compile`` of its Muon optimiser's kernels, which ``deepspeed.initialize`` imports
+      to list the optimisers ZeRO supports (compiling at import loads TorchDynamo and
+      Inductor, ~1 s): they are compiled when first called instead, as they would be anyway.
+    """
     import sys
 
     if "deepspeed" in sys.modules or "mlflow" in sys.modules:
         import deepspeed
+    else:
+        sys.modules["mlflow"] = None  # ``import mlflow`` raises ImportError while this stands
+        try:
+            import deepspeed
+        finally:
+            if sys.modules.get("mlflow", False) is None:
+                del sys.modules["mlflow"]
+    from deepspeed.runtime import compiler
 
-        return deepspeed
-    sys.modules["mlflow"] = None  # ``import mlflow`` raises ImportError while this stands
-    try:
-        import deepspeed
-    finally:
-        if sys.modules.get("mlflow", False) is None:
-            del sys.modules["mlflow"]
+    if getattr(compiler.compile, "__name__", "") != "_compile_on_first_call":
+        compiler.compile = _compile_on_first_call
     return deepspeed
+
+
+def _compile_on_first_call(**options):
+    """DeepSpeed's ``compiler.compile()`` decorator (``torch.compile``), compiling when the
+    function is first called rather than when its module is imported."""
+    import functools
+
+    def decorate(fn):
+        compiled = None
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            nonlocal compiled
+            if compiled is None:
+                compiled = torch.compile(fn, **options)
+            return compiled(*args, **kwargs)
+
+        return run
+
+    return decorate
 
 
 def make_backend(cfg: TrialConfig, *, per_element_step: bool = False) -> Backend:

@@ -178,17 +178,37 @@ def test_tm_states_built_by_two_ranks_equal_the_one_rank_states(tmp_path: Path) 
     assert calls[0] == ["2", "2", "2", "2"] and calls[1] == ["2", "0", "2", "0"]
 
 
-def test_deepspeed_is_imported_without_mlflow_which_stays_importable():
-    """Every rank imports DeepSpeed; its autotuner's optional MLflow import was most of that
-    import's time. A fresh process: DeepSpeed works, MLflow is not loaded by it, and a later
-    ``import mlflow`` (the tracker) still works."""
+def test_deepspeed_is_imported_without_mlflow_and_compiles_muon_on_first_call():
+    """Every rank imports DeepSpeed: its autotuner's optional MLflow import and the
+    ``torch.compile`` of its Muon kernels at import were most of a rank's DeepSpeed time. A
+    fresh process: MLflow is not loaded by DeepSpeed and still imports later (the tracker);
+    after ``deepspeed.initialize`` (which imports Muon) nothing was compiled; a Muon kernel
+    compiles on its first call and computes what the eager function does."""
     pytest.importorskip("mlflow")
     code = (
-        "import sys\n"
+        "import sys, torch\n"
         "from harness.backend import import_deepspeed\n"
+        "calls = []\n"
+        "real = torch.compile\n"
+        "torch.compile = lambda fn, **kw: calls.append(fn.__name__) or real(fn, backend='eager')\n"
         "ds = import_deepspeed()\n"
         "assert 'mlflow' not in sys.modules, 'DeepSpeed imported MLflow'\n"
-        "assert ds.zero.GatheredParameters and not ds.autotuning.autotuner.has_mlflow\n"
+        "assert not ds.autotuning.autotuner.has_mlflow\n"
+        "from deepspeed.runtime.zero.utils import is_zero_supported_optimizer\n"
+        "import deepspeed.comm as dist\n"
+        "import os\n"
+        "os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT='29533', RANK='0',"
+        " WORLD_SIZE='1', LOCAL_RANK='0')\n"
+        "dist.init_distributed('gloo')\n"
+        "p = torch.nn.Parameter(torch.ones(2))\n"
+        "assert is_zero_supported_optimizer(torch.optim.AdamW([p]))  # imports Muon\n"
+        "from deepspeed.runtime.zero.muon import original_muon as muon\n"
+        "assert calls == [], calls\n"
+        "g = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))\n"
+        "got = muon.zeropower_via_newtonschulz5(g, 5)\n"
+        "assert calls == ['zeropower_via_newtonschulz5'], calls\n"
+        "want = muon.zeropower_via_newtonschulz5.__wrapped__(g, 5)\n"
+        "assert torch.equal(got, want)\n"
         "import mlflow\n"
         "assert mlflow.start_run\n"
         "print('ok')\n"
