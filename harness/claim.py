@@ -96,7 +96,7 @@ def claimed(cfg: TrialConfig, owner: str | None = None) -> Iterator[None]:
         yield
         return
     if storage.is_uri(cfg.out):
-        claim = _object_claim(cfg, claim_path(cfg), owner)
+        claim = object_claim(cfg, claim_path(cfg), owner)
     else:
         claim = _file_claim(cfg, claim_path(cfg))
     with claim:
@@ -111,13 +111,16 @@ _HELD: set[str] = set()
 """The claims this process holds (a claim is re-entrant within its process)."""
 
 
-@contextlib.contextmanager
-def _file_claim(cfg: TrialConfig, path: Path) -> Iterator[None]:
+def _lock(path: Path) -> int | None:
+    """An open descriptor of ``path`` holding its exclusive lock, or None while another
+    process holds it. The file locked is checked to still be ``path``: a holder removes its
+    lock file when it lets go, and a descriptor opened just before that would otherwise lock
+    a removed file while a third process locks a new one at the same path. OSError where
+    the folder cannot be made or the filesystem has no locks."""
     import fcntl
 
-    made = [p for p in (path.parent, path.parent.parent) if not p.exists()]
     while True:
-        try:  # the folder may vanish between these two: its last claim was just released
+        try:  # the folder may vanish between these two: its last lock was just released
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except FileNotFoundError:
@@ -125,33 +128,60 @@ def _file_claim(cfg: TrialConfig, path: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            try:
-                holder = json.loads(os.read(fd, 4096) or b"{}")
-            except ValueError:
-                holder = {}
             os.close(fd)
-            raise _refusal(cfg, holder, path) from None
+            return None
+        except OSError:
+            os.close(fd)
+            raise
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                break  # the file we locked is still the claim (not removed by its last holder)
+                return fd
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _release(fd: int, path: Path, folders: list[Path]) -> Iterator[None]:
+    """Hold a lock from :func:`_lock`; remove its file (then its folders, if empty) on exit."""
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(_me()).encode())
         yield
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
-        for folder in dict.fromkeys([path.parent, *made]):  # empty now: nothing left lying
+        for folder in dict.fromkeys(folders):  # empty now: nothing left lying
             with contextlib.suppress(OSError):
                 folder.rmdir()
         os.close(fd)
 
 
+def try_file_lock(path: Path) -> contextlib.AbstractContextManager | None:
+    """The lock file ``path`` held for a ``with`` block (removed on exit), or None while another
+    process holds it; OSError where the filesystem cannot lock (the caller decides)."""
+    fd = _lock(path)
+    return None if fd is None else _release(fd, path, [])
+
+
 @contextlib.contextmanager
-def _object_claim(cfg: TrialConfig, key: str, owner: str | None = None) -> Iterator[None]:
+def _file_claim(cfg: TrialConfig, path: Path) -> Iterator[None]:
+    made = [p for p in (path.parent, path.parent.parent) if not p.exists()]
+    fd = _lock(path)
+    if fd is None:
+        try:
+            holder = json.loads(path.read_bytes() or b"{}")
+        except (OSError, ValueError):
+            holder = {}
+        raise _refusal(cfg, holder, path)
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(_me()).encode())
+    with _release(fd, path, [path.parent, *made]):
+        yield
+
+
+@contextlib.contextmanager
+def object_claim(cfg: TrialConfig, key: str, owner: str | None = None) -> Iterator[None]:
+    """The claim object ``key`` on an object store held for a ``with`` block (heartbeat,
+    staleness and settling: the module doc); ClaimedError on entry while a live run holds it."""
     from results import storage
 
     def read() -> dict | None:

@@ -273,8 +273,9 @@ def grid_costs(configs) -> dict[str, Cost]:
 
 
 def _numerics(d: dict) -> list:
-    sc = d["scale"]
-    return [sc[k] for k in ("backend", "zero_stage", "workers", "use_gpu", "offload_params")]
+    from harness.shared import NUMERICS
+
+    return [d["scale"][k] for k in NUMERICS]
 
 
 def _model(d: dict) -> dict:
@@ -301,8 +302,10 @@ def _start_key(cfg: TrialConfig) -> str:
     which are the same across one grid)."""
     import json
 
+    from harness.shared import NOT_STAGE0
+
     d = cfg.to_dict()
-    ev = {k: v for k, v in d["eval"].items() if k not in ("matrix", "plasticity_texts")}
+    ev = {k: v for k, v in d["eval"].items() if k not in NOT_STAGE0}
     return json.dumps([_model(d), d["data"], ev, d["seed"], _numerics(d)], sort_keys=True)
 
 

@@ -38,7 +38,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,12 +58,24 @@ def code_hash() -> str:
     """A hash of the harness's own source (every ``harness/**/*.py``, by content): rows and
     states computed by other code are never reused, with or without a git checkout."""
     if not _CODE:
-        root = Path(__file__).resolve().parent
-        digest = hashlib.sha256()
-        for path in sorted(root.rglob("*.py")):
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-        _CODE.append(digest.hexdigest())
+        _CODE.append(_tree_hash(Path(__file__).resolve().parent, "*.py"))
     return _CODE[0]
+
+
+def _tree_hash(root: Path, pattern: str = "*") -> str:
+    """Every file under ``root`` matching ``pattern``: its relative path and contents."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob(pattern) if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+NUMERICS = ("backend", "zero_stage", "workers", "use_gpu", "offload_params")
+"""The scale settings that decide a forward pass's numerics (part of every shared key; the
+dry run's cost groups trials by them too)."""
+
+NOT_STAGE0 = ("matrix", "plasticity_texts")
+"""Evaluation settings that do not touch stage 0's rows (left out of its key)."""
 
 
 def _hasher(trial, what: str):
@@ -90,7 +101,7 @@ def _hasher(trial, what: str):
     commit = getattr(getattr(trial.built.model, "config", None), "_commit_hash", None)
     add([model_identity(cfg.model)[0], commit, model, d["seed"]])  # 'tiny': weights from the seed
     sc = d["scale"]
-    add([sc[k] for k in ("backend", "zero_stage", "workers", "use_gpu", "offload_params")])
+    add([sc[k] for k in NUMERICS])
     if cfg.scale.use_gpu and torch.cuda.is_available():
         add([torch.cuda.get_device_name(), torch.version.cuda])
     return digest, add
@@ -98,13 +109,7 @@ def _hasher(trial, what: str):
 
 def _files_hash(folder: str | None) -> str | None:
     """The contents of every file under ``folder`` (lm-eval's include path), or None."""
-    if not folder:
-        return None
-    digest = hashlib.sha256()
-    root = Path(folder).expanduser()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return _tree_hash(Path(folder).expanduser()) if folder else None
 
 
 def stage0_key(trial) -> str:
@@ -113,7 +118,7 @@ def stage0_key(trial) -> str:
     digest, add = _hasher(trial, "stage0")
     # every evaluation setting but those that do not touch stage 0's rows; the data settings
     # through what they produce (the token ids below)
-    ev = {k: v for k, v in d["eval"].items() if k not in ("matrix", "plasticity_texts")}
+    ev = {k: v for k, v in d["eval"].items() if k not in NOT_STAGE0}
     ev["lm_eval_include_path"] = _files_hash(ev["lm_eval_include_path"])
     add(ev)
     if ev["lm_eval_tasks"]:  # lm-eval builds those prompts itself: its version
@@ -172,60 +177,32 @@ def _write(loc, key: str, rows: dict[str, list[dict]]) -> None:
     storage.write(loc, lambda f: f.write(payload))
 
 
-@contextlib.contextmanager
-def _file_lock(fd: int, path: Path) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(fd)
-
-
 def _try_claim(trial, loc):
-    """A context manager that holds the right to compute ``loc`` (a lock beside it; on an
-    object store a claim object with a heartbeat, :mod:`harness.claim`), or None while another
+    """A context manager that holds the right to compute ``loc`` (a lock file beside it; on an
+    object store a claim object with a heartbeat: :mod:`harness.claim`), or None while another
     live process holds it. A lock that cannot be taken at all (a filesystem without locks)
     lets this one compute unlocked."""
-    if not isinstance(loc, Path):
-        from harness.claim import ClaimedError, _object_claim
+    from harness.claim import ClaimedError, object_claim, try_file_lock
 
-        claim = _object_claim(trial.cfg, f"{loc}.claim.json")
-        try:
-            claim.__enter__()
-        except ClaimedError:
-            return None
-        except OSError as exc:
-            log.warning("no claim on %s (%s): computing it unclaimed", loc, exc)
-            return contextlib.nullcontext()
-
-        @contextlib.contextmanager
-        def held() -> Iterator[None]:
-            try:
-                yield
-            finally:
-                claim.__exit__(None, None, None)
-
-        return held()
-    import fcntl
-
-    path = loc.with_name(loc.name + ".lock")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        log.warning("no lock at %s (%s): computing it unlocked", path, exc)
-        return contextlib.nullcontext()
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+        if isinstance(loc, Path):
+            return try_file_lock(loc.with_name(loc.name + ".lock"))
+        claim = object_claim(trial.cfg, f"{loc}.claim.json")
+        claim.__enter__()
+    except ClaimedError:
         return None
     except OSError as exc:
-        os.close(fd)
-        log.warning("no lock at %s (%s): computing it unlocked", path, exc)
+        log.warning("no claim on %s (%s): computing it unclaimed", loc, exc)
         return contextlib.nullcontext()
-    return _file_lock(fd, path)
+
+    @contextlib.contextmanager
+    def held() -> Iterator[None]:
+        try:
+            yield
+        finally:
+            claim.__exit__(None, None, None)
+
+    return held()
 
 
 def _obtain(trial, loc, read: Callable, stack: contextlib.ExitStack):

@@ -265,3 +265,34 @@ def test_a_trial_waits_for_the_one_computing_its_key_then_reads_it(tmp_path):
     trial.rerun = True
     with contextlib.ExitStack() as stack:
         assert shared._obtain(trial, loc, shared._read, stack)[0] == "compute"
+
+
+def test_a_lock_taken_on_a_file_its_holder_just_removed_is_taken_again(tmp_path, monkeypatch):
+    """The race a lock file has: B opens the lock file, A lets go (removes it, unlocks), B locks
+    the removed file while C would lock a new one at the same path: two processes computing.
+    The lock (shared results and trial claims alike) checks it holds the file at the path."""
+    import os
+
+    from harness import claim
+
+    path = tmp_path / "states" / "key.lock"
+    a = claim.try_file_lock(path)
+    a.__enter__()
+    real_open = os.open
+    opened = []
+
+    def open_then_a_lets_go(p, *args):
+        fd = real_open(p, *args)
+        opened.append(p)
+        if len(opened) == 1:  # the first open: A's file, which A removes before B locks it
+            a.__exit__(None, None, None)
+        return fd
+
+    monkeypatch.setattr(claim.os, "open", open_then_a_lets_go)
+    b = claim.try_file_lock(path)
+    monkeypatch.undo()
+    assert b is not None and len(opened) == 2  # B got the lock, at its second open ...
+    with b:
+        assert path.exists() and claim.try_file_lock(path) is None  # ... so C waits
+    assert not path.exists()
+    assert claim.try_file_lock(path) is not None  # free again once B lets go

@@ -319,23 +319,23 @@ def test_an_object_store_claim_refuses_a_second_writer(s3, monkeypatch) -> None:
     monkeypatch.setattr(claim, "SETTLE_S", 0.1)
     cfg = from_dict({"out": "s3://bucket/runs", "trial_id": "same"})
     key = claim.claim_path(cfg)
-    with claim._object_claim(cfg, key):
+    with claim.object_claim(cfg, key):
         with pytest.raises(ClaimedError, match="being run by process"):
-            with claim._object_claim(cfg, key):
+            with claim.object_claim(cfg, key):
                 pass
     from results import storage
 
     assert not storage.exists(key)  # released
     stale = {"host": "gone", "pid": 1, "since": 0, "beat": time.time() - 2 * claim.STALE_S}
     storage.write(key, lambda f: f.write(json.dumps(stale).encode()))
-    with claim._object_claim(cfg, key):  # a claim left by a killed run goes stale
+    with claim.object_claim(cfg, key):  # a claim left by a killed run goes stale
         pass
     fresh = {**stale, "beat": time.time(), "owner": "tune:t1"}
     storage.write(key, lambda f: f.write(json.dumps(fresh).encode()))
     with pytest.raises(ClaimedError, match="expires at"):
-        with claim._object_claim(cfg, key, owner="tune:t2"):
+        with claim.object_claim(cfg, key, owner="tune:t2"):
             pass
-    with claim._object_claim(cfg, key, owner="tune:t1"):  # a retry of the same Tune trial
+    with claim.object_claim(cfg, key, owner="tune:t1"):  # a retry of the same Tune trial
         pass
 
 
