@@ -172,9 +172,9 @@ def _file_claim(cfg: TrialConfig, path: Path) -> Iterator[None]:
         except (OSError, ValueError):
             holder = {}
         raise _refusal(cfg, holder, path)
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps(_me()).encode())
     with _release(fd, path, [path.parent, *made]):
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(_me()).encode())
         yield
 
 
