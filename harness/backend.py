@@ -481,8 +481,7 @@ def import_deepspeed():
                 del sys.modules["mlflow"]
     from deepspeed.runtime import compiler
 
-    if getattr(compiler.compile, "__name__", "") != "_compile_on_first_call":
-        compiler.compile = _compile_on_first_call
+    compiler.compile = _compile_on_first_call
     return deepspeed
 
 

@@ -39,7 +39,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -187,22 +187,14 @@ def _try_claim(trial, loc):
     try:
         if isinstance(loc, Path):
             return try_file_lock(loc.with_name(loc.name + ".lock"))
-        claim = object_claim(trial.cfg, f"{loc}.claim.json")
-        claim.__enter__()
+        held = contextlib.ExitStack()  # entered here: the claim is taken (or refused) now
+        held.enter_context(object_claim(trial.cfg, f"{loc}.claim.json"))
+        return held
     except ClaimedError:
         return None
     except OSError as exc:
         log.warning("no claim on %s (%s): computing it unclaimed", loc, exc)
         return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def held() -> Iterator[None]:
-        try:
-            yield
-        finally:
-            claim.__exit__(None, None, None)
-
-    return held()
 
 
 def _obtain(trial, loc, read: Callable, stack: contextlib.ExitStack):
