@@ -4,8 +4,12 @@ Counts forward tokens, the unit both training and evaluation spend:
 
 * **training**: every optimiser step's rows (task examples, and the replay texts mixed into
   each task's training set, or ``replay.per_batch`` of them per step), over the task's epochs
-  and its step cap. Its compute in forward-token equivalents is 3x that (forward + backward),
-  4x with gradient checkpointing (the forward is recomputed).
+  and its step cap. Its compute in forward-token equivalents is 3x that under full fine-tuning
+  (a forward, then a backward of ~2 forwards: the gradients of the activations and of the
+  weights), 2x under LoRA (the frozen weights get no gradient, so the backward is ~1 forward;
+  the adapters' own share is small and not counted), +1 with gradient checkpointing (the
+  forward is recomputed). A replay method that reads the frozen starting model on its rows
+  (``needs_reference``: kl, l1, l2) adds that no-grad forward over every replay row.
 * **evaluation**: at every checkpoint (the start and after each task) each task's test prompts
   (one forward per prompt holding its packed candidates, a long shared beginning such as a
   probe subject's few-shot block counted once; for generation, the prompt plus at
@@ -112,6 +116,23 @@ def _buffered(cfg: TrialConfig, k: int, n_task: int) -> int:
     return k * min(settings.size, n_task)
 
 
+def compute_factor(cfg: TrialConfig) -> int:
+    """Forward-token equivalents of one training token: forward + backward (3 under full
+    fine-tuning, 2 under LoRA, whose frozen weights get no gradient), + 1 recomputed forward
+    with gradient checkpointing."""
+    factor = 2 if cfg.model.tuning == "lora" else 3
+    return factor + (1 if cfg.model.gradient_checkpointing else 0)
+
+
+def _reference_forward(cfg: TrialConfig) -> bool:
+    """Whether the replay method runs the frozen starting model on each replay batch."""
+    from harness.config.replay_methods import REPLAY
+
+    if cfg.replay.method == "none":
+        return False
+    return bool(getattr(REPLAY.load(cfg.replay.method), "needs_reference", False))
+
+
 def _cl_compute(
     cfg: TrialConfig, task_tokens: float, task_len: float, n: int, n_task: int
 ) -> float:
@@ -139,7 +160,7 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
     notes: list[str] = []
     gen = e.scoring != "loglik"
     train = prepare = 0.0
-    task_tokens = 0.0
+    task_tokens = 0.0  # of which task rows (the rest: replay rows)
     per_task: list[float] = []  # each task's test set at one checkpoint
     if inputs is not None:
         replay = [len(x) for x in inputs.buffer.token_ids] if inputs.buffer else []
@@ -211,11 +232,12 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
         sum(per_task[p - 1] for p in scored_positions(stages, k, e.matrix, diagonal)) + general
         for k in range(1, len(stages) + 1)
     )
-    factor = 4 if cfg.model.gradient_checkpointing else 3
     extra = _cl_compute(cfg, task_tokens, task_len, n, n_task)
+    if _reference_forward(cfg):
+        extra += train - task_tokens  # the frozen model's forward over the replay rows
     return Cost(
         train=int(train),
-        train_compute=int(train * factor + extra),
+        train_compute=int(train * compute_factor(cfg) + extra),
         evaluation=int(total_eval),
         prepare=int(prepare),
         checkpoints=checkpoints,
@@ -316,8 +338,9 @@ def _m(x: float) -> str:
 def describe(costs: dict[str, Cost]) -> list[str]:
     """Lines for the dry run: per trial, the grid, then the ratio line a script can read."""
     lines = [
-        "forward tokens (training compute = 3x training tokens, 4x with gradient "
-        "checkpointing; evaluation summed over ranks and checkpoints):"
+        "forward tokens (training compute = 3x training tokens under full fine-tuning, 2x under "
+        "LoRA, +1x with gradient checkpointing, plus the no-grad forwards of a frozen model; "
+        "evaluation summed over ranks and checkpoints):"
     ]
     for tid, c in costs.items():
         lines.append(

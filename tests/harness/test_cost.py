@@ -76,3 +76,28 @@ def test_the_8b_dry_run_prints_the_ratio_from_stated_assumptions() -> None:
     # gradient checkpointing: training compute is 4x the training tokens
     assert c.train_compute == 4 * c.train and ratio == pytest.approx(c.ratio, abs=0.005)
     assert c.checkpoints == 16 and c.prepare > 0
+
+
+def test_lora_backward_and_a_frozen_models_forward_are_counted_as_they_cost(mini_root, tmp_path):
+    """LoRA's frozen weights get no gradient (forward + ~1 forward of backward: 2x, not 3x);
+    kl, l1 and l2 run the frozen starting model on every replay row (one more forward over
+    those rows); ce and tm do not (tm reads the states it prepared)."""
+    from harness.replay.kl import KLReplay
+    from harness.replay.tm import TMReplay
+
+    common = {"data.tasks": "colour,animal", "train.max_steps_per_task": None}
+    tok = tiny_built().tokenizer
+
+    def cost(name, **over):
+        cfg = mini_config(mini_root, tmp_path / name, **{**common, **over})
+        return trial_cost(cfg, tokenize_inputs(cfg, load_data(cfg), tok))
+
+    plain = cost("p", **{"replay.method": "none"})
+    lora = cost("lora", **{"replay.method": "none", "model.tuning": "lora"})
+    assert lora.train == plain.train and lora.train_compute == 2 * lora.train
+    ce, kl, tm = (cost(m, **{"replay.method": m}) for m in ("ce", "kl", "tm"))
+    assert KLReplay.needs_reference and not TMReplay.needs_reference  # what the counts rest on
+    replay_rows = ce.train - plain.train  # epochs 1, no step cap: the task rows are plain's
+    assert replay_rows > 0 and kl.train == ce.train == tm.train
+    assert ce.train_compute == tm.train_compute == 3 * ce.train
+    assert kl.train_compute - ce.train_compute == pytest.approx(replay_rows, abs=2)
