@@ -296,3 +296,52 @@ def test_a_lock_taken_on_a_file_its_holder_just_removed_is_taken_again(tmp_path,
         assert path.exists() and claim.try_file_lock(path) is None  # ... so C waits
     assert not path.exists()
     assert claim.try_file_lock(path) is not None  # free again once B lets go
+
+
+def test_the_dry_run_groups_trials_as_the_shared_keys_do(mini_root, tmp_path):
+    """The dry run reads from the config alone which trials share stage 0 and a replay state
+    (``harness.cost``); the trials compute the real keys from their inputs and model
+    (``harness.shared``). Over settings that keep or break the sharing, both group alike."""
+    from harness import cost, shared
+    from harness.trial import Trial
+
+    common = {"data.tasks": "colour,animal"}
+    variants = {
+        "none": {"replay.method": "none"},
+        "lr": {"replay.method": "none", "train.lr": 5e-4},
+        "loss weighting": {"replay.method": "none", "train.loss_weighting": "per_sample"},
+        "needed matrix": {"replay.method": "none", "eval.matrix": "needed"},
+        "ewc": {"replay.method": "none", "cl": {"ewc": {}}},
+        "tm": {"replay.method": "tm"},
+        "tm lr": {"replay.method": "tm", "train.lr": 5e-4},
+        "tm k": {"replay.method": "tm", "replay.settings": {"k": 2.0}},
+        "tm size": {"replay.method": "tm", "replay.size": 4},
+        "tm weight": {"replay.method": "tm", "replay.weight": 10.0},
+        "held-out cap": {"replay.method": "none", "eval.heldout_max_texts": 3},
+        "eval batch": {"replay.method": "tm", "eval.batch_size": 8},
+        "seed": {"replay.method": "tm", "seed": 1},
+        "lora": {"replay.method": "none", "model.tuning": "lora"},
+    }
+    keys = {}
+    for name, over in variants.items():
+        cfg = mini_config(mini_root, tmp_path / name.replace(" ", "_"), **{**common, **over})
+        trial = Trial(cfg)
+        trial.setup()
+        replay = (
+            (shared.replay_key(trial), cost._replay_key(cfg)) if cfg.replay.method == "tm" else None
+        )
+        keys[name] = ((shared.stage0_key(trial), cost._start_key(cfg)), replay)
+
+    def groups(which: int, side: int) -> set[frozenset[str]]:
+        by: dict[str, set[str]] = {}
+        for name, k in keys.items():
+            if k[which] is not None:
+                by.setdefault(k[which][side], set()).add(name)
+        return {frozenset(g) for g in by.values()}
+
+    stage0 = groups(0, 0)
+    assert groups(0, 1) == stage0
+    assert frozenset({"none", "lr", "loss weighting", "needed matrix", "ewc", "tm", "tm lr",
+                      "tm k", "tm size", "tm weight"}) in stage0  # fmt: skip
+    assert groups(1, 1) == groups(1, 0)
+    assert frozenset({"tm", "tm lr", "tm weight"}) in groups(1, 0)
