@@ -15,7 +15,9 @@ Counts forward tokens, the unit both training and evaluation spend:
   probe subject's few-shot block counted once; for generation, the prompt plus at
   most ``eval.max_new_tokens`` new tokens (or the longest label + 2 when unset): an upper
   bound, decoding stops at EOS), the probe's
-  prompts and the held-out texts. The ranks share the work (each scores its share), so the
+  prompts and the held-out texts; and the plasticity diagnostics' forward over the first
+  ``eval.plasticity_texts`` held-out texts (not under ZeRO-3, which shards the weights they
+  read). The ranks share the work (each scores its share), so the
   sum over ranks is one evaluation's tokens.
 * **continual-learning methods** (``cl``): task replay's buffered examples are training rows;
   LwF adds a no-grad teacher forward over the task rows, EWC a forward + backward per Fisher
@@ -151,6 +153,7 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
     """The forward tokens of one trial; ``inputs``: its :class:`harness.inputs.TrialInputs`
     (exact lengths), else the config's caps and :data:`ASSUMED` lengths for ``n_tasks``."""
     from harness.config.cl_methods import diagonal_only
+    from harness.config.scale import shards_weights
     from harness.eval_stage import scored_positions
     from harness.evaluate import new_token_budget, request_tokens
 
@@ -181,6 +184,7 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
         if inputs.probe is not None:
             general += request_tokens(inputs.probe[0])
         general += sum(len(t) for t in inputs.heldout)
+        plasticity = sum(len(t) for t in inputs.heldout[: e.plasticity_texts])
         n = len(inputs.tasks)
         prepare = 2 * sum(replay) if r.method == "tm" else 0
         notes.append("lengths measured on the trial's tokenised inputs")
@@ -216,6 +220,7 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
                     general += min(q, a["mmlu_subjects"]) * shared
         if e.heldout:
             general += (e.heldout_max_texts or 500) * e.heldout_max_tokens
+        plasticity = min(e.plasticity_texts, e.heldout_max_texts or 500) * e.heldout_max_tokens
         prepare = 2 * r.size * replay_len if r.method == "tm" else 0
         notes.append(
             f"assumed lengths: task row {task_len}, replay text {replay_len} (its cap), probe "
@@ -224,13 +229,23 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
             f"{e.heldout_max_tokens} (its cap), {n_test} test and {n_task} train instances per "
             "task (the caps)"
         )
+    if e.lm_eval_tasks:  # lm-eval builds those requests from its own datasets
+        notes.append(
+            f"not counted: lm-eval's tasks ({', '.join(e.lm_eval_tasks)}) at every checkpoint"
+        )
     # multitask: one training stage of every task
     stages = [tuple(range(1, n + 1))] if "multitask" in cfg.cl else [(k,) for k in range(1, n + 1)]
     checkpoints = len(stages) + 1
     stage0 = sum(per_task) + general
-    total_eval = stage0 + sum(
-        sum(per_task[p - 1] for p in scored_positions(stages, k, e.matrix, diagonal)) + general
-        for k in range(1, len(stages) + 1)
+    if not (e.heldout and e.plasticity_texts) or shards_weights(cfg.scale):
+        plasticity = 0  # no diagnostics (harness.plasticity: off when the weights are sharded)
+    total_eval = (
+        checkpoints * plasticity
+        + stage0
+        + sum(
+            sum(per_task[p - 1] for p in scored_positions(stages, k, e.matrix, diagonal)) + general
+            for k in range(1, len(stages) + 1)
+        )
     )
     extra = _cl_compute(cfg, task_tokens, task_len, n, n_task)
     if _reference_forward(cfg):

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from harness.config import from_dict, merge
 from harness.cost import describe, grid_costs, trial_cost
 from harness.evaluate import _pack
 from harness.inputs import load_data, tokenize_inputs
@@ -20,6 +21,7 @@ def test_measured_cost_counts_every_training_row_and_every_evaluation_forward(mi
             "replay.method": "none",
             "data.tasks": "colour,animal",
             "train.max_steps_per_task": None,
+            "eval.plasticity_texts": 5,
         },
     )
     tok = tiny_built().tokenizer
@@ -31,7 +33,13 @@ def test_measured_cost_counts_every_training_row_and_every_evaluation_forward(mi
     per_ckpt = sum(len(_pack(p, tt.candidates)[0]) for tt in inputs.tasks for p in tt.prompts)
     per_ckpt += sum(len(_pack(p, cands)[0]) for p, cands in inputs.probe[0])
     per_ckpt += sum(len(t) for t in inputs.heldout)
+    # the plasticity diagnostics' probe batch: the first eval.plasticity_texts held-out texts
+    assert len(inputs.heldout) > 5
+    per_ckpt += sum(len(t) for t in inputs.heldout[: cfg.eval.plasticity_texts])
     assert c.checkpoints == 3 and c.evaluation == 3 * per_ckpt
+    zero3 = from_dict(merge(cfg.to_dict(), {"scale": {"backend": "deepspeed", "zero_stage": 3}}))
+    probe_batch = sum(len(t) for t in inputs.heldout[:5])
+    assert trial_cost(zero3, inputs).evaluation == c.evaluation - 3 * probe_batch  # not run
     assert c.ratio == pytest.approx(c.evaluation / c.train_compute)
 
 
@@ -73,6 +81,10 @@ def test_the_8b_dry_run_prints_the_ratio_from_stated_assumptions() -> None:
     assert any("assumed lengths" in ln for ln in lines)
     ratio = float(re.fullmatch(r"evaluation/training forward tokens: (\S+)", lines[-1]).group(1))
     c = next(iter(grid_costs(configs).values()))
+    with_lm_eval = from_dict(merge(base, {"eval": {"lm_eval_tasks": ["arc_easy"]}}))
+    assert "not counted: lm-eval's tasks (arc_easy)" in " ".join(
+        trial_cost(with_lm_eval, n_tasks=15).assumptions
+    )
     # gradient checkpointing: training compute is 4x the training tokens
     assert c.train_compute == 4 * c.train and ratio == pytest.approx(c.ratio, abs=0.005)
     assert c.checkpoints == 16 and c.prepare > 0
