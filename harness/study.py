@@ -360,6 +360,24 @@ class Study:
     and ``present(args, study_dir)`` prints its table)."""
 
 
+def _check_outputs(study: Study, args: argparse.Namespace) -> None:
+    """--report and --dpi, for both kinds of study, before any work."""
+    if args.report and study.report is None:
+        raise ConfigError(["--report: this study has no report writer; run it with studies.run"])
+    if args.dpi <= 0:
+        raise ConfigError([f"--dpi {args.dpi}: must be a positive integer, e.g. 150 or 300"])
+
+
+def _check_storage(storage_path: str | None) -> None:
+    """A --storage-path on an object store must be writable, before any work."""
+    from results.storage import check_writable, is_uri
+
+    if storage_path and is_uri(storage_path):
+        problem = check_writable(storage_path, "--storage-path")
+        if problem:
+            raise ConfigError([problem])
+
+
 def main(study: Study, argv: Sequence[str] | None = None) -> int:
     """Run a study: the preset, then ``study.settings``, then ``study.smoke_settings`` under
     --smoke-test; ``--set`` wins over all of them."""
@@ -376,7 +394,6 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
     from harness.data.release import how_to_get
     from harness.inputs import preflight
     from results.ledger import check_output
-    from results.storage import check_writable, is_uri
 
     try:
         if args.data_dir and Path(args.data_dir).is_file():
@@ -399,12 +416,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
                     )
                 ]
             )
-        if args.report and study.report is None:
-            raise ConfigError(
-                ["--report: this study has no report writer; run it with studies.run"]
-            )
-        if args.dpi <= 0:
-            raise ConfigError([f"--dpi {args.dpi}: must be a positive integer, e.g. 150 or 300"])
+        _check_outputs(study, args)
         types = option_types()
         overrides = dict(read_override(item, types) for item in [*args.overrides, *args.set])
         if args.save_models is not None:
@@ -429,10 +441,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
         # where results and checkpoints go, before a study's own preparation (world bases)
         check_output(configs[0])
         storage = args.storage_path or default_storage(args.out)
-        if args.storage_path and is_uri(storage):
-            problem = check_writable(storage, "--storage-path")
-            if problem:
-                raise ConfigError([problem])
+        _check_storage(args.storage_path)
         if prepare is not None:
             configs = expand_grid(name, prepare(args, base), axes)
         with _each_message_once():  # the grid's configs load the same data: say things once
@@ -511,22 +520,13 @@ def _main_jobs(study: Study, jobs: Jobs, args: argparse.Namespace) -> int:
     from harness.tune import run_jobs
     from results.io import study_dir
     from results.ledger import check_output
-    from results.storage import check_writable, is_uri
 
     args.out = args.out or "runs"
     try:
-        if args.report and study.report is None:
-            raise ConfigError(
-                ["--report: this study has no report writer; run it with studies.run"]
-            )
-        if args.dpi <= 0:
-            raise ConfigError([f"--dpi {args.dpi}: must be a positive integer, e.g. 150 or 300"])
+        _check_outputs(study, args)
+        _check_storage(args.storage_path)
         planned = jobs.plan(args)
         check_output(TrialConfig(out=args.out))  # the results root, before any preparation
-        if args.storage_path and is_uri(args.storage_path):
-            problem = check_writable(args.storage_path, "--storage-path")
-            if problem:
-                raise ConfigError([problem])
     except (ValueError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

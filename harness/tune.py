@@ -368,6 +368,14 @@ def max_concurrent_trials(configs: Sequence[TrialConfig]) -> int | None:
     return max(1, int(res.get("CPU", 0) // per_trial))
 
 
+def _absolute(loc) -> str:
+    """A local results or storage path made absolute (Ray's workers do not run in the driver's
+    working directory, so a relative one, such as the default 'runs', means the driver's); a
+    URI as given."""
+    text = str(loc)
+    return text if "://" in text else str(Path(text).resolve())
+
+
 def run_study(
     configs: Sequence[TrialConfig],
     *,
@@ -400,13 +408,11 @@ def run_study(
     # Ray Train workers do not run in the driver's working directory: a relative results
     # path (the default 'runs') must mean the driver's.
     configs = [
-        c if "://" in c.out else dataclasses.replace(c, out=str(Path(c.out).resolve()))
+        c if _absolute(c.out) == c.out else dataclasses.replace(c, out=_absolute(c.out))
         for c in configs
     ]
     study, out = configs[0].study, configs[0].out
-    storage = (
-        str(Path(storage_path).resolve()) if "://" not in str(storage_path) else str(storage_path)
-    )
+    storage = _absolute(storage_path)
     stored = stored_summaries(out, study)  # read once, not once per trial
     conflicts = [] if overwrite else id_conflicts(configs, stored)
     if conflicts:
@@ -533,7 +539,7 @@ def run_jobs(
     from results import storage
     from results.io import record_path
 
-    out = out if "://" in out else str(Path(out).resolve())
+    out = _absolute(out)
     todo = []
     for i, (job_id, spec) in enumerate(jobs, 1):
         if storage.is_file(record_path(out, kind, study=study, trial_id=job_id)):
@@ -547,9 +553,7 @@ def run_jobs(
     if not ray.is_initialized():
         _init_ray()
     log.info("study %s: running %d jobs, %s at a time", study, len(todo), max_concurrent or "all")
-    storage_path = (
-        str(storage_path) if "://" in str(storage_path) else str(Path(storage_path).resolve())
-    )
+    storage_path = _absolute(storage_path)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_tune_job, fn=fn, kind=kind), {"CPU": cpus}),
         param_space={"job": tune.grid_search(todo)},

@@ -253,3 +253,31 @@ def test_a_study_s_trials_share_stage_0_and_tm_states_on_s3(s3, mini_root, monke
         for c in (first, second)
     ]
     pd.testing.assert_frame_equal(start[0], start[1], check_exact=True)
+
+
+def test_both_kinds_of_study_refuse_bad_output_options_before_any_work(s3, tmp_path, capsys):
+    """A grid of trials and a study of jobs share the --report, --dpi and --storage-path
+    checks: each is refused with exit 2, naming the option, before the plan (nothing runs)."""
+    from harness.grid import axis
+    from harness.study import Jobs, Study, main
+
+    planned = []
+
+    def plan(args):
+        planned.append(args)
+        return [("only", {})]
+
+    grid = [axis("replay.method", ["none"])]
+    trials = Study("st", "A study.", grid, grid)
+    jobs = Study("sj", "Jobs.", [], [], jobs=Jobs("adaptation", plan, run=dict))
+    argv = ["--smoke-test", "--out", str(tmp_path / "runs"), "--dry-run"]
+    for bad, want in (
+        (["--dpi", "0"], "--dpi 0: must be a positive integer"),
+        (["--report"], "--report: this study has no report writer"),
+        (["--storage-path", "s3://no-such-bucket/ray"], "'s3://no-such-bucket/ray': cannot write"),
+    ):
+        for study in (trials, jobs):
+            assert main(study, [*argv, *bad]) == 2, (study.name, bad)
+            assert want in capsys.readouterr().err, (study.name, bad)
+    assert planned == []  # the jobs' plan did not run
+    assert main(jobs, argv) == 0 and len(planned) == 1
