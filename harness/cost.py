@@ -15,13 +15,16 @@ Counts forward tokens, the unit both training and evaluation spend:
   probe subject's few-shot block counted once; for generation, the prompt plus at
   most ``eval.max_new_tokens`` new tokens (or the longest label + 2 when unset): an upper
   bound, decoding stops at EOS), the probe's
-  prompts and the held-out texts; and the plasticity diagnostics' forward over the first
-  ``eval.plasticity_texts`` held-out texts (not under ZeRO-3, which shards the weights they
-  read). The ranks share the work (each scores its share), so the
-  sum over ranks is one evaluation's tokens.
+  prompts and the held-out texts. The ranks share that work (each scores its share), so the
+  sum over ranks is one evaluation's tokens. Then the plasticity diagnostics' forward over
+  the first ``eval.plasticity_texts`` held-out texts, which every rank runs whole (not under
+  ZeRO-3, which shards the weights they read).
+* **not counted**: lm-eval's tasks (their requests come from lm-eval's datasets; the dry run
+  says so) and the loss-landscape slices (their forward passes are printed on their own
+  line, :func:`harness.study.landscape_cost`).
 * **continual-learning methods** (``cl``): task replay's buffered examples are training rows;
   LwF adds a no-grad teacher forward over the task rows, EWC a forward + backward per Fisher
-  example after every task (both in the training compute); multitask is scored at 2
+  example after every task, in eval mode (both in the training compute); multitask is scored at 2
   checkpoints (the start and after its one stage).
 * **TM prepare** (method ``tm``): two passes of the frozen model over the replay buffer
   (thresholds, then states), shared by the ranks; reported on its own line.
@@ -118,12 +121,16 @@ def _buffered(cfg: TrialConfig, k: int, n_task: int) -> int:
     return k * min(settings.size, n_task)
 
 
+def _with_backward(cfg: TrialConfig) -> int:
+    """Forward-token equivalents of a forward + backward: 3 under full fine-tuning, 2 under
+    LoRA (the frozen weights get no gradient)."""
+    return 2 if cfg.model.tuning == "lora" else 3
+
+
 def compute_factor(cfg: TrialConfig) -> int:
-    """Forward-token equivalents of one training token: forward + backward (3 under full
-    fine-tuning, 2 under LoRA, whose frozen weights get no gradient), + 1 recomputed forward
-    with gradient checkpointing."""
-    factor = 2 if cfg.model.tuning == "lora" else 3
-    return factor + (1 if cfg.model.gradient_checkpointing else 0)
+    """Forward-token equivalents of one training token: forward + backward, + 1 recomputed
+    forward with gradient checkpointing (on in training mode only)."""
+    return _with_backward(cfg) + (1 if cfg.model.gradient_checkpointing else 0)
 
 
 def _reference_forward(cfg: TrialConfig) -> bool:
@@ -145,7 +152,9 @@ def _cl_compute(
     extra = task_tokens if "lwf" in cfg.cl else 0.0
     if "ewc" in cfg.cl:
         samples = CL.entry("ewc").settings(**cfg.cl["ewc"]).fisher_samples
-        extra += 3 * n * min(n_task, samples if samples is not None else n_task) * task_len
+        fisher = min(n_task, samples if samples is not None else n_task)
+        # one forward + backward per example, in eval mode (no recomputed forward)
+        extra += _with_backward(cfg) * n * fisher * task_len
     return extra
 
 
@@ -229,6 +238,8 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
             f"{e.heldout_max_tokens} (its cap), {n_test} test and {n_task} train instances per "
             "task (the caps)"
         )
+    if cfg.landscape.enabled:
+        notes.append("not counted: the loss-landscape slices (their forward passes above)")
     if e.lm_eval_tasks:  # lm-eval builds those requests from its own datasets
         notes.append(
             f"not counted: lm-eval's tasks ({', '.join(e.lm_eval_tasks)}) at every checkpoint"
@@ -239,8 +250,9 @@ def trial_cost(cfg: TrialConfig, inputs=None, n_tasks: int | None = None) -> Cos
     stage0 = sum(per_task) + general
     if not (e.heldout and e.plasticity_texts) or shards_weights(cfg.scale):
         plasticity = 0  # no diagnostics (harness.plasticity: off when the weights are sharded)
+    # every rank runs the diagnostics on the whole probe batch (the weights are whole there)
     total_eval = (
-        checkpoints * plasticity
+        checkpoints * plasticity * cfg.scale.workers
         + stage0
         + sum(
             sum(per_task[p - 1] for p in scored_positions(stages, k, e.matrix, diagonal)) + general
@@ -354,8 +366,8 @@ def describe(costs: dict[str, Cost]) -> list[str]:
     """Lines for the dry run: per trial, the grid, then the ratio line a script can read."""
     lines = [
         "forward tokens (training compute = 3x training tokens under full fine-tuning, 2x under "
-        "LoRA, +1x with gradient checkpointing, plus the no-grad forwards of a frozen model; "
-        "evaluation summed over ranks and checkpoints):"
+        "LoRA, +1x with gradient checkpointing, plus the methods' extra passes: frozen-model "
+        "forwards, EWC's Fisher; evaluation summed over ranks and checkpoints):"
     ]
     for tid, c in costs.items():
         lines.append(

@@ -40,6 +40,8 @@ def test_measured_cost_counts_every_training_row_and_every_evaluation_forward(mi
     zero3 = from_dict(merge(cfg.to_dict(), {"scale": {"backend": "deepspeed", "zero_stage": 3}}))
     probe_batch = sum(len(t) for t in inputs.heldout[:5])
     assert trial_cost(zero3, inputs).evaluation == c.evaluation - 3 * probe_batch  # not run
+    two = from_dict(merge(cfg.to_dict(), {"scale": {"backend": "deepspeed", "workers": 2}}))
+    assert trial_cost(two, inputs).evaluation == c.evaluation + 3 * probe_batch  # each rank's
     assert c.ratio == pytest.approx(c.evaluation / c.train_compute)
 
 
@@ -107,9 +109,49 @@ def test_lora_backward_and_a_frozen_models_forward_are_counted_as_they_cost(mini
     plain = cost("p", **{"replay.method": "none"})
     lora = cost("lora", **{"replay.method": "none", "model.tuning": "lora"})
     assert lora.train == plain.train and lora.train_compute == 2 * lora.train
+    # EWC's Fisher passes (forward + backward per example) follow the same rule
+    ewc = cost("ewc", **{"replay.method": "none", "cl": {"ewc": {}}})
+    ewc_lora = cost(
+        "ewc_lora", **{"replay.method": "none", "cl": {"ewc": {}}, "model.tuning": "lora"}
+    )
+    fisher, fisher_lora = (
+        ewc.train_compute - plain.train_compute,
+        ewc_lora.train_compute - lora.train_compute,
+    )
+    assert fisher > 0 and fisher_lora == pytest.approx(fisher * 2 / 3, abs=2)
     ce, kl, tm = (cost(m, **{"replay.method": m}) for m in ("ce", "kl", "tm"))
     assert KLReplay.needs_reference and not TMReplay.needs_reference  # what the counts rest on
     replay_rows = ce.train - plain.train  # epochs 1, no step cap: the task rows are plain's
     assert replay_rows > 0 and kl.train == ce.train == tm.train
     assert ce.train_compute == tm.train_compute == 3 * ce.train
     assert kl.train_compute - ce.train_compute == pytest.approx(replay_rows, abs=2)
+
+
+@pytest.mark.parametrize("method,tuning", [("kl", "full"), ("l2", "lora")])
+def test_the_frozen_model_forwards_a_trial_makes_are_the_ones_counted(
+    mini_root, tmp_path, monkeypatch, method, tuning
+):
+    """A real trial's no-grad reference forwards (kl's logits, l2's hidden states; under LoRA
+    the adapter-disabled model) see as many tokens as the dry run adds for them."""
+    import torch
+
+    from harness import train
+    from harness.trial import run_trial
+
+    seen = []
+    forward = train.last_hidden_and_logits
+
+    def counted(model, ids, mask):
+        if not torch.is_grad_enabled():  # the frozen model's forward (training's has grad)
+            seen.append(int(mask.sum()))
+        return forward(model, ids, mask)
+
+    monkeypatch.setattr(train, "last_hidden_and_logits", counted)
+    common = {"data.tasks": "colour,animal", "train.max_steps_per_task": None}
+    over = {**common, "model.tuning": tuning}
+    cfg = mini_config(mini_root, tmp_path / "r", **{**over, "replay.method": method})
+    ce = mini_config(mini_root, tmp_path / "c", **{**over, "replay.method": "ce"})
+    run_trial(cfg)
+    inputs = tokenize_inputs(cfg, load_data(cfg), tiny_built().tokenizer)
+    counted_extra = trial_cost(cfg, inputs).train_compute - trial_cost(ce, inputs).train_compute
+    assert len(seen) > 0 and sum(seen) == pytest.approx(counted_extra, abs=2)

@@ -312,6 +312,7 @@ def test_the_dry_run_groups_trials_as_the_shared_keys_do(mini_root, tmp_path):
         "loss weighting": {"replay.method": "none", "train.loss_weighting": "per_sample"},
         "needed matrix": {"replay.method": "none", "eval.matrix": "needed"},
         "ewc": {"replay.method": "none", "cl": {"ewc": {}}},
+        "plasticity texts": {"replay.method": "none", "eval.plasticity_texts": 4},
         "tm": {"replay.method": "tm"},
         "tm lr": {"replay.method": "tm", "train.lr": 5e-4},
         "tm k": {"replay.method": "tm", "replay.settings": {"k": 2.0}},
@@ -341,7 +342,7 @@ def test_the_dry_run_groups_trials_as_the_shared_keys_do(mini_root, tmp_path):
 
     stage0 = groups(0, 0)
     assert groups(0, 1) == stage0
-    assert frozenset({"none", "lr", "loss weighting", "needed matrix", "ewc", "tm", "tm lr",
-                      "tm k", "tm size", "tm weight"}) in stage0  # fmt: skip
+    assert frozenset({"none", "lr", "loss weighting", "needed matrix", "ewc", "plasticity texts",
+                      "tm", "tm lr", "tm k", "tm size", "tm weight"}) in stage0  # fmt: skip
     assert groups(1, 1) == groups(1, 0)
     assert frozenset({"tm", "tm lr", "tm weight"}) in groups(1, 0)
