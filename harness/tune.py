@@ -408,7 +408,7 @@ def run_study(
     # Ray Train workers do not run in the driver's working directory: a relative results
     # path (the default 'runs') must mean the driver's.
     configs = [
-        c if _absolute(c.out) == c.out else dataclasses.replace(c, out=_absolute(c.out))
+        c if (resolved := _absolute(c.out)) == c.out else dataclasses.replace(c, out=resolved)
         for c in configs
     ]
     study, out = configs[0].study, configs[0].out
